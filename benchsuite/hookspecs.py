@@ -1,0 +1,66 @@
+"""The plugin boundary: every hook a benchsuite plugin may implement.
+
+Each hook returns a list of typed records (see benchsuite.records); the host flattens them,
+rejects duplicate names and owns everything else (loops, devices, batching, seeds, storage).
+A plugin module implements any subset:
+
+    from benchsuite import hookimpl
+    from benchsuite.records import OptimizerSpec
+
+    @hookimpl
+    def benchsuite_optimizers():
+        return [OptimizerSpec("lion", Lion, defaults={"lr": 1e-4}, elementwise=True)]
+
+and is announced in its distribution's pyproject.toml:
+
+    [project.entry-points.benchsuite]
+    lion = "benchsuite_lion"
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from benchsuite.records import (
+    ArchitectureSpec,
+    DatasetSpec,
+    OptimizerSpec,
+    PriorSpec,
+    SamplerSpec,
+)
+
+PROJECT = "benchsuite"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def benchsuite_datasets() -> list[DatasetSpec]:
+    """Named image datasets: each a loader of the full train and test splits of all classes.
+
+    The host draws class pairs, nested training sets and normalization from them.
+    """
+
+
+@hookspec
+def benchsuite_architectures() -> list[ArchitectureSpec]:
+    """Named architectures: each a factory of an ordinary nn.Module with two output logits,
+    built from the input shape and width/depth knobs. The host stacks many copies."""
+
+
+@hookspec
+def benchsuite_priors() -> list[PriorSpec]:
+    """Named weight priors (initializers), shared by random-interpolator samplers and by
+    gradient optimizers' initialization."""
+
+
+@hookspec
+def benchsuite_optimizers() -> list[OptimizerSpec]:
+    """Named gradient optimizers: a torch.optim factory, its hyperparameters with defaults, and
+    whether its update is elementwise (then K stacked networks share one optimizer exactly)."""
+
+
+@hookspec
+def benchsuite_samplers() -> list[SamplerSpec]:
+    """Named random-interpolator baselines (such as Guess & Check): each turns a sampling request
+    into a Population of networks drawn from the prior that fit the training set."""
