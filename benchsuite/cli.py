@@ -1,0 +1,216 @@
+"""The `benchsuite` command: a thin layer over the Python API (suite, runner, leaderboard).
+
+Errors meant for people print one line and exit with code 2; `--verbose` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress as RichProgress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from benchsuite.errors import BenchsuiteError
+
+console = Console(stderr=True)
+stdout = Console()
+
+
+class BenchsuiteGroup(click.Group):
+    """Turns BenchsuiteError into one line on stderr and exit code 2 (tracebacks with --verbose)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BenchsuiteError as error:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
+            sys.exit(130)
+
+
+@click.group(cls=BenchsuiteGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and plugin warnings.")
+@click.version_option(package_name="benchsuite")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Benchmark optimizers against random interpolators.
+
+    Every optimizer's interpolating networks (100% training accuracy) are compared, on the same
+    tasks, architectures and training sets, with networks drawn from the prior that fit the
+    training set too (Guess & Check). Start with:
+
+        benchsuite run suites/quickstart.yaml
+    """
+    ctx.obj = {"verbose": verbose}
+    if not verbose:
+        warnings.filterwarnings("ignore", message="benchsuite plugin")
+
+
+def _registry():
+    from benchsuite.plugins import default_registry
+
+    return default_registry()
+
+
+def _load(path: str):
+    from benchsuite.suite import load_suite
+
+    return load_suite(path, _registry())
+
+
+class RichCellProgress:
+    """Rich display: one bar over cells, one for the cell in flight (accepted, rate, ETA)."""
+
+    def __init__(self, console: Console):
+        self.display = RichProgress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}", markup=False),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.cells = None
+        self.current = None
+        self.work = 0
+        self.unit = ""
+        self.started = 0.0
+
+    def start_run(self, total: int, skipped: int) -> None:
+        self.display.start()
+        if skipped:
+            self.display.console.print(f"resuming: {skipped} of {total} cells already done")
+        self.cells = self.display.add_task("cells", total=total, completed=skipped, rate="")
+
+    def start_cell(self, cell, index: int, target: int, unit: str) -> None:
+        import time
+
+        label = f"{cell.dataset} {cell.classes[0]}v{cell.classes[1]} N={cell.n_train} s={cell.training_set_seed} {cell.architecture_label} {cell.entry['label']}"
+        if self.current is not None:
+            self.display.remove_task(self.current)
+        self.current = self.display.add_task(label, total=target, rate="")
+        self.unit, self.work, self.started = unit, 0, time.perf_counter()
+
+    def update_cell(self, accepted: int, work: int) -> None:
+        import time
+
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = f"{work / elapsed:,.0f} {self.unit}/s"
+        self.display.update(self.current, completed=accepted, rate=rate)
+
+    def finish_cell(self, outcome) -> None:
+        population = outcome.population
+        self.display.update(self.current, completed=population.size)
+        self.display.advance(self.cells)
+
+    def finish_run(self) -> None:
+        if self.current is not None:
+            self.display.remove_task(self.current)
+            self.current = None
+        self.display.stop()
+
+
+@main.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default: runs/<suite name>). Running again into the same folder resumes.")
+@click.option("--device", help="Override the suite's device: auto, cpu, cuda, cuda:N.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display and no leaderboard on the terminal.")
+@click.pass_context
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool) -> None:
+    """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
+
+    Finished cells are committed one by one, so an interrupted run loses at most the cell in
+    flight; running the same command again resumes where it stopped.
+    """
+    from benchsuite.report import to_terminal
+    from benchsuite.runner import Progress, run_suite
+
+    loaded = _load(suite)
+    out_dir = Path(out) if out else Path("runs") / loaded.name
+    progress = Progress() if quiet else RichCellProgress(console)
+    try:
+        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=" ".join(sys.argv))
+    finally:
+        if not quiet and isinstance(progress, RichCellProgress):
+            progress.display.stop()
+    if not quiet:
+        to_terminal(rows, stdout, title=f"Leaderboard: {loaded.name}")
+    console.print(f"results: {out_dir / 'results.sqlite'}  leaderboard: {out_dir / 'leaderboard.md'}")
+
+
+@main.command()
+@click.argument("suite", type=click.Path(dir_okay=False))
+def validate(suite: str) -> None:
+    """Check SUITE without running it: keys, types, values and plugin names."""
+    from benchsuite.suite import expand
+
+    loaded = _load(suite)
+    cells = expand(loaded)
+    stdout.print(f"{suite}: valid; suite id {loaded.suite_id}; {len(cells)} cells")
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=False))
+@click.option("--baseline", help="Label of the baseline that gains are measured against.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["terminal", "md", "csv", "json"]), default=["terminal"], show_default=True, help="What to print; the files are rewritten either way.")
+def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> None:
+    """Rebuild the leaderboard of the result folder OUT from its database."""
+    from benchsuite.leaderboard import leaderboard_from_store
+    from benchsuite.report import to_csv, to_json, to_markdown, to_terminal, write_leaderboard
+    from benchsuite.store import Store
+
+    with Store.open_existing(out) as store:
+        runs = store.runs()
+        rows = leaderboard_from_store(store, baseline)
+    name = runs[-1]["suite"]["name"] if runs else "results"
+    folder = Path(out) if Path(out).is_dir() else Path(out).parent
+    write_leaderboard(rows, folder, title=f"Leaderboard: {name}")
+    for fmt in formats:
+        if fmt == "terminal":
+            to_terminal(rows, stdout, title=f"Leaderboard: {name}")
+        else:
+            renderer = {"md": to_markdown, "csv": to_csv, "json": to_json}[fmt]
+            click.echo(renderer(rows), nl=False)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List plugins: name, distribution, version, status and what each provides."""
+    from rich.table import Table
+
+    registry = _registry()
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in registry.plugins], indent=2))
+        return
+    table = Table(title="benchsuite plugins", header_style="bold")
+    for column in ("plugin", "distribution", "version", "status", "provides"):
+        table.add_column(column)
+    for p in registry.plugins:
+        provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p.provides.items())
+        status = {"loaded": "[green]loaded[/]", "failed": "[red]failed[/]"}.get(p.status, p.status)
+        table.add_row(p.name, p.distribution, p.version, status, provides or p.error)
+    stdout.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""What a result needs to be cited: package versions, device, plugins and git commit."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+PACKAGES = ("benchsuite", "torch", "torchvision", "numpy", "scikit-learn", "pluggy", "click", "rich", "PyYAML")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit(directory: Path | None = None) -> str | None:
+    """The commit of the benchsuite checkout (or of `directory`), with '+dirty' if modified."""
+    directory = directory or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory, capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def capture_environment(device: torch.device, registry=None) -> dict:
+    """A JSON-able record of the software and hardware a run used."""
+    environment = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {p: _version(p) for p in PACKAGES},
+        "device": str(device),
+        "device_name": device_description(device),
+        "cuda": torch.version.cuda,
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }
+    if registry is not None:
+        environment["plugins"] = [
+            {k: p.as_dict()[k] for k in ("name", "distribution", "version", "status")} for p in registry.plugins
+        ]
+    return environment

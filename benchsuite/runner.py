@@ -1,0 +1,206 @@
+"""The runner: expands a suite into cells, runs the unfinished ones, stores each cell whole.
+
+A notebook calls `run_suite(suite, out)`; the CLI is a thin layer over it. Resuming is free:
+a cell whose id is already in the database is skipped, so a killed run loses at most the cell
+that was in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from benchsuite.environment import capture_environment
+from benchsuite.errors import BenchsuiteError
+from benchsuite.leaderboard import leaderboard_from_store
+from benchsuite.metrics import METRICS
+from benchsuite.plugins import Registry, default_registry
+from benchsuite.records import DataOptions, Population, SamplingRequest
+from benchsuite.report import write_leaderboard
+from benchsuite.stacked import accuracy
+from benchsuite.store import NetworkResult, Store
+from benchsuite.suite import FULL_BATCH, Cell, Suite, build_module, expand
+from benchsuite.tasks import TaskCache
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; an explicit CUDA request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchsuiteError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise BenchsuiteError("device 'mps' requested but MPS is not available")
+    return torch.device(name)
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    population: Population
+    train_acc: torch.Tensor
+    test_acc: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+
+
+class Progress:
+    """What the runner reports; the CLI plugs a rich display in, tests and notebooks may not."""
+
+    def start_run(self, total: int, skipped: int) -> None: ...
+    def start_cell(self, cell: Cell, index: int, target: int, unit: str) -> None: ...
+    def update_cell(self, accepted: int, work: int) -> None: ...
+    def finish_cell(self, outcome: CellOutcome) -> None: ...
+    def finish_run(self) -> None: ...
+
+
+def produce_population(cell: Cell, task, registry: Registry, device: torch.device, progress: Callable | None) -> Population:
+    """Run one cell's optimizer or sampler and return its interpolating networks."""
+    arch_spec = registry.architecture(cell.architecture["name"])
+    module = build_module(
+        arch_spec, task.input_shape, cell.architecture["width"], cell.architecture["depth"], cell.architecture["bias"]
+    ).to(device)
+    settings = cell.entry["settings"]
+    prior = registry.prior(settings["prior"])
+    if cell.role == "baseline":
+        sampler = registry.sampler(cell.entry["name"])
+        request = SamplingRequest(
+            module=module,
+            x_train=task.x_train,
+            y_train=task.y_train,
+            prior=prior,
+            target=cell.entry["models"],
+            max_candidates=settings["max_candidates"],
+            seed=cell.seed,
+            device=device,
+            options=dict(cell.entry["hyperparameters"]),
+            progress=progress,
+        )
+        return sampler.sample(request), module
+    from benchsuite.engine.training import TrainingSettings, train_population
+
+    optimizer = registry.optimizer(cell.entry["name"])
+    training = TrainingSettings(
+        batch_size=task.n_train if settings["batch_size"] == FULL_BATCH else settings["batch_size"],
+        epochs=settings["epochs"],
+        batch_order=settings["batch_order"],
+        max_networks=settings["max_networks"],
+    )
+    population = train_population(
+        module, task.x_train, task.y_train, optimizer, dict(cell.entry["hyperparameters"]), prior,
+        training, cell.entry["models"], cell.seed, device, progress,
+    )  # fmt: skip
+    return population, module
+
+
+def run_cell(
+    cell: Cell, tasks: TaskCache, registry: Registry, data: DataOptions, device: torch.device,
+    progress: Progress, metrics: tuple[str, ...] = (),
+) -> CellOutcome:
+    task = tasks.get(registry.dataset(cell.dataset), data, cell.classes, cell.n_train, cell.training_set_seed, device)
+    started = time.perf_counter()
+    population, module = produce_population(cell, task, registry, device, progress.update_cell)
+    if population.seconds <= 0:
+        population.seconds = time.perf_counter() - started
+    module.eval()
+    if population.size:
+        train_acc = accuracy(module, population.parameters, population.buffers, task.x_train, task.y_train)
+        test_acc = accuracy(module, population.parameters, population.buffers, task.x_test, task.y_test)
+    else:
+        train_acc = test_acc = torch.zeros(0, dtype=torch.float64)
+    if bool((train_acc < 1).any()):
+        # the host re-checks every network it stores: a plugin's claim of interpolation is not enough
+        raise BenchsuiteError(
+            f"{cell.entry['label']} returned networks that do not fit the training set "
+            f"(train accuracy {train_acc.min().item():.3f}); refusing to store them"
+        )
+    values = {
+        name: METRICS[name](module, population.parameters, population.buffers, task).detach().cpu()
+        for name in metrics
+        if population.size
+    }
+    return CellOutcome(cell, population, train_acc.cpu(), test_acc.cpu(), values)
+
+
+def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: tuple, device: torch.device) -> dict:
+    cell, population = outcome.cell, outcome.population
+    names = [class_names[c] if c < len(class_names) else str(c) for c in cell.classes]
+    return {
+        "cell_id": cell.cell_id,
+        "run_id": run_id,
+        "suite_id": suite_id,
+        "dataset": cell.dataset,
+        "classes": ",".join(str(c) for c in cell.classes),
+        "class_names": " vs ".join(names),
+        "n_train": cell.n_train,
+        "training_set_seed": cell.training_set_seed,
+        "architecture": cell.architecture_label,
+        "architecture_name": cell.architecture["name"],
+        "width": str(cell.architecture["width"]),
+        "depth": str(cell.architecture["depth"]),
+        "optimizer": cell.entry["label"],
+        "optimizer_name": cell.entry["name"],
+        "role": cell.role,
+        "prior": cell.entry["settings"]["prior"],
+        "hyperparameters": _json({**cell.entry["settings"], **cell.entry["hyperparameters"]}),
+        "models_requested": cell.entry["models"],
+        "candidates_tried": int(population.candidates_tried),
+        "epochs": population.epochs,
+        "seconds": float(population.seconds),
+        "exhausted": int(bool(population.exhausted)),
+        "seed": cell.seed,
+        "device": str(device),
+    }
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+    device: str | None = None,
+    command: str = "",
+) -> list[dict]:
+    """Run every unfinished cell of `suite` into `out`; return the leaderboard rows."""
+    registry = registry or default_registry()
+    progress = progress or Progress()
+    out = Path(out)
+    torch_device = resolve_device(device or suite.resolved["device"])
+    data = DataOptions(
+        root=Path(suite.resolved["data"]["root"]).expanduser() if suite.resolved["data"]["root"] else None,
+        download=suite.resolved["data"]["download"],
+    )
+    cells = expand(suite)
+    with Store(out / "results.sqlite") as store:
+        finished = store.finished_cell_ids()
+        todo = [c for c in cells if c.cell_id not in finished]
+        run_id = store.start_run(suite.suite_id, suite.resolved, capture_environment(torch_device, registry), command)
+        tasks = TaskCache()
+        progress.start_run(len(cells), len(cells) - len(todo))
+        for index, cell in enumerate(todo):
+            unit = "candidates" if cell.role == "baseline" else "networks"
+            progress.start_cell(cell, index, cell.entry["models"], unit)
+            outcome = run_cell(cell, tasks, registry, data, torch_device, progress, tuple(suite.resolved["metrics"]))
+            spec = registry.dataset(cell.dataset)
+            record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
+            networks = [
+                NetworkResult(int(f), float(tr), float(te), {m: float(v[k]) for m, v in outcome.metrics.items()})
+                for k, (f, tr, te) in enumerate(
+                    zip(outcome.population.found_at.tolist(), outcome.train_acc.tolist(), outcome.test_acc.tolist())
+                )
+            ]
+            store.add_cell(record, networks)
+            progress.finish_cell(outcome)
+        store.finish_run(run_id)
+        progress.finish_run()
+        rows = leaderboard_from_store(store, suite.reference_baseline)
+    write_leaderboard(rows, out, title=f"Leaderboard: {suite.name}")
+    return rows

@@ -1,0 +1,492 @@
+"""Suite files: validation, defaults and expansion into cells.
+
+A suite is validated completely before anything runs. Every default is filled in here, so the
+resolved suite is the full record of what ran; its canonical JSON hashes to the suite id. Errors
+name the file, the key path and what would be valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from benchsuite.errors import PluginError, SuiteError, closest
+from benchsuite.plugins import Registry
+
+DEFAULT_MODELS_PER_CELL = 20
+DEFAULT_MAX_CANDIDATES = 100_000_000
+DEFAULT_MAX_NETWORKS_FACTOR = 10
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+# Keys of a gradient-optimizer entry that belong to the host's training loop, with defaults.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "prior": "kaiming-uniform",
+    "batch_size": 2,
+    "epochs": 60,
+    "batch_order": "independent",
+}
+BATCH_ORDERS = ("independent", "shared")
+FULL_BATCH = "full"  # batch_size: full = gradient descent on the whole training set
+# Keys of a baseline (sampler) entry that belong to the host, with defaults.
+SAMPLER_DEFAULTS: dict[str, Any] = {"prior": "uniform"}
+ENTRY_KEYS = ("name", "label", "models", "grid")
+
+
+# ---------------------------------------------------------------------------------------------
+# small checkers: each returns the value (possibly normalised) or raises SuiteError
+
+
+class _Checker:
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, key: str, message: str) -> SuiteError:
+        return SuiteError(message, self.file, key)
+
+    def mapping(self, value: Any, key: str, allowed: tuple[str, ...] | dict, required=()) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping with keys {', '.join(allowed)}, got {_kind(value)}")
+        for name in value:
+            if name not in allowed:
+                raise self.fail(_join(key, str(name)), f"unknown key; {closest(str(name), allowed)}")
+        for name in required:
+            if name not in value:
+                raise self.fail(_join(key, name), "missing required key")
+        return value
+
+    def list_of(self, value: Any, key: str, item: Callable[[Any, str], Any], allow_scalar=True) -> list:
+        if not isinstance(value, list):
+            if allow_scalar:
+                value = [value]
+            else:
+                raise self.fail(key, f"expected a list, got {_kind(value)}")
+        if not value:
+            raise self.fail(key, "expected at least one value, got an empty list")
+        return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+    def integer(self, value: Any, key: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected an integer, got {_kind(value)}")
+        if minimum is not None and value < minimum:
+            raise self.fail(key, f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    def number(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"expected a number, got {_kind(value)}")
+        return value
+
+    def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {_kind(value)}")
+        if choices is not None and value not in choices:
+            raise self.fail(key, f"{value!r} is not valid; {closest(value, choices)}")
+        return value
+
+    def like(self, value: Any, default: Any, key: str) -> Any:
+        """A hyperparameter value of the type its plugin's default has."""
+        if default is None:
+            return value
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise self.fail(key, f"expected true or false, got {_kind(value)}")
+            return value
+        if isinstance(default, int):
+            return self.integer(value, key)
+        if isinstance(default, float):
+            return float(self.number(value, key))
+        if isinstance(default, str):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return value  # e.g. chunk_size: "auto" or a number
+            return self.string(value, key)
+        return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"boolean {value}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return type(value).__name__
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+# ---------------------------------------------------------------------------------------------
+# the resolved suite
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite with every default filled in; `resolved` is its JSON-able record."""
+
+    path: str
+    resolved: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.resolved["name"]
+
+    @property
+    def suite_id(self) -> str:
+        return content_hash(self.resolved)
+
+    @property
+    def reference_baseline(self) -> str | None:
+        return self.resolved["leaderboard"]["baseline"]
+
+
+def content_hash(value: Any, length: int = 16) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any JSON-able parts: adding a cell never changes another cell's seed."""
+    return int(content_hash(list(parts), 16), 16) >> 1
+
+
+def load_suite(path: str | Path, registry: Registry) -> Suite:
+    """Read and validate a suite file. Raises SuiteError naming the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SuiteError(f"cannot read the suite file: {error.strerror}", str(path)) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise SuiteError(f"not valid YAML: {getattr(error, 'problem', error)}", str(path), where) from None
+    return validate_suite(document, registry, str(path), default_name=path.stem)
+
+
+TOP_KEYS = (
+    "name", "description", "seed", "device", "models_per_cell", "data", "tasks",
+    "architectures", "optimizers", "baselines", "leaderboard", "metrics",
+)  # fmt: skip
+
+
+def validate_suite(document: Any, registry: Registry, file: str = "", default_name: str = "suite") -> Suite:
+    check = _Checker(file)
+    document = check.mapping(document, "", TOP_KEYS, required=("tasks", "architectures"))
+    if not document.get("optimizers") and not document.get("baselines"):
+        raise check.fail("optimizers", "a suite needs at least one optimizer or baseline")
+    models = check.integer(document.get("models_per_cell", DEFAULT_MODELS_PER_CELL), "models_per_cell", 1)
+    device = check.string(document.get("device", "auto"), "device")
+    if not DEVICE_PATTERN.match(device):
+        raise check.fail("device", f"{device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
+    data = check.mapping(document.get("data", {}) or {}, "data", ("root", "download"))
+    resolved_data = {
+        "root": check.string(data["root"], "data.root") if data.get("root") is not None else None,
+        "download": bool(data.get("download", False)),
+    }
+    if "download" in data and not isinstance(data["download"], bool):
+        raise check.fail("data.download", f"expected true or false, got {_kind(data['download'])}")
+
+    tasks = check.list_of(document["tasks"], "tasks", lambda v, k: _task(check, v, k, registry), False)
+    architectures = check.list_of(
+        document["architectures"], "architectures", lambda v, k: _architecture(check, v, k, registry), False
+    )
+    optimizers = _entries(check, document.get("optimizers") or [], "optimizers", registry, models, "optimizer")
+    baselines = _entries(check, document.get("baselines") or [], "baselines", registry, models, "sampler")
+    labels = [e["label"] for e in optimizers + baselines]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise check.fail("optimizers", f"two entries are labelled {label!r}; give each a distinct `label`")
+
+    board = check.mapping(document.get("leaderboard", {}) or {}, "leaderboard", ("baseline",))
+    baseline_labels = tuple(e["label"] for e in baselines)
+    reference = board.get("baseline", baseline_labels[0] if baselines else None)
+    if reference is not None:
+        check.string(reference, "leaderboard.baseline", baseline_labels)
+
+    from benchsuite.metrics import METRICS
+
+    metrics = check.list_of(
+        document.get("metrics", []) or ["__none__"], "metrics", lambda v, k: check.string(v, k, tuple(METRICS) + ("__none__",))
+    )
+    metrics = [m for m in metrics if m != "__none__"]
+    _check_shapes(check, tasks, architectures, registry)
+    resolved = {
+        "name": check.string(document.get("name", default_name), "name"),
+        "description": check.string(document.get("description", ""), "description"),
+        "seed": check.integer(document.get("seed", 0), "seed", 0),
+        "device": device,
+        "models_per_cell": models,
+        "data": resolved_data,
+        "tasks": tasks,
+        "architectures": architectures,
+        "optimizers": optimizers,
+        "baselines": baselines,
+        "leaderboard": {"baseline": reference},
+        "metrics": metrics,
+    }
+    return Suite(file, resolved)
+
+
+def _task(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
+    allowed = ("dataset", "classes", "class_pair_seeds", "n_train", "training_set_seeds")
+    value = check.mapping(value, key, allowed, required=("dataset", "n_train"))
+    name = check.string(value["dataset"], f"{key}.dataset")
+    try:
+        spec = registry.dataset(name)
+    except PluginError:
+        raise check.fail(f"{key}.dataset", f"unknown dataset {name!r}; {closest(name, registry.names('dataset'))}") from None
+    if ("classes" in value) == ("class_pair_seeds" in value):
+        raise check.fail(key, "give exactly one of `classes` (pairs like [7, 0]) or `class_pair_seeds`")
+    if "classes" in value:
+        pairs = check.list_of(value["classes"], f"{key}.classes", lambda v, k: _pair(check, v, k, spec), False)
+    else:
+        from benchsuite.tasks import class_pair_from_seed
+
+        seeds = check.list_of(value["class_pair_seeds"], f"{key}.class_pair_seeds", check.integer)
+        pairs = [list(class_pair_from_seed(s)) for s in seeds]
+    n_train = check.list_of(value["n_train"], f"{key}.n_train", lambda v, k: _even(check, v, k))
+    seeds = check.list_of(value.get("training_set_seeds", [200]), f"{key}.training_set_seeds", check.integer)
+    return {"dataset": name, "classes": pairs, "n_train": n_train, "training_set_seeds": seeds}
+
+
+def _pair(check: _Checker, value: Any, key: str, spec) -> list[int]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise check.fail(key, f"expected a pair of classes like [7, 0], got {_kind(value)}")
+    pair = []
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item in spec.class_names:
+            item = spec.class_names.index(item)
+        item = check.integer(item, f"{key}[{i}]", 0)
+        if item >= spec.num_classes:
+            raise check.fail(f"{key}[{i}]", f"{spec.name} has classes 0..{spec.num_classes - 1}, got {item}")
+        pair.append(item)
+    if pair[0] == pair[1]:
+        raise check.fail(key, f"the two classes must differ, got {pair}")
+    return pair
+
+
+def _even(check: _Checker, value: Any, key: str) -> int:
+    value = check.integer(value, key, 2)
+    if value % 2:
+        raise check.fail(key, f"n_train is the total of both classes and must be even, got {value}")
+    return value
+
+
+def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
+    value = check.mapping(value, key, ("name", "widths", "depths", "bias"), required=("name",))
+    name = check.string(value["name"], f"{key}.name")
+    try:
+        spec = registry.architecture(name)
+    except PluginError:
+        raise check.fail(f"{key}.name", f"unknown architecture {name!r}; {closest(name, registry.names('architecture'))}") from None
+
+    def knob(v, k):
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise check.fail(k, f"expected a number or a string like '1/6', got {_kind(v)}")
+        return v
+
+    widths = check.list_of(value.get("widths", [spec.default_width]), f"{key}.widths", knob)
+    depths = check.list_of(value.get("depths", [spec.default_depth]), f"{key}.depths", lambda v, k: v)
+    bias = value.get("bias", False)
+    if not isinstance(bias, bool):
+        raise check.fail(f"{key}.bias", f"expected true or false, got {_kind(bias)}")
+    return {"name": name, "widths": widths, "depths": depths, "bias": bias}
+
+
+def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str) -> list[dict]:
+    """Optimizer or baseline entries, with grids expanded into one resolved entry each."""
+    if not isinstance(value, list):
+        raise check.fail(key, f"expected a list of entries, got {_kind(value)}")
+    resolved = []
+    for index, entry in enumerate(value):
+        resolved += _entry(check, entry, f"{key}[{index}]", registry, models, kind)
+    return resolved
+
+
+def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: int, kind: str) -> list[dict]:
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise check.fail(key, f"expected a mapping with a `name`, got {_kind(entry)}")
+    name = check.string(entry["name"], f"{key}.name")
+    try:
+        spec = registry.get(kind, name)
+    except PluginError:
+        raise check.fail(f"{key}.name", f"unknown {kind} {name!r}; {closest(name, registry.names(kind))}") from None
+    host_defaults = dict(TRAINING_DEFAULTS if kind == "optimizer" else SAMPLER_DEFAULTS)
+    budget_key = "max_networks" if kind == "optimizer" else "max_candidates"
+    allowed = {**{k: None for k in ENTRY_KEYS}, **host_defaults, budget_key: None, **spec.defaults}
+    check.mapping(entry, key, tuple(allowed))
+    grid = check.mapping(entry.get("grid", {}) or {}, f"{key}.grid", tuple(set(allowed) - set(ENTRY_KEYS)))
+    axes = {k: check.list_of(v, f"{key}.grid.{k}", lambda x, _: x, False) for k, v in grid.items()}
+    combinations: list[dict] = [{}]
+    for axis, values in axes.items():
+        combinations = [{**c, axis: v} for c in combinations for v in values]
+
+    expanded = []
+    for combination in combinations:
+        merged = {**entry, **combination}
+        count = check.integer(merged.get("models", models), f"{key}.models", 1)
+        settings = {}
+        for k, default in host_defaults.items():
+            if k == "batch_size" and merged.get(k) == FULL_BATCH:
+                settings[k] = FULL_BATCH
+                continue
+            settings[k] = check.like(merged.get(k, default), default, f"{key}.{k}")
+        settings["prior"] = _plugin_name(check, settings["prior"], f"{key}.prior", registry, "prior")
+        if kind == "optimizer":
+            if settings["batch_size"] != FULL_BATCH:
+                settings["batch_size"] = check.integer(settings["batch_size"], f"{key}.batch_size", 1)
+            settings["epochs"] = check.integer(settings["epochs"], f"{key}.epochs", 1)
+            check.string(settings["batch_order"], f"{key}.batch_order", BATCH_ORDERS)
+            budget = merged.get(budget_key, DEFAULT_MAX_NETWORKS_FACTOR * count)
+        else:
+            budget = merged.get(budget_key, DEFAULT_MAX_CANDIDATES)
+        settings[budget_key] = check.integer(budget, f"{key}.{budget_key}", 1)
+        hyperparameters = {
+            k: check.like(merged.get(k, default), default, f"{key}.{k}") for k, default in spec.defaults.items()
+        }
+        label = merged.get("label") or _default_label(name, combination)
+        expanded.append(
+            {
+                "name": name,
+                "label": check.string(label, f"{key}.label"),
+                "role": "optimizer" if kind == "optimizer" else "baseline",
+                "models": count,
+                "settings": settings,
+                "hyperparameters": hyperparameters,
+            }
+        )
+    return expanded
+
+
+def _plugin_name(check: _Checker, value: Any, key: str, registry: Registry, kind: str) -> str:
+    value = check.string(value, key)
+    if value not in registry.records[kind]:
+        raise check.fail(key, f"unknown {kind} {value!r}; {closest(value, registry.names(kind))}")
+    return value
+
+
+def _default_label(name: str, combination: dict) -> str:
+    if not combination:
+        return name
+    return f"{name}[{','.join(f'{k}={v}' for k, v in combination.items())}]"
+
+
+def _check_shapes(check: _Checker, tasks: list, architectures: list, registry: Registry) -> None:
+    """Build every architecture once on every dataset's input shape: bad knobs fail here, not mid-run."""
+    shapes = {t["dataset"]: registry.dataset(t["dataset"]).input_shape for t in tasks}
+    for a_index, arch in enumerate(architectures):
+        spec = registry.architecture(arch["name"])
+        for w_index, width in enumerate(arch["widths"]):
+            for d_index, depth in enumerate(arch["depths"]):
+                for dataset, shape in shapes.items():
+                    if shape is None:
+                        continue
+                    try:
+                        build_module(spec, shape, width, depth, arch["bias"])
+                    except Exception as error:  # the plugin's own message says what is wrong
+                        key = f"architectures[{a_index}]"
+                        key += f".widths[{w_index}]" if len(arch["widths"]) > 1 else ""
+                        key += f".depths[{d_index}]" if len(arch["depths"]) > 1 else ""
+                        raise check.fail(key, f"{arch['name']} (width {width}, depth {depth}) on {dataset} {tuple(shape)}: {error}") from None
+
+
+def build_module(spec, input_shape, width, depth, bias):
+    """Build an architecture, passing depth only when the suite gave one."""
+    kwargs = {"width": width, "bias": bias}
+    if depth is not None:
+        kwargs["depth"] = depth
+    return spec.build(tuple(input_shape), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (task, architecture, optimizer entry): delivers `models` interpolating networks."""
+
+    dataset: str
+    classes: tuple[int, int]
+    n_train: int
+    training_set_seed: int
+    architecture: dict[str, Any]  # name, width, depth, bias
+    entry: dict[str, Any]  # resolved optimizer or baseline entry
+    suite_seed: int
+    identity: dict[str, Any] = field(repr=False)
+
+    @property
+    def cell_id(self) -> str:
+        return content_hash(self.identity, 24)
+
+    @property
+    def seed(self) -> int:
+        """The cell's stream. Excludes n_train and the model count for reasons of nesting: a
+        sampler's candidate i is the same network at every N, so nested training sets give
+        nested acceptances, and asking for more models extends a stream instead of redrawing it."""
+        stream = {k: v for k, v in self.identity.items() if k not in ("n_train", "models", "budget")}
+        return derive_seed(self.suite_seed, stream)
+
+    @property
+    def architecture_label(self) -> str:
+        return architecture_label(self.architecture)
+
+    @property
+    def role(self) -> str:
+        return self.entry["role"]
+
+
+def architecture_label(architecture: dict[str, Any]) -> str:
+    parts = [f"width={architecture['width']}"]
+    if architecture.get("depth") is not None:
+        parts.append(f"depth={architecture['depth']}")
+    if architecture.get("bias"):
+        parts.append("bias")
+    return f"{architecture['name']}[{','.join(parts)}]"
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """Every cell of the suite, ordered so that a task is built once and N grows within a stream."""
+    r = suite.resolved
+    cells = []
+    for task in r["tasks"]:
+        for classes in task["classes"]:
+            for training_set_seed in task["training_set_seeds"]:
+                for arch in r["architectures"]:
+                    for width in arch["widths"]:
+                        for depth in arch["depths"]:
+                            architecture = {"name": arch["name"], "width": width, "depth": depth, "bias": arch["bias"]}
+                            for entry in r["optimizers"] + r["baselines"]:
+                                for n_train in sorted(task["n_train"]):
+                                    cells.append(_cell(r, task, classes, n_train, training_set_seed, architecture, entry))
+    return cells
+
+
+def _cell(r, task, classes, n_train, training_set_seed, architecture, entry) -> Cell:
+    budget = entry["settings"].get("max_networks", entry["settings"].get("max_candidates"))
+    identity = {
+        "dataset": task["dataset"],
+        "classes": list(classes),
+        "n_train": n_train,
+        "training_set_seed": training_set_seed,
+        "architecture": architecture,
+        "method": {k: entry[k] for k in ("name", "label", "role", "hyperparameters")},
+        "settings": {k: v for k, v in entry["settings"].items() if k not in ("max_networks", "max_candidates")},
+        "models": entry["models"],
+        "budget": budget,
+        "seed": r["seed"],
+    }
+    return Cell(task["dataset"], tuple(classes), n_train, training_set_seed, architecture, entry, r["seed"], identity)

@@ -1,0 +1,177 @@
+"""End to end: `benchsuite run` on the bundled digits, resume after a killed run, and a
+leaderboard that equals a recomputation from the raw database rows."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from statistics import fmean, pstdev
+
+import pytest
+import yaml
+
+CLI = [sys.executable, "-m", "benchsuite.cli"]
+
+SMALL = {
+    "name": "small",
+    "seed": 3,
+    "device": "cpu",
+    "models_per_cell": 6,
+    "tasks": [{"dataset": "digits", "classes": [[0, 1], [3, 8]], "n_train": [4, 6], "training_set_seeds": [200, 201]}],
+    "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [2]}],
+    "optimizers": [{"name": "sgd", "epochs": 20}, {"name": "adam", "epochs": 20}],
+    "baselines": [{"name": "gnc", "max_candidates": 5_000_000}],
+}
+
+
+def write_suite(tmp_path: Path, document: dict = SMALL) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def run_cli(*args, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def cells_in(database: Path) -> list[tuple]:
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT cell_id, finished_at, models_found FROM cells ORDER BY cell_id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("run")
+    suite = write_suite(tmp_path)
+    out = tmp_path / "out"
+    result = run_cli("run", str(suite), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_run_writes_the_contracted_files(finished_run):
+    out, result = finished_run
+    for name in ("results.sqlite", "leaderboard.md", "leaderboard.csv", "leaderboard.json"):
+        assert (out / name).is_file(), name
+    rows = json.loads((out / "leaderboard.json").read_text())
+    # 2 pairs x 2 N x 1 architecture x 3 methods
+    assert len(rows) == 12
+    for row in rows:
+        for key in ("dataset", "classes", "n_train", "architecture", "optimizer", "test_acc_mean", "test_acc_std", "models", "gain_pp", "neg_log2_p_fit", "candidates", "seconds"):
+            assert key in row
+        assert 0 <= row["test_acc_mean"] <= 1 and 0 <= row["test_acc_std"] <= 1
+        assert row["models"] == 12  # 6 per cell, two training sets
+        if row["optimizer"] == "gnc":
+            assert row["gain_pp"] is None and row["candidates"] >= row["models"]
+            assert 0 < row["neg_log2_p_fit"] < 3 * row["n_train"]
+        else:
+            assert row["gain_pp"] is not None
+    assert "Leaderboard: small" in result.stdout and "gain" in result.stdout
+
+
+def test_every_stored_network_fits_its_training_set(finished_run):
+    out, _ = finished_run
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM networks WHERE train_acc < 1").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM networks").fetchone()[0] == 12 * 12
+        run = db.execute("SELECT suite, environment FROM runs").fetchone()
+    assert json.loads(run[0])["name"] == "small"
+    environment = json.loads(run[1])
+    assert environment["packages"]["torch"] and environment["device"] == "cpu"
+
+
+def test_leaderboard_equals_recomputation_from_raw_rows(finished_run):
+    """Recompute protocol.md's aggregation with plain SQL and Python, independently of the code."""
+    out, _ = finished_run
+    rows = json.loads((out / "leaderboard.json").read_text())
+    with sqlite3.connect(out / "results.sqlite") as db:
+        raw = db.execute(
+            "SELECT c.dataset, c.classes, c.n_train, c.architecture, c.optimizer, c.training_set_seed, "
+            "n.test_acc, c.models_found, c.candidates_tried, c.seconds, c.cell_id FROM networks n JOIN cells c USING (cell_id)"
+        ).fetchall()
+    per_set = defaultdict(list)
+    cell_info = {}
+    for dataset, classes, n, arch, opt, ts, acc, found, tried, seconds, cell_id in raw:
+        per_set[(dataset, classes, n, arch, opt, ts)].append(acc)
+        cell_info[cell_id] = (dataset, classes, n, arch, opt, found, tried, seconds)
+    for row in rows:
+        key = (row["dataset"], ",".join(map(str, row["classes"])), row["n_train"], row["architecture"], row["optimizer"])
+        means = {k[-1]: fmean(v) for k, v in per_set.items() if k[:5] == key}
+        assert row["test_acc_mean"] == pytest.approx(fmean(means.values()), abs=1e-12)
+        assert row["test_acc_std"] == pytest.approx(pstdev(means.values()), abs=1e-12)
+        cells = [c for c in cell_info.values() if c[:5] == key]
+        assert row["seconds"] == pytest.approx(sum(c[7] for c in cells))
+        if row["optimizer"] == "gnc":
+            assert row["candidates"] == sum(c[6] for c in cells)
+            expected = fmean(-math.log2(c[5] / c[6]) for c in cells)
+            assert row["neg_log2_p_fit"] == pytest.approx(expected, abs=1e-12)
+        else:
+            base = {k[-1]: fmean(v) for k, v in per_set.items() if k[:4] == key[:4] and k[4] == "gnc"}
+            expected = 100 * fmean(means[s] - base[s] for s in means)
+            assert row["gain_pp"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_leaderboard_command_rebuilds_the_same_rows(finished_run, tmp_path):
+    out, _ = finished_run
+    before = json.loads((out / "leaderboard.json").read_text())
+    (out / "leaderboard.json").unlink()
+    result = run_cli("leaderboard", str(out), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "leaderboard.json").read_text()) == before
+
+
+def test_rerun_skips_finished_cells(finished_run):
+    out, _ = finished_run
+    before = cells_in(out / "results.sqlite")
+    suite = out.parent / "suite.yaml"
+    result = run_cli("run", str(suite), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert cells_in(out / "results.sqlite") == before
+
+
+def test_resume_after_a_killed_run(tmp_path):
+    document = dict(SMALL, name="killed", models_per_cell=8)
+    suite = write_suite(tmp_path, document)
+    out = tmp_path / "out"
+    database = out / "results.sqlite"
+    process = subprocess.Popen([*CLI, "run", str(suite), "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if database.exists():
+            try:
+                if len(cells_in(database)) >= 3:
+                    break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    survived = cells_in(database)
+    assert 3 <= len(survived) < 24, "the run was not killed mid-way"
+    result = run_cli("run", str(suite), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"resuming: {len(survived)} of 24 cells already done" in result.stderr.replace("\n", " ")
+    after = cells_in(database)
+    assert len(after) == 24
+    assert set(survived) <= set(after)  # finished cells were kept as they were
+    with sqlite3.connect(database) as db:
+        counts = db.execute("SELECT c.models_found, COUNT(n.model_index) FROM cells c LEFT JOIN networks n USING (cell_id) GROUP BY c.cell_id").fetchall()
+    assert all(found == stored for found, stored in counts)  # no cell half written
+
+
+def test_same_suite_same_results(tmp_path, finished_run):
+    out, _ = finished_run
+    again = tmp_path / "again"
+    result = run_cli("run", str(write_suite(tmp_path)), "--out", str(again), "--quiet")
+    assert result.returncode == 0, result.stderr
+    query = "SELECT c.cell_id, n.model_index, n.found_at, n.test_acc FROM networks n JOIN cells c USING (cell_id) ORDER BY 1, 2"
+    with sqlite3.connect(out / "results.sqlite") as a, sqlite3.connect(again / "results.sqlite") as b:
+        assert a.execute(query).fetchall() == b.execute(query).fetchall()
