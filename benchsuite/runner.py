@@ -24,7 +24,7 @@ from benchsuite.records import DataOptions, Population, SamplingRequest
 from benchsuite.report import write_leaderboard
 from benchsuite.stacked import accuracy
 from benchsuite.store import NetworkResult, Store
-from benchsuite.suite import FULL_BATCH, Cell, Suite, build_module, expand
+from benchsuite.suite import FULL_BATCH, Cell, Suite, bias_for, build_module, expand
 from benchsuite.tasks import TaskCache
 
 
@@ -34,6 +34,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BenchsuiteError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
+    if name.startswith("cuda") or name == "auto":
+        # Acceptance is exact in float32: TF32 would make a network's logits depend on how many
+        # networks share a kernel call, so a fit could flip between sampler and re-check.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if name == "mps" and not torch.backends.mps.is_available():
         raise BenchsuiteError("device 'mps' requested but MPS is not available")
     return torch.device(name)
@@ -62,7 +67,8 @@ def produce_population(cell: Cell, task, registry: Registry, device: torch.devic
     """Run one cell's optimizer or sampler and return its interpolating networks."""
     arch_spec = registry.architecture(cell.architecture["name"])
     module = build_module(
-        arch_spec, task.input_shape, cell.architecture["width"], cell.architecture["depth"], cell.architecture["bias"]
+        arch_spec, task.input_shape, cell.architecture["width"], cell.architecture["depth"],
+        bias_for(cell.architecture["bias"], cell.role),
     ).to(device)
     settings = cell.entry["settings"]
     prior = registry.prior(settings["prior"])

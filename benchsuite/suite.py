@@ -32,7 +32,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "batch_order": "independent",
 }
 BATCH_ORDERS = ("independent", "shared")
-FULL_BATCH = "full"  # batch_size: full = gradient descent on the whole training set
+FULL_BATCH = "full"
+BIAS_AUTO = "auto"  # architectures: biases for gradient optimizers, none for samplers  # batch_size: full = gradient descent on the whole training set
 # Keys of a baseline (sampler) entry that belong to the host, with defaults.
 SAMPLER_DEFAULTS: dict[str, Any] = {"prior": "uniform"}
 ENTRY_KEYS = ("name", "label", "models", "grid")
@@ -298,9 +299,9 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
 
     widths = check.list_of(value.get("widths", [spec.default_width]), f"{key}.widths", knob)
     depths = check.list_of(value.get("depths", [spec.default_depth]), f"{key}.depths", lambda v, k: v)
-    bias = value.get("bias", False)
-    if not isinstance(bias, bool):
-        raise check.fail(f"{key}.bias", f"expected true or false, got {_kind(bias)}")
+    bias = value.get("bias", BIAS_AUTO)
+    if not isinstance(bias, bool) and bias != BIAS_AUTO:
+        raise check.fail(f"{key}.bias", f"expected auto, true or false, got {_kind(bias)}")
     return {"name": name, "widths": widths, "depths": depths, "bias": bias}
 
 
@@ -395,7 +396,7 @@ def _check_shapes(check: _Checker, tasks: list, architectures: list, registry: R
                     if shape is None:
                         continue
                     try:
-                        build_module(spec, shape, width, depth, arch["bias"])
+                        build_module(spec, shape, width, depth, arch["bias"] is True)
                     except Exception as error:  # the plugin's own message says what is wrong
                         key = f"architectures[{a_index}]"
                         key += f".widths[{w_index}]" if len(arch["widths"]) > 1 else ""
@@ -403,7 +404,13 @@ def _check_shapes(check: _Checker, tasks: list, architectures: list, registry: R
                         raise check.fail(key, f"{arch['name']} (width {width}, depth {depth}) on {dataset} {tuple(shape)}: {error}") from None
 
 
-def build_module(spec, input_shape, width, depth, bias):
+def bias_for(bias: bool | str, role: str) -> bool:
+    """`auto` follows protocol.md: gradient optimizers train biases initialised at zero; random
+    interpolators have none (the reference keeps them at zero, the same function)."""
+    return role == "optimizer" if bias == BIAS_AUTO else bool(bias)
+
+
+def build_module(spec, input_shape, width, depth, bias: bool):
     """Build an architecture, passing depth only when the suite gave one."""
     kwargs = {"width": width, "bias": bias}
     if depth is not None:
@@ -453,8 +460,8 @@ def architecture_label(architecture: dict[str, Any]) -> str:
     parts = [f"width={architecture['width']}"]
     if architecture.get("depth") is not None:
         parts.append(f"depth={architecture['depth']}")
-    if architecture.get("bias"):
-        parts.append("bias")
+    if architecture.get("bias", BIAS_AUTO) != BIAS_AUTO:
+        parts.append("bias" if architecture["bias"] else "no-bias")
     return f"{architecture['name']}[{','.join(parts)}]"
 
 

@@ -50,7 +50,7 @@ def error_of(document) -> SuiteError:
         # wrong types
         (("seed",), "zero", "seed", "expected an integer"),
         (("optimizers", 0, "lr"), "fast", "optimizers[0].lr", "expected a number"),
-        (("architectures", 0, "bias"), "no", "architectures[0].bias", "expected true or false"),
+        (("architectures", 0, "bias"), "no", "architectures[0].bias", "expected auto, true or false"),
         (("tasks",), {"dataset": "digits"}, "tasks", "expected a list"),
         # impossible values
         (("tasks", 0, "n_train"), [4, 5], "tasks[0].n_train[1]", "must be even"),
