@@ -171,11 +171,12 @@ def validate(suite: str) -> None:
 @main.command()
 @click.argument("out", type=click.Path(exists=False))
 @click.option("--baseline", help="Label of the baseline that gains are measured against.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["terminal", "md", "csv", "json"]), default=["terminal"], show_default=True, help="What to print; the files are rewritten either way.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["terminal", "md", "csv", "json", "latex", "html"]), default=["terminal"], show_default=True, help="What to print; the files are rewritten either way.")
 def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> None:
     """Rebuild the leaderboard of the result folder OUT from its database."""
     from benchsuite.leaderboard import leaderboard_from_store
-    from benchsuite.report import to_csv, to_json, to_markdown, to_terminal, write_leaderboard
+    from benchsuite.html_report import to_html
+    from benchsuite.report import to_csv, to_json, to_latex, to_markdown, to_terminal, write_leaderboard
     from benchsuite.store import Store
 
     with Store.open_existing(out) as store:
@@ -188,8 +189,60 @@ def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> Non
         if fmt == "terminal":
             to_terminal(rows, stdout, title=f"Leaderboard: {name}")
         else:
-            renderer = {"md": to_markdown, "csv": to_csv, "json": to_json}[fmt]
+            renderer = {"md": to_markdown, "csv": to_csv, "json": to_json, "latex": to_latex, "html": to_html}[fmt]
             click.echo(renderer(rows), nl=False)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=False))
+@click.option("--to", "target", required=True, type=click.Path(file_okay=False), help="Folder to publish into, e.g. leaderboards/NAME.")
+@click.option("--force", is_flag=True, help="Replace a leaderboard already published there.")
+@click.option("--no-figures", is_flag=True, help="Skip the figures (they need matplotlib).")
+def publish(sources: tuple[str, ...], target: str, force: bool, no_figures: bool) -> None:
+    """Merge result folders SOURCES of one resolved suite into a citable leaderboard folder.
+
+    Writes the merged results.sqlite, the leaderboard (md, csv, json, tex, html), statistics.json,
+    the resolved suite (suite.yaml, suite.json), environment.json, figures/ and a README.md.
+    """
+    from benchsuite.publish import publish as publish_folders
+
+    published = publish_folders(sources, target, force=force, figures=not no_figures)
+    duplicates = f" ({published.duplicate_cells} duplicate cells skipped)" if published.duplicate_cells else ""
+    console.print(f"published {published.cells} cells from {len(sources)} folder(s) to {published.target}{duplicates}: "
+                  f"{published.target / 'leaderboard.html'}")
+
+
+@main.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=False))
+@click.option("--optimizers", nargs=2, metavar="A B", help="Compare two optimizer (or baseline) labels within one folder.")
+@click.option("--any-suite", is_flag=True, help="Compare two folders even if they ran different resolved suites.")
+@click.option("--format", "fmt", type=click.Choice(["terminal", "md", "csv", "json"]), default="terminal", show_default=True)
+def compare(folders: tuple[str, ...], optimizers: tuple[str, str] | None, any_suite: bool, fmt: str) -> None:
+    """Paired comparison: two result folders A B row by row, or `DIR --optimizers A B` task by task."""
+    from benchsuite import compare as comparing
+
+    if optimizers:
+        if len(folders) != 1:
+            raise BenchsuiteError("--optimizers compares within one result folder: give exactly one folder")
+        comparison = comparing.compare_optimizers(folders[0], *optimizers)
+    elif len(folders) == 2:
+        comparison = comparing.compare_folders(folders[0], folders[1], any_suite=any_suite)
+    else:
+        raise BenchsuiteError("compare needs two result folders, or one folder and --optimizers A B")
+    if fmt == "terminal":
+        comparing.to_terminal(comparison, stdout)
+    else:
+        click.echo(comparing.render(comparison, fmt), nl=False)
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=False))
+def plot(out: str) -> None:
+    """Draw the figures of the result folder OUT into OUT/figures/ (PNG and SVG; needs matplotlib)."""
+    from benchsuite.plots import plot_results
+
+    paths = plot_results(out)
+    console.print(f"{len(paths)} figure files in {paths[0].parent if paths else out}")
 
 
 @main.command()

@@ -4,19 +4,30 @@ Per training set: the mean test accuracy over its interpolating networks. Per (t
 optimizer): mean and std (ddof 0) of those per-training-set means, the networks counted, and the
 gain over the reference baseline in percentage points, paired over the training sets both have.
 For baselines: -log2 P(train err = 0) per training set (accepted / candidates tried), averaged.
+
+On top of the protocol's numbers (benchsuite.statistics): bootstrap intervals for the mean and the
+gain, a paired sign-flip test of the gain with Holm's correction across the leaderboard, the
+probability of improvement over the baseline, all pairwise comparisons within each task, and mean
+ranks and win rates across tasks.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from statistics import fmean, pstdev
-from typing import Any, Iterable
+from typing import Any
+
+from benchsuite import statistics as stats
+from benchsuite.statistics import BootstrapSettings
 
 GROUP_KEYS = ("dataset", "classes", "n_train", "architecture", "optimizer")
 
 
-def _per_training_set(cells: Iterable[dict], networks: Iterable[dict]) -> dict[tuple, dict[int, dict]]:
+def _per_training_set(
+    cells: Iterable[dict], networks: Iterable[dict]
+) -> dict[tuple, dict[int, dict]]:
     """group key -> training-set seed -> {test accuracies, train accuracies, cell}."""
     accuracies: dict[str, list[dict]] = defaultdict(list)
     for row in networks:
@@ -40,8 +51,20 @@ def neg_log2_p_fit(found: int, tried: int) -> float | None:
     return -math.log2(found / tried)
 
 
-def build_rows(cells: list[dict], networks: list[dict], reference_baseline: str | None) -> list[dict[str, Any]]:
-    """One leaderboard row per (dataset, classes, n_train, architecture, optimizer)."""
+def build_rows(
+    cells: list[dict],
+    networks: list[dict],
+    reference_baseline: str | None,
+    settings: BootstrapSettings | None = None,
+    cache: dict | None = None,
+) -> list[dict[str, Any]]:
+    """One leaderboard row per (dataset, classes, n_train, architecture, optimizer).
+
+    `cache` (identity -> comparison) lets build_comparisons reuse the gains' bootstraps.
+    """
+    settings = settings or BootstrapSettings()
+    cache = {} if cache is None else cache
+    accuracies = stats.group_test_accuracies(networks)
     grouped = _per_training_set(cells, networks)
     means = {
         key: {seed: fmean(ts["test"]) for seed, ts in sets.items() if ts["test"]}
@@ -75,6 +98,7 @@ def build_rows(cells: list[dict], networks: list[dict], reference_baseline: str 
             "candidates": None,
             "epochs": first["epochs"],
             "seconds": sum(ts["cell"]["seconds"] for ts in sets.values()),
+            **_interval_keys(accuracies.get(key, {}), settings, key),
         }
         if first["role"] == "baseline":
             per_set = [
@@ -90,9 +114,70 @@ def build_rows(cells: list[dict], networks: list[dict], reference_baseline: str 
             if paired:
                 row["gain_pp"] = 100 * fmean(means[key][s] - reference[s] for s in paired)
                 row["baseline"] = reference_baseline
+                reference_sets = accuracies[key[:-1] + (reference_baseline,)]
+                row.update(
+                    _gain_keys(
+                        accuracies[key], reference_sets, settings, key, reference_baseline, cache
+                    )
+                )
         rows.append(row)
-    rows.sort(key=lambda r: (r["dataset"], r["classes"], r["architecture"], r["n_train"], r["role"] != "baseline", r["optimizer"]))
+    for row, adjusted in zip(rows, stats.holm([r["p_value"] for r in rows])):
+        row["p_value_holm"] = adjusted
+    rows.sort(
+        key=lambda r: (
+            r["dataset"],
+            r["classes"],
+            r["architecture"],
+            r["n_train"],
+            r["role"] != "baseline",
+            r["optimizer"],
+        )
+    )
     return rows
+
+
+def _interval_keys(sets: dict, settings: BootstrapSettings, key: tuple) -> dict[str, Any]:
+    """The mean's interval, and empty gain statistics that optimizer rows fill in."""
+    interval = stats.mean_interval(sets, settings, key)
+    return {
+        "test_acc_ci_low": interval[0] if interval else None,
+        "test_acc_ci_high": interval[1] if interval else None,
+        "gain_ci_low": None,
+        "gain_ci_high": None,
+        "p_value": None,
+        "p_value_holm": None,
+        "test": None,
+        "prob_improvement": None,
+        "baseline_percentile": None,
+        "confidence": settings.confidence,
+        "bootstrap_resamples": settings.resamples,
+        "bootstrap_seed": settings.seed,
+    }
+
+
+def _compare(
+    a: dict, b: dict, settings: BootstrapSettings, identity: tuple, cache: dict
+) -> dict[str, Any]:
+    """stats.compare_sets, once per identity (a gain is also a row of the comparisons table)."""
+    if identity not in cache:
+        cache[identity] = stats.compare_sets(a, b, settings, identity)
+    return dict(cache[identity])
+
+
+def _gain_keys(
+    sets: dict, reference: dict, settings: BootstrapSettings, key: tuple, baseline: str, cache: dict
+) -> dict[str, Any]:
+    """Gain interval (pp), paired test and P(improvement) against the reference baseline."""
+    comparison = _compare(sets, reference, settings, key[:-1] + (key[-1], baseline), cache)
+    improvement = comparison["prob_improvement"]
+    return {
+        "gain_ci_low": comparison["difference_ci_low"],
+        "gain_ci_high": comparison["difference_ci_high"],
+        "p_value": comparison["p_value"],
+        "test": comparison["test"],
+        "prob_improvement": improvement,
+        "baseline_percentile": None if improvement is None else 100 * improvement,
+    }
 
 
 def _mean_of_all(groups: Iterable[list[float]]) -> float | None:
@@ -100,10 +185,101 @@ def _mean_of_all(groups: Iterable[list[float]]) -> float | None:
     return fmean(values) if values else None
 
 
-def leaderboard_from_store(store, reference_baseline: str | None = None) -> list[dict[str, Any]]:
+def build_comparisons(
+    rows: Sequence[dict],
+    networks: list[dict],
+    settings: BootstrapSettings,
+    cache: dict | None = None,
+) -> list[dict[str, Any]]:
+    """Every pair of optimizers (baselines included) within each task, Holm-corrected together.
+
+    A pair is oriented as the leaderboard lists it (optimizers before baselines, then by label), so
+    "sgd vs gnc" reads as the gain of sgd.
+    """
+    accuracies = stats.group_test_accuracies(networks)
+    cache = {} if cache is None else cache
+    by_task: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_task[
+            (
+                row["dataset"],
+                ",".join(str(c) for c in row["classes"]),
+                row["n_train"],
+                row["architecture"],
+            )
+        ].append(row)
+    comparisons = []
+    for task, task_rows in by_task.items():
+        task_rows = sorted(task_rows, key=lambda r: (r["role"] == "baseline", r["optimizer"]))
+        for i, first in enumerate(task_rows):
+            for second in task_rows[i + 1 :]:
+                a, b = first["optimizer"], second["optimizer"]
+                result = _compare(
+                    accuracies.get(task + (a,), {}),
+                    accuracies.get(task + (b,), {}),
+                    settings,
+                    task + (a, b),
+                    cache,
+                )
+                if not result["training_sets"]:
+                    continue
+                comparisons.append(
+                    {
+                        "dataset": first["dataset"], "classes": first["classes"], "class_names": first["class_names"],
+                        "n_train": first["n_train"], "architecture": first["architecture"],
+                        "optimizer_a": a, "optimizer_b": b,
+                        "test_acc_mean_a": first["test_acc_mean"], "test_acc_mean_b": second["test_acc_mean"],
+                        **result,
+                    }
+                )  # fmt: skip
+    for comparison, adjusted in zip(comparisons, stats.holm([c["p_value"] for c in comparisons])):
+        comparison["p_value_holm"] = adjusted
+    return comparisons
+
+
+class LeaderboardRows(list):
+    """The leaderboard rows (a plain list, as before) carrying what the richer reports add.
+
+    Attributes: `comparisons` (pairwise, per task), `ranking` (mean ranks across tasks),
+    `win_rates` (matrix), `settings` (the bootstrap's), `runs` (the runs table: resolved suite and
+    environment) and `reference_baseline`. JSON and CSV writers see only the rows.
+    """
+
+    comparisons: list[dict]
+    ranking: list[dict]
+    win_rates: dict
+    settings: BootstrapSettings
+    runs: list[dict]
+    reference_baseline: str | None
+
+
+def build_leaderboard(
+    cells: list[dict],
+    networks: list[dict],
+    reference_baseline: str | None,
+    settings: BootstrapSettings | None = None,
+    runs: Sequence[dict] = (),
+) -> LeaderboardRows:
+    """Rows plus comparisons and cross-task aggregates, all from the stored rows."""
+    settings = settings or BootstrapSettings()
+    cache: dict = {}
+    rows = LeaderboardRows(build_rows(cells, networks, reference_baseline, settings, cache))
+    rows.comparisons = build_comparisons(rows, networks, settings, cache)
+    rows.ranking = stats.mean_ranks(rows)
+    rows.win_rates = stats.win_rates(rows)
+    rows.settings = settings
+    rows.runs = list(runs)
+    rows.reference_baseline = reference_baseline
+    return rows
+
+
+def leaderboard_from_store(
+    store, reference_baseline: str | None = None, settings: BootstrapSettings | None = None
+) -> LeaderboardRows:
     """Rows from a Store; the reference baseline defaults to the one named by the stored suite."""
-    if reference_baseline is None:
-        runs = store.runs()
-        if runs:
-            reference_baseline = runs[-1]["suite"].get("leaderboard", {}).get("baseline")
-    return build_rows(store.cells(), store.network_rows(), reference_baseline)
+    runs = store.runs()
+    if reference_baseline is None and runs:
+        reference_baseline = runs[-1]["suite"].get("leaderboard", {}).get("baseline")
+    return build_leaderboard(
+        store.cells(), store.network_rows(), reference_baseline, settings, runs
+    )

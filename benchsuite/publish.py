@@ -1,0 +1,362 @@
+"""`benchsuite publish`: merge result folders of one resolved suite into a citable leaderboard folder.
+
+A published folder is everything a reader needs to trust and reproduce a leaderboard: the merged
+database, the leaderboard in every format, the resolved suite it ran, the environment of every run
+(package versions, device, plugins, git commit), figures, and a README. Folders of different
+resolved suites are refused: their cells are not the same experiment, so merging them would pair
+numbers that are not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchsuite.errors import BenchsuiteError
+from benchsuite.statistics import BootstrapSettings
+from benchsuite.store import CELL_COLUMNS, Store
+
+GENERATED = (
+    "results.sqlite", "leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.tex",
+    "leaderboard.html", "statistics.json", "suite.yaml", "suite.json", "environment.json", "README.md",
+)  # fmt: skip
+
+
+@dataclass
+class Source:
+    """One result folder: where its database is and which resolved suite its runs recorded."""
+
+    folder: Path
+    database: Path
+    suite_id: str
+    suite: dict[str, Any]
+
+
+@dataclass
+class Published:
+    target: Path
+    files: list[Path]
+    cells: int
+    duplicate_cells: int
+    sources: list[Source] = field(default_factory=list)
+
+
+def database_of(path: str | Path) -> Path:
+    path = Path(path)
+    database = path / "results.sqlite" if path.is_dir() else path
+    if not database.is_file():
+        raise BenchsuiteError(f"{path}: no results database here (run `benchsuite run` first)")
+    return database
+
+
+def read_source(path: str | Path) -> Source:
+    """A result folder and its one suite id; a folder that mixes suites is refused."""
+    database = database_of(path)
+    with Store(database) as store:
+        runs = store.runs()
+        cell_suites = {
+            row[0] for row in store.connection.execute("SELECT DISTINCT suite_id FROM cells")
+        }
+    suite_ids = {run["suite_id"] for run in runs} | cell_suites
+    if not runs:
+        raise BenchsuiteError(f"{path}: no runs recorded in {database.name}; nothing to publish")
+    if len(suite_ids) > 1:
+        raise BenchsuiteError(
+            f"{path}: holds results of {len(suite_ids)} different resolved suites ({', '.join(sorted(suite_ids))}); "
+            "publish a folder of one suite"
+        )
+    return Source(database.parent, database, runs[-1]["suite_id"], runs[-1]["suite"])
+
+
+def check_compatible(sources: Sequence[Source]) -> None:
+    """All sources must come from the same resolved suite (same suite id)."""
+    first = sources[0]
+    for other in sources[1:]:
+        if other.suite_id != first.suite_id:
+            raise BenchsuiteError(
+                f"cannot merge {other.folder} (suite {other.suite.get('name')!r}, id {other.suite_id}) with "
+                f"{first.folder} (suite {first.suite.get('name')!r}, id {first.suite_id}): different resolved "
+                "suites; publish one suite at a time"
+            )
+    folders = [s.database.resolve() for s in sources]
+    if len(set(folders)) != len(folders):
+        raise BenchsuiteError("the same result folder is given twice")
+
+
+def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int]:
+    """Copy runs, cells, networks and metrics into `database`; return (cells, duplicates skipped).
+
+    Runs get new ids (cells follow them). A cell id present in an earlier source is kept from that
+    source: cell ids hash the cell's identity and seed, so a repeat is the same experiment.
+    """
+    with Store(database) as store:
+        db = store.connection
+        duplicates = 0
+        for source in sources:
+            db.execute("ATTACH DATABASE ? AS source", (str(source.database),))
+            try:
+                with db:
+                    mapping = {}
+                    for run in db.execute("SELECT * FROM source.runs ORDER BY run_id").fetchall():
+                        cursor = db.execute(
+                            "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                            (
+                                run["suite_id"],
+                                run["suite"],
+                                run["environment"],
+                                run["command"],
+                                run["started_at"],
+                                run["finished_at"],
+                            ),
+                        )
+                        mapping[run["run_id"]] = cursor.lastrowid
+                    db.execute("CREATE TEMP TABLE run_map (old INTEGER PRIMARY KEY, new INTEGER)")
+                    db.executemany("INSERT INTO run_map VALUES (?, ?)", mapping.items())
+                    duplicates += db.execute(
+                        "SELECT COUNT(*) FROM source.cells WHERE cell_id IN (SELECT cell_id FROM main.cells)"
+                    ).fetchone()[0]
+                    db.execute(
+                        "CREATE TEMP TABLE new_cells AS SELECT cell_id FROM source.cells "
+                        "WHERE cell_id NOT IN (SELECT cell_id FROM main.cells)"
+                    )
+                    columns = ", ".join(CELL_COLUMNS)
+                    selected = ", ".join(
+                        "m.new" if c == "run_id" else f"c.{c}" for c in CELL_COLUMNS
+                    )
+                    db.execute(
+                        f"INSERT INTO main.cells ({columns}) SELECT {selected} FROM source.cells c "
+                        "JOIN temp.run_map m ON m.old = c.run_id WHERE c.cell_id IN (SELECT cell_id FROM temp.new_cells) "
+                        "ORDER BY c.rowid"
+                    )
+                    db.execute(
+                        "INSERT INTO main.networks SELECT cell_id, model_index, found_at, train_acc, test_acc "
+                        "FROM source.networks WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
+                    )
+                    db.execute(
+                        "INSERT INTO main.network_metrics SELECT cell_id, model_index, metric, value "
+                        "FROM source.network_metrics WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
+                    )
+                    db.execute("DROP TABLE temp.run_map")
+                    db.execute("DROP TABLE temp.new_cells")
+            finally:
+                db.execute("DETACH DATABASE source")
+        with db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('published_from', ?)",
+                (json.dumps([str(s.folder) for s in sources]),),
+            )
+        cells = db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+    return cells, duplicates
+
+
+def environment_record(
+    runs: Sequence[dict], sources: Sequence[Source], settings: BootstrapSettings
+) -> dict[str, Any]:
+    """Every run's environment, and a summary of what differs between them."""
+    packages: dict[str, set] = defaultdict(set)
+    devices, commits, plugins = set(), set(), set()
+    for run in runs:
+        env = run["environment"]
+        for name, version in (env.get("packages") or {}).items():
+            packages[name].add(str(version))
+        devices.add(f"{env.get('device')} ({env.get('device_name')})")
+        commits.add(str(env.get("git_commit")))
+        for p in env.get("plugins") or []:
+            plugins.add((p.get("name"), p.get("distribution"), p.get("version")))
+    return {
+        "suite_id": runs[-1]["suite_id"] if runs else None,
+        "sources": [str(s.folder) for s in sources],
+        "summary": {
+            "packages": {name: sorted(v) for name, v in sorted(packages.items())},
+            "devices": sorted(devices),
+            "git_commits": sorted(commits),
+            "plugins": [
+                {"name": n, "distribution": d, "version": v} for n, d, v in sorted(plugins, key=str)
+            ],
+        },
+        "statistics": settings.as_dict(),
+        "runs": [
+            {
+                k: run.get(k)
+                for k in (
+                    "run_id",
+                    "suite_id",
+                    "command",
+                    "started_at",
+                    "finished_at",
+                    "environment",
+                )
+            }
+            for run in runs
+        ],
+    }
+
+
+def readme(
+    name: str,
+    target: Path,
+    rows: Sequence[dict],
+    runs: Sequence[dict],
+    environment: dict,
+    figures: Sequence[Path],
+    duplicates: int,
+) -> str:
+    """The published folder's front page: what it is, the headline numbers, how to reproduce."""
+    from benchsuite.report import _markdown_table, display_rows, method_notes, ranking_display
+
+    suite = runs[-1]["suite"]
+    summary = environment["summary"]
+    networks = sum(r["models"] for r in rows)
+    lines = [
+        f"# Leaderboard: {suite.get('name', name)}",
+        "",
+        (suite.get("description") or "").strip(),
+        "",
+        f"Resolved suite id `{environment['suite_id']}`; {len(rows)} leaderboard rows, {networks:,} interpolating "
+        f"networks, merged from {len(environment['sources'])} result folder(s) and {len(runs)} run(s)"
+        + (
+            f"; {duplicates} cell(s) found in more than one folder were taken from the first."
+            if duplicates
+            else "."
+        ),
+        "",
+        (
+            "Each row: mean test accuracy of the interpolating networks an optimizer (or the random-interpolator "
+            "baseline) found, with its bootstrap interval, and the gain over the baseline on the same training sets."
+        ),
+        "",
+    ]
+    ranking = getattr(rows, "ranking", None)
+    if ranking:
+        lines += ["## Across tasks", ""] + _markdown_table(ranking_display(ranking)) + [""]
+    if rows:
+        lines += ["## Leaderboard", ""] + _markdown_table(display_rows(rows)) + [""]
+        lines += [f"- {note}" for note in method_notes(rows)] + [""]
+    lines += [
+        "## Files",
+        "",
+        (
+            "- `leaderboard.html`: the page to read (sortable tables, figures, environment, suite); "
+            "`leaderboard.md`, `.csv`, `.json`, `.tex` (booktabs) hold the same rows."
+        ),
+        (
+            "- `statistics.json`: paired comparisons of every pair of methods per task, mean ranks, win rates and "
+            "the bootstrap settings."
+        ),
+        (
+            "- `results.sqlite`: every interpolating network (tables runs, cells, networks, network_metrics; view "
+            "network_rows). Every number above is a function of it: `benchsuite leaderboard .` rebuilds them."
+        ),
+        (
+            "- `suite.yaml` / `suite.json`: the resolved suite; `environment.json`: package versions, device, "
+            "plugins and git commit of every run."
+        ),
+    ]
+    if figures:
+        lines.append(
+            "- `figures/`: " + ", ".join(f"`{p.name}`" for p in figures if p.suffix == ".png")
+        )
+    lines += [
+        "",
+        "## Environment",
+        "",
+        f"- devices: {', '.join(summary['devices'])}",
+        f"- git commits: {', '.join(summary['git_commits'])}",
+        "- packages: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in summary["packages"].items()),
+    ]
+    if summary["plugins"]:
+        lines.append(
+            "- plugins: "
+            + ", ".join(
+                f"{p['name']} ({p['distribution']} {p['version']})" for p in summary["plugins"]
+            )
+        )
+    suite_name = suite.get("name", name)
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        (
+            f"`suite.yaml` is the resolved suite: the record of what ran, every default filled in. Run the suite "
+            f"file it was resolved from (for the shipped suites, `suites/.../{suite_name}.yaml`); `benchsuite validate` "
+            f"must print suite id `{environment['suite_id']}`. Then compare your results with these, row by row:"
+        ),
+        "",
+        "```",
+        f"benchsuite validate SUITE_FILE      # suite id {environment['suite_id']}",
+        f"benchsuite run SUITE_FILE --out runs/{suite_name}",
+        f"benchsuite compare runs/{suite_name} {target}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _figures(target: Path) -> tuple[list[Path], list[tuple[str, bytes]]]:
+    """Figure files from benchsuite.plots (PNG and SVG) and the PNGs to embed; none without matplotlib."""
+    try:
+        from benchsuite import plots
+
+        paths = plots.plot_results(target)
+    except ImportError:
+        return [], []
+    except BenchsuiteError:  # matplotlib is not installed
+        return [], []
+    embedded = [(p.stem, p.read_bytes()) for p in paths if p.suffix == ".png"]
+    return paths, embedded
+
+
+def publish(
+    sources: Sequence[str | Path],
+    target: str | Path,
+    *,
+    force: bool = False,
+    figures: bool = True,
+    settings: BootstrapSettings | None = None,
+) -> Published:
+    """Merge `sources` (result folders of one resolved suite) into `target` and write everything."""
+    from benchsuite.leaderboard import leaderboard_from_store
+    from benchsuite.report import write_leaderboard
+
+    if not sources:
+        raise BenchsuiteError("publish needs at least one result folder")
+    settings = settings or BootstrapSettings()
+    target = Path(target)
+    read = [read_source(s) for s in sources]
+    check_compatible(read)
+    if any(s.database.resolve().parent == target.resolve() for s in read):
+        raise BenchsuiteError(f"{target} is also a source; publish into a new folder")
+    database = target / "results.sqlite"
+    if database.exists():
+        if not force:
+            raise BenchsuiteError(
+                f"{target} already holds a published leaderboard; pass --force to replace it"
+            )
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+    target.mkdir(parents=True, exist_ok=True)
+    cells, duplicates = merge_databases(read, database)
+    with Store(database) as store:
+        rows = leaderboard_from_store(store, settings=settings)
+        runs = store.runs()
+    figure_paths, embedded = _figures(target) if figures else ([], [])
+    suite = runs[-1]["suite"]
+    name = suite.get("name", target.name)
+    files = write_leaderboard(rows, target, title=f"Leaderboard: {name}", figures=embedded)
+    environment = environment_record(runs, read, settings)
+    documents = {
+        "suite.yaml": yaml.safe_dump(suite, sort_keys=False, allow_unicode=True),
+        "suite.json": json.dumps(suite, indent=2, sort_keys=True) + "\n",
+        "environment.json": json.dumps(environment, indent=2) + "\n",
+        "README.md": readme(name, target, rows, runs, environment, figure_paths, duplicates),
+    }
+    for filename, text in documents.items():
+        (target / filename).write_text(text)
+        files.append(target / filename)
+    return Published(target, [database, *files, *figure_paths], cells, duplicates, read)
