@@ -21,6 +21,7 @@ import yaml
 from benchsuite.errors import BenchsuiteError
 from benchsuite.statistics import BootstrapSettings
 from benchsuite.store import CELL_COLUMNS, Store
+from benchsuite.suite import runnable_document
 
 GENERATED = (
     "results.sqlite", "leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.tex",
@@ -254,7 +255,8 @@ def readme(
             "network_rows). Every number above is a function of it: `benchsuite leaderboard .` rebuilds them."
         ),
         (
-            "- `suite.yaml` / `suite.json`: the resolved suite; `environment.json`: package versions, device, "
+            "- `suite.yaml`: the suite as a runnable file, every default filled in (it validates to the same "
+            "suite id); `suite.json`: the resolved record; `environment.json`: package versions, device, "
             "plugins and git commit of every run."
         ),
     ]
@@ -283,14 +285,13 @@ def readme(
         "## Reproduce",
         "",
         (
-            f"`suite.yaml` is the resolved suite: the record of what ran, every default filled in. Run the suite "
-            f"file it was resolved from (for the shipped suites, `suites/.../{suite_name}.yaml`); `benchsuite validate` "
-            f"must print suite id `{environment['suite_id']}`. Then compare your results with these, row by row:"
+            f"`suite.yaml` is the suite that ran, every default filled in; `benchsuite validate suite.yaml` "
+            f"prints its id `{environment['suite_id']}`. Run it and compare your results with these, row by row:"
         ),
         "",
         "```",
-        f"benchsuite validate SUITE_FILE      # suite id {environment['suite_id']}",
-        f"benchsuite run SUITE_FILE --out runs/{suite_name}",
+        f"benchsuite validate {target}/suite.yaml      # suite id {environment['suite_id']}",
+        f"benchsuite run {target}/suite.yaml --out runs/{suite_name}",
         f"benchsuite compare runs/{suite_name} {target}",
         "```",
         "",
@@ -351,7 +352,7 @@ def publish(
     files = write_leaderboard(rows, target, title=f"Leaderboard: {name}", figures=embedded)
     environment = environment_record(runs, read, settings)
     documents = {
-        "suite.yaml": yaml.safe_dump(suite, sort_keys=False, allow_unicode=True),
+        "suite.yaml": yaml.safe_dump(runnable_document(suite), sort_keys=False, allow_unicode=True),
         "suite.json": json.dumps(suite, indent=2, sort_keys=True) + "\n",
         "environment.json": json.dumps(environment, indent=2) + "\n",
         "README.md": readme(name, target, rows, runs, environment, figure_paths, duplicates),

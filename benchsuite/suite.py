@@ -148,6 +148,23 @@ class Suite:
     def reference_baseline(self) -> str | None:
         return self.resolved["leaderboard"]["baseline"]
 
+    def as_document(self) -> dict[str, Any]:
+        """A suite file that validates back to this very suite (same id): what `publish` writes,
+        so a published leaderboard can be rerun as it is."""
+        return runnable_document(self.resolved)
+
+
+def runnable_document(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The input form of a resolved suite: entries flattened, grids already expanded."""
+
+    def entry(e: dict[str, Any]) -> dict[str, Any]:
+        return {"name": e["name"], "label": e["label"], "models": e["models"], **e["settings"], **e["hyperparameters"]}
+
+    document = {k: v for k, v in resolved.items() if k not in ("optimizers", "baselines")}
+    document["optimizers"] = [entry(e) for e in resolved["optimizers"]]
+    document["baselines"] = [entry(e) for e in resolved["baselines"]]
+    return document
+
 
 def content_hash(value: Any, length: int = 16) -> str:
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

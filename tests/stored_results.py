@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from benchsuite.plugins import load_registry
 from benchsuite.store import NetworkResult, Store
+from benchsuite.suite import validate_suite
 
 TEST_IMAGES = 363  # digits 0 vs 1 test images in the quickstart split
 LEVELS = {"sgd": 0.93, "adam": 0.90, "gnc": 0.74}
 SPREAD = {"sgd": 0.03, "adam": 0.04, "gnc": 0.09}
 
-SUITE = {
+SUITE_FILE = {
     "name": "stats-fixture",
     "seed": 0,
     "device": "cpu",
@@ -35,6 +37,8 @@ SUITE = {
     "baselines": [{"name": "gnc", "prior": "uniform"}],
     "leaderboard": {"baseline": "gnc"},
 }
+# what a run stores: the resolved suite, every default filled in
+SUITE = validate_suite(SUITE_FILE, load_registry(include_entry_points=False), "fixture.yaml").resolved
 ENVIRONMENT = {
     "python": "3.11.2",
     "platform": "Linux-test",

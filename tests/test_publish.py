@@ -12,6 +12,8 @@ from statistics import fmean
 
 import pytest
 import yaml
+from benchsuite.plugins import load_registry
+from benchsuite.suite import load_suite
 from stored_results import ENVIRONMENT, SUITE, make_results
 
 from benchsuite.errors import BenchsuiteError
@@ -75,7 +77,9 @@ def test_publish_writes_every_format_suite_environment_and_readme(published):
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.tex", "leaderboard.html",
                  "statistics.json", "suite.yaml", "suite.json", "environment.json", "README.md"):  # fmt: skip
         assert (target / name).is_file(), name
-    assert yaml.safe_load((target / "suite.yaml").read_text()) == SUITE
+    # suite.yaml is runnable as it is and resolves to exactly the suite that ran
+    registry = load_registry(include_entry_points=False)
+    assert load_suite(target / "suite.yaml", registry).resolved == SUITE
     assert json.loads((target / "suite.json").read_text()) == SUITE
     environment = json.loads((target / "environment.json").read_text())
     assert environment["suite_id"] == "suite0000fixture" and len(environment["runs"]) == 2

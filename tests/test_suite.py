@@ -151,3 +151,13 @@ def test_shipped_quickstart_is_valid():
     assert suite.resolved["tasks"][0]["dataset"] == "digits"
     assert {e["name"] for e in suite.resolved["optimizers"]} == {"sgd", "adam"}
     assert suite.reference_baseline == "gnc"
+
+
+def test_resolved_suite_round_trips_to_a_runnable_file(tmp_path):
+    document = with_change(("optimizers",), [{"name": "sgd", "grid": {"lr": [0.1, 0.01]}}, {"name": "adam", "epochs": 5}])
+    suite = validate_suite(document, REGISTRY)
+    path = tmp_path / "resolved.yaml"
+    path.write_text(yaml.safe_dump(suite.as_document()))
+    again = load_suite(path, REGISTRY)
+    assert again.resolved == suite.resolved
+    assert again.suite_id == suite.suite_id
