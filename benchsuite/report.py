@@ -34,6 +34,7 @@ COMPARISON_COLUMNS = (
 )  # fmt: skip
 FILE_FORMATS = ("md", "csv", "json", "tex", "html")
 TEXT_COLUMNS = ("task", "architecture", "optimizer", "method", "A", "B")
+GROUP_COLUMNS = ("task", "architecture")  # terminal: one table per group, named in its title
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,41 +377,49 @@ def terminal_headers(shown: Sequence[dict[str, str]], width: int) -> list[str]:
 
 
 def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboard") -> None:
-    """A rich table; piped or redirected output gets every column (nothing truncates a log file)."""
+    """One compact rich table per (task, architecture), so that rows fit a terminal; piped or
+    redirected output gets every column (nothing truncates a log file)."""
     shown = display_rows(rows)
     if not shown:
         console.print("(no finished cells)")
         return
     width = console.width if console.is_terminal else max(console.width, WIDE)
-    headers = terminal_headers(shown, width)
+    if not console.is_terminal:
+        console.width = width  # print(width=) cannot widen past the console's own width
+    per_group = [{k: v for k, v in row.items() if k not in GROUP_COLUMNS} for row in shown]
+    headers = terminal_headers(per_group, width)
     ci = _confidence_label(rows)
-    table = Table(
-        title=title, caption=escape(f"[a, b]: {ci}; dim rows: baselines"), header_style="bold",
-        box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
-    )  # fmt: skip
-    for header in headers:
-        short = header.replace(f" [{ci}]", "")
-        if header in TEXT_COLUMNS:
-            table.add_column(short, justify="left", overflow="fold")
-        else:
-            table.add_column(short, justify="right", no_wrap=short != header)
-    previous = None
-    for row, raw in zip(shown, rows):
-        group = (row["task"], row["N"], row["architecture"])
-        if previous is not None and group != previous:
-            table.add_section()
-        previous = group
-        style = "dim" if raw["role"] == "baseline" else None
-        cells = []
+    console.print(f"[bold]{escape(title)}[/]  [dim]{escape(f'[a, b]: {ci}; dim rows: baselines')}[/]")
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for row, compact, raw in zip(shown, per_group, rows):
+        groups.setdefault((row["task"], row["architecture"]), []).append((compact, raw))
+    for (task, architecture), members in groups.items():
+        table = Table(
+            title=escape(f"{task} · {architecture}"), title_justify="left", header_style="bold",
+            box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+        )  # fmt: skip
         for header in headers:
-            value = escape(row[header])  # labels such as "mlp[width=1]" are not rich markup
-            if header.startswith("gain") and raw["gain_pp"] is not None:
-                colour = _gain_colour(raw)
-                value = f"[{colour}]{value}[/]" if colour else value
-            cells.append(value)
-        table.add_row(*cells, style=style)
-    console.print(table, width=width)
-    hidden = [h for h in shown[0] if h not in headers and h != "± std"]
+            short = header.replace(f" [{ci}]", "")
+            if header in TEXT_COLUMNS:
+                table.add_column(short, justify="left", overflow="fold")
+            else:
+                table.add_column(short, justify="right", no_wrap=short != header)
+        previous = None
+        for compact, raw in members:
+            if previous is not None and compact["N"] != previous:
+                table.add_section()
+            previous = compact["N"]
+            style = "dim" if raw["role"] == "baseline" else None
+            cells = []
+            for header in headers:
+                value = escape(compact[header])  # labels such as "mlp[width=1]" are not rich markup
+                if header.startswith("gain") and raw["gain_pp"] is not None:
+                    colour = _gain_colour(raw)
+                    value = f"[{colour}]{value}[/]" if colour else value
+                cells.append(value)
+            table.add_row(*cells, style=style)
+        console.print(table, width=width)
+    hidden = [h for h in per_group[0] if h not in headers and h != "± std"]
     notes = method_notes(rows) + (
         [f"Hidden at this width: {', '.join(hidden)} (see leaderboard.md)."] if hidden else []
     )
