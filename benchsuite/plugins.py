@@ -176,9 +176,12 @@ def load_registry(
         loaded.append(info)
 
     by_name = {info.name: info for info in loaded}
+    order = {info.name: index for index, info in enumerate(loaded)}
     for hook_name, kind in HOOKS.items():
         caller = getattr(manager.hook, hook_name)
-        for implementation in reversed(caller.get_hookimpls()):
+        # in load order (built-ins first), so a conflict always names the earlier plugin first
+        implementations = sorted(caller.get_hookimpls(), key=lambda i: order[i.plugin_name])
+        for implementation in implementations:
             info = by_name[implementation.plugin_name]
             try:
                 records = implementation.function() or []

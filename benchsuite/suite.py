@@ -103,9 +103,9 @@ class _Checker:
         if isinstance(default, float):
             return float(self.number(value, key))
         if isinstance(default, str):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return value  # e.g. chunk_size: "auto" or a number
-            return self.string(value, key)
+            if not isinstance(value, (str, int, float)):  # bool is an int: "auto" or true/false
+                raise self.fail(key, f"expected a string, number or true/false, got {_kind(value)}")
+            return value  # e.g. chunk_size: "auto" or a number; the plugin checks the rest
         return value
 
 

@@ -26,8 +26,8 @@ SMALL = {
     "device": "cpu",
     "models_per_cell": 6,
     "tasks": [{"dataset": "digits", "classes": [[0, 1], [3, 8]], "n_train": [4, 6], "training_set_seeds": [200, 201]}],
-    "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [2]}],
-    "optimizers": [{"name": "sgd", "epochs": 20}, {"name": "adam", "epochs": 20}],
+    "architectures": [{"name": "mlp", "widths": ["2/6"], "depths": [2]}],
+    "optimizers": [{"name": "sgd"}, {"name": "adam"}],
     "baselines": [{"name": "gnc", "max_candidates": 5_000_000}],
 }
 
