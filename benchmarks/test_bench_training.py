@@ -1,0 +1,155 @@
+"""SGD network-steps/s of the many-model training engine beside the published approach, same run.
+
+Run (not part of the default test run):
+    /work/venv/bin/pytest benchmarks/test_bench_training.py --benchmark-only
+
+Task: the paper MLP at width 1 on the issue-3 task (benchmarks/conftest.py `task`: Fashion-MNIST
+T-shirt/top vs sneaker, N = 16, training-set seed 200), batch 2, SGD lr 0.01, 100 networks.
+A network-step is one optimizer step of one network; rates use the fastest round (least disturbed
+by other processes on the machine). The reference (benchmarks/reference_training.py) is 100
+networks as one model of grouped 1x1 convolutions with the batch repeated across networks.
+Each engine benchmark records its rate and its ratio to the reference in extra_info.
+Uses CUDA when available.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reference_training import GroupedConvolutionMLPs, train_grouped
+
+from benchsuite.builtins.optimizers import benchsuite_optimizers
+from benchsuite.engine.batches import round_orders, steps_per_epoch
+from benchsuite.engine.training import (
+    TrainingSettings,
+    _round_size_cap,
+    initial_parameters,
+    train_networks,
+    train_population,
+)
+from benchsuite.records import PriorSpec, kaiming_uniform_bound
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+NETWORKS = 100
+N_TRAIN = 16
+BATCH_SIZE = 2
+EPOCHS = 5 if DEVICE.type == "cpu" else 20  # per timed round of the kernel benchmarks
+PROTOCOL_EPOCHS = 60  # the end-to-end benchmark trains as suites/bench/sgd-mlp.yaml does
+ROUNDS = 7
+SGD = next(spec for spec in benchsuite_optimizers() if spec.name == "sgd")
+KAIMING = PriorSpec("kaiming-uniform", "uniform", kaiming_uniform_bound)
+RATES: dict[str, float] = {}
+
+
+def paper_mlp() -> nn.Sequential:
+    return nn.Sequential(
+        nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(196, 120, bias=False), nn.ReLU(),
+        nn.Linear(120, 60, bias=False), nn.ReLU(),
+        nn.Linear(60, 30, bias=False), nn.ReLU(),
+        nn.Linear(30, 12, bias=False), nn.ReLU(),
+        nn.Linear(12, 2, bias=False),
+    )  # fmt: skip
+
+
+def synchronize():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def record(benchmark, name: str, network_steps: int) -> float:
+    rate = network_steps / benchmark.stats.stats.min
+    RATES[name] = rate
+    benchmark.extra_info.update(
+        device=str(DEVICE), threads=torch.get_num_threads(), networks=NETWORKS, n_train=N_TRAIN,
+        batch_size=BATCH_SIZE, epochs=EPOCHS, network_steps=network_steps,
+        network_steps_per_second=round(rate),
+    )  # fmt: skip
+    if "reference" in RATES and name != "reference":
+        benchmark.extra_info["ratio_to_reference"] = round(rate / RATES["reference"], 2)
+    return rate
+
+
+def test_reference_grouped_convolutions(benchmark, task):
+    images, labels = task
+    model = GroupedConvolutionMLPs(NETWORKS, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    generator = torch.Generator().manual_seed(1)
+
+    def run():
+        steps = train_grouped(
+            model, images, labels, EPOCHS, BATCH_SIZE, lr=0.01, generator=generator
+        )
+        synchronize()
+        return steps
+
+    steps = benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    record(benchmark, "reference", NETWORKS * steps)
+
+
+@pytest.mark.parametrize("networks_per_round", ["auto", 25, 50, 100])
+def test_engine_stacked_training(benchmark, task, networks_per_round):
+    """train_networks on 100 networks in rounds of networks_per_round: the training kernels alone."""
+    images, labels = task
+    module = paper_mlp().to(DEVICE)
+    settings = TrainingSettings(networks_per_round=networks_per_round)
+    per_round = min(NETWORKS, _round_size_cap(module, settings, N_TRAIN, DEVICE))
+    rounds = []
+    for start in range(0, NETWORKS, per_round):
+        attempts = range(start, min(NETWORKS, start + per_round))
+        parameters, buffers = initial_parameters(module, KAIMING, 0, attempts, DEVICE)
+        orders = round_orders(0, attempts, N_TRAIN, EPOCHS, "independent")
+        rounds.append((parameters, buffers, orders))
+
+    def run():
+        for parameters, buffers, orders in rounds:
+            train_networks(
+                module,
+                images,
+                labels,
+                SGD,
+                dict(SGD.defaults),
+                parameters,
+                buffers,
+                orders,
+                BATCH_SIZE,
+            )
+        synchronize()
+
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    benchmark.extra_info["networks_per_round"] = per_round
+    record(
+        benchmark,
+        f"engine-{networks_per_round}",
+        NETWORKS * EPOCHS * steps_per_epoch(N_TRAIN, BATCH_SIZE),
+    )
+
+
+def test_engine_population_end_to_end(benchmark, task):
+    """train_population with the protocol (60 epochs): init, orders, training, acceptance; 100 wanted."""
+    images, labels = task
+    module = paper_mlp().to(DEVICE)
+    trained = []
+
+    def run():
+        calls = []
+        train_population(
+            module, images, labels, SGD, dict(SGD.defaults), KAIMING,
+            TrainingSettings(epochs=PROTOCOL_EPOCHS), target=NETWORKS, seed=0, device=DEVICE,
+            progress=lambda accepted, networks: calls.append(networks),
+        )  # fmt: skip
+        synchronize()
+        trained.append(calls[-1])
+
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
+    steps = PROTOCOL_EPOCHS * steps_per_epoch(N_TRAIN, BATCH_SIZE)
+    benchmark.extra_info.update(
+        networks_trained=trained[-1], population_seconds=benchmark.stats.stats.min
+    )
+    record(benchmark, "population", trained[-1] * steps)
+    benchmark.extra_info["epochs"] = PROTOCOL_EPOCHS

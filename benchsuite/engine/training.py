@@ -1,0 +1,425 @@
+"""Many-model gradient training: the networks of a round train together in one set of kernels.
+
+The protocol's gradient baseline (protocol.md, "The gradient baseline"): init from the prior (weights
+i.i.d., biases zero), mean cross-entropy per network, mini-batches of B reshuffled every epoch (the
+last one partial when N % B != 0, as a DataLoader with drop_last=False), a fixed number of epochs,
+no early stopping; keep the networks with 100% training accuracy (ties wrong) and train more rounds
+until `target` are found or the budget is spent.
+
+Why stacked: one network with batch size 2 keeps no core busy; K networks with a leading model axis
+do the same arithmetic in the same number of kernel launches. The loss is the sum over networks of
+each network's mean cross-entropy, so each network's gradient is its own. For elementwise
+optimizers (OptimizerSpec.elementwise) one torch.optim over the stacked tensors is exactly K
+independent optimizers; other optimizers train one network at a time (correctness first).
+
+Three paths, the same semantics:
+- "mlp": Sequential of Linear/ReLU after a parameter-free prefix (MaxPool2d, Flatten): hand-written
+  batched forward and backward (engine/stacked_mlp.py), the fastest;
+- "vmap": any module, torch.func.functional_call under vmap plus autograd;
+- "per_network": one plain module and one optimizer per network (non-elementwise optimizers).
+
+What "bit-identical" covers (tests/test_training.py), on one device:
+- a network trained in a stack of K has exactly (torch.equal) the parameters it gets trained alone
+  (K = 1) from the same init and batch order, on every path and for all five built-in optimizers;
+  bmm, elementwise kernels and elementwise optimizers compute each network by itself, and the
+  thread count does not matter either;
+- against the plain way (its own nn.Module, autograd, F.cross_entropy, its own torch.optim) it is
+  exact whenever PyTorch runs the same GEMM kernel for the batched product (bmm) and the single
+  one (mm). On CPU that holds for products of at least 400 multiply-adds; below that bmm loops
+  naively while mm calls MKL, so with a tiny layer (the paper MLP's 12 -> 2 output) the two differ
+  in the last bit of that layer's outputs (the tests check an MLP with only larger products for
+  exact equality, and a paper-like one for agreement to rounding).
+On GPUs cuBLAS may choose kernels by batch count, so there stacking may change the rounding.
+
+Regeneration: network `a` (its attempt index, Population.found_at) starts from
+init_stacked(module, prior, [init_seed(seed, a)], device) and, with independent batch orders,
+sees network_orders(seed, a, N, epochs); so any accepted network can be retrained from (seed, a)
+alone (regenerate()), and the population does not depend on networks_per_round.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchsuite.engine.batches import (
+    BATCH_ORDERS,
+    batch_indices,
+    init_seed,
+    network_orders,
+    round_orders,
+    shared_orders,
+)
+from benchsuite.engine.stacked_mlp import input_features, plan_mlp, train_stacked_mlp
+from benchsuite.records import OptimizerSpec, Population, PriorSpec
+from benchsuite.stacked import StackedForward, accuracy, init_stacked
+
+TRAINING_PATHS = ("auto", "mlp", "vmap", "per_network")
+DEFAULT_BUDGET_PER_TARGET = 10  # max_networks default: 10 networks trained per network wanted
+# CPU rounds: parameters + gradients of a round should stay in the last-level cache. Measured on
+# the 2-core EPYC (benchmarks/test_bench_training.py, SGD, batch 2): the paper MLP at width 1
+# (132 KB of weights) ran at 110k network-steps/s with 50-64 networks per round and 83k with 100;
+# at width 1/6 best near 400 (630k/s; 576k at 512). LeNet width 1/6 (vmap path) peaked near 256.
+CPU_ROUND_BYTES = 13 * 2**20
+CPU_NETWORKS_PER_ROUND = (8, 384)  # bounds: fewer leave per-step overhead unamortised
+GPU_NETWORKS_PER_ROUND = 4096
+GPU_MEMORY_FRACTION = 0.5  # of free device memory a round may use
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How each network trains (the protocol's knobs) and how many train at once (the engine's).
+
+    batch_order "independent": every network draws its own reshuffle each epoch (independent runs);
+    "shared": all networks of a round see one mini-batch sequence, as the reference code does by
+    repeating the batch across networks; this correlates the networks of a round.
+    networks_per_round: networks trained stacked at once. An integer R: every round trains R
+    (the last may be cut by the budget), so round starts are multiples of R. "auto": sized for the
+    device and for the acceptance rate seen so far (rounds then vary).
+    max_networks: the budget, networks trained at most (None: DEFAULT_BUDGET_PER_TARGET x target).
+    """
+
+    batch_size: int = 2
+    epochs: int = 60
+    batch_order: str = "independent"
+    networks_per_round: int | str = "auto"
+    max_networks: int | None = None
+
+    def __post_init__(self):
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if int(self.epochs) < 0:
+            raise ValueError(f"epochs must be at least 0, got {self.epochs}")
+        if self.batch_order not in BATCH_ORDERS:
+            raise ValueError(f"batch_order must be one of {BATCH_ORDERS}, got {self.batch_order!r}")
+        if self.networks_per_round != "auto" and (
+            isinstance(self.networks_per_round, str) or int(self.networks_per_round) < 1
+        ):
+            raise ValueError(
+                f"networks_per_round must be 'auto' or at least 1, got {self.networks_per_round!r}"
+            )
+        if self.max_networks is not None and int(self.max_networks) < 0:
+            raise ValueError(f"max_networks must be at least 0, got {self.max_networks}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Initial state
+
+
+def initial_parameters(
+    module: nn.Module, prior: PriorSpec, seed: int, attempts, device
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Stacked initial parameters and buffers of networks `attempts` (each from init_seed(seed, a))."""
+    return init_stacked(module, prior, [init_seed(seed, a) for a in attempts], device)
+
+
+# ---------------------------------------------------------------------------------------------
+# One round: K networks from given initial state and batch orders
+
+
+def per_network_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[K] mean cross-entropy of each network over its own batch (logits [K, b, C], labels [K, b])."""
+    count, batch = labels.shape
+    losses = F.cross_entropy(
+        logits.reshape(count * batch, -1), labels.reshape(-1), reduction="none"
+    )
+    return losses.view(count, batch).mean(dim=1)
+
+
+def choose_path(module: nn.Module, optimizer: OptimizerSpec) -> str:
+    """The fastest exact path for this module and optimizer (see the module docstring)."""
+    if not optimizer.elementwise:
+        return "per_network"
+    return "mlp" if plan_mlp(module) is not None else "vmap"
+
+
+def train_networks(
+    module: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    optimizer: OptimizerSpec,
+    hyperparameters: dict,
+    parameters: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    orders: torch.Tensor,
+    batch_size: int,
+    path: str = "auto",
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Train K networks from stacked initial state; network k visits the points orders[k, e] in epoch e.
+
+    Returns the trained stacked (parameters, buffers), detached; the inputs are not modified.
+    """
+    if path not in TRAINING_PATHS:
+        raise ValueError(f"path must be one of {TRAINING_PATHS}, got {path!r}")
+    chosen_automatically = path == "auto"
+    if chosen_automatically:
+        path = choose_path(module, optimizer)
+    if path != "per_network" and not optimizer.elementwise:
+        raise ValueError(
+            f"optimizer {optimizer.name!r} is not elementwise: only 'per_network' is exact"
+        )
+    steps = batch_indices(orders.to(x_train.device), batch_size)
+    labels = y_train.long()
+
+    def make_optimizer(tensors):
+        return optimizer.factory(tensors, **hyperparameters)
+
+    was_training = module.training
+    module.train()
+    try:
+        if path == "mlp":
+            plan = plan_mlp(module)
+            if plan is None:
+                raise ValueError(
+                    "path 'mlp' needs a Sequential of Linear/ReLU after a parameter-free prefix"
+                )
+            features = input_features(plan, x_train)
+            if features is not None:
+                trained = train_stacked_mlp(
+                    plan, features, labels, parameters, steps, make_optimizer
+                )
+                return trained, {name: value.clone() for name, value in buffers.items()}
+            if not chosen_automatically:
+                raise ValueError(
+                    "path 'mlp' needs the prefix (pooling, Flatten) to give [N, features]"
+                )
+            path = "vmap"  # e.g. Linear over the last axis of an image: the general path
+        if path == "vmap":
+            return _train_vmap(module, x_train, labels, parameters, buffers, steps, make_optimizer)
+        return _train_per_network(
+            module, x_train, labels, parameters, buffers, steps, make_optimizer
+        )
+    finally:
+        module.train(was_training)
+
+
+def _train_vmap(module, x_train, labels, parameters, buffers, steps, make_optimizer):
+    """Any module: functional_call under vmap, autograd through the summed per-network losses."""
+    params = {
+        name: value.detach().clone().requires_grad_(True) for name, value in parameters.items()
+    }
+    state = {name: value.clone() for name, value in buffers.items()}
+    optimizer = make_optimizer(list(params.values()))
+    forward = StackedForward(module)
+    for indices in steps:
+        optimizer.zero_grad()
+        logits = forward(params, state, x_train[indices], per_model_inputs=True)
+        per_network_loss(logits, labels[indices]).sum().backward()
+        optimizer.step()
+    return {name: value.detach() for name, value in params.items()}, state
+
+
+def _train_per_network(module, x_train, labels, parameters, buffers, steps, make_optimizer):
+    """One plain module and one optimizer per network: exact for any optimizer (LBFGS included)."""
+    count = next(iter(parameters.values())).shape[0]
+    trained_params = {name: torch.empty_like(value) for name, value in parameters.items()}
+    trained_buffers = {name: torch.empty_like(value) for name, value in buffers.items()}
+    for k in range(count):
+        network = copy.deepcopy(module).train()
+        with torch.no_grad():
+            for name, value in network.named_parameters():
+                value.copy_(parameters[name][k])
+            for name, value in network.named_buffers():
+                value.copy_(buffers[name][k])
+        optimizer = make_optimizer(list(network.parameters()))
+        for indices in steps:
+            x, y = x_train[indices[k]], labels[indices[k]]
+
+            def closure(network=network, optimizer=optimizer, x=x, y=y):
+                optimizer.zero_grad()
+                loss = F.cross_entropy(network(x), y)
+                loss.backward()
+                return loss
+
+            optimizer.step(closure)
+        with torch.no_grad():
+            for name, value in network.named_parameters():
+                trained_params[name][k] = value
+            for name, value in network.named_buffers():
+                trained_buffers[name][k] = value
+    return trained_params, trained_buffers
+
+
+# ---------------------------------------------------------------------------------------------
+# Populations
+
+
+def _round_size_cap(module: nn.Module, settings: TrainingSettings, n_train: int, device) -> int:
+    """Networks per round: the setting, or for "auto" what suits the device (measured on CPU)."""
+    if settings.networks_per_round != "auto":
+        return int(settings.networks_per_round)
+    device = torch.device(device)
+    parameter_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    if device.type != "cuda":
+        low, high = CPU_NETWORKS_PER_ROUND
+        return max(low, min(high, CPU_ROUND_BYTES // max(1, 2 * parameter_bytes)))
+    # parameters, gradients, up to two optimizer states, a spare copy, activations of a batch
+    per_network = 6 * parameter_bytes + 64 * settings.batch_size * 4 * 1024
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(GPU_NETWORKS_PER_ROUND, int(GPU_MEMORY_FRACTION * free // per_network)))
+
+
+def _round_size(cap: int, target: int, accepted: int, trained: int, budget: int) -> int:
+    """Enough networks to reach the target at the acceptance rate seen so far, within cap and budget.
+
+    More than a cap's worth is split into equal rounds (100 wanted, cap 51: 50 + 50, not 51 + 51).
+    """
+    remaining = target - accepted
+    if trained == 0:
+        wanted = remaining  # SGD under the protocol fits almost always: start with the target
+    elif accepted == 0:
+        wanted = cap
+    else:
+        wanted = math.ceil(remaining * trained / accepted)
+    wanted = math.ceil(wanted / math.ceil(wanted / cap))
+    return max(1, min(wanted, budget - trained))
+
+
+def train_population(
+    module: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    optimizer: OptimizerSpec,
+    hyperparameters: dict,
+    prior: PriorSpec,
+    settings: TrainingSettings,
+    target: int,
+    seed: int,
+    device,
+    progress: Callable[[int, int], None] | None = None,
+) -> Population:
+    """Train networks in rounds until `target` fit the training set (100% accuracy) or the budget ends.
+
+    Network a (attempts 0, 1, 2, ... in order) is regenerable from (seed, a): see the module
+    docstring. The population holds the first `target` fitting networks in attempt order, so it
+    does not depend on networks_per_round. candidates_tried counts the networks trained up to and
+    including the last one kept (networks a round trained past it are discarded unseen), so
+    accepted / tried estimates P(fit) the same way whatever the round size; when the budget runs out
+    first it is every network trained, and exhausted is True. progress(accepted, networks_trained)
+    is called after every round.
+    """
+    started = time.perf_counter()
+    device = torch.device(device)
+    module = module.to(device)
+    x_train, y_train = x_train.to(device), y_train.to(device).long()
+    n_train = int(x_train.shape[0])
+    target = int(target)
+    budget = (
+        int(settings.max_networks)
+        if settings.max_networks is not None
+        else DEFAULT_BUDGET_PER_TARGET * target
+    )
+    cap = _round_size_cap(module, settings, n_train, device)
+    kept_parameters: list[dict[str, torch.Tensor]] = []
+    kept_buffers: list[dict[str, torch.Tensor]] = []
+    found_at: list[int] = []
+    trained = 0
+    was_training = module.training
+    try:
+        while len(found_at) < target and trained < budget:
+            if settings.networks_per_round == "auto":
+                count = _round_size(cap, target, len(found_at), trained, budget)
+            else:  # exactly as asked, so that round starts are multiples of it (shared orders)
+                count = min(cap, budget - trained)
+            attempts = range(trained, trained + count)
+            parameters, buffers = initial_parameters(module, prior, seed, attempts, device)
+            orders = round_orders(seed, attempts, n_train, settings.epochs, settings.batch_order)
+            parameters, buffers = train_networks(
+                module, x_train, y_train, optimizer, hyperparameters, parameters, buffers,
+                orders, settings.batch_size,
+            )  # fmt: skip
+            module.eval()
+            fits = accuracy(module, parameters, buffers, x_train, y_train) == 1.0
+            keep = fits.nonzero().flatten()[: target - len(found_at)]
+            kept_parameters.append(_select(parameters, keep))
+            kept_buffers.append(_select(buffers, keep))
+            found_at.extend(trained + int(k) for k in keep.tolist())
+            trained += count
+            if progress is not None:
+                progress(len(found_at), trained)
+    finally:
+        module.train(was_training)
+    reached = len(found_at) >= target
+    tried = found_at[-1] + 1 if reached and found_at else trained
+    return Population(
+        parameters=_concatenate(kept_parameters, dict(module.named_parameters()), device),
+        buffers=_concatenate(kept_buffers, dict(module.named_buffers()), device),
+        found_at=torch.tensor(found_at, dtype=torch.long),
+        candidates_tried=tried,
+        seconds=time.perf_counter() - started,
+        epochs=settings.epochs,
+        exhausted=not reached,
+    )
+
+
+def regenerate(
+    module: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    optimizer: OptimizerSpec,
+    hyperparameters: dict,
+    prior: PriorSpec,
+    settings: TrainingSettings,
+    seed: int,
+    attempts,
+    device,
+    round_starts=None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Retrain networks `attempts` (e.g. Population.found_at) exactly as train_population did.
+
+    Independent batch orders need nothing else. Shared orders belong to a round: pass each
+    network's round's first attempt in `round_starts` (for a fixed integer networks_per_round R,
+    a - a % R; under "auto" the round starts are not recorded, so give shared runs an integer R
+    if they must be regenerable). Returns stacked (parameters, buffers), [len(attempts), ...].
+    """
+    device = torch.device(device)
+    module = module.to(device)
+    attempts = [int(a) for a in attempts]
+    if not attempts:
+        return (
+            _concatenate([], dict(module.named_parameters()), device),
+            _concatenate([], dict(module.named_buffers()), device),
+        )
+    n_train = int(x_train.shape[0])
+    parameters, buffers = initial_parameters(module, prior, seed, attempts, device)
+    if settings.batch_order == "independent":
+        orders = torch.stack([network_orders(seed, a, n_train, settings.epochs) for a in attempts])
+    else:
+        if round_starts is None:
+            raise ValueError(
+                "shared batch orders: pass round_starts, the first attempt of each network's round"
+            )
+        orders = torch.stack(
+            [shared_orders(seed, int(s), n_train, settings.epochs) for s in round_starts]
+        )
+    return train_networks(
+        module, x_train.to(device), y_train.to(device), optimizer, hyperparameters, parameters, buffers,
+        orders, settings.batch_size,
+    )  # fmt: skip
+
+
+def _select(stacked: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Networks `keep` of a round; no copy when all are kept (the usual case for SGD)."""
+    if not stacked or keep.numel() == next(iter(stacked.values())).shape[0]:
+        return stacked
+    keep = keep.to(next(iter(stacked.values())).device)
+    return {name: value.index_select(0, keep) for name, value in stacked.items()}
+
+
+def _concatenate(chunks, template: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """Stack the kept networks of all rounds; [0, ...] tensors when none were kept."""
+    if len(chunks) == 1:
+        return {name: value.detach() for name, value in chunks[0].items()}
+    if chunks:
+        return {name: torch.cat([chunk[name] for chunk in chunks]).detach() for name in chunks[0]}
+    return {
+        name: torch.empty(0, *value.shape, dtype=value.dtype, device=device)
+        for name, value in template.items()
+    }
