@@ -15,11 +15,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress as RichProgress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+)
+from rich.progress import (
+    Progress as RichProgress,
 )
 
 from benchsuite.errors import BenchsuiteError
@@ -174,9 +176,16 @@ def validate(suite: str) -> None:
 @click.option("--format", "formats", multiple=True, type=click.Choice(["terminal", "md", "csv", "json", "latex", "html"]), default=["terminal"], show_default=True, help="What to print; the files are rewritten either way.")
 def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> None:
     """Rebuild the leaderboard of the result folder OUT from its database."""
-    from benchsuite.leaderboard import leaderboard_from_store
     from benchsuite.html_report import to_html
-    from benchsuite.report import to_csv, to_json, to_latex, to_markdown, to_terminal, write_leaderboard
+    from benchsuite.leaderboard import leaderboard_from_store
+    from benchsuite.report import (
+        to_csv,
+        to_json,
+        to_latex,
+        to_markdown,
+        to_terminal,
+        write_leaderboard,
+    )
     from benchsuite.store import Store
 
     with Store.open_existing(out) as store:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -24,13 +24,13 @@ def git_commit(directory: Path | None = None) -> str | None:
     directory = directory or Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5, check=False
         )
         if commit.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory, capture_output=True, text=True, timeout=5,
+            cwd=directory, capture_output=True, text=True, timeout=5, check=False,
         )  # fmt: skip
         return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):

@@ -23,8 +23,8 @@ parameters) and chunked over networks and test images so that memory stays bound
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -80,7 +80,10 @@ def input_gradient_norms(
     norms = torch.empty(count, x.shape[0], dtype=torch.float64, device=x.device)
     with _eval_mode(module):
         for m in range(0, count, models_per_call):
-            p, b = _chunk(parameters, m, m + models_per_call), _chunk(buffers, m, m + models_per_call)
+            p, b = (
+                _chunk(parameters, m, m + models_per_call),
+                _chunk(buffers, m, m + models_per_call),
+            )
             for i in range(0, x.shape[0], images_per_call):
                 gradients = per_network(p, b, x[i : i + images_per_call])  # [k, b, C, H, W]
                 norms[m : m + models_per_call, i : i + images_per_call] = (
@@ -101,7 +104,9 @@ def frobenius_scale(module: nn.Module, parameters: Mapping[str, torch.Tensor]) -
     in the module's order; BatchNorm weights and biases are vectors and are left out.
     """
     names = [name for name, p in module.named_parameters() if p.dim() >= 2]
-    scale = torch.ones(_count(parameters), dtype=torch.float64, device=next(iter(parameters.values())).device)
+    scale = torch.ones(
+        _count(parameters), dtype=torch.float64, device=next(iter(parameters.values())).device
+    )
     for name in names:
         weight = parameters[name].detach().double()
         scale = scale * weight.flatten(1).norm(dim=1) / FROBENIUS_DIVISOR
@@ -109,18 +114,26 @@ def frobenius_scale(module: nn.Module, parameters: Mapping[str, torch.Tensor]) -
 
 
 @torch.no_grad()
-def train_logits(module, parameters, buffers, x_train: torch.Tensor, models_per_call: int = MODELS_PER_CALL):
+def train_logits(
+    module, parameters, buffers, x_train: torch.Tensor, models_per_call: int = MODELS_PER_CALL
+):
     """Training-set logits of every network: [K, N, 2], in eval mode."""
     forward = StackedForward(module)
     with _eval_mode(module):
         chunks = [
-            forward(_chunk(parameters, m, m + models_per_call), _chunk(buffers, m, m + models_per_call), x_train)
+            forward(
+                _chunk(parameters, m, m + models_per_call),
+                _chunk(buffers, m, m + models_per_call),
+                x_train,
+            )
             for m in range(0, _count(parameters), models_per_call)
         ]
     return torch.cat(chunks).double()
 
 
-def normalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def normalized_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """Mean cross-entropy of logits[K, N, 2] / scale[K] against labels [N]: [K].
 
     A network with scale 0 (its margin is constant) gets NaN: its normalized loss is undefined.

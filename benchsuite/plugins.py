@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata as metadata
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from importlib import metadata
+from typing import Any
 
 import pluggy
 
@@ -165,7 +166,7 @@ def load_registry(
         try:
             plugin = load()
             manager.register(plugin, name=info.name)
-        except Exception as error:  # a broken third-party plugin must not take the host down
+        except Exception as error:  # noqa: BLE001 - a broken third-party plugin must not take the host down
             info.status, info.error = "failed", f"{type(error).__name__}: {error}"
             warnings.warn(
                 f"benchsuite plugin {info.name!r} from {info.distribution} failed to load: "
@@ -185,7 +186,7 @@ def load_registry(
             info = by_name[implementation.plugin_name]
             try:
                 records = implementation.function() or []
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - same: report the plugin, keep the rest
                 info.status, info.error = "failed", f"{hook_name}: {type(error).__name__}: {error}"
                 warnings.warn(
                     f"benchsuite plugin {info.name!r} failed in {hook_name}: {error}", stacklevel=2

@@ -7,13 +7,13 @@ sampler); the host owns loops, devices, batching, seeds and storage.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
-
 
 # ---------------------------------------------------------------------------------------------
 # Datasets

@@ -7,7 +7,7 @@ faster specialised paths, but this one defines the semantics every path must mat
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -124,7 +125,7 @@ class Store:
             )
 
     @classmethod
-    def open_existing(cls, path: str | Path) -> "Store":
+    def open_existing(cls, path: str | Path) -> Store:
         """Open a database that must already exist (reading commands never create one)."""
         from benchsuite.errors import BenchsuiteError
 
@@ -138,7 +139,7 @@ class Store:
     def close(self) -> None:
         self.connection.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc) -> None:

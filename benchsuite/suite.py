@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -414,7 +415,7 @@ def _check_shapes(check: _Checker, tasks: list, architectures: list, registry: R
                         continue
                     try:
                         build_module(spec, shape, width, depth, arch["bias"] is True)
-                    except Exception as error:  # the plugin's own message says what is wrong
+                    except Exception as error:  # noqa: BLE001 - the plugin's own message says what is wrong
                         key = f"architectures[{a_index}]"
                         key += f".widths[{w_index}]" if len(arch["widths"]) > 1 else ""
                         key += f".depths[{d_index}]" if len(arch["depths"]) > 1 else ""
