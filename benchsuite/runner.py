@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
@@ -63,8 +64,10 @@ class Progress:
     def finish_run(self) -> None: ...
 
 
-def produce_population(cell: Cell, task, registry: Registry, device: torch.device, progress: Callable | None) -> Population:
-    """Run one cell's optimizer or sampler and return its interpolating networks."""
+def produce_population(
+    cell: Cell, task, registry: Registry, device: torch.device, progress: Callable | None
+) -> tuple[Population, nn.Module]:
+    """Run one cell's optimizer or sampler: its interpolating networks and the module they fill."""
     arch_spec = registry.architecture(cell.architecture["name"])
     module = build_module(
         arch_spec, task.input_shape, cell.architecture["width"], cell.architecture["depth"],
