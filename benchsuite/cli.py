@@ -12,17 +12,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import (
-    Progress as RichProgress,
-)
 
 from benchsuite.errors import BenchsuiteError
 
@@ -76,61 +65,6 @@ def _load(path: str):
     return load_suite(path, _registry())
 
 
-class RichCellProgress:
-    """Rich display: one bar over cells, one for the cell in flight (accepted, rate, ETA)."""
-
-    def __init__(self, console: Console):
-        self.display = RichProgress(
-            SpinnerColumn(),
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}", markup=False),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.cells = None
-        self.current = None
-        self.work = 0
-        self.unit = ""
-        self.started = 0.0
-
-    def start_run(self, total: int, skipped: int) -> None:
-        self.display.start()
-        if skipped:
-            self.display.console.print(f"resuming: {skipped} of {total} cells already done")
-        self.cells = self.display.add_task("cells", total=total, completed=skipped, rate="")
-
-    def start_cell(self, cell, index: int, target: int, unit: str) -> None:
-        import time
-
-        label = f"{cell.dataset} {cell.classes[0]}v{cell.classes[1]} N={cell.n_train} s={cell.training_set_seed} {cell.architecture_label} {cell.entry['label']}"
-        if self.current is not None:
-            self.display.remove_task(self.current)
-        self.current = self.display.add_task(label, total=target, rate="")
-        self.unit, self.work, self.started = unit, 0, time.perf_counter()
-
-    def update_cell(self, accepted: int, work: int) -> None:
-        import time
-
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = f"{work / elapsed:,.0f} {self.unit}/s"
-        self.display.update(self.current, completed=accepted, rate=rate)
-
-    def finish_cell(self, outcome) -> None:
-        population = outcome.population
-        self.display.update(self.current, completed=population.size)
-        self.display.advance(self.cells)
-
-    def finish_run(self) -> None:
-        if self.current is not None:
-            self.display.remove_task(self.current)
-            self.current = None
-        self.display.stop()
-
-
 @main.command()
 @click.argument("suite", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default: runs/<suite name>). Running again into the same folder resumes.")
@@ -143,6 +77,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
     flight; running the same command again resumes where it stopped.
     """
+    from benchsuite.progress import RichCellProgress
     from benchsuite.report import to_terminal
     from benchsuite.runner import Progress, run_suite
 
@@ -152,8 +87,8 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     try:
         rows = run_suite(loaded, out_dir, _registry(), progress, device, command=" ".join(sys.argv))
     finally:
-        if not quiet and isinstance(progress, RichCellProgress):
-            progress.display.stop()
+        if isinstance(progress, RichCellProgress):
+            progress.display.stop()  # also when a cell fails: leave the terminal clean
     if not quiet:
         to_terminal(rows, stdout, title=f"Leaderboard: {loaded.name}")
     console.print(f"results: {out_dir / 'results.sqlite'}  leaderboard: {out_dir / 'leaderboard.md'}")
