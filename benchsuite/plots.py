@@ -283,7 +283,9 @@ def scatter_n(rows: list[dict]) -> int:
 def scatter_figure(group: Group, metric_rows: list[dict], data: PlotData, n_train: int):
     """Normalized training loss (x) against test accuracy (y) per network, one panel per metric.
 
-    Colour families by method (G&C blues, first optimizer oranges, ...), shade by variant."""
+    Colour families by method (G&C blues, first optimizer oranges, ...), shade by variant. The
+    points are rasterized inside the SVG (thousands of markers would make it megabytes); axes
+    and text stay vector."""
     Figure = _matplotlib()
     metrics = [m for m in SCATTER_METRICS if any(r["metric"] == m for r in metric_rows)]
     rows = [r for r in metric_rows if r["n_train"] == n_train]
@@ -309,7 +311,7 @@ def scatter_figure(group: Group, metric_rows: list[dict], data: PlotData, n_trai
                     continue
                 axes.scatter(
                     [p["value"] for p in points], [100 * p["test_acc"] for p in points],
-                    s=6, alpha=0.5, color=color, linewidths=0,
+                    s=6, alpha=0.5, color=color, linewidths=0, rasterized=True,
                     label=f"{method}, {variant_label(variants[arch], sweep)}",
                 )  # fmt: skip
         axes.set_title(SCATTER_TITLES.get(metric, metric), fontsize=9)
@@ -362,7 +364,7 @@ def plot_results(out_dir: str | Path, formats: tuple[str, ...] = FORMATS) -> lis
     for stem, figure in figures(data).items():
         for fmt in formats:
             path = target / f"{stem}.{fmt}"
-            figure.savefig(path, dpi=150 if fmt == "png" else None, metadata=_metadata(fmt))
+            figure.savefig(path, dpi=150, metadata=_metadata(fmt))
             written.append(path)
     return written
 

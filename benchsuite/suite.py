@@ -382,6 +382,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
                 "name": name,
                 "label": check.string(label, f"{key}.label"),
                 "role": "optimizer" if kind == "optimizer" else "baseline",
+                "performance_options": sorted(getattr(spec, "performance_options", ())),
                 "models": count,
                 "settings": settings,
                 "hyperparameters": hyperparameters,
@@ -508,7 +509,14 @@ def _cell(r, task, classes, n_train, training_set_seed, architecture, entry) -> 
         "n_train": n_train,
         "training_set_seed": training_set_seed,
         "architecture": architecture,
-        "method": {k: entry[k] for k in ("name", "label", "role", "hyperparameters")},
+        "method": {
+            "name": entry["name"],
+            "label": entry["label"],
+            "role": entry["role"],
+            "hyperparameters": {
+                k: v for k, v in entry["hyperparameters"].items() if k not in entry["performance_options"]
+            },
+        },
         "settings": {k: v for k, v in entry["settings"].items() if k not in ("max_networks", "max_candidates")},
         "models": entry["models"],
         "budget": budget,

@@ -161,3 +161,13 @@ def test_resolved_suite_round_trips_to_a_runnable_file(tmp_path):
     again = load_suite(path, REGISTRY)
     assert again.resolved == suite.resolved
     assert again.suite_id == suite.suite_id
+
+
+def test_performance_options_leave_cells_and_seeds_alone():
+    def cells(baseline: dict) -> dict:
+        document = with_change(("baselines",), [baseline])
+        return {c.cell_id: c.seed for c in expand(validate_suite(document, REGISTRY)) if c.role == "baseline"}
+
+    plain = cells({"name": "gnc"})
+    assert cells({"name": "gnc", "chunk_size": 4096, "cpu_threads": 1, "early_rejection": False}) == plain
+    assert set(cells({"name": "gnc", "output_swap": False}).values()).isdisjoint(plain.values())

@@ -88,6 +88,12 @@ DEFAULTS: dict[str, Any] = {
     # (function_space.py); networks are then rebuilt with regenerate_function_space (needs x_train)
     "function_space": False,
 }
+# Options that change speed only: the accepted networks and candidates tried are identical for
+# every value (tested), so they are not part of a cell's identity. output_swap and function_space
+# change which candidates are drawn, so they are.
+PERFORMANCE_OPTIONS = frozenset(
+    {"chunk_size", "early_rejection", "memory_fraction", "reuse_nested", "fast_path", "cpu_threads"}
+)
 
 
 CPU_PIECE_BYTES = 1 << 20  # random words generated and converted at a time (stays in L2)
