@@ -85,7 +85,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     out_dir = Path(out) if out else Path("runs") / loaded.name
     progress = Progress() if quiet else RichCellProgress(console)
     try:
-        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=" ".join(sys.argv))
+        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=" ".join(["benchsuite", *sys.argv[1:]]))
     finally:
         if isinstance(progress, RichCellProgress):
             progress.display.stop()  # also when a cell fails: leave the terminal clean
