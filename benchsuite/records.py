@@ -190,6 +190,3 @@ class SamplerSpec:
     # options that change speed but never which networks are accepted (chunk sizes, threads...):
     # left out of a cell's identity and seed, so tuning them neither reruns nor redraws a cell
     performance_options: frozenset[str] = frozenset()
-
-
-PluginKind = Literal["dataset", "architecture", "prior", "optimizer", "sampler"]

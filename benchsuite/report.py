@@ -497,7 +497,3 @@ def _html(rows: Sequence[dict], title: str, figures: Sequence | None) -> str:
     from benchsuite.html_report import to_html
 
     return to_html(rows, title, figures=figures)
-
-
-def rows_as_records(rows: Sequence[dict]) -> list[dict[str, Any]]:
-    return [dict(r) for r in rows]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
 from benchsuite.records import PriorSpec
 
@@ -72,12 +72,6 @@ def init_stacked(
         for name, buf in template.named_buffers()
     }
     return parameters, buffers
-
-
-def stack_modules(modules: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Stack independent modules' state (for tests and for the per-network fallback)."""
-    parameters, buffers = stack_module_state(modules)
-    return {k: v.detach() for k, v in parameters.items()}, buffers
 
 
 class StackedForward:
