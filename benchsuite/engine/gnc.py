@@ -1,7 +1,8 @@
 """Guess & Check: exact rejection sampling of interpolating networks from the weight prior.
 
-A candidate is accepted iff it classifies every training point strictly right (ties are wrong,
-benchsuite.stacked.correct_counts). Accepted networks are therefore i.i.d. draws from
+A candidate is accepted iff it classifies every training point right under the suite's tie rule
+(benchsuite.stacked.correct_counts: "argmax", the reference code's rule, gives a tie to class 0;
+"strict" counts a tie as wrong). Accepted networks are therefore i.i.d. draws from
 prior | (training error = 0), and accepted / tried estimates P(training error = 0).
 
 Candidates and the random stream
@@ -21,10 +22,13 @@ exchanged (the output layer has no drawn bias; a zero bias is unchanged by S). (
 prior: the rows are i.i.d., so S(theta) has the same distribution as theta, and S is an involution.
 (2) S swaps the logits: f_S(theta)(x) = (f_theta(x)_1, f_theta(x)_0) for every x, because the two
 logits are the two rows applied to the same penultimate features (checked at run time on the
-actual module; the trick is switched off if it does not hold). (3) With ties counted as wrong,
-"S(theta) fits" <=> "theta is strictly wrong on every training point", and theta and S(theta)
-cannot both fit (N >= 1). Hence each draw yields at most one accepted network, draws are i.i.d.,
-and for any set A of networks
+actual module; the trick is switched off if it does not hold). So "S(theta) fits" is decided
+from theta's own logits read exchanged, under the same tie rule (correct_counts(swapped=True)).
+(3) theta and S(theta) cannot both fit: on a label-1 point theta needs l1 > l0 and S(theta) needs
+l0 > l1, under either rule (under "strict" a label-0 point excludes it as well; under "argmax" a
+label-0 point does not, as an all-tie network would satisfy both, so the trick is switched off
+when the training set has no label-1 point). Hence each draw yields at most one accepted network,
+draws are i.i.d., and for any set A of networks
     P(accepted in A | draw yields one) = [P(theta in A, fit) + P(S theta in A, S theta fits)]
                                          / [P(fit) + P(S theta fits)] = P(theta in A | fit),
 using (1) on the second terms. The accepted networks are i.i.d. prior | fit and
@@ -32,7 +36,7 @@ E[accepted] / candidates = 2 P(fit) / 2 = P(fit): counting both candidates keeps
 
 Staged early rejection
 ----------------------
-A draw can only yield a fit if it is right on all points or strictly wrong on all points, so it is
+A draw can only yield a fit if it, or its output swap, is right on all points, so it is
 first evaluated on a few points; draws that are mixed there are decided (both candidates rejected)
 and only survivors continue. Each point's logits do not depend on which other points share the
 batch, so the decision is the full-forward decision (up to float32 rounding: a BLAS kernel may
@@ -57,7 +61,7 @@ Training sets are nested in N and the runner gives cells that differ only in N t
 candidate that fits a superset of points fits every subset, so the decisions of candidates
 [0, R) on a point set S determine, for a superset S', that only the candidates accepted on S can
 fit S'. The process-level cache (`DecisionCache`) keeps, per (seed, module structure, prior,
-output_swap), the accepted candidates on S below R; a later request whose points contain S
+output_swap, tie rule), the accepted candidates on S below R; a later request whose points contain S
 re-checks those on all its points and continues from R. The result is identical to a run
 without the cache (tested).
 """
@@ -82,6 +86,7 @@ from benchsuite.engine import random as rng
 from benchsuite.engine import triton_rng
 from benchsuite.engine.layout import Layout, build_layout, materialize
 from benchsuite.engine.sequential import SequentialPlan
+from benchsuite.protocol import DEFAULT_TIE_RULE
 from benchsuite.records import Population, PriorSpec, SamplingRequest
 from benchsuite.stacked import StackedForward, accuracy, correct_counts
 
@@ -309,8 +314,12 @@ class Decider:
     the generic vmapped forward over all N points (BatchNorm: train mode, one batch of all N).
     """
 
-    def __init__(self, module, x, y, batchnorm: bool, early_rejection: bool, fast: bool = True):
+    def __init__(
+        self, module, x, y, batchnorm: bool, early_rejection: bool, fast: bool = True,
+        tie_rule: str = DEFAULT_TIE_RULE,
+    ):
         self.batchnorm = batchnorm
+        self.tie_rule = tie_rule
         self.plan = (
             SequentialPlan(module)
             if fast and not batchnorm and SequentialPlan.supports(module)
@@ -348,7 +357,10 @@ class Decider:
     def _counts(self, params, lo: int, hi: int, first=None):
         logits = self._logits(params, lo, hi, first)
         y = self.y[lo:hi]
-        return correct_counts(logits, y), correct_counts(logits, 1 - y)
+        return (
+            correct_counts(logits, y, self.tie_rule),
+            correct_counts(logits, y, self.tie_rule, swapped=True),
+        )
 
     def fits_all(self, params) -> torch.Tensor:
         right, _ = self._counts(params, 0, self.n)
@@ -360,7 +372,7 @@ class Decider:
         """`first`: optional [D, out, N] output of the leading Linear layer on all points."""
         draws = next(iter(params.values())).shape[0]
         device = next(iter(params.values())).device
-        # right_all / wrong_all: right (strictly wrong) on every point decided so far
+        # right_all / wrong_all: the draw / its output swap right on every point decided so far
         alive = torch.arange(draws, device=device)
         right_all = torch.ones(draws, dtype=torch.bool, device=device)
         wrong_all = torch.ones(draws, dtype=torch.bool, device=device)
@@ -426,6 +438,7 @@ class DecisionCache:
             structure,
             prior,
             bool(output_swap),
+            request.tie_rule,
             function_space,
             tuple(request.x_train.shape[1:]),
         )
@@ -701,6 +714,7 @@ def _guess_and_check(request: SamplingRequest) -> Population:
     swap = (
         bool(opts["output_swap"])
         and out_name is not None
+        and bool((y == 1).any())  # proof step (3)
         and swap_is_exact(module, out_name, layout, x)
     )
     budget = int(request.max_candidates)
@@ -712,7 +726,7 @@ def _guess_and_check(request: SamplingRequest) -> Population:
     fast = bool(opts["fast_path"]) and not batchnorm and SequentialPlan.supports(module)
     plan = SequentialPlan(module) if fast else None
     staged = resolve_early_rejection(opts["early_rejection"], device, plan, batchnorm)
-    decider = Decider(module, x, y, batchnorm, staged, fast)
+    decider = Decider(module, x, y, batchnorm, staged, fast, request.tie_rule)
     chunk = draws_per_chunk(
         opts["chunk_size"],
         layout,
@@ -750,7 +764,7 @@ def _guess_and_check(request: SamplingRequest) -> Population:
         if not found:
             return found
         parameters, buffers = stacked_networks(found)
-        fits = accuracy(module.eval(), parameters, buffers, x, y) == 1.0
+        fits = accuracy(module.eval(), parameters, buffers, x, y, request.tie_rule) == 1.0
         return [c for c, ok in zip(found, fits.tolist()) if ok]
 
     try:
