@@ -179,7 +179,7 @@ class SamplingRequest:
     device: torch.device
     options: Mapping[str, Any] = field(default_factory=dict)  # the sampler's own, validated
     progress: ProgressCallback | None = None
-    # how equal logits are decided (benchsuite.stacked.TIE_RULES): a sampler must accept exactly
+    # how equal logits are decided (benchsuite.protocol.TIE_RULES): a sampler must accept exactly
     # the networks that benchsuite.stacked.accuracy(..., tie_rule) says fit
     tie_rule: str = DEFAULT_TIE_RULE
 

@@ -85,7 +85,7 @@ class TrainingSettings:
     (the last may be cut by the budget), so round starts are multiples of R. "auto": sized for the
     device and for the acceptance rate seen so far (rounds then vary).
     max_networks: the budget, networks trained at most (None: DEFAULT_BUDGET_PER_TARGET x target).
-    tie_rule: how equal logits are decided when checking the fit (benchsuite.stacked.TIE_RULES).
+    tie_rule: how equal logits are decided when checking the fit (benchsuite.protocol.TIE_RULES).
     """
 
     batch_size: int = 2
