@@ -154,6 +154,11 @@ class Population:
     seconds: float
     epochs: int | None = None
     exhausted: bool = False  # the budget ran out before `target` networks were found
+    # Samplers that estimate rather than count (MCMC, SMC): estimates["neg_log2_p_fit"] replaces
+    # -log2(found / candidates_tried), with its diagnostics beside it; `chains[k]` says which
+    # independent chain network k came from (the host checks agreement between chains).
+    estimates: dict[str, float] = field(default_factory=dict)
+    chains: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
