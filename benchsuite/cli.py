@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from benchsuite.errors import BenchsuiteError
+from benchsuite.escaping import terminal_text
 
 console = Console(stderr=True)
 stdout = Console()
@@ -28,7 +30,7 @@ class BenchsuiteGroup(click.Group):
         except BenchsuiteError as error:
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(terminal_text(error))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
@@ -77,21 +79,23 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
     flight; running the same command again resumes where it stopped.
     """
+    from benchsuite.paths import default_out, shell_command
     from benchsuite.progress import RichCellProgress
     from benchsuite.report import to_terminal
     from benchsuite.runner import Progress, run_suite
 
     loaded = _load(suite)
-    out_dir = Path(out) if out else Path("runs") / loaded.name
+    out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
+    console.print(f"output folder: {terminal_text(out_dir)}", highlight=False, markup=False, soft_wrap=True)
     progress = Progress() if quiet else RichCellProgress(console)
     try:
-        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=" ".join(["benchsuite", *sys.argv[1:]]))
+        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=shell_command(["benchsuite", *sys.argv[1:]]))
     finally:
         if isinstance(progress, RichCellProgress):
             progress.display.stop()  # also when a cell fails: leave the terminal clean
     if not quiet:
         to_terminal(rows, stdout, title=f"Leaderboard: {loaded.name}")
-    console.print(f"results: {out_dir / 'results.sqlite'}  leaderboard: {out_dir / 'leaderboard.md'}")
+    console.print(f"results: {terminal_text(out_dir / 'results.sqlite')}  leaderboard: {terminal_text(out_dir / 'leaderboard.md')}", highlight=False, markup=False, soft_wrap=True)
 
 
 @main.command()
@@ -102,7 +106,7 @@ def validate(suite: str) -> None:
 
     loaded = _load(suite)
     cells = expand(loaded)
-    stdout.print(f"{suite}: valid; suite id {loaded.suite_id}; {len(cells)} cells")
+    stdout.print(f"{terminal_text(suite)}: valid; suite id {loaded.suite_id}; {len(cells)} cells", markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -152,8 +156,8 @@ def publish(sources: tuple[str, ...], target: str, force: bool, no_figures: bool
 
     published = publish_folders(sources, target, force=force, figures=not no_figures)
     duplicates = f" ({published.duplicate_cells} duplicate cells skipped)" if published.duplicate_cells else ""
-    console.print(f"published {published.cells} cells from {len(sources)} folder(s) to {published.target}{duplicates}: "
-                  f"{published.target / 'leaderboard.html'}")
+    console.print(f"published {published.cells} cells from {len(sources)} folder(s) to {terminal_text(published.target)}{duplicates}: "
+                  f"{terminal_text(published.target / 'leaderboard.html')}", markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -186,7 +190,7 @@ def plot(out: str) -> None:
     from benchsuite.plots import plot_results
 
     paths = plot_results(out)
-    console.print(f"{len(paths)} figure files in {paths[0].parent if paths else out}")
+    console.print(f"{len(paths)} figure files in {terminal_text(paths[0].parent if paths else out)}", markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()

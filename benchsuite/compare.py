@@ -212,9 +212,11 @@ def to_terminal(comparison: Comparison, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from benchsuite.escaping import terminal_text
+
     shown = display(comparison)
     if shown:
-        table = Table(title=f"Compare: {comparison.title}", header_style="bold")
+        table = Table(title=escape(terminal_text(f"Compare: {comparison.title}")), header_style="bold")
         for header in shown[0]:
             table.add_column(
                 header,
@@ -224,10 +226,10 @@ def to_terminal(comparison: Comparison, console) -> None:
             )
         for row in shown:
             table.add_row(
-                *(escape(v) for v in row.values())
+                *(escape(terminal_text(v)) for v in row.values())
             )  # labels like "mlp[width=1]" are not markup
         console.print(table)
-    console.print(escape(summary_line(comparison)), highlight=False)
+    console.print(escape(terminal_text(summary_line(comparison))), highlight=False)
 
 
 RENDERERS: dict[str, Any] = {"md": to_markdown, "csv": to_csv, "json": to_json}
