@@ -58,7 +58,7 @@ class Comparison:
 
 
 def _accuracies(path) -> dict[tuple, dict[int, Any]]:
-    with Store(database_of(path)) as store:
+    with Store(database_of(path), read_only=True) as store:
         return stats.group_test_accuracies(store.network_rows())
 
 

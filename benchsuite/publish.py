@@ -63,7 +63,8 @@ def database_of(path: str | Path) -> Path:
 def read_source(path: str | Path) -> Source:
     """A result folder and its one suite id; a folder that mixes suites is refused."""
     database = database_of(path)
-    with Store(database) as store:
+    with Store(database, read_only=True) as store:
+        store.verify()
         runs = store.runs()
         cell_suites = {
             row[0] for row in store.connection.execute("SELECT DISTINCT suite_id FROM cells")

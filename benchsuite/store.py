@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchsuite.errors import BenchsuiteError
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -93,6 +95,25 @@ CELL_COLUMNS = (
     "candidates_tried", "epochs", "seconds", "exhausted", "seed", "device", "finished_at",
 )  # fmt: skip
 
+# The tables and views a results database must hold, each with the columns readers rely on: the
+# integrity check on open compares a database against this (and nothing else), so a table added to
+# SCHEMA is added here too. A table added after databases already exist also goes into
+# ADDED_IN_VERSION (with the SCHEMA_VERSION that introduced it): older databases may lack it.
+EXPECTED_TABLES: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"),
+    "runs": ("run_id", "suite_id", "suite", "environment", "command", "started_at", "finished_at"),
+    "cells": CELL_COLUMNS,
+    "networks": ("cell_id", "model_index", "found_at", "train_acc", "test_acc"),
+    "network_metrics": ("cell_id", "model_index", "metric", "value"),
+    "network_rows": (
+        "dataset", "classes", "class_names", "n_train", "training_set_seed", "architecture",
+        "architecture_name", "width", "depth", "optimizer", "optimizer_name", "role", "prior",
+        "hyperparameters", "candidates_tried", "epochs", "seconds", "exhausted", "seed",
+        "cell_id", "model_index", "found_at", "train_acc", "test_acc",
+    ),
+}  # fmt: skip
+ADDED_IN_VERSION: dict[str, int] = {}
+
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -109,32 +130,78 @@ class NetworkResult:
 
 
 class Store:
-    """A results database. Opening creates the schema; every cell is one transaction."""
+    """A results database; every cell is one transaction.
 
-    def __init__(self, path: str | Path):
+    Opening a new file creates the schema. Opening an existing one first checks it against
+    EXPECTED_TABLES: a missing or altered table is an error, never silently re-created empty
+    (that would turn lost results into an empty "finished" run). `read_only` opens never write.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(self.path)
+        self.read_only = read_only
+        if read_only:
+            self.connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = sqlite3.connect(self.path)
         self.connection.row_factory = sqlite3.Row
-        self.connection.execute("PRAGMA foreign_keys = ON")
-        self.connection.execute("PRAGMA journal_mode = WAL")
-        with self.connection:
-            self.connection.executescript(SCHEMA)
-            self.connection.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+        try:
+            self.connection.execute("PRAGMA foreign_keys = ON")
+            fresh = not self._tables()
+            if not fresh or read_only:
+                check_schema(self.connection, self.path)
+            if not read_only:
+                self.connection.execute("PRAGMA journal_mode = WAL")
+                with self.connection:
+                    self.connection.executescript(SCHEMA)
+                    self.connection.execute(
+                        "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    )
+        except sqlite3.DatabaseError as error:
+            self.connection.close()
+            raise StoreError(f"{self.path}: not a readable results database ({error})") from None
+        except BaseException:
+            self.connection.close()
+            raise
+
+    def _tables(self) -> set[str]:
+        query = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+        return {row[0] for row in self.connection.execute(query)}
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Store:
-        """Open a database that must already exist (reading commands never create one)."""
-        from benchsuite.errors import BenchsuiteError
-
+        """Open a database that must already exist, read-only (reading commands never create one
+        nor change its schema)."""
         path = Path(path)
         if path.is_dir():
             path = path / "results.sqlite"
         if not path.is_file():
-            raise BenchsuiteError(f"{path}: no results database here (run `benchsuite run` first)")
-        return cls(path)
+            raise StoreError(f"{path}: no results database here (run `benchsuite run` first)")
+        return cls(path, read_only=True)
+
+    def verify(self) -> None:
+        """The checks a publish makes before calling results citable: SQLite's integrity check,
+        foreign keys, and every cell holding as many networks as it recorded finding."""
+        problems = [row[0] for row in self.connection.execute("PRAGMA integrity_check")]
+        if problems != ["ok"]:
+            raise StoreError(f"{self.path}: damaged database: {'; '.join(problems[:3])}")
+        orphans = self.connection.execute("PRAGMA foreign_key_check").fetchall()
+        if orphans:
+            raise StoreError(
+                f"{self.path}: {len(orphans)} row(s) refer to rows that do not exist "
+                f"(first in table {orphans[0][0]}); the database was altered"
+            )
+        short = self.connection.execute(
+            "SELECT c.cell_id, c.models_found, COUNT(n.cell_id) FROM cells c "
+            "LEFT JOIN networks n USING (cell_id) GROUP BY c.cell_id HAVING COUNT(n.cell_id) != c.models_found"
+        ).fetchall()
+        if short:
+            cell_id, recorded, stored = short[0]
+            raise StoreError(
+                f"{self.path}: {len(short)} cell(s) hold a different number of networks than they recorded "
+                f"(cell {cell_id}: {stored} stored, {recorded} found); networks were lost or added"
+            )
 
     def close(self) -> None:
         self.connection.close()
@@ -217,3 +284,32 @@ class Store:
     def network_rows(self) -> list[dict[str, Any]]:
         query = "SELECT * FROM network_rows ORDER BY cell_id, model_index"
         return [dict(r) for r in self.connection.execute(query)]
+
+
+class StoreError(BenchsuiteError):
+    """A results database is missing, damaged or not one benchsuite wrote."""
+
+
+def check_schema(connection: sqlite3.Connection, path: Path) -> None:
+    """Every table of EXPECTED_TABLES exists with its columns (tables newer than the database's
+    schema version excepted); raises StoreError naming the first that does not."""
+    row = None
+    try:
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        pass
+    version = int(row[0]) if row and str(row[0]).isdigit() else SCHEMA_VERSION
+    for table, columns in EXPECTED_TABLES.items():
+        present = [r[1] for r in connection.execute(f"PRAGMA table_info({table})")]
+        if not present:
+            if ADDED_IN_VERSION.get(table, 0) > version:
+                continue
+            raise StoreError(
+                f"{path}: table {table!r} is missing (a results database holds {', '.join(EXPECTED_TABLES)}); "
+                "refusing to use it, nothing was changed"
+            )
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise StoreError(
+                f"{path}: table {table!r} lacks column(s) {', '.join(missing)}; refusing to use it, nothing was changed"
+            )

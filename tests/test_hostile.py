@@ -231,3 +231,76 @@ def test_plot_labels_are_plain_text(hostile_run):
     assert result.returncode == 0, result.stderr
     svgs = list((out / "figures").glob("*.svg"))
     assert svgs and all(p.stat().st_size > 1000 for p in svgs)
+
+
+# ---------------------------------------------------------------------------------------------
+# store integrity
+
+
+@pytest.fixture()
+def stored(tmp_path):
+    from stored_results import make_results
+
+    return make_results(tmp_path / "results", pairs=((0, 1),), n_trains=(4,), seeds=(200, 201), models=3)
+
+
+def schema_of(database: Path) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+
+def test_a_missing_table_is_an_error_never_recreated_empty(stored, tmp_path):
+    import sqlite3
+
+    with sqlite3.connect(stored / "results.sqlite") as db:
+        db.execute("DROP VIEW network_rows")
+        db.execute("DROP TABLE network_metrics")
+        db.execute("DROP TABLE networks")
+    schema = schema_of(stored / "results.sqlite")
+    suite = write(tmp_path / "suite.yaml", tiny_suite())
+    for command in (
+        ["leaderboard", str(stored)],
+        ["plot", str(stored)],
+        ["publish", str(stored), "--to", str(tmp_path / "board")],
+        ["compare", str(stored), "--optimizers", "sgd", "adam"],
+        ["run", str(suite), "--out", str(stored), "-q"],
+    ):
+        result = cli(*command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "table 'networks' is missing" in result.stderr or "table 'network_metrics' is missing" in result.stderr
+        assert [line.startswith("error:") for line in result.stderr.strip().splitlines()][-1:] == [True]
+        assert schema_of(stored / "results.sqlite") == schema  # nothing re-created
+    assert not (tmp_path / "board").exists() and not (stored / "figures").exists()
+
+
+def test_an_altered_table_is_an_error(stored):
+    import sqlite3
+
+    with sqlite3.connect(stored / "results.sqlite") as db:
+        db.execute("DROP VIEW network_rows")
+        db.execute("ALTER TABLE networks DROP COLUMN test_acc")
+    result = cli("leaderboard", str(stored))
+    assert result.returncode == 2 and "table 'networks' lacks column(s) test_acc" in result.stderr
+
+
+def test_reading_commands_never_create_a_schema(tmp_path):
+    empty = tmp_path / "results.sqlite"
+    empty.write_bytes(b"")
+    garbage = write(tmp_path / "garbage" / "results.sqlite", "not a database\n" * 100)
+    for folder in (tmp_path, garbage.parent):
+        result = cli("leaderboard", str(folder))
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert empty.read_bytes() == b"" and garbage.read_text() == "not a database\n" * 100
+
+
+def test_publish_checks_integrity_and_lost_networks(stored, tmp_path):
+    import sqlite3
+
+    with sqlite3.connect(stored / "results.sqlite") as db:
+        db.execute("DELETE FROM network_metrics")
+        db.execute("DELETE FROM networks WHERE model_index = 0")
+    result = cli("publish", str(stored), "--to", str(tmp_path / "board"), "--no-figures")
+    assert result.returncode == 2 and "networks were lost" in result.stderr, result.stderr
+    assert not (tmp_path / "board").exists()
