@@ -61,10 +61,13 @@ def _registry():
     return default_registry()
 
 
-def _load(path: str):
+def _load(path: str, allow_large: bool = False):
     from benchsuite.suite import load_suite
 
-    return load_suite(path, _registry())
+    return load_suite(path, _registry(), allow_large=allow_large)
+
+
+ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, models, file size, memory per cell); never part of the suite."
 
 
 @main.command()
@@ -72,19 +75,22 @@ def _load(path: str):
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default: runs/<suite name>). Running again into the same folder resumes.")
 @click.option("--device", help="Override the suite's device: auto, cpu, cuda, cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no leaderboard on the terminal.")
+@click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 @click.pass_context
-def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool) -> None:
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
 
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
     flight; running the same command again resumes where it stopped.
     """
+    from benchsuite.limits import check_memory
     from benchsuite.paths import default_out, shell_command
     from benchsuite.progress import RichCellProgress
     from benchsuite.report import to_terminal
     from benchsuite.runner import Progress, run_suite
 
-    loaded = _load(suite)
+    loaded = _load(suite, allow_large)
+    check_memory(loaded, _registry(), device, allow_large)
     out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
     console.print(f"output folder: {terminal_text(out_dir)}", highlight=False, markup=False, soft_wrap=True)
     progress = Progress() if quiet else RichCellProgress(console)
@@ -100,11 +106,14 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
 
 @main.command()
 @click.argument("suite", type=click.Path(dir_okay=False))
-def validate(suite: str) -> None:
-    """Check SUITE without running it: keys, types, values and plugin names."""
+@click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
+def validate(suite: str, allow_large: bool) -> None:
+    """Check SUITE without running it: keys, types, values, plugin names, sizes and memory."""
+    from benchsuite.limits import check_memory
     from benchsuite.suite import expand
 
-    loaded = _load(suite)
+    loaded = _load(suite, allow_large)
+    check_memory(loaded, _registry(), None, allow_large)
     cells = expand(loaded)
     stdout.print(f"{terminal_text(suite)}: valid; suite id {loaded.suite_id}; {len(cells)} cells", markup=False, highlight=False, soft_wrap=True)
 
