@@ -25,8 +25,8 @@ INJECTED = "a\n| injected | row |<script>alert(1)</script>"
 ESCAPED_MATH = "\x1b[31mred$\\undefinedmacro$"
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def cli(*args: str, cwd: Path | None = None, timeout: int = 300, **variables: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **variables}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd, env=env
@@ -304,3 +304,260 @@ def test_publish_checks_integrity_and_lost_networks(stored, tmp_path):
     result = cli("publish", str(stored), "--to", str(tmp_path / "board"), "--no-figures")
     assert result.returncode == 2 and "networks were lost" in result.stderr, result.stderr
     assert not (tmp_path / "board").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# resource limits, checked before work starts
+
+ALIAS_BOMB = """name: bomb
+tasks:
+  - dataset: digits
+    classes: [[0, 1]]
+    n_train: [2]
+    training_set_seeds: &h [&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], [*b,*b,*b,*b,*b,*b,*b,*b,*b]]
+architectures: [{name: mlp}]
+baselines: [gnc]
+"""
+
+
+def validation_error(document, **kwargs) -> str:
+    from benchsuite.plugins import load_registry
+    from benchsuite.suite import validate_suite
+
+    with pytest.raises(BenchsuiteError) as raised:
+        validate_suite(document, load_registry(include_entry_points=False), "hostile.yaml", **kwargs)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (ALIAS_BOMB, "aliases (*a) are not allowed"),
+        ("name: deep\ntasks: " + "[" * 200 + "]" * 200 + "\n", "nested deeper than 32 levels"),
+        (yaml.safe_dump(tiny_suite()) + "seed: 5\n", "duplicate key 'seed' (lines"),
+    ],
+)
+def test_yaml_bombs_and_duplicate_keys_are_refused_in_one_line(tmp_path, text, words):
+    path = write(tmp_path / "suite.yaml", text)
+    result = cli("validate", str(path), timeout=60)
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and len(result.stderr) < 400
+
+
+def test_suite_size_limits_name_the_number_and_the_limit(tmp_path):
+    grid = tiny_suite(optimizers=[{"name": "sgd", "grid": {"lr": [0.001 * i for i in range(1, 301)],
+                                                             "momentum": [i / 301 for i in range(300)]}}])
+    assert "90,000 grid combinations; the limit is 1,000 (--allow-large" in validation_error(grid)
+    cells = tiny_suite(tasks=[{"dataset": "digits", "classes": [[a, b] for a in range(10) for b in range(10) if a != b],
+                               "n_train": list(range(2, 202, 2)), "training_set_seeds": list(range(250))}])
+    assert "2,250,000 cells; the limit is 200,000" in validation_error(cells)
+    epochs = tiny_suite(optimizers=[{"name": "sgd", "epochs": 10**12}])
+    assert "1,000,000,000,000 epochs; the limit is 1,000,000" in validation_error(epochs)
+    models = tiny_suite(models_per_cell=10**9)
+    assert "1,000,000,000 networks per cell; the limit is 1,000,000" in validation_error(models)
+    big_file = write(tmp_path / "big.yaml", yaml.safe_dump(tiny_suite()) + "#" * (2 << 20) + "\n")
+    result = cli("validate", str(big_file))
+    assert result.returncode == 2 and "the limit is 1,048,576" in result.stderr
+
+
+def test_allow_large_lifts_the_limits_and_stays_out_of_the_suite(tmp_path):
+    from benchsuite.plugins import load_registry
+    from benchsuite.suite import load_suite
+
+    document = tiny_suite(optimizers=[{"name": "sgd", "epochs": 2_000_000}])
+    path = write(tmp_path / "suite.yaml", document)
+    refused = cli("validate", str(path))
+    assert refused.returncode == 2 and "--allow-large" in refused.stderr
+    allowed = cli("validate", str(path), "--allow-large")
+    assert allowed.returncode == 0, allowed.stderr
+    suite = load_suite(path, load_registry(include_entry_points=False), allow_large=True)
+    assert "allow" not in json_text(suite.resolved) and suite.suite_id in allowed.stdout
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_memory_per_cell_is_checked_against_this_machine(tmp_path):
+    path = write(tmp_path / "suite.yaml", tiny_suite(
+        architectures=[{"name": "mlp", "widths": [8], "depths": [4]}],
+        optimizers=[{"name": "sgd", "models": 900_000}],
+    ))
+    for command in ("validate", "run"):
+        result = cli(command, str(path), *(["--out", str(tmp_path / "out")] if command == "run" else []))
+        assert result.returncode == 2, result.stderr
+        assert "a cell would need about" in result.stderr and "GiB available" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_validation_builds_architectures_without_allocating(tmp_path):
+    """A width of 10^6 would allocate gigabytes if validation built the network for real."""
+    import resource
+
+    from benchsuite.plugins import load_registry
+    from benchsuite.suite import validate_suite
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    document = tiny_suite(architectures=[{"name": "mlp", "widths": [1_000_000], "depths": [1]}])
+    validate_suite(document, load_registry(include_entry_points=False), "wide.yaml", allow_large=True)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB
+
+
+def test_idx_gzip_bomb_stops_at_the_declared_size(tmp_path):
+    import gzip
+    import struct
+
+    from benchsuite.idx import read_idx
+
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as file:
+        file.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 100, 28, 28))
+        for _ in range(256):  # 256 MiB of zeros after a header promising 78,400 bytes
+            file.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(BenchsuiteError, match="more than the 78,400 data bytes its header declares"):
+        read_idx(bomb)
+    huge = tmp_path / "huge.gz"
+    huge.write_bytes(gzip.compress(struct.pack(">BBBBIIII", 0, 0, 8, 4, 2**31, 2**31, 28, 28)))
+    with pytest.raises(BenchsuiteError, match="refusing to decompress"):
+        read_idx(huge)
+
+
+# ---------------------------------------------------------------------------------------------
+# strict suites: wrong kinds, repeats, values that would crash at run time
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"data": 0}, "data: expected a mapping, got number 0"),
+        ({"data": []}, "data: expected a mapping, got list"),
+        ({"optimizers": ""}, "optimizers: expected a list, got string ''"),
+        ({"leaderboard": "gnc"}, "leaderboard: expected a mapping"),
+        ({"device": "cpu\n"}, "device: 'cpu\\n' is not a device"),
+        ({"seed": 2**63}, "seed: expected an integer <= 9223372036854775807"),
+        ({"tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4, 4]}]}, "n_train[1]: 4 is listed twice"),
+        ({"tasks": [{"dataset": "digits", "classes": [[0, 1], [0, 1]], "n_train": [4]}]}, "classes[1]: [0, 1] is listed twice"),
+        ({"tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4], "training_set_seeds": [1, 1]}]}, "listed twice"),
+        ({"tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [2, 4]},
+                    {"dataset": "digits", "classes": [[0, 1]], "n_train": [4]}]}, "is also in tasks[0]"),
+        ({"architectures": [{"name": "mlp", "widths": [1, 1]}]}, "widths[1]: 1 is listed twice"),
+        ({"architectures": [{"name": "mlp", "widths": [1]}, {"name": "mlp", "widths": [1]}]}, "is also in architectures[0]"),
+        ({"optimizers": [{"name": "sgd", "lr": -1.0}]}, "optimizers[0].lr: expected a number >= 0, got -1.0"),
+        ({"optimizers": [{"name": "sgd", "lr": float("nan")}]}, "optimizers[0].lr: expected a finite number, got nan"),
+        ({"optimizers": [{"name": "sgd", "lr": float("inf")}]}, "expected a finite number, got inf"),
+        ({"optimizers": [{"name": "sgd", "momentum": -1.0}]}, "momentum: expected a number [0, 1), got -1.0"),
+        ({"optimizers": [{"name": "sgd", "momentum": 1.0}]}, "momentum: expected a number [0, 1), got 1.0"),
+        ({"optimizers": [{"name": "sgd", "nesterov": True}]}, "nesterov: needs momentum > 0"),
+        ({"optimizers": [{"name": "adam", "beta1": 1.5}]}, "beta1: expected a number [0, 1), got 1.5"),
+        ({"optimizers": [{"name": "adam", "beta2": 1.0}]}, "beta2: expected a number [0, 1)"),
+        ({"optimizers": [{"name": "adam", "eps": -1e-8}]}, "eps: expected a number >= 0"),
+        ({"optimizers": [{"name": "adamw", "weight_decay": -0.1}]}, "weight_decay: expected a number >= 0"),
+        ({"optimizers": [{"name": "rmsprop", "alpha": 2.0}]}, "alpha: expected a number [0, 1]"),
+        ({"baselines": [{"name": "gnc", "chunk_size": "lots"}]}, "chunk_size: expected 'auto' or an integer >= 1, got 'lots'"),
+        ({"baselines": [{"name": "gnc", "memory_fraction": float("nan")}]}, "memory_fraction: expected a finite number"),
+        ({"baselines": [{"name": "gnc", "memory_fraction": 0.0}]}, "memory_fraction: expected a number in (0, 1]"),
+        ({"baselines": [{"name": "gnc", "early_rejection": "sometimes"}]}, "early_rejection: expected true, false or 'auto'"),
+        ({"baselines": [{"name": "gnc", "cpu_threads": 0}]}, "cpu_threads: expected 'auto' or an integer >= 1"),
+    ],
+)
+def test_values_that_would_fail_at_run_time_fail_at_validation(changes, words):
+    assert words in validation_error(tiny_suite(**changes))
+
+
+def test_valid_values_at_the_edges_still_validate():
+    from benchsuite.plugins import load_registry
+    from benchsuite.suite import validate_suite
+
+    registry = load_registry(include_entry_points=False)
+    for changes in (
+        {"optimizers": [{"name": "sgd", "lr": 0.0, "momentum": 0.99, "nesterov": True}]},
+        {"optimizers": [{"name": "adam", "beta1": 0.0, "beta2": 0.9999, "eps": 0.0}], "metrics": []},
+        {"baselines": [{"name": "gnc", "chunk_size": 4096, "memory_fraction": 1.0, "early_rejection": True}]},
+        {"seed": 2**63 - 1, "optimizers": [], "data": None},
+    ):
+        validate_suite(tiny_suite(**changes), registry, "edge.yaml")
+
+
+def test_a_class_smaller_than_n_fails_before_anything_is_stored(tmp_path):
+    suite = tiny_suite(tasks=[{"dataset": "digits", "classes": [[0, 1]], "n_train": [2, 400], "training_set_seeds": [200]}])
+    result = cli("run", str(write(tmp_path / "suite.yaml", suite)), "--out", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "class 0 has 119 training images but N=400 needs 216" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# data provenance: the files read are recorded, never silently swapped or misshapen
+
+
+def fashion_suite(root: Path) -> dict:
+    return tiny_suite(data={"root": str(root)},
+                      tasks=[{"dataset": "fashion-mnist", "classes": [[0, 7]], "n_train": [2], "training_set_seeds": [200]}])
+
+
+def test_one_missing_idx_file_is_an_error_not_a_fallback(tmp_path):
+    from test_datasets import write_mnist_format
+
+    write_mnist_format(tmp_path / "complete", 1400, 40, compress=True)
+    root = tmp_path / "root"
+    write_mnist_format(root, 1400, 40, compress=True)
+    (root / "t10k-labels-idx1-ubyte.gz").unlink()
+    path = write(tmp_path / "suite.yaml", fashion_suite(root))  # a complete copy elsewhere must not be used
+    result = cli("run", str(path), "--out", str(tmp_path / "out"), "-q", BENCHSUITE_FASHION_MNIST=str(tmp_path / "complete"))
+    assert result.returncode == 2 and "but not t10k-labels-idx1-ubyte" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_of_another_shape_than_declared_are_an_error(tmp_path):
+    from test_datasets import write_mnist_format
+
+    root = tmp_path / "root"
+    write_mnist_format(root, 1400, 40, compress=False, size=2)
+    path = write(tmp_path / "suite.yaml", fashion_suite(root))
+    result = cli("run", str(path), "--out", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "images have shape (1, 2, 2), but the dataset declares (1, 28, 28)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_run_stores_the_files_it_read_with_checksums(tmp_path):
+    import hashlib
+    import json
+    import sqlite3
+
+    from test_datasets import write_mnist_format
+
+    root = tmp_path / "root"
+    write_mnist_format(root / "FashionMNIST" / "raw", 1400, 40, compress=True)
+    path = write(tmp_path / "suite.yaml", fashion_suite(root))
+    result = cli("run", str(path), "--out", str(tmp_path / "out"), "-q")
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
+        environment = json.loads(db.execute("SELECT environment FROM runs").fetchone()[0])
+    files = environment["data_files"]["fashion-mnist"]
+    assert sorted(Path(f["path"]).name for f in files) == sorted(
+        f"{stem}.gz" for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    )
+    for entry in files:
+        content = Path(entry["path"]).read_bytes()
+        assert Path(entry["path"]).parent == (root / "FashionMNIST" / "raw").resolve()
+        assert entry["sha256"] == hashlib.sha256(content).hexdigest() and entry["bytes"] == len(content)
+
+
+def test_a_cifar_batch_cannot_run_code(tmp_path):
+    import pickle
+
+    from benchsuite.builtins.datasets import read_cifar_batch
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {shlex.quote(str(marker))}",))
+
+    batch = tmp_path / "data_batch_1"
+    batch.write_bytes(pickle.dumps({"data": Exploit(), "labels": [0]}))
+    with pytest.raises(BenchsuiteError, match="refusing to load"):
+        read_cifar_batch(batch)
+    assert not marker.exists()
