@@ -184,9 +184,10 @@ def summary_line(comparison: Comparison) -> str:
 
 
 def to_markdown(comparison: Comparison) -> str:
+    from benchsuite.escaping import markdown_text
     from benchsuite.report import _markdown_table
 
-    lines = [f"# Compare: {comparison.title}", "", summary_line(comparison), ""]
+    lines = [f"# Compare: {markdown_text(comparison.title)}", "", markdown_text(summary_line(comparison)), ""]
     if comparison.rows:
         lines += _markdown_table(display(comparison))
     return "\n".join(lines) + "\n"
