@@ -88,7 +88,10 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     from benchsuite.progress import RichCellProgress
     from benchsuite.report import to_terminal
     from benchsuite.runner import Progress, run_suite
+    from benchsuite.suite import DEVICE_PATTERN
 
+    if device is not None and not DEVICE_PATTERN.fullmatch(device):
+        raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     loaded = _load(suite, allow_large)
     check_memory(loaded, _registry(), device, allow_large)
     out_dir = (Path(out) if out else default_out(loaded.name)).resolve()

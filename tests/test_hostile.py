@@ -561,3 +561,10 @@ def test_a_cifar_batch_cannot_run_code(tmp_path):
     with pytest.raises(BenchsuiteError, match="refusing to load"):
         read_cifar_batch(batch)
     assert not marker.exists()
+
+
+def test_device_override_is_checked_like_the_suite(tmp_path):
+    path = write(tmp_path / "suite.yaml", tiny_suite())
+    result = cli("run", str(path), "--out", str(tmp_path / "out"), "--device", "cpu\n")
+    assert result.returncode == 2 and "--device: 'cpu\\n' is not a device" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
