@@ -346,13 +346,20 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
         return v
 
     widths = check.list_of(value.get("widths", [spec.default_width]), f"{key}.widths", knob)
-    depths = check.list_of(value.get("depths", [spec.default_depth]), f"{key}.depths", lambda v, k: v)
+    depths = check.list_of(value.get("depths", [spec.default_depth]), f"{key}.depths", lambda v, k: _depth(check, v, k))
     _unique(check, widths, f"{key}.widths")
     _unique(check, depths, f"{key}.depths")
     bias = value.get("bias", BIAS_AUTO)
     if not isinstance(bias, bool) and bias != BIAS_AUTO:
         raise check.fail(f"{key}.bias", f"expected auto, true or false, got {_kind(bias)}")
     return {"name": name, "widths": widths, "depths": depths, "bias": bias}
+
+
+def _depth(check: _Checker, value: Any, key: str) -> Any:
+    """A depth is an integer or a variant name (the plugin checks which), never a structure."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+        raise check.fail(key, f"expected an integer or a name like '2c-1f', got {_kind(value)}")
+    return value
 
 
 def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str) -> list[dict]:

@@ -444,6 +444,7 @@ def test_idx_gzip_bomb_stops_at_the_declared_size(tmp_path):
         ({"tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [2, 4]},
                     {"dataset": "digits", "classes": [[0, 1]], "n_train": [4]}]}, "is also in tasks[0]"),
         ({"architectures": [{"name": "mlp", "widths": [1, 1]}]}, "widths[1]: 1 is listed twice"),
+        ({"architectures": [{"name": "mlp", "depths": [[1, [1, 1]]]}]}, "depths[0]: expected an integer or a name"),
         ({"architectures": [{"name": "mlp", "widths": [1]}, {"name": "mlp", "widths": [1]}]}, "is also in architectures[0]"),
         ({"optimizers": [{"name": "sgd", "lr": -1.0}]}, "optimizers[0].lr: expected a number >= 0, got -1.0"),
         ({"optimizers": [{"name": "sgd", "lr": float("nan")}]}, "optimizers[0].lr: expected a finite number, got nan"),
