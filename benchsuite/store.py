@@ -140,13 +140,15 @@ class Store:
     def __init__(self, path: str | Path, *, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
-        if read_only:
-            self.connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        else:
+        if read_only and not self.path.is_file():
+            raise StoreError(f"{self.path}: no results database here (run `benchsuite run` first)")
+        if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = sqlite3.connect(self.path)
+        self.connection = sqlite3.connect(self.path)
         self.connection.row_factory = sqlite3.Row
         try:
+            if read_only:  # refuses every write; unlike mode=ro it still tidies the WAL files on close
+                self.connection.execute("PRAGMA query_only = ON")
             self.connection.execute("PRAGMA foreign_keys = ON")
             fresh = not self._tables()
             if not fresh or read_only:
