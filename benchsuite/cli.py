@@ -30,11 +30,21 @@ class BenchsuiteGroup(click.Group):
         except BenchsuiteError as error:
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            console.print(f"[bold red]error:[/] {escape(terminal_text(error))}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(_shortened(terminal_text(error)))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
             sys.exit(130)
+
+
+MAX_ERROR_CHARACTERS = 2000  # a hostile value quoted in an error must not flood the terminal
+
+
+def _shortened(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARACTERS:
+        return message
+    half = MAX_ERROR_CHARACTERS // 2
+    return f"{message[:half]} ... ({len(message) - 2 * half:,} characters left out) ... {message[-half:]}"
 
 
 @click.group(cls=BenchsuiteGroup, context_settings={"help_option_names": ["-h", "--help"]})

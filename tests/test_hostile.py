@@ -570,3 +570,9 @@ def test_device_override_is_checked_like_the_suite(tmp_path):
     result = cli("run", str(path), "--out", str(tmp_path / "out"), "--device", "cpu\n")
     assert result.returncode == 2 and "--device: 'cpu\\n' is not a device" in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_value_in_an_error_is_shortened(tmp_path):
+    path = write(tmp_path / "suite.yaml", tiny_suite(device="x" * 200_000))
+    result = cli("validate", str(path))
+    assert result.returncode == 2 and "characters left out" in result.stderr and len(result.stderr) < 3000
