@@ -133,17 +133,29 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
                     )
                     columns = ", ".join(CELL_COLUMNS)
                     selected = ", ".join(
-                        "m.new" if c == "run_id" else f"c.{c}" for c in CELL_COLUMNS
-                    )
+                        "m.new" if c == "run_id"
+                        else f"c.{c}" if _has_column(db, "source", "cells", c)
+                        else "NULL"  # a column newer than the source's schema
+                        for c in CELL_COLUMNS
+                    )  # fmt: skip
                     db.execute(
                         f"INSERT INTO main.cells ({columns}) SELECT {selected} FROM source.cells c "
                         "JOIN temp.run_map m ON m.old = c.run_id WHERE c.cell_id IN (SELECT cell_id FROM temp.new_cells) "
                         "ORDER BY c.rowid"
                     )
+                    # version 1 sources lack the tie counts and the training indices
+                    network_columns = "cell_id, model_index, found_at, train_acc, test_acc"
+                    if _has_column(db, "source", "networks", "train_ties"):
+                        network_columns += ", train_ties, test_ties"
                     db.execute(
-                        "INSERT INTO main.networks SELECT cell_id, model_index, found_at, train_acc, test_acc "
+                        f"INSERT INTO main.networks ({network_columns}) SELECT {network_columns} "
                         "FROM source.networks WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
                     )
+                    if _has_table(db, "source", "training_indices"):
+                        db.execute(
+                            "INSERT INTO main.training_indices SELECT * FROM source.training_indices "
+                            "WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
+                        )
                     db.execute(
                         "INSERT INTO main.network_metrics SELECT cell_id, model_index, metric, value "
                         "FROM source.network_metrics WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
@@ -159,6 +171,15 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
             )
         cells = db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
     return cells, duplicates
+
+
+def _has_table(db, schema: str, table: str) -> bool:
+    query = f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?"
+    return db.execute(query, (table,)).fetchone() is not None
+
+
+def _has_column(db, schema: str, table: str, column: str) -> bool:
+    return any(row[1] == column for row in db.execute(f"PRAGMA {schema}.table_info({table})"))
 
 
 def environment_record(

@@ -15,6 +15,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
+from benchsuite.protocol import DEFAULT_TIE_RULE
+
 # ---------------------------------------------------------------------------------------------
 # Datasets
 
@@ -180,6 +182,9 @@ class SamplingRequest:
     device: torch.device
     options: Mapping[str, Any] = field(default_factory=dict)  # the sampler's own, validated
     progress: ProgressCallback | None = None
+    # how equal logits are decided (benchsuite.protocol.TIE_RULES): a sampler must accept exactly
+    # the networks that benchsuite.stacked.accuracy(..., tie_rule) says fit
+    tie_rule: str = DEFAULT_TIE_RULE
 
 
 @dataclass(frozen=True)

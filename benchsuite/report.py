@@ -27,7 +27,7 @@ CSV_COLUMNS = (
     "test_acc_ci_low", "test_acc_ci_high", "train_acc_mean", "gain_pp", "gain_ci_low", "gain_ci_high",
     "baseline", "p_value", "p_value_holm", "test", "prob_improvement", "baseline_percentile",
     "neg_log2_p_fit", "candidates", "epochs", "seconds", "confidence", "bootstrap_resamples",
-    "bootstrap_seed",
+    "bootstrap_seed", "tied_fit_share", "tied_test_share",
 )  # fmt: skip
 COMPARISON_COLUMNS = (
     "dataset", "classes", "class_names", "n_train", "architecture", "optimizer_a", "optimizer_b",
@@ -110,6 +110,8 @@ def display_rows(rows: Sequence[dict]) -> list[dict[str, str]]:
                 "networks": found,
                 "candidates": _number(row["candidates"]),
                 "seconds": _number(row["seconds"]),
+                "tied fits %": _percent(row.get("tied_fit_share")),
+                "tied test %": _percent(row.get("tied_test_share")),
             }
         )
     return shown
@@ -171,6 +173,12 @@ def method_notes(rows: Sequence[dict]) -> list[str]:
         notes.append(
             f"With {fewest} training set(s) per row, intervals are rough (the bootstrap can only recombine "
             "those sets); suites with more training-set seeds give intervals to rely on."
+        )
+    if any(r.get("tied_fit_share") is not None for r in rows):
+        notes.append(
+            "Ties: tied fits % is the share of networks with a training point whose two logits were "
+            "exactly equal (the suite's tie_rule decided it: argmax gives it to class 0, strict counts "
+            "it wrong); tied test % the share of their test predictions with equal logits."
         )
     if sets:
         smallest = ", ".join(f"{2 / 2**n:.3g} with {n} training sets" for n in sets)
@@ -360,6 +368,8 @@ OPTIONAL_TERMINAL_COLUMNS = (
     "networks",
     "candidates",
     "seconds",
+    "tied fits %",
+    "tied test %",
 )
 WIDE = 200
 

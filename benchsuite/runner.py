@@ -23,7 +23,7 @@ from benchsuite.metrics import METRICS
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, Population, SamplingRequest
 from benchsuite.report import write_leaderboard
-from benchsuite.stacked import accuracy
+from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
 from benchsuite.suite import FULL_BATCH, Cell, Suite, bias_for, build_module, expand
 from benchsuite.tasks import TaskCache, dataset_files, load_splits
@@ -52,6 +52,10 @@ class CellOutcome:
     train_acc: torch.Tensor
     test_acc: torch.Tensor
     metrics: dict[str, torch.Tensor]
+    train_ties: torch.Tensor  # per network: training points with two equal logits
+    test_ties: torch.Tensor  # per network: test points with two equal logits
+    train_indices: list[int]  # the task's training images, positions in the training split
+    n_test: int
 
 
 class Progress:
@@ -88,6 +92,7 @@ def produce_population(
             device=device,
             options=dict(cell.entry["hyperparameters"]),
             progress=progress,
+            tie_rule=cell.tie_rule,
         )
         return sampler.sample(request), module
     from benchsuite.engine.training import TrainingSettings, train_population
@@ -98,6 +103,7 @@ def produce_population(
         epochs=settings["epochs"],
         batch_order=settings["batch_order"],
         max_networks=settings["max_networks"],
+        tie_rule=cell.tie_rule,
     )
     population = train_population(
         module, task.x_train, task.y_train, optimizer, dict(cell.entry["hyperparameters"]), prior,
@@ -110,17 +116,22 @@ def run_cell(
     cell: Cell, tasks: TaskCache, registry: Registry, data: DataOptions, device: torch.device,
     progress: Progress, metrics: tuple[str, ...] = (),
 ) -> CellOutcome:
-    task = tasks.get(registry.dataset(cell.dataset), data, cell.classes, cell.n_train, cell.training_set_seed, device)
+    task = tasks.get(
+        registry.dataset(cell.dataset), data, cell.classes, cell.n_train, cell.training_set_seed,
+        device, cell.training_draw, cell.class_pair_seed,
+    )  # fmt: skip
     started = time.perf_counter()
     population, module = produce_population(cell, task, registry, device, progress.update_cell)
     if population.seconds <= 0:
         population.seconds = time.perf_counter() - started
     module.eval()
     if population.size:
-        train_acc = accuracy(module, population.parameters, population.buffers, task.x_train, task.y_train)
-        test_acc = accuracy(module, population.parameters, population.buffers, task.x_test, task.y_test)
+        state = (module, population.parameters, population.buffers)
+        train_acc, train_ties = evaluate(*state, task.x_train, task.y_train, cell.tie_rule)
+        test_acc, test_ties = evaluate(*state, task.x_test, task.y_test, cell.tie_rule)
     else:
         train_acc = test_acc = torch.zeros(0, dtype=torch.float64)
+        train_ties = test_ties = torch.zeros(0, dtype=torch.long)
     if bool((train_acc < 1).any()):
         # the host re-checks every network it stores: a plugin's claim of interpolation is not enough
         raise BenchsuiteError(
@@ -132,7 +143,10 @@ def run_cell(
         for name in metrics
         if population.size
     }
-    return CellOutcome(cell, population, train_acc.cpu(), test_acc.cpu(), values)
+    return CellOutcome(
+        cell, population, train_acc.cpu(), test_acc.cpu(), values, train_ties.cpu(),
+        test_ties.cpu(), task.train_indices.tolist(), int(task.x_test.shape[0]),
+    )  # fmt: skip
 
 
 def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: tuple, device: torch.device) -> dict:
@@ -147,6 +161,9 @@ def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: t
         "class_names": " vs ".join(names),
         "n_train": cell.n_train,
         "training_set_seed": cell.training_set_seed,
+        "training_draw": cell.training_draw,  # with class_pair_seed: stored in training_indices
+        "class_pair_seed": cell.class_pair_seed,
+        "n_test": outcome.n_test,
         "architecture": cell.architecture_label,
         "architecture_name": cell.architecture["name"],
         "width": str(cell.architecture["width"]),
@@ -164,6 +181,28 @@ def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: t
         "seed": cell.seed,
         "device": str(device),
     }
+
+
+def network_results(outcome: CellOutcome) -> list[NetworkResult]:
+    """The stored rows of a cell's networks, in population order."""
+    columns = zip(
+        outcome.population.found_at.tolist(),
+        outcome.train_acc.tolist(),
+        outcome.test_acc.tolist(),
+        outcome.train_ties.tolist(),
+        outcome.test_ties.tolist(),
+    )
+    return [
+        NetworkResult(
+            found_at=int(found_at),
+            train_acc=float(train_acc),
+            test_acc=float(test_acc),
+            metrics={m: float(v[k]) for m, v in outcome.metrics.items()},
+            train_ties=int(train_ties),
+            test_ties=int(test_ties),
+        )
+        for k, (found_at, train_acc, test_acc, train_ties, test_ties) in enumerate(columns)
+    ]
 
 
 def _json(value) -> str:
@@ -226,13 +265,7 @@ def run_suite(
             outcome = run_cell(cell, tasks, registry, data, torch_device, progress, tuple(suite.resolved["metrics"]))
             spec = registry.dataset(cell.dataset)
             record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
-            networks = [
-                NetworkResult(int(f), float(tr), float(te), {m: float(v[k]) for m, v in outcome.metrics.items()})
-                for k, (f, tr, te) in enumerate(
-                    zip(outcome.population.found_at.tolist(), outcome.train_acc.tolist(), outcome.test_acc.tolist())
-                )
-            ]
-            store.add_cell(record, networks)
+            store.add_cell(record, network_results(outcome), outcome.train_indices)
             progress.finish_cell(outcome)
         store.finish_run(run_id)
         progress.finish_run()

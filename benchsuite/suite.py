@@ -21,6 +21,7 @@ import yaml
 
 from benchsuite.errors import PluginError, SuiteError, closest
 from benchsuite.plugins import Registry
+from benchsuite.protocol import DEFAULT_TIE_RULE, DEFAULT_TRAINING_DRAW, TIE_RULES, TRAINING_DRAWS
 
 DEFAULT_MODELS_PER_CELL = 20
 DEFAULT_MAX_CANDIDATES = 100_000_000
@@ -216,7 +217,7 @@ def load_suite(path: str | Path, registry: Registry, *, allow_large: bool = Fals
 
 TOP_KEYS = (
     "name", "description", "seed", "device", "models_per_cell", "data", "tasks",
-    "architectures", "optimizers", "baselines", "leaderboard", "metrics",
+    "architectures", "optimizers", "baselines", "leaderboard", "metrics", "tie_rule",
 )  # fmt: skip
 
 
@@ -272,6 +273,7 @@ def validate_suite(
         "description": check.string(document.get("description", ""), "description"),
         "seed": check.integer(document.get("seed", 0), "seed", 0),
         "device": device,
+        "tie_rule": check.string(document.get("tie_rule", DEFAULT_TIE_RULE), "tie_rule", TIE_RULES),
         "models_per_cell": models,
         "data": resolved_data,
         "tasks": tasks,
@@ -285,28 +287,41 @@ def validate_suite(
 
 
 def _task(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
-    allowed = ("dataset", "classes", "class_pair_seeds", "n_train", "training_set_seeds")
+    allowed = ("dataset", "classes", "class_pair_seeds", "n_train", "training_set_seeds", "training_draw")
     value = check.mapping(value, key, allowed, required=("dataset", "n_train"))
     name = check.string(value["dataset"], f"{key}.dataset")
     try:
         spec = registry.dataset(name)
     except PluginError:
         raise check.fail(f"{key}.dataset", f"unknown dataset {name!r}; {closest(name, registry.names('dataset'))}") from None
-    if ("classes" in value) == ("class_pair_seeds" in value):
-        raise check.fail(key, "give exactly one of `classes` (pairs like [7, 0]) or `class_pair_seeds`")
+    if "classes" not in value and value.get("class_pair_seeds") is None:
+        raise check.fail(key, "give `classes` (pairs like [7, 0]) or `class_pair_seeds`")
+    pair_seeds = None
     if "classes" in value:
         pairs = check.list_of(value["classes"], f"{key}.classes", lambda v, k: _pair(check, v, k, spec), False)
-    else:
+    if value.get("class_pair_seeds") is not None:
         from benchsuite.tasks import class_pair_from_seed
 
-        seeds = check.list_of(value["class_pair_seeds"], f"{key}.class_pair_seeds", check.integer)
-        pairs = [list(class_pair_from_seed(s)) for s in seeds]
+        pair_seeds = check.list_of(value["class_pair_seeds"], f"{key}.class_pair_seeds", check.integer)
+        seeded = [list(class_pair_from_seed(s)) for s in pair_seeds]
+        # a resolved suite keeps both; they must agree (the seed also seeds the reference draw)
+        if "classes" in value and pairs != seeded:
+            raise check.fail(f"{key}.classes", f"disagrees with class_pair_seeds, which give {seeded}; give one of the two")
+        pairs = seeded
     n_train = check.list_of(value["n_train"], f"{key}.n_train", lambda v, k: _even(check, v, k))
     seeds = check.list_of(value.get("training_set_seeds", [200]), f"{key}.training_set_seeds", check.integer)
-    _unique(check, pairs, f"{key}.classes" if "classes" in value else f"{key}.class_pair_seeds")
+    draw = check.string(value.get("training_draw", DEFAULT_TRAINING_DRAW), f"{key}.training_draw", TRAINING_DRAWS)
+    _unique(check, pairs, f"{key}.class_pair_seeds" if pair_seeds is not None else f"{key}.classes")
     _unique(check, n_train, f"{key}.n_train")
     _unique(check, seeds, f"{key}.training_set_seeds")
-    return {"dataset": name, "classes": pairs, "n_train": n_train, "training_set_seeds": seeds}
+    return {
+        "dataset": name,
+        "classes": pairs,
+        "class_pair_seeds": pair_seeds,
+        "n_train": n_train,
+        "training_set_seeds": seeds,
+        "training_draw": draw,
+    }
 
 
 def _pair(check: _Checker, value: Any, key: str, spec) -> list[int]:
@@ -503,7 +518,7 @@ def _check_no_repeated_cells(check: _Checker, tasks: list, architectures: list) 
         for pair in task["classes"]:
             for n in task["n_train"]:
                 for seed in task["training_set_seeds"]:
-                    cell = (task["dataset"], tuple(pair), n, seed)
+                    cell = (task["dataset"], tuple(pair), n, seed, task.get("training_draw"))
                     if seen.setdefault(cell, index) != index:
                         raise check.fail(
                             f"tasks[{index}]",
@@ -613,6 +628,9 @@ class Cell:
     entry: dict[str, Any]  # resolved optimizer or baseline entry
     suite_seed: int
     identity: dict[str, Any] = field(repr=False)
+    training_draw: str = DEFAULT_TRAINING_DRAW  # benchsuite.protocol.TRAINING_DRAWS
+    class_pair_seed: int | None = None  # seeds the reference draw when the pair came from one
+    tie_rule: str = DEFAULT_TIE_RULE
 
     @property
     def cell_id(self) -> str:
@@ -622,8 +640,11 @@ class Cell:
     def seed(self) -> int:
         """The cell's stream. Excludes n_train and the model count for reasons of nesting: a
         sampler's candidate i is the same network at every N, so nested training sets give
-        nested acceptances, and asking for more models extends a stream instead of redrawing it."""
-        stream = {k: v for k, v in self.identity.items() if k not in ("n_train", "models", "budget")}
+        nested acceptances, and asking for more models extends a stream instead of redrawing it.
+        Excludes the tie rule too: under either rule a cell tries the same candidates, so the
+        two rules are compared on the very same networks."""
+        excluded = ("n_train", "models", "budget", "tie_rule")
+        stream = {k: v for k, v in self.identity.items() if k not in excluded}
         return derive_seed(self.suite_seed, stream)
 
     @property
@@ -649,7 +670,8 @@ def expand(suite: Suite) -> list[Cell]:
     r = suite.resolved
     cells = []
     for task in r["tasks"]:
-        for classes in task["classes"]:
+        pair_seeds = task.get("class_pair_seeds") or [None] * len(task["classes"])
+        for classes, class_pair_seed in zip(task["classes"], pair_seeds):
             for training_set_seed in task["training_set_seeds"]:
                 for arch in r["architectures"]:
                     for width in arch["widths"]:
@@ -657,17 +679,21 @@ def expand(suite: Suite) -> list[Cell]:
                             architecture = {"name": arch["name"], "width": width, "depth": depth, "bias": arch["bias"]}
                             for entry in r["optimizers"] + r["baselines"]:
                                 for n_train in sorted(task["n_train"]):
-                                    cells.append(_cell(r, task, classes, n_train, training_set_seed, architecture, entry))
+                                    cells.append(_cell(r, task, classes, class_pair_seed, n_train, training_set_seed, architecture, entry))
     return cells
 
 
-def _cell(r, task, classes, n_train, training_set_seed, architecture, entry) -> Cell:
+def _cell(r, task, classes, class_pair_seed, n_train, training_set_seed, architecture, entry) -> Cell:
     budget = entry["settings"].get("max_networks", entry["settings"].get("max_candidates"))
+    draw = task.get("training_draw", DEFAULT_TRAINING_DRAW)
+    tie_rule = r.get("tie_rule", DEFAULT_TIE_RULE)
     identity = {
         "dataset": task["dataset"],
         "classes": list(classes),
         "n_train": n_train,
         "training_set_seed": training_set_seed,
+        "training_draw": {"draw": draw, "class_pair_seed": class_pair_seed},
+        "tie_rule": tie_rule,
         "architecture": architecture,
         "method": {
             "name": entry["name"],
@@ -682,4 +708,7 @@ def _cell(r, task, classes, n_train, training_set_seed, architecture, entry) -> 
         "budget": budget,
         "seed": r["seed"],
     }
-    return Cell(task["dataset"], tuple(classes), n_train, training_set_seed, architecture, entry, r["seed"], identity)
+    return Cell(
+        task["dataset"], tuple(classes), n_train, training_set_seed, architecture, entry, r["seed"],
+        identity, draw, class_pair_seed, tie_rule,
+    )  # fmt: skip

@@ -7,10 +7,19 @@ from benchsuite.ranges import boolean_or, integer_or, positive_fraction
 from benchsuite.records import SamplerSpec
 
 
-def _guess_and_check(request):
-    from benchsuite.engine.gnc import guess_and_check
+class _LazyGuessAndCheck:
+    """Imports the G&C engine on first use, so listing plugins stays cheap; owns the sampler (and
+    with it the decision cache for nested reuse) for as long as the registry lives."""
 
-    return guess_and_check(request)
+    def __init__(self):
+        self._sampler = None
+
+    def __call__(self, request):
+        if self._sampler is None:
+            from benchsuite.engine.gnc import GuessAndCheck
+
+            self._sampler = GuessAndCheck()
+        return self._sampler(request)
 
 
 def _check_gnc(options):
@@ -28,7 +37,7 @@ def benchsuite_samplers():
     return [
         SamplerSpec(
             "gnc",
-            _guess_and_check,
+            _LazyGuessAndCheck(),
             defaults=dict(DEFAULTS),
             performance_options=PERFORMANCE_OPTIONS,
             check=_check_gnc,

@@ -58,6 +58,7 @@ from benchsuite.engine.batches import (
     shared_orders,
 )
 from benchsuite.engine.stacked_mlp import input_features, plan_mlp, train_stacked_mlp
+from benchsuite.protocol import DEFAULT_TIE_RULE
 from benchsuite.records import OptimizerSpec, Population, PriorSpec
 from benchsuite.stacked import StackedForward, accuracy, init_stacked
 
@@ -84,6 +85,7 @@ class TrainingSettings:
     (the last may be cut by the budget), so round starts are multiples of R. "auto": sized for the
     device and for the acceptance rate seen so far (rounds then vary).
     max_networks: the budget, networks trained at most (None: DEFAULT_BUDGET_PER_TARGET x target).
+    tie_rule: how equal logits are decided when checking the fit (benchsuite.protocol.TIE_RULES).
     """
 
     batch_size: int = 2
@@ -91,6 +93,7 @@ class TrainingSettings:
     batch_order: str = "independent"
     networks_per_round: int | str = "auto"
     max_networks: int | None = None
+    tie_rule: str = DEFAULT_TIE_RULE
 
     def __post_init__(self):
         if int(self.batch_size) < 1:
@@ -336,7 +339,7 @@ def train_population(
                 orders, settings.batch_size,
             )  # fmt: skip
             module.eval()
-            fits = accuracy(module, parameters, buffers, x_train, y_train) == 1.0
+            fits = accuracy(module, parameters, buffers, x_train, y_train, settings.tie_rule) == 1.0
             keep = fits.nonzero().flatten()[: target - len(found_at)]
             kept_parameters.append(_select(parameters, keep))
             kept_buffers.append(_select(buffers, keep))
