@@ -144,6 +144,7 @@ EXPECTED_TABLES: dict[str, tuple[str, ...]] = {
         "cell_id", "model_index", "found_at", "train_acc", "test_acc", "train_ties", "test_ties",
     ),
 }  # fmt: skip
+DERIVED_VIEWS = ("network_rows",)
 # "table" or "table.column" -> the SCHEMA_VERSION that added it (MIGRATIONS adds it on a writing open)
 ADDED_IN_VERSION: dict[str, int] = {
     "training_indices": 2, "cells.n_test": 2, "networks.train_ties": 2, "networks.test_ties": 2,
@@ -190,11 +191,13 @@ class Store:
             self.connection.execute("PRAGMA foreign_keys = ON")
             fresh = not self._tables()
             if not fresh or read_only:
-                check_schema(self.connection, self.path)
+                check_schema(self.connection, self.path, views=read_only)
             if not read_only:
                 self.connection.execute("PRAGMA journal_mode = WAL")
                 with self.connection:
                     self._migrate()
+                    for view in DERIVED_VIEWS:  # hold no data: rebuilt, so an old or altered one is harmless
+                        self.connection.execute(f"DROP VIEW IF EXISTS {view}")
                     self.connection.executescript(SCHEMA)
                     self.connection.execute(
                         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -372,16 +375,24 @@ class StoreError(BenchsuiteError):
     """A results database is missing, damaged or not one benchsuite wrote."""
 
 
-def check_schema(connection: sqlite3.Connection, path: Path) -> None:
-    """Every table of EXPECTED_TABLES exists with its columns (tables newer than the database's
-    schema version excepted); raises StoreError naming the first that does not."""
+def check_schema(connection: sqlite3.Connection, path: Path, views: bool = True) -> None:
+    """Every table of EXPECTED_TABLES exists with its columns (those newer than the database's
+    schema version excepted; views only when `views`: a writing open rebuilds them); raises
+    StoreError naming the first that does not, or when the database is newer than this code."""
     row = None
     try:
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.OperationalError:
         pass
     version = int(row[0]) if row and str(row[0]).isdigit() else SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: results database schema version {version} is newer than this "
+            f"benchsuite understands ({SCHEMA_VERSION}); upgrade benchsuite"
+        )
     for table, columns in EXPECTED_TABLES.items():
+        if table in DERIVED_VIEWS and not views:
+            continue
         present = [r[1] for r in connection.execute(f"PRAGMA table_info({table})")]
         if not present:
             if ADDED_IN_VERSION.get(table, 0) > version:
