@@ -576,3 +576,21 @@ def test_a_huge_value_in_an_error_is_shortened(tmp_path):
     path = write(tmp_path / "suite.yaml", tiny_suite(device="x" * 200_000))
     result = cli("validate", str(path))
     assert result.returncode == 2 and "characters left out" in result.stderr and len(result.stderr) < 3000
+
+
+def test_reading_an_older_database_leaves_its_schema_alone(tmp_path):
+    """A version 1 database (a published leaderboard of this repository) is read as it is: reading
+    commands never migrate it; only `run` (a writing open) would."""
+    import shutil
+    import sqlite3
+
+    source = Path(__file__).resolve().parents[1] / "leaderboards" / "fashion-mnist-width-lenet-cpu" / "results.sqlite"
+    if not source.is_file():
+        pytest.skip("the published version 1 database is not in this checkout")
+    shutil.copy(source, tmp_path / "results.sqlite")
+    schema = schema_of(tmp_path / "results.sqlite")
+    result = cli("leaderboard", str(tmp_path), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    assert schema_of(tmp_path / "results.sqlite") == schema
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
