@@ -254,6 +254,7 @@ def run_suite(
     data_files = preflight(suite, registry, data)
     environment = {**capture_environment(torch_device, registry), "data_files": data_files}
     with Store(out / "results.sqlite") as store:
+        store.check_network_counts()
         finished = store.finished_cell_ids()
         todo = [c for c in cells if c.cell_id not in finished]
         run_id = store.start_run(suite.suite_id, suite.resolved, environment, command)

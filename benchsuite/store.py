@@ -255,6 +255,11 @@ class Store:
                 f"{self.path}: {len(orphans)} row(s) refer to rows that do not exist "
                 f"(first in table {orphans[0][0]}); the database was altered"
             )
+        self.check_network_counts()
+
+    def check_network_counts(self) -> None:
+        """Every finished cell holds the networks it recorded: a resumed run skips finished cells,
+        so cells whose networks were deleted would otherwise stay empty for good."""
         short = self.connection.execute(
             "SELECT c.cell_id, c.models_found, COUNT(n.cell_id) FROM cells c "
             "LEFT JOIN networks n USING (cell_id) GROUP BY c.cell_id HAVING COUNT(n.cell_id) != c.models_found"

@@ -305,6 +305,9 @@ def test_publish_checks_integrity_and_lost_networks(stored, tmp_path):
     result = cli("publish", str(stored), "--to", str(tmp_path / "board"), "--no-figures")
     assert result.returncode == 2 and "networks were lost" in result.stderr, result.stderr
     assert not (tmp_path / "board").exists()
+    suite = write(tmp_path / "suite.yaml", tiny_suite())
+    resumed = cli("run", str(suite), "--out", str(stored), "-q")  # would skip the emptied cells
+    assert resumed.returncode == 2 and "networks were lost" in resumed.stderr, resumed.stderr
 
 
 # ---------------------------------------------------------------------------------------------
