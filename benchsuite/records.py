@@ -132,6 +132,9 @@ class OptimizerSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     elementwise: bool = False
     description: str = ""
+    # checks a suite's values at validation; raises ValueError("name: what is valid") for a value
+    # training would not survive (benchsuite.ranges has helpers)
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,3 +203,5 @@ class SamplerSpec:
     # options that change speed but never which networks are accepted (chunk sizes, threads...):
     # left out of a cell's identity and seed, so tuning them neither reruns nor redraws a cell
     performance_options: frozenset[str] = frozenset()
+    # checks a suite's options at validation, like OptimizerSpec.check
+    check: Callable[[Mapping[str, Any]], None] | None = None

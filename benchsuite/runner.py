@@ -26,7 +26,7 @@ from benchsuite.report import write_leaderboard
 from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
 from benchsuite.suite import FULL_BATCH, Cell, Suite, bias_for, build_module, expand
-from benchsuite.tasks import TaskCache
+from benchsuite.tasks import TaskCache, dataset_files, load_splits
 
 
 def resolve_device(name: str) -> torch.device:
@@ -209,6 +209,30 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def preflight(suite: Suite, registry: Registry, data: DataOptions) -> dict[str, list[dict]]:
+    """Load every dataset and check every class is large enough for the largest N, before anything
+    is stored (a failure after the first cell would leave a half-run folder). Returns the files
+    each dataset was read from (path, bytes, sha256): the run's data provenance."""
+    files = {}
+    for index, task in enumerate(suite.resolved["tasks"]):
+        spec = registry.dataset(task["dataset"])
+        splits = load_splits(spec, data)
+        files[spec.name] = dataset_files(spec, data)
+        counts = torch.bincount(splits.train_labels, minlength=spec.num_classes).tolist()
+        largest = max(task["n_train"])
+        needed = spec.holdout_per_class + largest // 2
+        for pair in task["classes"]:
+            for label in pair:
+                have = counts[label] if label < len(counts) else 0
+                if have < needed:
+                    raise BenchsuiteError(
+                        f"{suite.path}: tasks[{index}]: {spec.name} class {label} has {have} training images "
+                        f"but N={largest} needs {needed} ({spec.holdout_per_class} held out + {largest // 2} "
+                        "for training); lower n_train"
+                    )
+    return files
+
+
 def run_suite(
     suite: Suite,
     out: str | Path,
@@ -227,10 +251,13 @@ def run_suite(
         download=suite.resolved["data"]["download"],
     )
     cells = expand(suite)
+    data_files = preflight(suite, registry, data)
+    environment = {**capture_environment(torch_device, registry), "data_files": data_files}
     with Store(out / "results.sqlite") as store:
+        store.check_network_counts()
         finished = store.finished_cell_ids()
         todo = [c for c in cells if c.cell_id not in finished]
-        run_id = store.start_run(suite.suite_id, suite.resolved, capture_environment(torch_device, registry), command)
+        run_id = store.start_run(suite.suite_id, suite.resolved, environment, command)
         tasks = TaskCache()
         progress.start_run(len(cells), len(cells) - len(todo))
         for index, cell in enumerate(todo):

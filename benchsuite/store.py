@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchsuite.errors import BenchsuiteError
+
 SCHEMA_VERSION = 2  # 2: ties per network, the test-set size per cell, training_indices
 
 SCHEMA = """
@@ -121,6 +123,34 @@ CELL_COLUMNS = (
     "candidates_tried", "epochs", "seconds", "exhausted", "seed", "device", "finished_at", "n_test",
 )  # fmt: skip
 
+# The tables and views a results database must hold, each with the columns readers rely on: the
+# integrity check on open compares a database against this (and nothing else), so a table added to
+# SCHEMA is added here too. A table added after databases already exist also goes into
+# ADDED_IN_VERSION (with the SCHEMA_VERSION that introduced it): older databases may lack it.
+EXPECTED_TABLES: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"),
+    "runs": ("run_id", "suite_id", "suite", "environment", "command", "started_at", "finished_at"),
+    "cells": CELL_COLUMNS,
+    "networks": ("cell_id", "model_index", "found_at", "train_acc", "test_acc", "train_ties", "test_ties"),
+    "training_indices": (
+        "cell_id", "dataset", "classes", "training_set_seed", "training_draw", "class_pair_seed",
+        "n_train", "indices",
+    ),
+    "network_metrics": ("cell_id", "model_index", "metric", "value"),
+    "network_rows": (
+        "dataset", "classes", "class_names", "n_train", "training_set_seed", "architecture",
+        "architecture_name", "width", "depth", "optimizer", "optimizer_name", "role", "prior",
+        "hyperparameters", "candidates_tried", "epochs", "seconds", "exhausted", "seed", "n_test",
+        "cell_id", "model_index", "found_at", "train_acc", "test_acc", "train_ties", "test_ties",
+    ),
+}  # fmt: skip
+DERIVED_VIEWS = ("network_rows",)
+# "table" or "table.column" -> the SCHEMA_VERSION that added it (MIGRATIONS adds it on a writing open)
+ADDED_IN_VERSION: dict[str, int] = {
+    "training_indices": 2, "cells.n_test": 2, "networks.train_ties": 2, "networks.test_ties": 2,
+    "network_rows.n_test": 2, "network_rows.train_ties": 2, "network_rows.test_ties": 2,
+}  # fmt: skip
+
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -139,21 +169,49 @@ class NetworkResult:
 
 
 class Store:
-    """A results database. Opening creates the schema; every cell is one transaction."""
+    """A results database; every cell is one transaction.
 
-    def __init__(self, path: str | Path):
+    Opening a new file creates the schema. Opening an existing one first checks it against
+    EXPECTED_TABLES: a missing or altered table is an error, never silently re-created empty
+    (that would turn lost results into an empty "finished" run). `read_only` opens never write.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise StoreError(f"{self.path}: no results database here (run `benchsuite run` first)")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.connection = sqlite3.connect(self.path)
         self.connection.row_factory = sqlite3.Row
-        self.connection.execute("PRAGMA foreign_keys = ON")
-        self.connection.execute("PRAGMA journal_mode = WAL")
-        with self.connection:
-            self._migrate()
-            self.connection.executescript(SCHEMA)
-            self.connection.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+        try:
+            if read_only:  # refuses every write; unlike mode=ro it still tidies the WAL files on close
+                self.connection.execute("PRAGMA query_only = ON")
+            self.connection.execute("PRAGMA foreign_keys = ON")
+            fresh = not self._tables()
+            if not fresh or read_only:
+                check_schema(self.connection, self.path, views=read_only)
+            if not read_only:
+                self.connection.execute("PRAGMA journal_mode = WAL")
+                with self.connection:
+                    self._migrate()
+                    for view in DERIVED_VIEWS:  # hold no data: rebuilt, so an old or altered one is harmless
+                        self.connection.execute(f"DROP VIEW IF EXISTS {view}")
+                    self.connection.executescript(SCHEMA)
+                    self.connection.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    )
+        except sqlite3.DatabaseError as error:
+            self.connection.close()
+            raise StoreError(f"{self.path}: not a readable results database ({error})") from None
+        except BaseException:
+            self.connection.close()
+            raise
+
+    def _tables(self) -> set[str]:
+        query = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+        return {row[0] for row in self.connection.execute(query)}
 
     def _migrate(self) -> None:
         """Bring an older database up to SCHEMA_VERSION, one version at a time."""
@@ -167,9 +225,7 @@ class Store:
         ).fetchone()
         version = int(row[0]) if row else SCHEMA_VERSION
         if version > SCHEMA_VERSION:
-            from benchsuite.errors import BenchsuiteError
-
-            raise BenchsuiteError(
+            raise StoreError(
                 f"{self.path}: results database schema version {version} is newer than this "
                 f"benchsuite understands ({SCHEMA_VERSION}); upgrade benchsuite"
             )
@@ -178,15 +234,42 @@ class Store:
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Store:
-        """Open a database that must already exist (reading commands never create one)."""
-        from benchsuite.errors import BenchsuiteError
-
+        """Open a database that must already exist, read-only (reading commands never create one
+        nor change its schema)."""
         path = Path(path)
         if path.is_dir():
             path = path / "results.sqlite"
         if not path.is_file():
-            raise BenchsuiteError(f"{path}: no results database here (run `benchsuite run` first)")
-        return cls(path)
+            raise StoreError(f"{path}: no results database here (run `benchsuite run` first)")
+        return cls(path, read_only=True)
+
+    def verify(self) -> None:
+        """The checks a publish makes before calling results citable: SQLite's integrity check,
+        foreign keys, and every cell holding as many networks as it recorded finding."""
+        problems = [row[0] for row in self.connection.execute("PRAGMA integrity_check")]
+        if problems != ["ok"]:
+            raise StoreError(f"{self.path}: damaged database: {'; '.join(problems[:3])}")
+        orphans = self.connection.execute("PRAGMA foreign_key_check").fetchall()
+        if orphans:
+            raise StoreError(
+                f"{self.path}: {len(orphans)} row(s) refer to rows that do not exist "
+                f"(first in table {orphans[0][0]}); the database was altered"
+            )
+        self.check_network_counts()
+
+    def check_network_counts(self) -> None:
+        """Every finished cell holds the networks it recorded: a resumed run skips finished cells,
+        so cells whose networks were deleted would otherwise stay empty for good."""
+        short = self.connection.execute(
+            "SELECT c.cell_id, c.models_found, COUNT(n.cell_id) FROM cells c "
+            "LEFT JOIN networks n USING (cell_id) GROUP BY c.cell_id HAVING COUNT(n.cell_id) != c.models_found"
+        ).fetchall()
+        if short:
+            cell_id, recorded, stored = short[0]
+            raise StoreError(
+                f"{self.path}: {len(short)} cell(s) hold a different number of networks than they recorded "
+                f"(cell {cell_id}: {stored} stored, {recorded} found); networks were lost or added"
+            )
 
     def close(self) -> None:
         self.connection.close()
@@ -283,9 +366,48 @@ class Store:
 
     def training_indices(self) -> dict[str, list[int]]:
         """cell id -> positions of its training images in the training split (none before v2)."""
+        if "training_indices" not in self._tables():  # a version 1 database opened read-only
+            return {}
         query = "SELECT cell_id, indices FROM training_indices"
         return {row[0]: json.loads(row[1]) for row in self.connection.execute(query)}
 
     def network_rows(self) -> list[dict[str, Any]]:
         query = "SELECT * FROM network_rows ORDER BY cell_id, model_index"
         return [dict(r) for r in self.connection.execute(query)]
+
+
+class StoreError(BenchsuiteError):
+    """A results database is missing, damaged or not one benchsuite wrote."""
+
+
+def check_schema(connection: sqlite3.Connection, path: Path, views: bool = True) -> None:
+    """Every table of EXPECTED_TABLES exists with its columns (those newer than the database's
+    schema version excepted; views only when `views`: a writing open rebuilds them); raises
+    StoreError naming the first that does not, or when the database is newer than this code."""
+    row = None
+    try:
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        pass
+    version = int(row[0]) if row and str(row[0]).isdigit() else SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: results database schema version {version} is newer than this "
+            f"benchsuite understands ({SCHEMA_VERSION}); upgrade benchsuite"
+        )
+    for table, columns in EXPECTED_TABLES.items():
+        if table in DERIVED_VIEWS and not views:
+            continue
+        present = [r[1] for r in connection.execute(f"PRAGMA table_info({table})")]
+        if not present:
+            if ADDED_IN_VERSION.get(table, 0) > version:
+                continue
+            raise StoreError(
+                f"{path}: table {table!r} is missing (a results database holds {', '.join(EXPECTED_TABLES)}); "
+                "refusing to use it, nothing was changed"
+            )
+        missing = [c for c in columns if c not in present and ADDED_IN_VERSION.get(f"{table}.{c}", 0) <= version]
+        if missing:
+            raise StoreError(
+                f"{path}: table {table!r} lacks column(s) {', '.join(missing)}; refusing to use it, nothing was changed"
+            )

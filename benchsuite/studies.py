@@ -322,6 +322,7 @@ def sweep_effects(out_dir: str | Path, ns: tuple[int, ...] | None = None) -> str
     """
     from statistics import fmean
 
+    from benchsuite.escaping import markdown_cell, markdown_text
     from benchsuite.plots import (
         PlotData,
         _methods,
@@ -347,12 +348,12 @@ def sweep_effects(out_dir: str | Path, ns: tuple[int, ...] | None = None) -> str
         n_all = sorted({r["n_train"] for r in rows})
         lines += [
             (
-                f"{group.title}: {variant_label(variants[first], sweep)} -> "
-                f"{variant_label(variants[last], sweep)} (test accuracy %, mean ± std over training "
+                f"{markdown_text(group.title)}: {markdown_text(variant_label(variants[first], sweep))} -> "
+                f"{markdown_text(variant_label(variants[last], sweep))} (test accuracy %, mean ± std over training "
                 "sets; difference in points)"
             ),
             "",
-            "| N | " + " | ".join(methods) + " |",
+            "| N | " + " | ".join(markdown_cell(m) for m in methods) + " |",
             "|---:|" + "---:|" * len(methods),
         ]
         deltas: dict[str, list[float]] = {m: [] for m in methods}

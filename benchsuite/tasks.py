@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from benchsuite import provenance
 from benchsuite.errors import BenchsuiteError
 from benchsuite.protocol import DEFAULT_TRAINING_DRAW, TRAINING_DRAWS
 from benchsuite.records import DataOptions, DatasetSpec, ImageSplits
@@ -186,9 +187,37 @@ def load_splits(spec: DatasetSpec, options: DataOptions | None = None) -> ImageS
     root = str(Path(options.root).expanduser()) if options.root is not None else None
     key = (spec.name, root, bool(options.download))
     if key not in _splits_cache:
-        splits = spec.load(options)
-        _splits_cache[key] = checked_splits(spec.name, splits)
+        with provenance.capturing() as files:
+            splits = spec.load(options)
+        _splits_cache[key] = check_declared_shape(spec, checked_splits(spec.name, splits))
+        _files_cache[key] = files
     return _splits_cache[key]
+
+
+_files_cache: dict[tuple[str, str | None, bool], list[dict]] = {}
+
+
+def dataset_files(spec: DatasetSpec, options: DataOptions | None = None) -> list[dict]:
+    """The files (path, bytes, sha256) the dataset's loader read: where its data came from."""
+    options = options if options is not None else DataOptions()
+    root = str(Path(options.root).expanduser()) if options.root is not None else None
+    load_splits(spec, options)
+    return list(_files_cache.get((spec.name, root, bool(options.download)), []))
+
+
+def check_declared_shape(spec: DatasetSpec, splits: ImageSplits) -> ImageSplits:
+    """Images of another shape than the dataset declares (validation built the architectures for
+    that shape) are an error, not a run of networks that fit nothing."""
+    if spec.input_shape is None:
+        return splits
+    for split in ("train", "test"):
+        shape = tuple(getattr(splits, f"{split}_images").shape[1:])
+        if shape != tuple(spec.input_shape):
+            raise BenchsuiteError(
+                f"dataset {spec.name!r}: {split} images have shape {shape}, but the dataset declares "
+                f"{tuple(spec.input_shape)} (C, H, W); the files read are not {spec.name}"
+            )
+    return splits
 
 
 def checked_splits(name: str, splits: ImageSplits) -> ImageSplits:
@@ -211,6 +240,7 @@ def checked_splits(name: str, splits: ImageSplits) -> ImageSplits:
 def clear_caches() -> None:
     """Forget loaded splits and statistics (tests, or freeing memory between suites)."""
     _splits_cache.clear()
+    _files_cache.clear()
     _statistics_cache.clear()
 
 

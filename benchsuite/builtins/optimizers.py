@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from benchsuite import hookimpl
+from benchsuite.ranges import interval
 from benchsuite.records import OptimizerSpec
 
 
@@ -22,6 +23,18 @@ def _with_betas(optimizer_class):
     return factory
 
 
+def _check(hyperparameters):
+    """The ranges torch checks only in part (it lets NaN and momentum 1 through): lr, eps and
+    weight decay finite and >= 0; momentum and betas in [0, 1); RMSprop's alpha in [0, 1]."""
+    for name in ("lr", "eps", "weight_decay"):
+        interval(hyperparameters, name, 0.0)
+    for name in ("momentum", "beta1", "beta2"):
+        interval(hyperparameters, name, 0.0, 1.0)
+    interval(hyperparameters, "alpha", 0.0, 1.0, closed_high=True)
+    if hyperparameters.get("nesterov") and not hyperparameters.get("momentum", 0) > 0:
+        raise ValueError("nesterov: needs momentum > 0")
+
+
 @hookimpl
 def benchsuite_optimizers():
     return [
@@ -30,6 +43,7 @@ def benchsuite_optimizers():
             torch.optim.SGD,
             {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False},
             elementwise=True,
+            check=_check,
             description="plain SGD (protocol: lr 0.01, no momentum, batch 2, 60 epochs)",
         ),
         OptimizerSpec(
@@ -37,6 +51,7 @@ def benchsuite_optimizers():
             _with_betas(torch.optim.Adam),
             {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
             elementwise=True,
+            check=_check,
             description="Adam",
         ),
         OptimizerSpec(
@@ -44,6 +59,7 @@ def benchsuite_optimizers():
             _with_betas(torch.optim.AdamW),
             {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
             elementwise=True,
+            check=_check,
             description="AdamW (decoupled weight decay)",
         ),
         OptimizerSpec(
@@ -51,6 +67,7 @@ def benchsuite_optimizers():
             torch.optim.RMSprop,
             {"lr": 0.001, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0},
             elementwise=True,
+            check=_check,
             description="RMSprop",
         ),
         OptimizerSpec(
@@ -58,6 +75,7 @@ def benchsuite_optimizers():
             torch.optim.Adagrad,
             {"lr": 0.01, "eps": 1e-10, "weight_decay": 0.0},
             elementwise=True,
+            check=_check,
             description="Adagrad",
         ),
     ]
