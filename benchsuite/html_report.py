@@ -183,7 +183,11 @@ def leaderboard_table(rows: Sequence[dict]) -> str:
             if (row.get("gain_ci_high") or gain) < 0
             else ""
         )
-        method = _e(row["optimizer"]) + (" (baseline)" if row["role"] == "baseline" else "")
+        method = (
+            _e(row["optimizer"])
+            + (" (baseline)" if row["role"] == "baseline" else "")
+            + (" (unreliable)" if row.get("unreliable") else "")
+        )
         found = f"{row['models']}" + (
             "" if row["models"] >= row["models_requested"] else f"/{row['models_requested']}"
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from statistics import fmean, pstdev
 from typing import Any
 
@@ -23,6 +23,13 @@ from benchsuite import statistics as stats
 from benchsuite.statistics import BootstrapSettings
 
 GROUP_KEYS = ("dataset", "classes", "n_train", "architecture", "optimizer")
+# When a sampler estimates P(fit) instead of counting (MCMC, SMC: Population.estimates), its cell
+# is marked unreliable in the leaderboard, never silently counted, if any of these fails.
+RELIABILITY = {
+    "rhat_test_acc": 1.1,  # agreement of the test accuracy between its chains (at most)
+    "acceptance_min": 0.05,  # the moves' acceptance rate at every level (at least)
+    "unique_parents_min": 0.05,  # share of distinct ancestors after every resampling (at least)
+}
 
 
 def _per_training_set(
@@ -41,6 +48,7 @@ def _per_training_set(
             "test": [r["test_acc"] for r in rows],
             "train": [r["train_acc"] for r in rows],
             "train_ties": [r.get("train_ties") for r in rows],
+            "chains": [r.get("chain") for r in rows],
             "test_tie_shares": [
                 None if r.get("test_ties") is None or not cell.get("n_test")
                 else r["test_ties"] / cell["n_test"]
@@ -48,6 +56,14 @@ def _per_training_set(
             ],
         }
     return grouped
+
+
+def _set_neg_log2_p_fit(cell: Mapping) -> float | None:
+    """A sampler's own estimate where it made one (Population.estimates), else found / tried."""
+    estimated = cell.get("estimates", {}).get("neg_log2_p_fit")
+    if estimated is not None:
+        return estimated
+    return neg_log2_p_fit(cell["models_found"], cell["candidates_tried"])
 
 
 def tie_shares(sets: Iterable[dict]) -> tuple[float | None, float | None]:
@@ -59,6 +75,27 @@ def tie_shares(sets: Iterable[dict]) -> tuple[float | None, float | None]:
     if not train_ties or None in train_ties or None in test_shares:
         return None, None
     return fmean(t > 0 for t in train_ties), fmean(test_shares)
+
+
+def unreliable_reasons(estimates: Mapping[str, float], test: Sequence[float], chains: Sequence) -> list[str]:
+    """Why a cell's estimated P(fit) and networks should not be trusted (RELIABILITY); [] if
+    nothing fails, and always [] for samplers that count (no estimates)."""
+    if not estimates:
+        return []
+    reasons = []
+    if estimates.get("repeats_failed", 0) > 0:
+        reasons.append(f"{estimates['repeats_failed']:g} repeats failed")
+    for name in ("acceptance_min", "unique_parents_min"):
+        if name in estimates and estimates[name] < RELIABILITY[name]:
+            reasons.append(f"{name} {estimates[name]:.3f} < {RELIABILITY[name]}")
+    by_chain: dict[Any, list[float]] = defaultdict(list)
+    for value, chain in zip(test, chains):
+        if chain is not None:
+            by_chain[chain].append(value)
+    rhat = stats.gelman_rubin(list(by_chain.values()))
+    if rhat is not None and rhat > RELIABILITY["rhat_test_acc"]:
+        reasons.append(f"R-hat of test accuracy {rhat:.2f} > {RELIABILITY['rhat_test_acc']}")
+    return reasons
 
 
 def neg_log2_p_fit(found: int, tried: int) -> float | None:
@@ -121,13 +158,20 @@ def build_rows(
             **_interval_keys(accuracies.get(key, {}), settings, key),
         }
         if first["role"] == "baseline":
-            per_set = [
-                neg_log2_p_fit(ts["cell"]["models_found"], ts["cell"]["candidates_tried"])
-                for ts in sets.values()
-            ]
+            per_set = [_set_neg_log2_p_fit(ts["cell"]) for ts in sets.values()]
             known = [v for v in per_set if v is not None]
             row["neg_log2_p_fit"] = fmean(known) if known and len(known) == len(per_set) else None
             row["candidates"] = tried
+            errors = [ts["cell"].get("estimates", {}).get("neg_log2_p_fit_se") for ts in sets.values()]
+            if known and all(e is not None for e in errors):  # estimated, not counted
+                row["neg_log2_p_fit_se"] = math.sqrt(sum(e * e for e in errors)) / len(errors)
+            row["unreliable"] = sorted(
+                {
+                    reason
+                    for ts in sets.values()
+                    for reason in unreliable_reasons(ts["cell"].get("estimates", {}), ts["test"], ts["chains"])
+                }
+            )
         elif reference_baseline is not None:
             reference = means.get((dataset, classes, n_train, architecture, reference_baseline), {})
             paired = [seed for seed in means[key] if seed in reference]
@@ -300,6 +344,6 @@ def leaderboard_from_store(
     runs = store.runs()
     if reference_baseline is None and runs:
         reference_baseline = runs[-1]["suite"].get("leaderboard", {}).get("baseline")
-    return build_leaderboard(
-        store.cells(), store.network_rows(), reference_baseline, settings, runs
-    )
+    estimates = store.cell_estimates()
+    cells = [{**cell, "estimates": estimates.get(cell["cell_id"], {})} for cell in store.cells()]
+    return build_leaderboard(cells, store.network_rows(), reference_baseline, settings, runs)

@@ -24,7 +24,7 @@ from benchsuite.errors import BenchsuiteError
 from benchsuite.escaping import markdown_prose, markdown_text, one_line
 from benchsuite.paths import default_out, shell_command
 from benchsuite.statistics import BootstrapSettings
-from benchsuite.store import CELL_COLUMNS, Store
+from benchsuite.store import CELL_COLUMNS, EXPECTED_TABLES, Store
 from benchsuite.suite import runnable_document
 
 GENERATED = (
@@ -143,19 +143,20 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
                         "JOIN temp.run_map m ON m.old = c.run_id WHERE c.cell_id IN (SELECT cell_id FROM temp.new_cells) "
                         "ORDER BY c.rowid"
                     )
-                    # version 1 sources lack the tie counts and the training indices
-                    network_columns = "cell_id, model_index, found_at, train_acc, test_acc"
-                    if _has_column(db, "source", "networks", "train_ties"):
-                        network_columns += ", train_ties, test_ties"
+                    # older sources lack the newer columns and tables (schema versions 1, 2)
+                    network_columns = ", ".join(
+                        c for c in EXPECTED_TABLES["networks"] if _has_column(db, "source", "networks", c)
+                    )
                     db.execute(
                         f"INSERT INTO main.networks ({network_columns}) SELECT {network_columns} "
                         "FROM source.networks WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
                     )
-                    if _has_table(db, "source", "training_indices"):
-                        db.execute(
-                            "INSERT INTO main.training_indices SELECT * FROM source.training_indices "
-                            "WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
-                        )
+                    for table in ("training_indices", "cell_estimates"):
+                        if _has_table(db, "source", table):
+                            db.execute(
+                                f"INSERT INTO main.{table} SELECT * FROM source.{table} "
+                                "WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
+                            )
                     db.execute(
                         "INSERT INTO main.network_metrics SELECT cell_id, model_index, metric, value "
                         "FROM source.network_metrics WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"

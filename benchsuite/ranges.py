@@ -31,6 +31,13 @@ def positive_fraction(values: Mapping[str, Any], name: str) -> None:
         raise ValueError(f"{name}: expected a number in (0, 1], got {value!r}")
 
 
+def integer_at_least(values: Mapping[str, Any], name: str, minimum: int) -> None:
+    """`values[name]` (when given) is an integer >= minimum."""
+    value = values.get(name)
+    if name in values and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
 def integer_or(values: Mapping[str, Any], name: str, word: str, minimum: int = 1) -> None:
     """`values[name]` is `word` (such as "auto") or an integer >= minimum."""
     value = values.get(name)

@@ -27,7 +27,7 @@ CSV_COLUMNS = (
     "test_acc_ci_low", "test_acc_ci_high", "train_acc_mean", "gain_pp", "gain_ci_low", "gain_ci_high",
     "baseline", "p_value", "p_value_holm", "test", "prob_improvement", "baseline_percentile",
     "neg_log2_p_fit", "candidates", "epochs", "seconds", "confidence", "bootstrap_resamples",
-    "bootstrap_seed", "tied_fit_share", "tied_test_share",
+    "bootstrap_seed", "tied_fit_share", "tied_test_share", "neg_log2_p_fit_se", "unreliable",
 )  # fmt: skip
 COMPARISON_COLUMNS = (
     "dataset", "classes", "class_names", "n_train", "architecture", "optimizer_a", "optimizer_b",
@@ -100,13 +100,15 @@ def display_rows(rows: Sequence[dict]) -> list[dict[str, str]]:
                 "N": str(row["n_train"]),
                 "architecture": row["architecture"],
                 "optimizer": row["optimizer"]
-                + (" (baseline)" if row["role"] == "baseline" else ""),
+                + (" (baseline)" if row["role"] == "baseline" else "")
+                + (" (unreliable)" if row.get("unreliable") else ""),
                 f"test acc % [{ci}]": f"{_percent(row['test_acc_mean'])} {test_ci}".strip(),
                 "± std": _percent(row["test_acc_std"]),
                 f"gain pp [{ci}]": f"{_signed(row['gain_pp'])} {gain_ci}".strip(),
                 "P(better)": _number(row.get("prob_improvement"), 2),
                 "p (Holm)": _p(row.get("p_value_holm")),
-                "-log2 P(fit)": _number(row["neg_log2_p_fit"], 2),
+                "-log2 P(fit)": _number(row["neg_log2_p_fit"], 2)
+                + (f" ± {row['neg_log2_p_fit_se']:.2f}" if row.get("neg_log2_p_fit_se") is not None else ""),
                 "networks": found,
                 "candidates": _number(row["candidates"]),
                 "seconds": _number(row["seconds"]),
@@ -173,6 +175,18 @@ def method_notes(rows: Sequence[dict]) -> list[str]:
         notes.append(
             f"With {fewest} training set(s) per row, intervals are rough (the bootstrap can only recombine "
             "those sets); suites with more training-set seeds give intervals to rely on."
+        )
+    if any(r.get("neg_log2_p_fit_se") is not None for r in rows):
+        notes.append(
+            "-log2 P(fit) ± its standard error: the sampler estimated P(fit) (subset simulation, "
+            "docs/samplers.md) instead of counting found / tried as G&C does."
+        )
+    reasons = sorted({reason for r in rows for reason in r.get("unreliable") or []})
+    if reasons:
+        count = sum(1 for r in rows if r.get("unreliable"))
+        notes.append(
+            f"{count} row(s) marked unreliable: the sampler's diagnostics failed a threshold "
+            f"(benchsuite.leaderboard.RELIABILITY): {'; '.join(reasons)}."
         )
     if any(r.get("tied_fit_share") is not None for r in rows):
         notes.append(
@@ -270,7 +284,11 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:
     )
     writer.writeheader()
     for row in rows:
-        record = {**row, "classes": " vs ".join(str(c) for c in row["classes"])}
+        record = {
+            **row,
+            "classes": " vs ".join(str(c) for c in row["classes"]),
+            "unreliable": "; ".join(row.get("unreliable") or []),
+        }
         writer.writerow({key: csv_cell(value) for key, value in record.items()})
     return buffer.getvalue()
 

@@ -192,6 +192,8 @@ def network_results(outcome: CellOutcome) -> list[NetworkResult]:
         outcome.train_ties.tolist(),
         outcome.test_ties.tolist(),
     )
+    chains = outcome.population.chains
+    chains = chains.tolist() if chains is not None else [None] * outcome.population.size
     return [
         NetworkResult(
             found_at=int(found_at),
@@ -200,6 +202,7 @@ def network_results(outcome: CellOutcome) -> list[NetworkResult]:
             metrics={m: float(v[k]) for m, v in outcome.metrics.items()},
             train_ties=int(train_ties),
             test_ties=int(test_ties),
+            chain=chains[k],
         )
         for k, (found_at, train_acc, test_acc, train_ties, test_ties) in enumerate(columns)
     ]
@@ -266,7 +269,9 @@ def run_suite(
             outcome = run_cell(cell, tasks, registry, data, torch_device, progress, tuple(suite.resolved["metrics"]))
             spec = registry.dataset(cell.dataset)
             record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
-            store.add_cell(record, network_results(outcome), outcome.train_indices)
+            store.add_cell(
+                record, network_results(outcome), outcome.train_indices, outcome.population.estimates
+            )
             progress.finish_cell(outcome)
         store.finish_run(run_id)
         progress.finish_run()

@@ -334,3 +334,19 @@ def finite_or_none(value: float | None) -> float | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return value
+
+
+def gelman_rubin(chains: Sequence[Sequence[float]]) -> float | None:
+    """Potential scale reduction R-hat of one quantity over independent chains (Gelman & Rubin
+    1992): sqrt of the pooled over the within-chain variance; near 1 when the chains agree.
+    Chains are cut to the shortest; None with fewer than two chains of two or more values."""
+    usable = [np.asarray(c, dtype=np.float64) for c in chains if len(c) > 1]
+    if len(usable) < 2:
+        return None
+    n = min(len(c) for c in usable)
+    values = np.stack([c[:n] for c in usable])
+    within = float(values.var(axis=1, ddof=1).mean())
+    between = n * float(values.mean(axis=1).var(ddof=1))
+    if within == 0.0:
+        return 1.0 if between == 0.0 else math.inf
+    return math.sqrt(((n - 1) / n * within + between / n) / within)

@@ -7,7 +7,10 @@ Tables
 - networks: one per interpolating network: train and test accuracy, `found_at` (candidate or
             attempt index, from which the network can be regenerated with the cell's seed), and
             how many training and test points it gave two equal logits (`train_ties`,
-            `test_ties`; the suite's tie_rule decided them).
+            `test_ties`; the suite's tie_rule decided them) and, for samplers that run
+            independent chains, which chain it came from (`chain`).
+- cell_estimates: what a sampler estimated rather than counted, per cell (name, value): an
+            estimated -log2 P(fit) with its standard error and the diagnostics that qualify it.
 - training_indices: per cell, the positions of its N training images in the dataset's training
             split (JSON, label-0 class first) and how they were drawn: anyone can audit which
             images a row was trained on.
@@ -28,7 +31,8 @@ from typing import Any
 
 from benchsuite.errors import BenchsuiteError
 
-SCHEMA_VERSION = 2  # 2: ties per network, the test-set size per cell, training_indices
+SCHEMA_VERSION = 3  # 2: ties per network, the test-set size per cell, training_indices
+#                    3: a sampler's chain per network, cell_estimates
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,7 +82,14 @@ CREATE TABLE IF NOT EXISTS networks (
     test_acc REAL NOT NULL,
     train_ties INTEGER,
     test_ties INTEGER,
+    chain INTEGER,
     PRIMARY KEY (cell_id, model_index)
+);
+CREATE TABLE IF NOT EXISTS cell_estimates (
+    cell_id TEXT NOT NULL REFERENCES cells(cell_id),
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (cell_id, name)
 );
 CREATE TABLE IF NOT EXISTS training_indices (
     cell_id TEXT PRIMARY KEY REFERENCES cells(cell_id),
@@ -103,15 +114,20 @@ CREATE VIEW IF NOT EXISTS network_rows AS
            c.architecture_name, c.width, c.depth, c.optimizer, c.optimizer_name, c.role, c.prior,
            c.hyperparameters, c.candidates_tried, c.epochs, c.seconds, c.exhausted, c.seed,
            c.n_test, n.cell_id, n.model_index, n.found_at, n.train_acc, n.test_acc, n.train_ties,
-           n.test_ties
+           n.test_ties, n.chain
     FROM networks n JOIN cells c USING (cell_id);
 """
-# Version 1 databases gain version 2's columns (NULL in their old rows) when opened for writing.
+# Older databases gain the newer columns (NULL in their old rows) when opened for writing; new
+# tables come from SCHEMA's CREATE TABLE IF NOT EXISTS.
 MIGRATIONS = {
     1: """
 ALTER TABLE cells ADD COLUMN n_test INTEGER;
 ALTER TABLE networks ADD COLUMN train_ties INTEGER;
 ALTER TABLE networks ADD COLUMN test_ties INTEGER;
+DROP VIEW IF EXISTS network_rows;
+""",
+    2: """
+ALTER TABLE networks ADD COLUMN chain INTEGER;
 DROP VIEW IF EXISTS network_rows;
 """,
 }
@@ -131,7 +147,10 @@ EXPECTED_TABLES: dict[str, tuple[str, ...]] = {
     "meta": ("key", "value"),
     "runs": ("run_id", "suite_id", "suite", "environment", "command", "started_at", "finished_at"),
     "cells": CELL_COLUMNS,
-    "networks": ("cell_id", "model_index", "found_at", "train_acc", "test_acc", "train_ties", "test_ties"),
+    "networks": (
+        "cell_id", "model_index", "found_at", "train_acc", "test_acc", "train_ties", "test_ties", "chain",
+    ),
+    "cell_estimates": ("cell_id", "name", "value"),
     "training_indices": (
         "cell_id", "dataset", "classes", "training_set_seed", "training_draw", "class_pair_seed",
         "n_train", "indices",
@@ -142,6 +161,7 @@ EXPECTED_TABLES: dict[str, tuple[str, ...]] = {
         "architecture_name", "width", "depth", "optimizer", "optimizer_name", "role", "prior",
         "hyperparameters", "candidates_tried", "epochs", "seconds", "exhausted", "seed", "n_test",
         "cell_id", "model_index", "found_at", "train_acc", "test_acc", "train_ties", "test_ties",
+        "chain",
     ),
 }  # fmt: skip
 DERIVED_VIEWS = ("network_rows",)
@@ -149,6 +169,7 @@ DERIVED_VIEWS = ("network_rows",)
 ADDED_IN_VERSION: dict[str, int] = {
     "training_indices": 2, "cells.n_test": 2, "networks.train_ties": 2, "networks.test_ties": 2,
     "network_rows.n_test": 2, "network_rows.train_ties": 2, "network_rows.test_ties": 2,
+    "cell_estimates": 3, "networks.chain": 3, "network_rows.chain": 3,
 }  # fmt: skip
 
 
@@ -166,6 +187,7 @@ class NetworkResult:
     metrics: dict[str, float] = field(default_factory=dict)
     train_ties: int | None = None  # training points with two equal logits
     test_ties: int | None = None
+    chain: int | None = None  # the sampler's independent chain it came from, if it has chains
 
 
 class Store:
@@ -318,8 +340,10 @@ class Store:
         cell: dict[str, Any],
         networks: Sequence[NetworkResult],
         train_indices: Sequence[int] | None = None,
+        estimates: dict[str, float] | None = None,
     ) -> None:
-        """Write a finished cell, all its networks and its training images' indices atomically."""
+        """Write a finished cell, its networks, its training images' indices and what its sampler
+        estimated, atomically."""
         values = {"n_test": None, **cell, "finished_at": now(), "models_found": len(networks)}
         missing = set(CELL_COLUMNS) - set(values)
         if missing:
@@ -332,11 +356,15 @@ class Store:
             )
             db.executemany(
                 "INSERT INTO networks (cell_id, model_index, found_at, train_acc, test_acc, "
-                "train_ties, test_ties) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "train_ties, test_ties, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (cell["cell_id"], index, n.found_at, n.train_acc, n.test_acc, n.train_ties, n.test_ties)
+                    (cell["cell_id"], index, n.found_at, n.train_acc, n.test_acc, n.train_ties, n.test_ties, n.chain)
                     for index, n in enumerate(networks)
                 ],
+            )
+            db.executemany(
+                "INSERT INTO cell_estimates (cell_id, name, value) VALUES (?, ?, ?)",
+                [(cell["cell_id"], name, float(value)) for name, value in sorted((estimates or {}).items())],
             )
             if train_indices is not None:
                 db.execute(
@@ -370,6 +398,15 @@ class Store:
             return {}
         query = "SELECT cell_id, indices FROM training_indices"
         return {row[0]: json.loads(row[1]) for row in self.connection.execute(query)}
+
+    def cell_estimates(self) -> dict[str, dict[str, float]]:
+        """cell id -> what its sampler estimated (none before v3, nor for counting samplers)."""
+        if "cell_estimates" not in self._tables():  # an older database opened read-only
+            return {}
+        out: dict[str, dict[str, float]] = {}
+        for cell_id, name, value in self.connection.execute("SELECT cell_id, name, value FROM cell_estimates"):
+            out.setdefault(cell_id, {})[name] = value
+        return out
 
     def network_rows(self) -> list[dict[str, Any]]:
         query = "SELECT * FROM network_rows ORDER BY cell_id, model_index"

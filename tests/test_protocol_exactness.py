@@ -103,12 +103,12 @@ def test_a_version_1_database_is_migrated_when_opened_for_writing(tmp_path):
         db.executescript(V1_SCHEMA)
     with Store(path) as store:
         version = store.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        assert int(version) == SCHEMA_VERSION == 2
-        (row,) = store.connection.execute("SELECT test_acc, train_ties, test_ties FROM networks").fetchall()
-        assert tuple(row) == (0.75, None, None)  # old rows keep their values; ties unknown
-        assert store.training_indices() == {}
+        assert int(version) == SCHEMA_VERSION == 3  # through version 2 to 3
+        (row,) = store.connection.execute("SELECT test_acc, train_ties, test_ties, chain FROM networks").fetchall()
+        assert tuple(row) == (0.75, None, None, None)  # old rows keep their values; ties unknown
+        assert store.training_indices() == {} and store.cell_estimates() == {}
         view = store.connection.execute("PRAGMA table_info(network_rows)").fetchall()
-        assert {"train_ties", "test_ties", "n_test"} <= {column[1] for column in view}
+        assert {"train_ties", "test_ties", "n_test", "chain"} <= {column[1] for column in view}
 
 
 def test_a_newer_database_is_refused(tmp_path):

@@ -172,10 +172,74 @@ def test_batchnorm_and_bad_options_are_refused():
             subset.subset_mcmc(request(small_mlp(), x, y, **options))
 
 
-def test_gelman_rubin():
-    chains = torch.tensor([0] * 50 + [1] * 50)
-    same = torch.cat([torch.linspace(0, 1, 50), torch.linspace(0, 1, 50)])
-    assert subset.gelman_rubin(same, chains) == pytest.approx(1.0, abs=0.02)
-    apart = torch.cat([torch.linspace(0, 1, 50), torch.linspace(5, 6, 50)])
-    assert subset.gelman_rubin(apart, chains) > 3
-    assert subset.gelman_rubin(same[:50], chains[:50]) is None
+def test_gelman_rubin_against_the_textbook_formula():
+    from benchsuite.statistics import gelman_rubin
+
+    same = [[0.0, 0.5, 1.0, 0.25], [1.0, 0.0, 0.5, 0.75]]
+    # by hand: n = 4; chain means 0.4375 and 0.5625; both chains' squared deviations sum to
+    # 0.546875, so W = 0.546875 / 3; B = n * sample variance of the two means
+    w = 0.546875 / 3
+    b = 4 * ((0.4375 - 0.5) ** 2 + (0.5625 - 0.5) ** 2) / 1
+    assert gelman_rubin(same) == pytest.approx(math.sqrt((3 / 4 * w + b / 4) / w))
+    apart = [[0.0, 0.1, 0.2], [5.0, 5.1, 5.2]]
+    assert gelman_rubin(apart) > 3
+    assert gelman_rubin([[1.0, 2.0]]) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the host: stored estimates and chains, the leaderboard's -log2 P(fit) and its marking
+
+
+def test_a_run_stores_and_shows_the_estimate(tmp_path):
+    import sqlite3
+
+    from benchsuite.leaderboard import leaderboard_from_store
+    from benchsuite.plugins import load_registry
+    from benchsuite.runner import run_suite
+    from benchsuite.store import Store
+    from benchsuite.suite import validate_suite
+
+    registry = load_registry(include_entry_points=False)
+    suite = validate_suite(
+        {
+            "name": "subset",
+            "seed": 2,
+            "device": "cpu",
+            "models_per_cell": 20,
+            "tasks": [{"dataset": "digits", "classes": [[3, 8]], "n_train": [4, 8], "training_set_seeds": [200, 201]}],
+            "architectures": [{"name": "mlp", "widths": ["2/6"], "depths": [2]}],
+            "baselines": [
+                {"name": "gnc"},
+                {"name": "subset-mcmc", "particles": 64, "repeats": 2, "moves": 4, "final_moves": 8},
+            ],
+            "leaderboard": {"baseline": "gnc"},
+        },
+        registry,
+        "subset.yaml",
+    )
+    run_suite(suite, tmp_path, registry)
+    database = tmp_path / "results.sqlite"
+    with sqlite3.connect(database) as db:
+        stored = dict(
+            db.execute(
+                "SELECT c.cell_id, e.value FROM cells c JOIN cell_estimates e USING (cell_id) "
+                "WHERE e.name = 'neg_log2_p_fit'"
+            ).fetchall()
+        )
+        chains = db.execute(
+            "SELECT c.optimizer, COUNT(n.chain), COUNT(*) FROM networks n JOIN cells c USING (cell_id) GROUP BY 1"
+        ).fetchall()
+        optimizer_of = dict(db.execute("SELECT cell_id, optimizer FROM cells").fetchall())
+    assert {optimizer_of[c] for c in stored} == {"subset-mcmc"} and len(stored) == 4
+    assert sorted(chains) == [("gnc", 0, 80), ("subset-mcmc", 80, 80)]
+    with Store(database, read_only=True) as store:
+        rows = {(r["optimizer"], r["n_train"]): r for r in leaderboard_from_store(store)}
+        cells = {c["cell_id"]: c for c in store.cells()}
+    for n_train in (4, 8):
+        row = rows[("subset-mcmc", n_train)]
+        expected = [v for cell_id, v in stored.items() if cells[cell_id]["n_train"] == n_train]
+        assert row["neg_log2_p_fit"] == pytest.approx(sum(expected) / 2)
+        assert row["neg_log2_p_fit_se"] is not None and isinstance(row["unreliable"], list)
+        counted = rows[("gnc", n_train)]
+        assert counted.get("neg_log2_p_fit_se") is None and counted["unreliable"] == []
+        assert abs(row["neg_log2_p_fit"] - counted["neg_log2_p_fit"]) < 2.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchsuite import hookimpl
-from benchsuite.ranges import boolean_or, integer_or, positive_fraction
+from benchsuite.ranges import boolean_or, integer_at_least, integer_or, interval, positive_fraction
 from benchsuite.records import SamplerSpec
 
 
@@ -30,8 +30,23 @@ def _check_gnc(options):
     positive_fraction(options, "memory_fraction")
 
 
+def _subset_mcmc(request):
+    from benchsuite.engine.subset import subset_mcmc
+
+    return subset_mcmc(request)
+
+
+def _check_subset_mcmc(options):
+    for name in ("particles", "repeats", "moves", "final_moves", "particles_per_call"):
+        integer_at_least(options, name, 1)
+    interval(options, "survival", 0.01, 1.0)
+    interval(options, "target_acceptance", 0.01, 1.0)
+    positive_fraction(options, "initial_step")
+
+
 @hookimpl
 def benchsuite_samplers():
+    from benchsuite.engine import subset
     from benchsuite.engine.gnc import DEFAULTS, PERFORMANCE_OPTIONS
 
     return [
@@ -43,5 +58,14 @@ def benchsuite_samplers():
             check=_check_gnc,
             description="Guess & Check: exact rejection sampling from the prior (counter-based "
             "Philox stream, output-swap symmetry, staged early rejection, nested reuse across N)",
-        )
+        ),
+        SamplerSpec(
+            "subset-mcmc",
+            _subset_mcmc,
+            defaults=dict(subset.DEFAULTS),
+            performance_options=subset.PERFORMANCE_OPTIONS,
+            check=_check_subset_mcmc,
+            description="Subset simulation: prior | fit at large N by sequential Monte Carlo over "
+            "the nested training sets with pCN moves; estimates P(fit) (docs/samplers.md)",
+        ),
     ]

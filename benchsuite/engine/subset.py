@@ -402,20 +402,3 @@ def diagnostics(runs: list[SubsetRun], particles: int) -> dict[str, float]:
         out["share_min"] = min(s for r in finished for s in r.shares)
         out["moves"] = float(sum(r.evaluations for r in finished))
     return out
-
-
-def gelman_rubin(values: torch.Tensor, chains: torch.Tensor) -> float | None:
-    """Potential scale reduction (R-hat) of `values` grouped by `chains`; None with < 2 chains."""
-    groups = [values[chains == c].double() for c in chains.unique()]
-    groups = [g for g in groups if g.numel() > 1]
-    if len(groups) < 2:
-        return None
-    n = min(g.numel() for g in groups)
-    groups = [g[:n] for g in groups]
-    means = torch.stack([g.mean() for g in groups])
-    within = torch.stack([g.var(unbiased=True) for g in groups]).mean()
-    between = n * means.var(unbiased=True)
-    if float(within) == 0.0:
-        return 1.0 if float(between) == 0.0 else math.inf
-    pooled = (n - 1) / n * within + between / n
-    return float(torch.sqrt(pooled / within))
