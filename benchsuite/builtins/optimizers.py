@@ -19,6 +19,7 @@ def _with_betas(optimizer_class):
         return optimizer_class(params, betas=(beta1, beta2), **hyperparameters)
 
     factory.__name__ = optimizer_class.__name__
+    factory.optimizer_class = optimizer_class  # what it builds (stacked_mlp.flat_optimizer_ok)
     return factory
 
 
