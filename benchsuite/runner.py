@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.leaderboard import leaderboard_from_store
@@ -173,6 +174,11 @@ def run_cell(
     if population.seconds <= 0:
         population.seconds = time.perf_counter() - started
     module.eval()
+    with one_cpu_thread(device):
+        return _evaluate(cell, task, population, module, metrics)
+
+
+def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics) -> CellOutcome:
     if population.size:
         train_acc = accuracy(module, population.parameters, population.buffers, task.x_train, task.y_train)
         test_acc = accuracy(module, population.parameters, population.buffers, task.x_test, task.y_test)

@@ -586,12 +586,19 @@ def test_populations_that_cannot_share_a_stack_train_alone():
         (torch.optim.AdamW, {}),
     ],
 )
-def test_direct_optimizer_steps_equal_torch_optim_bit_for_bit(optimizer_class, options):
-    """Zeros (dead units), tiny and denormal gradients, -0.0 and a late NaN included."""
+@pytest.mark.parametrize("block", [1000, 1 << 20])
+def test_direct_optimizer_steps_equal_torch_optim_bit_for_bit(
+    optimizer_class, options, block, monkeypatch
+):
+    """Zeros (dead units), tiny and denormal gradients, -0.0 and a late NaN included; in blocks
+    (the last one partial) and whole."""
+    from benchsuite.engine import stacked_optim
     from benchsuite.engine.stacked_optim import direct_optimizer
 
+    monkeypatch.setattr(stacked_optim, "BLOCK_ELEMENTS", block)
+
     generator = torch.Generator().manual_seed(0)
-    n = 5000
+    n = 4500
     start = torch.randn(n, generator=generator)
     plain, direct = start.clone(), start.clone()
     plain.grad, direct.grad = torch.zeros(n), torch.zeros(n)
@@ -639,3 +646,21 @@ def test_the_per_step_reference_path_gives_the_same_networks():
         )
     for name in fast:
         assert torch.equal(fast[name], slow[name])
+
+
+def test_direct_steppers_are_built_from_the_specs_without_torch_optim():
+    from benchsuite.engine.stacked_optim import DirectAdam, DirectSGD, direct_optimizer_for
+
+    param = torch.zeros(10)
+    param.grad = torch.zeros(10)
+    kinds = {"sgd": DirectSGD, "adam": DirectAdam, "adamw": DirectAdam}
+    for name, spec in OPTIMIZERS.items():
+        stepper = direct_optimizer_for(spec.factory, dict(spec.defaults), param)
+        assert type(stepper) is kinds[name] if name in kinds else stepper is None
+    adamw = direct_optimizer_for(OPTIMIZERS["adamw"].factory, OPTIMIZERS["adamw"].defaults, param)
+    assert adamw.decoupled and adamw.weight_decay == 0.01
+    with pytest.raises(ValueError, match="learning rate"):
+        direct_optimizer_for(OPTIMIZERS["sgd"].factory, {"lr": -1.0}, param)
+    with pytest.raises(ValueError, match="Nesterov"):
+        direct_optimizer_for(OPTIMIZERS["sgd"].factory, {"nesterov": True}, param)
+    assert direct_optimizer_for(torch.optim.SGD, {"lr": 0.1, "amsgrad": True}, param) is None

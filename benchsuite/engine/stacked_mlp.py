@@ -202,6 +202,7 @@ def train_stacked_mlp(
     choose_threads: bool = True,
     flat_optimizer: bool = False,
     per_step: bool = False,
+    direct=None,
 ) -> dict[str, torch.Tensor]:
     """Train K stacked MLPs: at step t network k takes one optimizer step on features[steps[t][k]].
 
@@ -209,7 +210,8 @@ def train_stacked_mlp(
     builds one torch optimizer over the stacked tensors (valid only for elementwise optimizers).
     choose_threads: on CPU let the process's ThreadChooser pick the thread count.
     flat_optimizer: hand the optimizer one flat tensor holding all parameters (only for
-    FLAT_OPTIMIZER_CLASSES, see flat_optimizer_ok). per_step: the earlier loop (one gather per
+    FLAT_OPTIMIZER_CLASSES, see flat_optimizer_ok); then `direct(flat)` may give the stepper
+    without building a torch.optim object (stacked_optim.direct_optimizer_for). per_step: the earlier loop (one gather per
     step, a fresh tensor per activation), kept as the reference the benchmarks compare against.
     Returns the trained stacked parameters (views into one buffer).
     """
@@ -218,8 +220,10 @@ def train_stacked_mlp(
         flat_grad, grads = flat_views(parameters)
     if flat_optimizer and not per_step:
         flat.grad = flat_grad
-        optimizer = make_optimizer([flat])
-        optimizer = direct_optimizer(optimizer) or optimizer
+        optimizer = direct(flat) if direct is not None else None
+        if optimizer is None:
+            optimizer = make_optimizer([flat])
+            optimizer = direct_optimizer(optimizer) or optimizer
     else:
         for name, value in params.items():
             value.grad = grads[name]

@@ -20,8 +20,14 @@ Anything else (other optimizers, amsgrad, maximize, tensor learning rates, ...) 
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
+
+# Elements per thread of one block of the Adam step: six float32 arrays of 32k elements are
+# 768 KB, within a 1 MB L2 cache.
+BLOCK_ELEMENTS = 32768
 
 
 def sqrt_floor(eps: float, divisor: float, dtype: torch.dtype) -> float:
@@ -46,17 +52,12 @@ def sqrt_floor(eps: float, divisor: float, dtype: torch.dtype) -> float:
     return float(floor)
 
 
-def _group_options(optimizer: torch.optim.Optimizer) -> dict | None:
-    if len(optimizer.param_groups) != 1 or len(optimizer.param_groups[0]["params"]) != 1:
-        return None
-    group = optimizer.param_groups[0]
+def _supported(group: dict) -> bool:
     if group.get("maximize") or group.get("differentiable") or group.get("capturable"):
-        return None
+        return False
     if group.get("fused") or group.get("foreach"):
-        return None
-    if not all(isinstance(group.get(key, 0.0), (int, float)) for key in ("lr", "weight_decay")):
-        return None
-    return group
+        return False
+    return all(isinstance(group.get(key, 0.0), (int, float)) for key in ("lr", "weight_decay"))
 
 
 class DirectSGD:
@@ -104,47 +105,115 @@ class DirectAdam:
         self.denom = torch.empty_like(param)
         self.scratch = torch.empty_like(param) if self.weight_decay and not decoupled else None
         self.step_t = torch.tensor(0.0, dtype=torch.float32)  # as torch.optim counts steps
+        self.blocks: dict[int, list[tuple[torch.Tensor, ...]]] = {}
+
+    def _blocks(self) -> list[tuple[torch.Tensor, ...]]:
+        """(param, grad, exp_avg, exp_avg_sq, denom, scratch) slices sized for the L2 caches of
+        the threads in use: all eight operations run on one block before the next (large stacks
+        otherwise stream every array from memory eight times per step)."""
+        threads = torch.get_num_threads()
+        if threads not in self.blocks:
+            size = BLOCK_ELEMENTS * threads
+            arrays = (self.param, self.grad, self.exp_avg, self.exp_avg_sq, self.denom)
+            arrays += (self.scratch if self.scratch is not None else self.denom,)
+            self.blocks[threads] = list(zip(*(a.split(size) for a in arrays)))
+        return self.blocks[threads]
 
     @torch.no_grad()
     def step(self) -> None:
-        param, grad = self.param, self.grad
         lr, beta1, beta2 = self.lr, self.beta1, self.beta2
         self.step_t += 1
-        if self.weight_decay != 0:
-            if self.decoupled:
-                param.mul_(1 - lr * self.weight_decay)
-            else:
-                grad = torch.add(grad, param, alpha=self.weight_decay, out=self.scratch)
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step = self.step_t.item()
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2**0.5
-        # denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps), with the second moments
-        # below `floor` raised to it first: their denominators are eps either way (sqrt_floor)
+        # second moments below `floor` are raised to it before the square root: their
+        # denominators are eps either way (sqrt_floor)
         floor = sqrt_floor(self.eps, bias_correction2_sqrt, self.param.dtype)
-        if floor > 0:
-            torch.clamp_min(self.exp_avg_sq, floor, out=self.denom)
-            torch.sqrt(self.denom, out=self.denom)
-        else:
-            torch.sqrt(self.exp_avg_sq, out=self.denom)
-        self.denom.div_(bias_correction2_sqrt).add_(self.eps)
-        param.addcdiv_(self.exp_avg, self.denom, value=-step_size)
+        weight_decay, eps = self.weight_decay, self.eps
+        for param, grad, exp_avg, exp_avg_sq, denom, scratch in self._blocks():
+            if weight_decay != 0:
+                if self.decoupled:
+                    param.mul_(1 - lr * weight_decay)
+                else:
+                    grad = torch.add(grad, param, alpha=weight_decay, out=scratch)
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            # denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            if floor > 0:
+                torch.clamp_min(exp_avg_sq, floor, out=denom)
+                torch.sqrt(denom, out=denom)
+            else:
+                torch.sqrt(exp_avg_sq, out=denom)
+            denom.div_(bias_correction2_sqrt).add_(eps)
+            param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _checked_options(optimizer_class, options: dict) -> dict:
+    """The param_group torch would build from `options` (its __init__ defaults filled in), with
+    torch's own checks of the values; KeyError for an argument the class does not take."""
+    signature = inspect.signature(optimizer_class.__init__)
+    group = {
+        name: parameter.default
+        for name, parameter in signature.parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    unknown = set(options) - set(group)
+    if unknown:
+        raise KeyError(", ".join(sorted(unknown)))
+    group.update(options)
+    if not 0.0 <= group["lr"]:
+        raise ValueError(f"Invalid learning rate: {group['lr']}")
+    if not 0.0 <= group["weight_decay"]:
+        raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+    if optimizer_class is torch.optim.SGD:
+        if group["momentum"] < 0.0:
+            raise ValueError(f"Invalid momentum value: {group['momentum']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    else:
+        if not 0.0 <= group["eps"]:
+            raise ValueError(f"Invalid epsilon value: {group['eps']}")
+        for index, beta in enumerate(group["betas"]):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+    return group
+
+
+def direct_optimizer_for(factory, hyperparameters: dict, param: torch.Tensor):
+    """A Direct* for `factory(hyperparameters)` over the single tensor `param` (its .grad set), or
+    None: like direct_optimizer, but without building the torch.optim object (whose first
+    construction in a process imports torch._dynamo: seconds). `factory` is a torch.optim class
+    or a wrapper with `optimizer_class` and, if it renames arguments, `torch_arguments`."""
+    optimizer_class = getattr(factory, "optimizer_class", factory)
+    if optimizer_class not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+        return None
+    translate = getattr(factory, "torch_arguments", None)
+    options = translate(**hyperparameters) if translate is not None else dict(hyperparameters)
+    try:
+        group = _checked_options(optimizer_class, options)
+    except KeyError:
+        return None  # not an argument of the class: let the factory say what it makes of it
+    group["params"] = [param]
+    return _direct(optimizer_class, group)
 
 
 def direct_optimizer(optimizer: torch.optim.Optimizer):
     """A Direct* stepping the single tensor of `optimizer` exactly as it would, or None."""
-    group = _group_options(optimizer)
-    if group is None:
+    if len(optimizer.param_groups) != 1:
+        return None
+    return _direct(type(optimizer), optimizer.param_groups[0])
+
+
+def _direct(kind, group: dict):
+    if len(group["params"]) != 1 or not _supported(group):
         return None
     param = group["params"][0]
     if param.device.type != "cpu" or param.dtype not in (torch.float32, torch.float64):
         return None  # CUDA's default is torch.optim's multi-tensor path: keep it there
     if param.grad is None or not param.is_contiguous() or not param.grad.is_contiguous():
         return None
-    kind = type(optimizer)
     if kind is torch.optim.SGD:
         return DirectSGD(param, group)
     if kind in (torch.optim.Adam, torch.optim.AdamW) and not group.get("amsgrad"):

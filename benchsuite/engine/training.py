@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -64,6 +65,8 @@ from benchsuite.engine.stacked_mlp import (
     plan_mlp,
     train_stacked_mlp,
 )
+from benchsuite.engine.stacked_optim import direct_optimizer_for
+from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.records import OptimizerSpec, Population, PriorSpec
 from benchsuite.stacked import StackedForward, accuracy, init_stacked
 
@@ -195,6 +198,9 @@ def train_networks(
                     plan, features, labels, parameters, steps, make_optimizer,
                     flat_optimizer=flat_optimizer_ok(optimizer.factory),
                     per_step=PER_STEP_REFERENCE,
+                    direct=functools.partial(
+                        direct_optimizer_for, optimizer.factory, hyperparameters
+                    ),
                 )  # fmt: skip
                 return trained, {name: value.clone() for name, value in buffers.items()}
             if not chosen_automatically:
@@ -367,7 +373,8 @@ class _PopulationRun:
         was_training = module.training
         module.eval()
         try:
-            fits = accuracy(module, parameters, buffers, self.x_train, self.y_train) == 1.0
+            with one_cpu_thread(self.device):
+                fits = accuracy(module, parameters, buffers, self.x_train, self.y_train) == 1.0
         finally:
             module.train(was_training)
         keep = fits.nonzero().flatten()[: self.target - len(self.found_at)]
@@ -523,6 +530,9 @@ def _train_stacked_rounds(group: list[_PopulationRun]) -> bool:
         trained = train_stacked_mlp(
             plan, all_features, all_labels, parameters, steps, make_optimizer,
             flat_optimizer=flat, per_step=PER_STEP_REFERENCE,
+            direct=functools.partial(
+                direct_optimizer_for, request.optimizer.factory, request.hyperparameters
+            ),
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         total = sum(len(r[2]) for r in rounds)

@@ -1,0 +1,36 @@
+"""The threading policy on CPU: small stacked kernels run on one intra-op thread.
+
+Why: the networks here are tiny, so torch's intra-op parallelism splits kernels of microseconds
+across OpenMP threads whose barriers cost more than the work, and on a shared machine every
+barrier waits for a descheduled thread (measured on the 2-core machine under load: the
+quickstart's evaluation took 20.2 s with two threads and 1.7 s with one). The policy:
+- evaluation (accuracy on training and test sets, metrics): one thread (`one_cpu_thread`);
+- gradient training: the ThreadChooser (engine/stacked_mlp.py) times one thread against all and
+  re-checks now and then;
+- G&C: its own worker threads, torch single-threaded inside each (engine/gnc.py).
+Results do not depend on the thread count (tests/test_training.py, tests/test_run.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+ENABLED = True  # False: evaluation keeps the caller's thread count (the benchmarks' reference)
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device):
+    """On CPU, torch ops inside the block run on one intra-op thread; the caller's count returns."""
+    if not ENABLED or torch.device(device).type != "cpu":
+        yield
+        return
+    saved = torch.get_num_threads()
+    if saved != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if saved != 1:
+            torch.set_num_threads(saved)
