@@ -83,6 +83,12 @@ GPU_MEMORY_FRACTION = 0.5  # of free device memory a round may use
 # The earlier per-step loop of the "mlp" path (one gather per step, one optimizer tensor per
 # parameter); the same results, kept as the reference benchmarks compare against (per_step_path()).
 PER_STEP_REFERENCE = False
+# Populations trained together (train_populations) size rounds after the first at this many times
+# what the acceptance rate so far asks for, so that few need a third round: every round costs
+# all its steps, and in a stack extra networks are cheap. Independent batch orders only (then
+# which networks are kept does not depend on round sizes); networks past the last kept one are
+# discarded, as they are in any round.
+SPECULATION = 1.5
 
 
 @dataclass(frozen=True)
@@ -346,6 +352,9 @@ class _PopulationRun:
         self.own_seconds = 0.0  # setup and checks of this population (train_populations)
         self.shared_seconds = 0.0  # its share of the rounds trained with others
         self.result: Population | None = None
+        # > 1: after the first round, train this many times the networks the acceptance rate
+        # asks for (train_populations: a round costs all its steps however few networks it has)
+        self.speculation = 1.0
 
     @property
     def done(self) -> bool:
@@ -356,6 +365,12 @@ class _PopulationRun:
         settings = self.request.settings
         if settings.networks_per_round == "auto":
             count = _round_size(self.cap, self.target, len(self.found_at), self.trained, self.budget)
+            if self.speculation > 1 and self.found_at:
+                count = min(
+                    max(count, math.ceil(count * self.speculation) + 1),
+                    self.cap,
+                    self.budget - self.trained,
+                )
         else:  # exactly as asked, so that round starts are multiples of it (shared orders)
             count = min(self.cap, self.budget - self.trained)
         attempts = range(self.trained, self.trained + count)
@@ -512,6 +527,9 @@ def _train_stacked_rounds(group: list[_PopulationRun]) -> bool:
     def make_optimizer(tensors):
         return request.optimizer.factory(tensors, **request.hyperparameters)
 
+    if request.settings.batch_order == "independent":
+        for run in group:  # populations do not depend on round sizes (module docstring)
+            run.speculation = SPECULATION
     while True:
         active = [(j, run) for j, run in enumerate(group) if not run.done]
         if not active:
