@@ -283,6 +283,23 @@ def _gathered_chunks(features, labels, classes, steps):
         start = stop
 
 
+def _step_buffers(params, layers, first_linear, count, batch, classes, dtype, device):
+    """Preallocated per-step tensors for steps of [count, batch]: each Linear's output, the
+    log-probabilities, and the gradients flowing back (written with out= every step)."""
+
+    def empty(width):
+        return torch.empty(count, batch, width, dtype=dtype, device=device)
+
+    outputs, backward = {}, {}
+    for position, layer in enumerate(layers):
+        if layer.kind == "linear":
+            out_features, in_features = params[layer.weight].shape[1:]
+            outputs[position] = empty(out_features)
+            if position > first_linear:
+                backward[position] = empty(in_features)
+    return outputs, backward, empty(classes), empty(classes)
+
+
 def _run_steps(
     params, grads, transposed, layers, first_linear, features, labels, steps, optimizer, chooser
 ):
@@ -290,38 +307,49 @@ def _run_steps(
         params[layer.weight].shape[1] for layer in reversed(layers) if layer.kind == "linear"
     )
     last = len(layers) - 1
+    biases = {  # views made once, like `transposed`
+        layer.bias: params[layer.bias].unsqueeze(1) for layer in layers if layer.bias is not None
+    }
+    threshold_backward = torch.ops.aten.threshold_backward.grad_input
+    buffers = {}  # (count, batch) -> _step_buffers
     with torch.no_grad():
         for x, loss_gradient in _gathered_chunks(features, labels, classes, steps):
             if chooser is not None:
                 chooser.before_step()
+            shape = tuple(x.shape[:2])
+            if shape not in buffers:
+                buffers[shape] = _step_buffers(
+                    params, layers, first_linear, *shape, classes, x.dtype, x.device
+                )
+            outputs, backward, log_probs, grad_logits = buffers[shape]
             h = x
             inputs = []  # inputs[i]: what layer i received (a ReLU's input is overwritten)
-            for layer in layers:
+            for position, layer in enumerate(layers):
                 inputs.append(h)
                 if layer.kind == "linear":
+                    out = outputs[position]
                     if layer.bias is None:
-                        h = torch.bmm(h, transposed[layer.weight])
+                        torch.bmm(h, transposed[layer.weight], out=out)
                     else:
-                        h = torch.baddbmm(
-                            params[layer.bias].unsqueeze(1), h, transposed[layer.weight]
-                        )
+                        torch.baddbmm(biases[layer.bias], h, transposed[layer.weight], out=out)
+                    h = out
                 else:
                     h = h.relu_()  # in place: only its output is needed (threshold_backward)
-            log_probs = torch._log_softmax(h, -1, False)
+            torch._log_softmax(h, -1, False, out=log_probs)
             grad = torch._log_softmax_backward_data(
-                loss_gradient, log_probs, -1, log_probs.dtype
+                loss_gradient, log_probs, -1, log_probs.dtype, out=grad_logits
             )
             for position in range(last, first_linear - 1, -1):
                 layer = layers[position]
                 if layer.kind == "relu":
                     output = inputs[position + 1] if position < last else h
-                    grad = torch.ops.aten.threshold_backward(grad, output, 0)
+                    grad = threshold_backward(grad, output, 0, grad_input=grad)  # in place
                     continue
                 torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[layer.weight])
                 if layer.bias is not None:
                     torch.sum(grad, 1, out=grads[layer.bias])
                 if position > first_linear:
-                    grad = torch.bmm(grad, params[layer.weight])
+                    grad = torch.bmm(grad, params[layer.weight], out=backward[position])
             optimizer.step()
 
 

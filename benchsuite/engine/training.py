@@ -12,9 +12,14 @@ each network's mean cross-entropy, so each network's gradient is its own. For el
 optimizers (OptimizerSpec.elementwise) one torch.optim over the stacked tensors is exactly K
 independent optimizers; other optimizers train one network at a time (correctness first).
 
+Populations of several cells (train_populations) with the same MLP, optimizer, N and schedule but
+different training sets and seeds train their rounds in one stack, each network on its own
+cell's points: every population equals the one train_population gives it alone (tests).
+
 Three paths, the same semantics:
 - "mlp": Sequential of Linear/ReLU after a parameter-free prefix (MaxPool2d, Flatten): hand-written
-  batched forward and backward (engine/stacked_mlp.py), the fastest;
+  batched forward and backward (engine/stacked_mlp.py) on one flat parameter buffer, stepped by
+  SGD/Adam written out in torch.optim's kernels (engine/stacked_optim.py), the fastest;
 - "vmap": any module, torch.func.functional_call under vmap plus autograd;
 - "per_network": one plain module and one optimizer per network (non-elementwise optimizers).
 
