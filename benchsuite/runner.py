@@ -2,7 +2,7 @@
 
 A notebook calls `run_suite(suite, out)`; the CLI is a thin layer over it. Resuming is free:
 a cell whose id is already in the database is skipped, so a killed run loses at most the cell
-that was in flight.
+that was in flight, or the group of gradient cells being trained together (`group_cells`).
 """
 
 from __future__ import annotations
