@@ -1,7 +1,7 @@
 """Benchmark fixtures: the issue-3 task (Fashion-MNIST T-shirt/top vs sneaker, N=16, seed 200),
 the paper MLP (width 1), and the device (CUDA when available).
 
-Run: /work/venv/bin/pytest benchmarks --benchmark-only   (not part of the default test run)
+Run: .venv/bin/python -m pytest benchmarks --benchmark-only   (not part of the default test run)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """G&C throughput on the issue-3 task, beside the published approach, in the same run.
 
-    /work/venv/bin/pytest benchmarks --benchmark-only          (CPU here; CUDA when available)
+    .venv/bin/python -m pytest benchmarks --benchmark-only          (CPU here; CUDA when available)
 
 Task: Fashion-MNIST T-shirt/top (0) vs sneaker (1), N = 16, training-set seed 200; paper MLP,
 width 1; prior U[-1, 1]. Each benchmark decides a fixed budget of candidates (target never

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m pytest benchmarks/test_bench_quickstart.py --benchmark-only -s
 
-What runs: `run_suite(suites/quickstart.yaml)` into a fresh folder with G&C's decision cache and
-the dataset caches cleared, as `benchsuite run` does in a fresh process (imports excluded).
+What runs: `run_suite(suites/quickstart.yaml)` into a fresh folder with a fresh registry (so an
+empty G&C decision cache) and the dataset caches cleared, as `benchsuite run` does in a fresh
+process (imports excluded).
 - "batched" (the benchmark's own stats): today's engine: cells that differ only in class pair and
   training set trained in one stack, flat optimizer state with written-out SGD/Adam steps,
   batches gathered ahead, evaluation on one CPU thread (engine/threads.py).
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from benchsuite.engine import gnc, threads, training
-from benchsuite.plugins import default_registry
+from benchsuite.engine import threads, training
+from benchsuite.plugins import load_registry
 from benchsuite.runner import run_suite
 from benchsuite.suite import load_suite
 from benchsuite.tasks import clear_caches
@@ -44,21 +45,22 @@ COMPARED = {
 
 
 def _run(out: Path, per_step: bool) -> float:
-    """One run from cold process-level caches (G&C's nested-decision cache, loaded splits), as a
-    fresh `benchsuite run` would start; only the imports are already paid."""
-    gnc.CACHE.clear()
+    """One run from cold caches (a fresh registry, so a fresh G&C sampler with an empty
+    nested-decision cache; loaded splits cleared), as a fresh `benchsuite run` would start; only
+    the imports are already paid."""
     clear_caches()
-    suite = load_suite(SUITE, default_registry())
+    registry = load_registry()
+    suite = load_suite(SUITE, registry)
     started = time.perf_counter()
     if per_step:
         saved, threads.ENABLED = threads.ENABLED, False
         try:
             with training.per_step_path():
-                run_suite(suite, out, device="cpu", group_cells=False)
+                run_suite(suite, out, registry, device="cpu", group_cells=False)
         finally:
             threads.ENABLED = saved
     else:
-        run_suite(suite, out, device="cpu")
+        run_suite(suite, out, registry, device="cpu")
     return time.perf_counter() - started
 
 

@@ -1,7 +1,7 @@
 """SGD network-steps/s of the many-model training engine beside the published approach, same run.
 
 Run (not part of the default test run):
-    /work/venv/bin/pytest benchmarks/test_bench_training.py --benchmark-only
+    .venv/bin/python -m pytest benchmarks/test_bench_training.py --benchmark-only
 
 Task: the paper MLP at width 1 on the issue-3 task (benchmarks/conftest.py `task`: Fashion-MNIST
 T-shirt/top vs sneaker, N = 16, training-set seed 200), batch 2, SGD lr 0.01, 100 networks.

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from benchsuite.errors import BenchsuiteError
+from benchsuite.escaping import terminal_text
 
 console = Console(stderr=True)
 stdout = Console()
@@ -28,11 +30,21 @@ class BenchsuiteGroup(click.Group):
         except BenchsuiteError as error:
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(_shortened(terminal_text(error)))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
             sys.exit(130)
+
+
+MAX_ERROR_CHARACTERS = 2000  # a hostile value quoted in an error must not flood the terminal
+
+
+def _shortened(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARACTERS:
+        return message
+    half = MAX_ERROR_CHARACTERS // 2
+    return f"{message[:half]} ... ({len(message) - 2 * half:,} characters left out) ... {message[-half:]}"
 
 
 @click.group(cls=BenchsuiteGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,10 +71,13 @@ def _registry():
     return default_registry()
 
 
-def _load(path: str):
+def _load(path: str, allow_large: bool = False):
     from benchsuite.suite import load_suite
 
-    return load_suite(path, _registry())
+    return load_suite(path, _registry(), allow_large=allow_large)
+
+
+ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, models, file size, memory per cell); never part of the suite."
 
 
 @main.command()
@@ -70,39 +85,50 @@ def _load(path: str):
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default: runs/<suite name>). Running again into the same folder resumes.")
 @click.option("--device", help="Override the suite's device: auto, cpu, cuda, cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no leaderboard on the terminal.")
+@click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 @click.pass_context
-def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool) -> None:
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
 
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
     flight; running the same command again resumes where it stopped.
     """
+    from benchsuite.limits import check_memory
+    from benchsuite.paths import default_out, shell_command
     from benchsuite.progress import RichCellProgress
     from benchsuite.report import to_terminal
     from benchsuite.runner import Progress, run_suite
+    from benchsuite.suite import DEVICE_PATTERN
 
-    loaded = _load(suite)
-    out_dir = Path(out) if out else Path("runs") / loaded.name
+    if device is not None and not DEVICE_PATTERN.fullmatch(device):
+        raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
+    loaded = _load(suite, allow_large)
+    check_memory(loaded, _registry(), device, allow_large)
+    out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
+    console.print(f"output folder: {terminal_text(out_dir)}", highlight=False, markup=False, soft_wrap=True)
     progress = Progress() if quiet else RichCellProgress(console)
     try:
-        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=" ".join(["benchsuite", *sys.argv[1:]]))
+        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=shell_command(["benchsuite", *sys.argv[1:]]))
     finally:
         if isinstance(progress, RichCellProgress):
             progress.display.stop()  # also when a cell fails: leave the terminal clean
     if not quiet:
         to_terminal(rows, stdout, title=f"Leaderboard: {loaded.name}")
-    console.print(f"results: {out_dir / 'results.sqlite'}  leaderboard: {out_dir / 'leaderboard.md'}")
+    console.print(f"results: {terminal_text(out_dir / 'results.sqlite')}  leaderboard: {terminal_text(out_dir / 'leaderboard.md')}", highlight=False, markup=False, soft_wrap=True)
 
 
 @main.command()
 @click.argument("suite", type=click.Path(dir_okay=False))
-def validate(suite: str) -> None:
-    """Check SUITE without running it: keys, types, values and plugin names."""
+@click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
+def validate(suite: str, allow_large: bool) -> None:
+    """Check SUITE without running it: keys, types, values, plugin names, sizes and memory."""
+    from benchsuite.limits import check_memory
     from benchsuite.suite import expand
 
-    loaded = _load(suite)
+    loaded = _load(suite, allow_large)
+    check_memory(loaded, _registry(), None, allow_large)
     cells = expand(loaded)
-    stdout.print(f"{suite}: valid; suite id {loaded.suite_id}; {len(cells)} cells")
+    stdout.print(f"{terminal_text(suite)}: valid; suite id {loaded.suite_id}; {len(cells)} cells", markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -152,8 +178,8 @@ def publish(sources: tuple[str, ...], target: str, force: bool, no_figures: bool
 
     published = publish_folders(sources, target, force=force, figures=not no_figures)
     duplicates = f" ({published.duplicate_cells} duplicate cells skipped)" if published.duplicate_cells else ""
-    console.print(f"published {published.cells} cells from {len(sources)} folder(s) to {published.target}{duplicates}: "
-                  f"{published.target / 'leaderboard.html'}")
+    console.print(f"published {published.cells} cells from {len(sources)} folder(s) to {terminal_text(published.target)}{duplicates}: "
+                  f"{terminal_text(published.target / 'leaderboard.html')}", markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -186,7 +212,7 @@ def plot(out: str) -> None:
     from benchsuite.plots import plot_results
 
     paths = plot_results(out)
-    console.print(f"{len(paths)} figure files in {paths[0].parent if paths else out}")
+    console.print(f"{len(paths)} figure files in {terminal_text(paths[0].parent if paths else out)}", markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()

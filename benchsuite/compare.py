@@ -58,7 +58,7 @@ class Comparison:
 
 
 def _accuracies(path) -> dict[tuple, dict[int, Any]]:
-    with Store(database_of(path)) as store:
+    with Store(database_of(path), read_only=True) as store:
         return stats.group_test_accuracies(store.network_rows())
 
 
@@ -184,9 +184,10 @@ def summary_line(comparison: Comparison) -> str:
 
 
 def to_markdown(comparison: Comparison) -> str:
+    from benchsuite.escaping import markdown_text
     from benchsuite.report import _markdown_table
 
-    lines = [f"# Compare: {comparison.title}", "", summary_line(comparison), ""]
+    lines = [f"# Compare: {markdown_text(comparison.title)}", "", markdown_text(summary_line(comparison)), ""]
     if comparison.rows:
         lines += _markdown_table(display(comparison))
     return "\n".join(lines) + "\n"
@@ -212,9 +213,11 @@ def to_terminal(comparison: Comparison, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from benchsuite.escaping import terminal_text
+
     shown = display(comparison)
     if shown:
-        table = Table(title=f"Compare: {comparison.title}", header_style="bold")
+        table = Table(title=escape(terminal_text(f"Compare: {comparison.title}")), header_style="bold")
         for header in shown[0]:
             table.add_column(
                 header,
@@ -224,10 +227,10 @@ def to_terminal(comparison: Comparison, console) -> None:
             )
         for row in shown:
             table.add_row(
-                *(escape(v) for v in row.values())
+                *(escape(terminal_text(v)) for v in row.values())
             )  # labels like "mlp[width=1]" are not markup
         console.print(table)
-    console.print(escape(summary_line(comparison)), highlight=False)
+    console.print(escape(terminal_text(summary_line(comparison))), highlight=False)
 
 
 RENDERERS: dict[str, Any] = {"md": to_markdown, "csv": to_csv, "json": to_json}

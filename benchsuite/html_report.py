@@ -130,6 +130,7 @@ LEADERBOARD_COLUMNS = (
     ("p_value", "p", "number"), ("p_value_holm", "p (Holm)", "number"),
     ("neg_log2_p_fit", "−log2 P(fit)", "number"), ("models", "networks", "number"),
     ("candidates", "candidates", "number"), ("seconds", "seconds", "number"),
+    ("tied_fit_share", "tied fits %", "number"), ("tied_test_share", "tied test %", "number"),
 )  # fmt: skip
 
 
@@ -202,6 +203,8 @@ def leaderboard_table(rows: Sequence[dict]) -> str:
             _number_cell(row["models"], found),
             _number_cell(row["candidates"], "—" if row["candidates"] is None else f"{row['candidates']:,}"),
             _number_cell(row["seconds"], f"{row['seconds']:.1f}"),
+            _number_cell(row.get("tied_fit_share"), _percent(row.get("tied_fit_share"))),
+            _number_cell(row.get("tied_test_share"), _percent(row.get("tied_test_share"))),
         ]  # fmt: skip
         css = ' class="baseline"' if row["role"] == "baseline" else ""
         body.append(f"<tr{css}>{''.join(cells)}</tr>")

@@ -8,6 +8,7 @@ message naming the file instead of a reshape error deep inside a run.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchsuite import provenance
 from benchsuite.errors import BenchsuiteError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -52,19 +54,45 @@ def read_idx(path: str | Path) -> torch.Tensor:
 
 
 def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when it is gzipped."""
+    """The file's bytes, decompressed when it is gzipped: never more than the header declares
+    (a 3 MB gzip bomb must not become gigabytes) and no more than this machine has."""
     try:
         content = path.read_bytes()
     except FileNotFoundError:
         raise BenchsuiteError(f"IDX file not found: {path}") from None
     except OSError as error:
         raise BenchsuiteError(f"cannot read IDX file {path}: {error}") from None
+    provenance.record(path, content)
     if not content.startswith(GZIP_MAGIC):
         return content
     try:
-        return gzip.decompress(content)
+        with gzip.GzipFile(fileobj=io.BytesIO(content)) as stream:
+            header = stream.read(HEADER_BYTES)
+            if len(header) == HEADER_BYTES:
+                header += stream.read(DIMENSION_BYTES * header[3])
+            dtype, shape, _ = _parse_header(header, path)
+            declared = math.prod(shape) * dtype.itemsize
+            _check_fits_in_memory(path, shape, declared)
+            data = stream.read(declared + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise BenchsuiteError(f"{path}: corrupt gzip data in IDX file ({error})") from None
+    if len(data) > declared:
+        raise BenchsuiteError(
+            f"{path}: malformed IDX file: holds more than the {declared:,} data bytes its header "
+            f"declares for shape {tuple(shape)} (stopped decompressing there)"
+        )
+    return header + data
+
+
+def _check_fits_in_memory(path: Path, shape: list[int], declared: int) -> None:
+    from benchsuite.limits import available_memory
+
+    available = available_memory("cpu")
+    if available is not None and declared > available:
+        raise BenchsuiteError(
+            f"{path}: IDX header declares shape {tuple(shape)} ({declared:,} bytes), more than the "
+            f"{available:,} bytes of memory available; refusing to decompress it"
+        )
 
 
 def _parse_header(content: bytes, path: Path) -> tuple[np.dtype, list[int], int]:

@@ -40,8 +40,25 @@ def _per_training_set(
             "cell": cell,
             "test": [r["test_acc"] for r in rows],
             "train": [r["train_acc"] for r in rows],
+            "train_ties": [r.get("train_ties") for r in rows],
+            "test_tie_shares": [
+                None if r.get("test_ties") is None or not cell.get("n_test")
+                else r["test_ties"] / cell["n_test"]
+                for r in rows
+            ],
         }
     return grouped
+
+
+def tie_shares(sets: Iterable[dict]) -> tuple[float | None, float | None]:
+    """(share of networks with a tied training point, share of their test predictions that were
+    ties); None where the rows predate tie counting (schema version 1) or there are no networks."""
+    sets = list(sets)
+    train_ties = [t for ts in sets for t in ts["train_ties"]]
+    test_shares = [t for ts in sets for t in ts["test_tie_shares"]]
+    if not train_ties or None in train_ties or None in test_shares:
+        return None, None
+    return fmean(t > 0 for t in train_ties), fmean(test_shares)
 
 
 def neg_log2_p_fit(found: int, tried: int) -> float | None:
@@ -76,6 +93,7 @@ def build_rows(
         first = next(iter(sets.values()))["cell"]
         set_means = list(means[key].values())
         tried = sum(ts["cell"]["candidates_tried"] for ts in sets.values())
+        tied_fit_share, tied_test_share = tie_shares(sets.values())
         row = {
             "dataset": dataset,
             "classes": [int(c) for c in classes.split(",")],
@@ -92,6 +110,8 @@ def build_rows(
             "test_acc_mean": fmean(set_means) if set_means else None,
             "test_acc_std": pstdev(set_means) if set_means else None,
             "train_acc_mean": _mean_of_all(ts["train"] for ts in sets.values()),
+            "tied_fit_share": tied_fit_share,
+            "tied_test_share": tied_test_share,
             "gain_pp": None,
             "baseline": None,
             "neg_log2_p_fit": None,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchsuite.errors import BenchsuiteError
+from benchsuite.escaping import plot_text
 
 FORMATS = ("png", "svg")
 SCATTER_METRICS = ("train_loss_lipschitz", "train_loss_frobenius")
@@ -106,7 +107,7 @@ class Group:
 
     @property
     def title(self) -> str:
-        return f"{self.dataset} {self.class_names} ({self.classes[0]} vs {self.classes[1]}), {self.architecture}"
+        return plot_text(f"{self.dataset} {self.class_names} ({self.classes[0]} vs {self.classes[1]}), {self.architecture}")
 
 
 def _width_key(width: str) -> tuple:
@@ -131,6 +132,11 @@ def sweep_of(variants: list[dict[str, str]]) -> str:
 
 
 def variant_label(variant: dict[str, str], sweep: str) -> str:
+    """The legend or tick text of an architecture variant, as plain text (no math parsing)."""
+    return plot_text(_variant_label(variant, sweep))
+
+
+def _variant_label(variant: dict[str, str], sweep: str) -> str:
     if sweep == "width":
         return f"w={variant['width']}"
     if sweep == "depth":
@@ -209,7 +215,7 @@ def accuracy_figure(group: Group, rows: list[dict], data: PlotData):
                 xs.append(i)
                 ys.append(100 * row["test_acc_mean"])
                 errors.append(100 * row["test_acc_std"])
-            axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=method, color=color)
+            axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=plot_text(method), color=color)
         axes.set_xticks(range(len(architectures)), names)
         axes.set_xlabel(sweep or "architecture")
         axes.set_ylabel("test accuracy (%)")
@@ -234,7 +240,7 @@ def accuracy_figure(group: Group, rows: list[dict], data: PlotData):
                 marker="o", markersize=3, capsize=2, color=color,
                 label=variant_label(variants[arch], sweep),
             )  # fmt: skip
-        axes.set_title(method)
+        axes.set_title(plot_text(method))
         axes.set_xlabel("N (training images)")
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("test accuracy (%)")
@@ -265,7 +271,7 @@ def fit_probability_figure(group: Group, rows: list[dict], data: PlotData):
                     [p["n_train"] for p in points], [p["neg_log2_p_fit"] for p in points],
                     marker="o", markersize=3, color=color, label=variant_label(variants[arch], sweep),
                 )  # fmt: skip
-        axes.set_title(method)
+        axes.set_title(plot_text(method))
         axes.set_xlabel("N (training images)")
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("-log2 P(train err = 0)")
@@ -312,9 +318,9 @@ def scatter_figure(group: Group, metric_rows: list[dict], data: PlotData, n_trai
                 axes.scatter(
                     [p["value"] for p in points], [100 * p["test_acc"] for p in points],
                     s=6, alpha=0.5, color=color, linewidths=0, rasterized=True,
-                    label=f"{method}, {variant_label(variants[arch], sweep)}",
+                    label=f"{plot_text(method)}, {variant_label(variants[arch], sweep)}",
                 )  # fmt: skip
-        axes.set_title(SCATTER_TITLES.get(metric, metric), fontsize=9)
+        axes.set_title(plot_text(SCATTER_TITLES.get(metric, metric)), fontsize=9)
         axes.set_xlabel("normalized training cross-entropy")
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("test accuracy (%)")

@@ -15,6 +15,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
+from benchsuite.escaping import terminal_text
 from benchsuite.runner import Progress
 
 
@@ -48,7 +49,7 @@ class RichCellProgress(Progress):
         label = f"{cell.dataset} {cell.classes[0]}v{cell.classes[1]} N={cell.n_train} s={cell.training_set_seed} {cell.architecture_label} {cell.entry['label']}"
         if self.current is not None:
             self.display.remove_task(self.current)
-        self.current = self.display.add_task(label, total=target, rate="")
+        self.current = self.display.add_task(terminal_text(label), total=target, rate="")
         self.unit, self.started = unit, time.perf_counter()
 
     def update_cell(self, accepted: int, work: int) -> None:

@@ -10,6 +10,8 @@ numbers that are not comparable.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from typing import Any
 import yaml
 
 from benchsuite.errors import BenchsuiteError
+from benchsuite.escaping import markdown_prose, markdown_text, one_line
+from benchsuite.paths import default_out, shell_command
 from benchsuite.statistics import BootstrapSettings
 from benchsuite.store import CELL_COLUMNS, Store
 from benchsuite.suite import runnable_document
@@ -59,7 +63,8 @@ def database_of(path: str | Path) -> Path:
 def read_source(path: str | Path) -> Source:
     """A result folder and its one suite id; a folder that mixes suites is refused."""
     database = database_of(path)
-    with Store(database) as store:
+    with Store(database, read_only=True) as store:
+        store.verify()
         runs = store.runs()
         cell_suites = {
             row[0] for row in store.connection.execute("SELECT DISTINCT suite_id FROM cells")
@@ -128,17 +133,29 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
                     )
                     columns = ", ".join(CELL_COLUMNS)
                     selected = ", ".join(
-                        "m.new" if c == "run_id" else f"c.{c}" for c in CELL_COLUMNS
-                    )
+                        "m.new" if c == "run_id"
+                        else f"c.{c}" if _has_column(db, "source", "cells", c)
+                        else "NULL"  # a column newer than the source's schema
+                        for c in CELL_COLUMNS
+                    )  # fmt: skip
                     db.execute(
                         f"INSERT INTO main.cells ({columns}) SELECT {selected} FROM source.cells c "
                         "JOIN temp.run_map m ON m.old = c.run_id WHERE c.cell_id IN (SELECT cell_id FROM temp.new_cells) "
                         "ORDER BY c.rowid"
                     )
+                    # version 1 sources lack the tie counts and the training indices
+                    network_columns = "cell_id, model_index, found_at, train_acc, test_acc"
+                    if _has_column(db, "source", "networks", "train_ties"):
+                        network_columns += ", train_ties, test_ties"
                     db.execute(
-                        "INSERT INTO main.networks SELECT cell_id, model_index, found_at, train_acc, test_acc "
+                        f"INSERT INTO main.networks ({network_columns}) SELECT {network_columns} "
                         "FROM source.networks WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
                     )
+                    if _has_table(db, "source", "training_indices"):
+                        db.execute(
+                            "INSERT INTO main.training_indices SELECT * FROM source.training_indices "
+                            "WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
+                        )
                     db.execute(
                         "INSERT INTO main.network_metrics SELECT cell_id, model_index, metric, value "
                         "FROM source.network_metrics WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
@@ -154,6 +171,15 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
             )
         cells = db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
     return cells, duplicates
+
+
+def _has_table(db, schema: str, table: str) -> bool:
+    query = f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?"
+    return db.execute(query, (table,)).fetchone() is not None
+
+
+def _has_column(db, schema: str, table: str, column: str) -> bool:
+    return any(row[1] == column for row in db.execute(f"PRAGMA {schema}.table_info({table})"))
 
 
 def environment_record(
@@ -215,11 +241,11 @@ def readme(
     summary = environment["summary"]
     networks = sum(r["models"] for r in rows)
     lines = [
-        f"# Leaderboard: {suite.get('name', name)}",
+        f"# Leaderboard: {markdown_text(suite.get('name', name))}",
         "",
-        (suite.get("description") or "").strip(),
+        markdown_prose((suite.get("description") or "").strip()),
         "",
-        f"Resolved suite id `{environment['suite_id']}`; {len(rows)} leaderboard rows, {networks:,} interpolating "
+        f"Resolved suite id `{markdown_text(environment['suite_id'])}`; {len(rows)} leaderboard rows, {networks:,} interpolating "
         f"networks, merged from {len(environment['sources'])} result folder(s) and {len(runs)} run(s)"
         + (
             f"; {duplicates} cell(s) found in more than one folder were taken from the first."
@@ -268,31 +294,32 @@ def readme(
         "",
         "## Environment",
         "",
-        f"- devices: {', '.join(summary['devices'])}",
-        f"- git commits: {', '.join(summary['git_commits'])}",
-        "- packages: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in summary["packages"].items()),
+        f"- devices: {markdown_text(', '.join(summary['devices']))}",
+        f"- git commits: {markdown_text(', '.join(summary['git_commits']))}",
+        "- packages: " + markdown_text(", ".join(f"{k} {'/'.join(v)}" for k, v in summary["packages"].items())),
     ]
     if summary["plugins"]:
         lines.append(
             "- plugins: "
             + ", ".join(
-                f"{p['name']} ({p['distribution']} {p['version']})" for p in summary["plugins"]
+                markdown_text(f"{p['name']} ({p['distribution']} {p['version']})") for p in summary["plugins"]
             )
         )
-    suite_name = suite.get("name", name)
+    out = default_out(str(suite.get("name", name)))
     lines += [
         "",
         "## Reproduce",
         "",
         (
             f"`suite.yaml` is the suite that ran, every default filled in; `benchsuite validate suite.yaml` "
-            f"prints its id `{environment['suite_id']}`. Run it and compare your results with these, row by row:"
+            f"prints its id `{markdown_text(environment['suite_id'])}`. Run it and compare your results with these, row by row:"
         ),
         "",
         "```",
-        f"benchsuite validate {target}/suite.yaml      # suite id {environment['suite_id']}",
-        f"benchsuite run {target}/suite.yaml --out runs/{suite_name}",
-        f"benchsuite compare runs/{suite_name} {target}",
+        shell_command(["benchsuite", "validate", target / "suite.yaml"])
+        + f"      # suite id {one_line(environment['suite_id'])}",
+        shell_command(["benchsuite", "run", target / "suite.yaml", "--out", out]),
+        shell_command(["benchsuite", "compare", out, target]),
         "```",
         "",
     ]
@@ -321,10 +348,11 @@ def publish(
     figures: bool = True,
     settings: BootstrapSettings | None = None,
 ) -> Published:
-    """Merge `sources` (result folders of one resolved suite) into `target` and write everything."""
-    from benchsuite.leaderboard import leaderboard_from_store
-    from benchsuite.report import write_leaderboard
+    """Merge `sources` (result folders of one resolved suite) into `target` and write everything.
 
+    Everything is written into a staging folder beside `target` first and moved into place at the
+    end, so a failed publish leaves no half-written folder.
+    """
     if not sources:
         raise BenchsuiteError("publish needs at least one result folder")
     settings = settings or BootstrapSettings()
@@ -333,23 +361,36 @@ def publish(
     check_compatible(read)
     if any(s.database.resolve().parent == target.resolve() for s in read):
         raise BenchsuiteError(f"{target} is also a source; publish into a new folder")
-    database = target / "results.sqlite"
-    if database.exists():
-        if not force:
-            raise BenchsuiteError(
-                f"{target} already holds a published leaderboard; pass --force to replace it"
-            )
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{database}{suffix}").unlink(missing_ok=True)
-    target.mkdir(parents=True, exist_ok=True)
+    replacing = check_target(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.publishing-", dir=target.parent))
+    try:
+        cells, duplicates, written = _write_published(read, staging, target, figures, settings)
+        _move_into_place(staging, target, replacing)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    files = [target / path.relative_to(staging) for path in written]
+    return Published(target, files, cells, duplicates, read)
+
+
+def _write_published(
+    read: Sequence[Source], folder: Path, target: Path, figures: bool, settings: BootstrapSettings
+) -> tuple[int, int, list[Path]]:
+    """Everything a published folder holds, written into `folder` (a staging folder; the README
+    names `target`, where it will be moved)."""
+    from benchsuite.leaderboard import leaderboard_from_store
+    from benchsuite.report import write_leaderboard
+
+    database = folder / "results.sqlite"
     cells, duplicates = merge_databases(read, database)
     with Store(database) as store:
         rows = leaderboard_from_store(store, settings=settings)
         runs = store.runs()
-    figure_paths, embedded = _figures(target) if figures else ([], [])
+    figure_paths, embedded = _figures(folder) if figures else ([], [])
     suite = runs[-1]["suite"]
     name = suite.get("name", target.name)
-    files = write_leaderboard(rows, target, title=f"Leaderboard: {name}", figures=embedded)
+    files = write_leaderboard(rows, folder, title=f"Leaderboard: {name}", figures=embedded)
     environment = environment_record(runs, read, settings)
     documents = {
         "suite.yaml": yaml.safe_dump(runnable_document(suite), sort_keys=False, allow_unicode=True),
@@ -358,6 +399,51 @@ def publish(
         "README.md": readme(name, target, rows, runs, environment, figure_paths, duplicates),
     }
     for filename, text in documents.items():
-        (target / filename).write_text(text)
-        files.append(target / filename)
-    return Published(target, [database, *files, *figure_paths], cells, duplicates, read)
+        (folder / filename).write_text(text)
+        files.append(folder / filename)
+    return cells, duplicates, [database, *files, *figure_paths]
+
+
+# what a published folder may hold besides GENERATED: figures, SQLite's side files, a compressed database
+PUBLISHED_EXTRAS = ("figures", "results.sqlite-wal", "results.sqlite-shm", "results.sqlite.gz")
+
+
+def check_target(target: Path, force: bool) -> bool:
+    """Whether publishing replaces an earlier published folder. An existing folder that holds
+    anything publish did not write is refused, even with --force: replacing it would lose files."""
+    if not target.exists():
+        return False
+    if not target.is_dir():
+        raise BenchsuiteError(f"{target}: exists and is not a folder; publish into a new folder")
+    entries = sorted(p.name for p in target.iterdir())
+    if not entries:
+        return False
+    foreign = [name for name in entries if name not in GENERATED + PUBLISHED_EXTRAS]
+    if foreign or not {"results.sqlite", "results.sqlite.gz"} & set(entries):
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "") if foreign else "no results.sqlite"
+        raise BenchsuiteError(
+            f"{target}: exists and is not a published leaderboard ({shown}); publish into a new or empty folder"
+        )
+    if not force:
+        raise BenchsuiteError(f"{target} already holds a published leaderboard; pass --force to replace it")
+    return True
+
+
+def _move_into_place(staging: Path, target: Path, replacing: bool) -> None:
+    """Swap the finished staging folder in: a reader sees the old folder or the new, never a mix."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    if not replacing:  # an empty folder
+        target.rmdir()
+        staging.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+    old.rmdir()
+    target.rename(old)
+    try:
+        staging.rename(target)
+    except OSError:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

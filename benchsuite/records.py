@@ -15,6 +15,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
+from benchsuite.protocol import DEFAULT_TIE_RULE
+
 # ---------------------------------------------------------------------------------------------
 # Datasets
 
@@ -130,6 +132,9 @@ class OptimizerSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     elementwise: bool = False
     description: str = ""
+    # checks a suite's values at validation; raises ValueError("name: what is valid") for a value
+    # training would not survive (benchsuite.ranges has helpers)
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +157,11 @@ class Population:
     seconds: float
     epochs: int | None = None
     exhausted: bool = False  # the budget ran out before `target` networks were found
+    # Samplers that estimate rather than count (MCMC, SMC): estimates["neg_log2_p_fit"] replaces
+    # -log2(found / candidates_tried), with its diagnostics beside it; `chains[k]` says which
+    # independent chain network k came from (the host checks agreement between chains).
+    estimates: dict[str, float] = field(default_factory=dict)
+    chains: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -177,6 +187,9 @@ class SamplingRequest:
     device: torch.device
     options: Mapping[str, Any] = field(default_factory=dict)  # the sampler's own, validated
     progress: ProgressCallback | None = None
+    # how equal logits are decided (benchsuite.protocol.TIE_RULES): a sampler must accept exactly
+    # the networks that benchsuite.stacked.accuracy(..., tie_rule) says fit
+    tie_rule: str = DEFAULT_TIE_RULE
 
 
 @dataclass(frozen=True)
@@ -190,3 +203,5 @@ class SamplerSpec:
     # options that change speed but never which networks are accepted (chunk sizes, threads...):
     # left out of a cell's identity and seed, so tuning them neither reruns nor redraws a cell
     performance_options: frozenset[str] = frozenset()
+    # checks a suite's options at validation, like OptimizerSpec.check
+    check: Callable[[Mapping[str, Any]], None] | None = None

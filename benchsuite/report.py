@@ -19,13 +19,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from benchsuite.escaping import csv_cell, markdown_cell, markdown_text, terminal_text
+
 CSV_COLUMNS = (
     "dataset", "classes", "class_names", "n_train", "architecture", "optimizer", "role", "prior",
     "training_sets", "models", "models_requested", "exhausted", "test_acc_mean", "test_acc_std",
     "test_acc_ci_low", "test_acc_ci_high", "train_acc_mean", "gain_pp", "gain_ci_low", "gain_ci_high",
     "baseline", "p_value", "p_value_holm", "test", "prob_improvement", "baseline_percentile",
     "neg_log2_p_fit", "candidates", "epochs", "seconds", "confidence", "bootstrap_resamples",
-    "bootstrap_seed",
+    "bootstrap_seed", "tied_fit_share", "tied_test_share",
 )  # fmt: skip
 COMPARISON_COLUMNS = (
     "dataset", "classes", "class_names", "n_train", "architecture", "optimizer_a", "optimizer_b",
@@ -108,6 +110,8 @@ def display_rows(rows: Sequence[dict]) -> list[dict[str, str]]:
                 "networks": found,
                 "candidates": _number(row["candidates"]),
                 "seconds": _number(row["seconds"]),
+                "tied fits %": _percent(row.get("tied_fit_share")),
+                "tied test %": _percent(row.get("tied_test_share")),
             }
         )
     return shown
@@ -170,6 +174,12 @@ def method_notes(rows: Sequence[dict]) -> list[str]:
             f"With {fewest} training set(s) per row, intervals are rough (the bootstrap can only recombine "
             "those sets); suites with more training-set seeds give intervals to rely on."
         )
+    if any(r.get("tied_fit_share") is not None for r in rows):
+        notes.append(
+            "Ties: tied fits % is the share of networks with a training point whose two logits were "
+            "exactly equal (the suite's tie_rule decided it: argmax gives it to class 0, strict counts "
+            "it wrong); tied test % the share of their test predictions with equal logits."
+        )
     if sets:
         smallest = ", ".join(f"{2 / 2**n:.3g} with {n} training sets" for n in sets)
         notes.append(
@@ -185,16 +195,16 @@ def method_notes(rows: Sequence[dict]) -> list[str]:
 
 def _markdown_table(shown: Sequence[dict[str, str]]) -> list[str]:
     headers = list(shown[0])
-    lines = ["| " + " | ".join(headers) + " |"]
+    lines = ["| " + " | ".join(markdown_cell(h) for h in headers) + " |"]
     lines.append("|" + "|".join("---" if h in TEXT_COLUMNS else "---:" for h in headers) + "|")
     for row in shown:
-        lines.append("| " + " | ".join(row[h].replace("|", "\\|") for h in headers) + " |")
+        lines.append("| " + " | ".join(markdown_cell(row[h]) for h in headers) + " |")
     return lines
 
 
 def to_markdown(rows: Sequence[dict], title: str = "Leaderboard") -> str:
     shown = display_rows(rows)
-    lines = [f"# {title}", ""]
+    lines = [f"# {markdown_text(title)}", ""]
     lines.append(
         "Mean test accuracy of interpolating networks (mean over training sets of per-set means, with "
         "its bootstrap interval and the std of the per-set means); gain in percentage points over the "
@@ -260,7 +270,8 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:
     )
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "classes": " vs ".join(str(c) for c in row["classes"])})
+        record = {**row, "classes": " vs ".join(str(c) for c in row["classes"])}
+        writer.writerow({key: csv_cell(value) for key, value in record.items()})
     return buffer.getvalue()
 
 
@@ -357,6 +368,8 @@ OPTIONAL_TERMINAL_COLUMNS = (
     "networks",
     "candidates",
     "seconds",
+    "tied fits %",
+    "tied test %",
 )
 WIDE = 200
 
@@ -389,13 +402,13 @@ def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboar
     per_group = [{k: v for k, v in row.items() if k not in GROUP_COLUMNS} for row in shown]
     headers = terminal_headers(per_group, width)
     ci = _confidence_label(rows)
-    console.print(f"[bold]{escape(title)}[/]  [dim]{escape(f'[a, b]: {ci}; dim rows: baselines')}[/]")
+    console.print(f"[bold]{escape(terminal_text(title))}[/]  [dim]{escape(f'[a, b]: {ci}; dim rows: baselines')}[/]")
     groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
     for row, compact, raw in zip(shown, per_group, rows):
         groups.setdefault((row["task"], row["architecture"]), []).append((compact, raw))
     for (task, architecture), members in groups.items():
         table = Table(
-            title=escape(f"{task} · {architecture}"), title_justify="left", header_style="bold",
+            title=escape(terminal_text(f"{task} · {architecture}")), title_justify="left", header_style="bold",
             box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
         )  # fmt: skip
         for header in headers:
@@ -412,7 +425,7 @@ def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboar
             style = "dim" if raw["role"] == "baseline" else None
             cells = []
             for header in headers:
-                value = escape(compact[header])  # labels such as "mlp[width=1]" are not rich markup
+                value = escape(terminal_text(compact[header]))  # labels such as "mlp[width=1]" are not rich markup
                 if header.startswith("gain") and raw["gain_pp"] is not None:
                     colour = _gain_colour(raw)
                     value = f"[{colour}]{value}[/]" if colour else value
@@ -440,7 +453,7 @@ def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboar
         for header in ranking_display(ranking)[0]:
             summary.add_column(header, justify="left" if header == "optimizer" else "right")
         for line in ranking_display(ranking):
-            summary.add_row(*(escape(v) for v in line.values()))
+            summary.add_row(*(escape(terminal_text(v)) for v in line.values()))
         console.print(summary)
 
 

@@ -24,10 +24,10 @@ from benchsuite.metrics import METRICS
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, Population, SamplingRequest
 from benchsuite.report import write_leaderboard
-from benchsuite.stacked import accuracy
+from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
 from benchsuite.suite import FULL_BATCH, Cell, Suite, bias_for, build_module, expand
-from benchsuite.tasks import TaskCache
+from benchsuite.tasks import TaskCache, dataset_files, load_splits
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,6 +53,10 @@ class CellOutcome:
     train_acc: torch.Tensor
     test_acc: torch.Tensor
     metrics: dict[str, torch.Tensor]
+    train_ties: torch.Tensor  # per network: training points with two equal logits
+    test_ties: torch.Tensor  # per network: test points with two equal logits
+    train_indices: list[int]  # the task's training images, positions in the training split
+    n_test: int
 
 
 class Progress:
@@ -63,6 +67,13 @@ class Progress:
     def update_cell(self, accepted: int, work: int) -> None: ...
     def finish_cell(self, outcome: CellOutcome) -> None: ...
     def finish_run(self) -> None: ...
+
+
+def _task(cell: Cell, tasks: TaskCache, registry: Registry, data: DataOptions, device):
+    return tasks.get(
+        registry.dataset(cell.dataset), data, cell.classes, cell.n_train, cell.training_set_seed,
+        device, cell.training_draw, cell.class_pair_seed,
+    )  # fmt: skip
 
 
 def cell_module(cell: Cell, task, registry: Registry, device: torch.device) -> nn.Module:
@@ -84,6 +95,7 @@ def training_request(cell: Cell, task, registry: Registry, module: nn.Module, de
         epochs=settings["epochs"],
         batch_order=settings["batch_order"],
         max_networks=settings["max_networks"],
+        tie_rule=cell.tie_rule,
     )
     return PopulationRequest(
         module, task.x_train, task.y_train, registry.optimizer(cell.entry["name"]),
@@ -111,10 +123,7 @@ def produce_populations(
 
     modules, requests = [], []
     for cell in cells:
-        task = tasks.get(
-            registry.dataset(cell.dataset), data, cell.classes, cell.n_train,
-            cell.training_set_seed, device,
-        )  # fmt: skip
+        task = _task(cell, tasks, registry, data, device)
         module = cell_module(cell, task, registry, device)
         modules.append(module)
         requests.append(training_request(cell, task, registry, module, device, None))
@@ -144,6 +153,7 @@ def produce_population(
             device=device,
             options=dict(cell.entry["hyperparameters"]),
             progress=progress,
+            tie_rule=cell.tie_rule,
         )
         return sampler.sample(request), module
     from benchsuite.engine.training import train_population
@@ -164,7 +174,7 @@ def run_cell(
 ) -> CellOutcome:
     """One cell: its population (or `produced`, trained beforehand with others), checked and
     evaluated on the test set."""
-    task = tasks.get(registry.dataset(cell.dataset), data, cell.classes, cell.n_train, cell.training_set_seed, device)
+    task = _task(cell, tasks, registry, data, device)
     started = time.perf_counter()
     if produced is not None:
         population, module = produced
@@ -180,10 +190,12 @@ def run_cell(
 
 def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics) -> CellOutcome:
     if population.size:
-        train_acc = accuracy(module, population.parameters, population.buffers, task.x_train, task.y_train)
-        test_acc = accuracy(module, population.parameters, population.buffers, task.x_test, task.y_test)
+        state = (module, population.parameters, population.buffers)
+        train_acc, train_ties = evaluate(*state, task.x_train, task.y_train, cell.tie_rule)
+        test_acc, test_ties = evaluate(*state, task.x_test, task.y_test, cell.tie_rule)
     else:
         train_acc = test_acc = torch.zeros(0, dtype=torch.float64)
+        train_ties = test_ties = torch.zeros(0, dtype=torch.long)
     if bool((train_acc < 1).any()):
         # the host re-checks every network it stores: a plugin's claim of interpolation is not enough
         raise BenchsuiteError(
@@ -195,7 +207,10 @@ def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metri
         for name in metrics
         if population.size
     }
-    return CellOutcome(cell, population, train_acc.cpu(), test_acc.cpu(), values)
+    return CellOutcome(
+        cell, population, train_acc.cpu(), test_acc.cpu(), values, train_ties.cpu(),
+        test_ties.cpu(), task.train_indices.tolist(), int(task.x_test.shape[0]),
+    )  # fmt: skip
 
 
 def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: tuple, device: torch.device) -> dict:
@@ -210,6 +225,9 @@ def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: t
         "class_names": " vs ".join(names),
         "n_train": cell.n_train,
         "training_set_seed": cell.training_set_seed,
+        "training_draw": cell.training_draw,  # with class_pair_seed: stored in training_indices
+        "class_pair_seed": cell.class_pair_seed,
+        "n_test": outcome.n_test,
         "architecture": cell.architecture_label,
         "architecture_name": cell.architecture["name"],
         "width": str(cell.architecture["width"]),
@@ -229,8 +247,54 @@ def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: t
     }
 
 
+def network_results(outcome: CellOutcome) -> list[NetworkResult]:
+    """The stored rows of a cell's networks, in population order."""
+    columns = zip(
+        outcome.population.found_at.tolist(),
+        outcome.train_acc.tolist(),
+        outcome.test_acc.tolist(),
+        outcome.train_ties.tolist(),
+        outcome.test_ties.tolist(),
+    )
+    return [
+        NetworkResult(
+            found_at=int(found_at),
+            train_acc=float(train_acc),
+            test_acc=float(test_acc),
+            metrics={m: float(v[k]) for m, v in outcome.metrics.items()},
+            train_ties=int(train_ties),
+            test_ties=int(test_ties),
+        )
+        for k, (found_at, train_acc, test_acc, train_ties, test_ties) in enumerate(columns)
+    ]
+
+
 def _json(value) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def preflight(suite: Suite, registry: Registry, data: DataOptions) -> dict[str, list[dict]]:
+    """Load every dataset and check every class is large enough for the largest N, before anything
+    is stored (a failure after the first cell would leave a half-run folder). Returns the files
+    each dataset was read from (path, bytes, sha256): the run's data provenance."""
+    files = {}
+    for index, task in enumerate(suite.resolved["tasks"]):
+        spec = registry.dataset(task["dataset"])
+        splits = load_splits(spec, data)
+        files[spec.name] = dataset_files(spec, data)
+        counts = torch.bincount(splits.train_labels, minlength=spec.num_classes).tolist()
+        largest = max(task["n_train"])
+        needed = spec.holdout_per_class + largest // 2
+        for pair in task["classes"]:
+            for label in pair:
+                have = counts[label] if label < len(counts) else 0
+                if have < needed:
+                    raise BenchsuiteError(
+                        f"{suite.path}: tasks[{index}]: {spec.name} class {label} has {have} training images "
+                        f"but N={largest} needs {needed} ({spec.holdout_per_class} held out + {largest // 2} "
+                        "for training); lower n_train"
+                    )
+    return files
 
 
 def run_suite(
@@ -255,10 +319,13 @@ def run_suite(
         download=suite.resolved["data"]["download"],
     )
     cells = expand(suite)
+    data_files = preflight(suite, registry, data)
+    environment = {**capture_environment(torch_device, registry), "data_files": data_files}
     with Store(out / "results.sqlite") as store:
+        store.check_network_counts()
         finished = store.finished_cell_ids()
         todo = [c for c in cells if c.cell_id not in finished]
-        run_id = store.start_run(suite.suite_id, suite.resolved, capture_environment(torch_device, registry), command)
+        run_id = store.start_run(suite.suite_id, suite.resolved, environment, command)
         tasks = TaskCache()
         progress.start_run(len(cells), len(cells) - len(todo))
         produced: dict[str, tuple[Population, nn.Module]] = {}
@@ -277,13 +344,7 @@ def run_suite(
             )  # fmt: skip
             spec = registry.dataset(cell.dataset)
             record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
-            networks = [
-                NetworkResult(int(f), float(tr), float(te), {m: float(v[k]) for m, v in outcome.metrics.items()})
-                for k, (f, tr, te) in enumerate(
-                    zip(outcome.population.found_at.tolist(), outcome.train_acc.tolist(), outcome.test_acc.tolist())
-                )
-            ]
-            store.add_cell(record, networks)
+            store.add_cell(record, network_results(outcome), outcome.train_indices)
             progress.finish_cell(outcome)
         store.finish_run(run_id)
         progress.finish_run()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from benchsuite.protocol import DEFAULT_TIE_RULE, TIE_RULES
 from benchsuite.records import PriorSpec
 
 # BatchNorm affine parameters under every prior (protocol.md).
@@ -96,35 +97,78 @@ class StackedForward:
         )
 
 
-def correct_counts(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per network, how many of the B points the argmax of the two logits gets right.
+def _predictions(
+    logits: torch.Tensor, tie_rule: str, swapped: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicts class 1, predicts class 0) per point; `swapped` reads the two logits exchanged."""
+    one, zero = (logits[..., 0], logits[..., 1]) if swapped else (logits[..., 1], logits[..., 0])
+    if tie_rule == "argmax":
+        return one > zero, zero >= one  # a NaN logit predicts neither class: never a fit
+    if tie_rule == "strict":
+        return one > zero, zero > one
+    raise ValueError(f"unknown tie rule {tie_rule!r}; valid: {', '.join(TIE_RULES)}")
 
-    Ties (logit_0 == logit_1) count as wrong, so a network with all-zero output fits nothing.
+
+def correct_counts(
+    logits: torch.Tensor, labels: torch.Tensor, tie_rule: str = DEFAULT_TIE_RULE, swapped: bool = False
+) -> torch.Tensor:
+    """Per network, how many of the B points the two logits [..., B, 2] classify right.
+
+    `tie_rule` decides equal logits (TIE_RULES). `swapped=True` counts for the network whose two
+    output rows are exchanged (logits read as (l1, l0)), without copying: G&C's output swap.
     """
-    predicted_one = logits[..., 1] > logits[..., 0]
-    predicted_zero = logits[..., 0] > logits[..., 1]
-    right = torch.where(labels.bool(), predicted_one, predicted_zero)
+    predicts_one, predicts_zero = _predictions(logits, tie_rule, swapped)
+    right = torch.where(labels.bool(), predicts_one, predicts_zero)
     return right.sum(dim=-1)
 
 
+def tie_counts(logits: torch.Tensor) -> torch.Tensor:
+    """Per network, how many of the B points have exactly equal logits (dead units make these)."""
+    return (logits[..., 0] == logits[..., 1]).sum(dim=-1)
+
+
 @torch.no_grad()
+def evaluate(
+    module: nn.Module,
+    parameters: Mapping[str, torch.Tensor],
+    buffers: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    tie_rule: str = DEFAULT_TIE_RULE,
+    images_per_call: int = 4096,
+    models_per_call: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(accuracy in [0, 1], number of tied points) of each stacked network on (x, y).
+
+    Chunked over networks and images to bound memory.
+    """
+    forward = StackedForward(module)
+    count = next(iter(parameters.values())).shape[0]
+    correct = torch.zeros(count, dtype=torch.long, device=x.device)
+    ties = torch.zeros(count, dtype=torch.long, device=x.device)
+    for m in range(0, count, models_per_call):
+        p = {k: v[m : m + models_per_call] for k, v in parameters.items()}
+        b = {k: v[m : m + models_per_call] for k, v in buffers.items()}
+        for i in range(0, x.shape[0], images_per_call):
+            logits = forward(p, b, x[i : i + images_per_call])
+            correct[m : m + models_per_call] += correct_counts(
+                logits, y[i : i + images_per_call], tie_rule
+            )
+            ties[m : m + models_per_call] += tie_counts(logits)
+    return correct.double() / x.shape[0], ties
+
+
 def accuracy(
     module: nn.Module,
     parameters: Mapping[str, torch.Tensor],
     buffers: Mapping[str, torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
+    tie_rule: str = DEFAULT_TIE_RULE,
     images_per_call: int = 4096,
     models_per_call: int = 256,
 ) -> torch.Tensor:
-    """Accuracy in [0, 1] of each stacked network on (x, y), chunked to bound memory."""
-    forward = StackedForward(module)
-    count = next(iter(parameters.values())).shape[0]
-    correct = torch.zeros(count, dtype=torch.long, device=x.device)
-    for m in range(0, count, models_per_call):
-        p = {k: v[m : m + models_per_call] for k, v in parameters.items()}
-        b = {k: v[m : m + models_per_call] for k, v in buffers.items()}
-        for i in range(0, x.shape[0], images_per_call):
-            logits = forward(p, b, x[i : i + images_per_call])
-            correct[m : m + models_per_call] += correct_counts(logits, y[i : i + images_per_call])
-    return correct.double() / x.shape[0]
+    """Accuracy in [0, 1] of each stacked network on (x, y) under `tie_rule`."""
+    return evaluate(
+        module, parameters, buffers, x, y, tie_rule, images_per_call, models_per_call
+    )[0]

@@ -87,7 +87,8 @@ GNC = {"name": "gnc", "prior": "uniform", "max_candidates": GNC_MAX_CANDIDATES}
 SHARED_NOTES = (
     "Settings (protocol.md): G&C from the U[-1, 1] prior, zero biases, accept iff training accuracy "
     "is 100%; SGD from Kaiming-uniform, lr 0.01, no momentum or weight decay, batch 2, 60 epochs, "
-    "mini-batch order independent per network. Four training sets (seeds 200..203)."
+    "mini-batch order independent per network. Four training sets (seeds 200..203), drawn as the "
+    "reference code draws them; a tie between the two logits predicts class 0 (the reference's argmax)."
 )
 
 
@@ -98,6 +99,7 @@ def _task(dataset: str, n_train: list[int]) -> dict:
         "class_pair_seeds": list(spec["class_pair_seeds"]),
         "n_train": list(n_train),
         "training_set_seeds": list(TRAINING_SET_SEEDS),
+        "training_draw": "reference",
     }
 
 
@@ -109,6 +111,7 @@ def _suite(name: str, description: str, dataset: str, n_train: list[int], models
         "description": f"{description} {DATASETS[dataset]['title']}. {SHARED_NOTES}",
         "seed": 0,
         "device": "auto",
+        "tie_rule": "argmax",
         "models_per_cell": models,
         "tasks": [_task(dataset, n_train)],
         "architectures": architectures,
@@ -319,6 +322,7 @@ def sweep_effects(out_dir: str | Path, ns: tuple[int, ...] | None = None) -> str
     """
     from statistics import fmean
 
+    from benchsuite.escaping import markdown_cell, markdown_text
     from benchsuite.plots import (
         PlotData,
         _methods,
@@ -344,12 +348,12 @@ def sweep_effects(out_dir: str | Path, ns: tuple[int, ...] | None = None) -> str
         n_all = sorted({r["n_train"] for r in rows})
         lines += [
             (
-                f"{group.title}: {variant_label(variants[first], sweep)} -> "
-                f"{variant_label(variants[last], sweep)} (test accuracy %, mean ± std over training "
+                f"{markdown_text(group.title)}: {markdown_text(variant_label(variants[first], sweep))} -> "
+                f"{markdown_text(variant_label(variants[last], sweep))} (test accuracy %, mean ± std over training "
                 "sets; difference in points)"
             ),
             "",
-            "| N | " + " | ".join(methods) + " |",
+            "| N | " + " | ".join(markdown_cell(m) for m in methods) + " |",
             "|---:|" + "---:|" * len(methods),
         ]
         deltas: dict[str, list[float]] = {m: [] for m in methods}

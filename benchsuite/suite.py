@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +21,13 @@ import yaml
 
 from benchsuite.errors import PluginError, SuiteError, closest
 from benchsuite.plugins import Registry
+from benchsuite.protocol import DEFAULT_TIE_RULE, DEFAULT_TRAINING_DRAW, TIE_RULES, TRAINING_DRAWS
 
 DEFAULT_MODELS_PER_CELL = 20
 DEFAULT_MAX_CANDIDATES = 100_000_000
 DEFAULT_MAX_NETWORKS_FACTOR = 10
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer: seeds and counts beyond it cannot be stored
 
 # Keys of a gradient-optimizer entry that belong to the host's training loop, with defaults.
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -45,8 +49,9 @@ ENTRY_KEYS = ("name", "label", "models", "grid")
 
 
 class _Checker:
-    def __init__(self, file: str):
+    def __init__(self, file: str, allow_large: bool = False):
         self.file = file
+        self.allow_large = allow_large  # --allow-large: size limits off (never part of the suite)
 
     def fail(self, key: str, message: str) -> SuiteError:
         return SuiteError(message, self.file, key)
@@ -72,16 +77,20 @@ class _Checker:
             raise self.fail(key, "expected at least one value, got an empty list")
         return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
-    def integer(self, value: Any, key: str, minimum: int | None = None) -> int:
+    def integer(self, value: Any, key: str, minimum: int | None = None, maximum: int | None = MAX_INTEGER) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, f"expected an integer, got {_kind(value)}")
         if minimum is not None and value < minimum:
             raise self.fail(key, f"expected an integer >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:  # seeds and counts are stored as SQLite integers
+            raise self.fail(key, f"expected an integer <= {maximum}, got {value}")
         return value
 
     def number(self, value: Any, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"expected a number, got {_kind(value)}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"expected a finite number, got {value}")
         return value
 
     def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
@@ -177,36 +186,52 @@ def derive_seed(*parts: Any) -> int:
     return int(content_hash(list(parts), 16), 16) >> 1
 
 
-def load_suite(path: str | Path, registry: Registry) -> Suite:
-    """Read and validate a suite file. Raises SuiteError naming the file and key."""
+def load_suite(path: str | Path, registry: Registry, *, allow_large: bool = False) -> Suite:
+    """Read and validate a suite file. Raises SuiteError naming the file and key.
+
+    `allow_large` lifts the size limits (limits.py) for users who mean it; it is not part of the suite.
+    """
+    from benchsuite import strict_yaml
+    from benchsuite.limits import MAX_SUITE_FILE_BYTES
+
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_SUITE_FILE_BYTES and not allow_large:
+            raise SuiteError(
+                f"the suite file has {size:,} bytes; the limit is {MAX_SUITE_FILE_BYTES:,} (--allow-large lifts it)", str(path)
+            )
         text = path.read_text()
     except OSError as error:
         raise SuiteError(f"cannot read the suite file: {error.strerror}", str(path)) from None
+    except UnicodeDecodeError as error:
+        raise SuiteError(f"not a text file ({error.reason} at byte {error.start})", str(path)) from None
     try:
-        document = yaml.safe_load(text)
+        document = strict_yaml.load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
         raise SuiteError(f"not valid YAML: {getattr(error, 'problem', error)}", str(path), where) from None
-    return validate_suite(document, registry, str(path), default_name=path.stem)
+    return validate_suite(document, registry, str(path), default_name=path.stem, allow_large=allow_large)
 
 
 TOP_KEYS = (
     "name", "description", "seed", "device", "models_per_cell", "data", "tasks",
-    "architectures", "optimizers", "baselines", "leaderboard", "metrics",
+    "architectures", "optimizers", "baselines", "leaderboard", "metrics", "tie_rule",
 )  # fmt: skip
 
 
-def validate_suite(document: Any, registry: Registry, file: str = "", default_name: str = "suite") -> Suite:
-    check = _Checker(file)
+def validate_suite(
+    document: Any, registry: Registry, file: str = "", default_name: str = "suite", allow_large: bool = False
+) -> Suite:
+    check = _Checker(file, allow_large)
     document = check.mapping(document, "", TOP_KEYS, required=("tasks", "architectures"))
+    _check_sections(check, document)
     if not document.get("optimizers") and not document.get("baselines"):
         raise check.fail("optimizers", "a suite needs at least one optimizer or baseline")
     models = check.integer(document.get("models_per_cell", DEFAULT_MODELS_PER_CELL), "models_per_cell", 1)
     device = check.string(document.get("device", "auto"), "device")
-    if not DEVICE_PATTERN.match(device):
+    if not DEVICE_PATTERN.fullmatch(device):
         raise check.fail("device", f"{device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     data = check.mapping(document.get("data", {}) or {}, "data", ("root", "download"))
     resolved_data = {
@@ -222,9 +247,9 @@ def validate_suite(document: Any, registry: Registry, file: str = "", default_na
     )
     optimizers = _entries(check, document.get("optimizers") or [], "optimizers", registry, models, "optimizer")
     baselines = _entries(check, document.get("baselines") or [], "baselines", registry, models, "sampler")
-    labels = [e["label"] for e in optimizers + baselines]
-    for label in labels:
-        if labels.count(label) > 1:
+    labels = Counter(e["label"] for e in optimizers + baselines)
+    for label, count in labels.items():
+        if count > 1:
             raise check.fail("optimizers", f"two entries are labelled {label!r}; give each a distinct `label`")
 
     board = check.mapping(document.get("leaderboard", {}) or {}, "leaderboard", ("baseline",))
@@ -239,12 +264,16 @@ def validate_suite(document: Any, registry: Registry, file: str = "", default_na
         document.get("metrics", []) or ["__none__"], "metrics", lambda v, k: check.string(v, k, tuple(METRICS) + ("__none__",))
     )
     metrics = [m for m in metrics if m != "__none__"]
+    _unique(check, metrics, "metrics")
+    _check_size(check, tasks, architectures, optimizers + baselines)
+    _check_no_repeated_cells(check, tasks, architectures)
     _check_shapes(check, tasks, architectures, registry)
     resolved = {
         "name": check.string(document.get("name", default_name), "name"),
         "description": check.string(document.get("description", ""), "description"),
         "seed": check.integer(document.get("seed", 0), "seed", 0),
         "device": device,
+        "tie_rule": check.string(document.get("tie_rule", DEFAULT_TIE_RULE), "tie_rule", TIE_RULES),
         "models_per_cell": models,
         "data": resolved_data,
         "tasks": tasks,
@@ -258,25 +287,41 @@ def validate_suite(document: Any, registry: Registry, file: str = "", default_na
 
 
 def _task(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
-    allowed = ("dataset", "classes", "class_pair_seeds", "n_train", "training_set_seeds")
+    allowed = ("dataset", "classes", "class_pair_seeds", "n_train", "training_set_seeds", "training_draw")
     value = check.mapping(value, key, allowed, required=("dataset", "n_train"))
     name = check.string(value["dataset"], f"{key}.dataset")
     try:
         spec = registry.dataset(name)
     except PluginError:
         raise check.fail(f"{key}.dataset", f"unknown dataset {name!r}; {closest(name, registry.names('dataset'))}") from None
-    if ("classes" in value) == ("class_pair_seeds" in value):
-        raise check.fail(key, "give exactly one of `classes` (pairs like [7, 0]) or `class_pair_seeds`")
+    if "classes" not in value and value.get("class_pair_seeds") is None:
+        raise check.fail(key, "give `classes` (pairs like [7, 0]) or `class_pair_seeds`")
+    pair_seeds = None
     if "classes" in value:
         pairs = check.list_of(value["classes"], f"{key}.classes", lambda v, k: _pair(check, v, k, spec), False)
-    else:
+    if value.get("class_pair_seeds") is not None:
         from benchsuite.tasks import class_pair_from_seed
 
-        seeds = check.list_of(value["class_pair_seeds"], f"{key}.class_pair_seeds", check.integer)
-        pairs = [list(class_pair_from_seed(s)) for s in seeds]
+        pair_seeds = check.list_of(value["class_pair_seeds"], f"{key}.class_pair_seeds", check.integer)
+        seeded = [list(class_pair_from_seed(s)) for s in pair_seeds]
+        # a resolved suite keeps both; they must agree (the seed also seeds the reference draw)
+        if "classes" in value and pairs != seeded:
+            raise check.fail(f"{key}.classes", f"disagrees with class_pair_seeds, which give {seeded}; give one of the two")
+        pairs = seeded
     n_train = check.list_of(value["n_train"], f"{key}.n_train", lambda v, k: _even(check, v, k))
     seeds = check.list_of(value.get("training_set_seeds", [200]), f"{key}.training_set_seeds", check.integer)
-    return {"dataset": name, "classes": pairs, "n_train": n_train, "training_set_seeds": seeds}
+    draw = check.string(value.get("training_draw", DEFAULT_TRAINING_DRAW), f"{key}.training_draw", TRAINING_DRAWS)
+    _unique(check, pairs, f"{key}.class_pair_seeds" if pair_seeds is not None else f"{key}.classes")
+    _unique(check, n_train, f"{key}.n_train")
+    _unique(check, seeds, f"{key}.training_set_seeds")
+    return {
+        "dataset": name,
+        "classes": pairs,
+        "class_pair_seeds": pair_seeds,
+        "n_train": n_train,
+        "training_set_seeds": seeds,
+        "training_draw": draw,
+    }
 
 
 def _pair(check: _Checker, value: Any, key: str, spec) -> list[int]:
@@ -316,11 +361,20 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
         return v
 
     widths = check.list_of(value.get("widths", [spec.default_width]), f"{key}.widths", knob)
-    depths = check.list_of(value.get("depths", [spec.default_depth]), f"{key}.depths", lambda v, k: v)
+    depths = check.list_of(value.get("depths", [spec.default_depth]), f"{key}.depths", lambda v, k: _depth(check, v, k))
+    _unique(check, widths, f"{key}.widths")
+    _unique(check, depths, f"{key}.depths")
     bias = value.get("bias", BIAS_AUTO)
     if not isinstance(bias, bool) and bias != BIAS_AUTO:
         raise check.fail(f"{key}.bias", f"expected auto, true or false, got {_kind(bias)}")
     return {"name": name, "widths": widths, "depths": depths, "bias": bias}
+
+
+def _depth(check: _Checker, value: Any, key: str) -> Any:
+    """A depth is an integer or a variant name (the plugin checks which), never a structure."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+        raise check.fail(key, f"expected an integer or a name like '2c-1f', got {_kind(value)}")
+    return value
 
 
 def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str) -> list[dict]:
@@ -349,6 +403,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
     check.mapping(entry, key, tuple(allowed))
     grid = check.mapping(entry.get("grid", {}) or {}, f"{key}.grid", tuple(set(allowed) - set(ENTRY_KEYS)))
     axes = {k: check.list_of(v, f"{key}.grid.{k}", lambda x, _: x, False) for k, v in grid.items()}
+    _check_grid(check, axes, f"{key}.grid")
     combinations: list[dict] = [{}]
     for axis, values in axes.items():
         combinations = [{**c, axis: v} for c in combinations for v in values]
@@ -376,6 +431,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
         hyperparameters = {
             k: check.like(merged.get(k, default), default, f"{key}.{k}") for k, default in spec.defaults.items()
         }
+        _check_hyperparameters(check, spec, kind, hyperparameters, key)
         label = merged.get("label") or _default_label(name, combination)
         expanded.append(
             {
@@ -415,12 +471,131 @@ def _check_shapes(check: _Checker, tasks: list, architectures: list, registry: R
                     if shape is None:
                         continue
                     try:
-                        build_module(spec, shape, width, depth, arch["bias"] is True)
+                        _build_checked(spec, shape, width, depth, arch["bias"] is True)
                     except Exception as error:  # noqa: BLE001 - the plugin's own message says what is wrong
                         key = f"architectures[{a_index}]"
                         key += f".widths[{w_index}]" if len(arch["widths"]) > 1 else ""
                         key += f".depths[{d_index}]" if len(arch["depths"]) > 1 else ""
                         raise check.fail(key, f"{arch['name']} (width {width}, depth {depth}) on {dataset} {tuple(shape)}: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# checks against hostile or mistaken input: wrong kinds, repeats, sizes, run-time ranges
+
+SECTION_KINDS = {
+    "data": dict, "leaderboard": dict, "tasks": list, "architectures": list,
+    "optimizers": list, "baselines": list, "metrics": list,
+}  # fmt: skip
+
+
+def _check_sections(check: _Checker, document: dict) -> None:
+    """A section that is given has its kind (`data: 0`, `optimizers: ""` and `data: []` would
+    otherwise read as "use the defaults"). Empty lists stay valid: a resolved suite writes
+    `metrics: []` and `baselines: []`, and must validate back to the same id."""
+    for name, kind in SECTION_KINDS.items():
+        value = document.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            wanted = "a mapping" if kind is dict else "a list"
+            raise check.fail(name, f"expected {wanted}, got {_kind(value)}")
+
+
+def _unique(check: _Checker, values: list, key: str) -> None:
+    """Repeated entries would compute the same cell twice (and fail to store the second)."""
+    first: dict[str, int] = {}
+    for index, value in enumerate(values):
+        marker = json.dumps(value, sort_keys=True, default=str)
+        if marker in first:
+            raise check.fail(f"{key}[{index}]", f"{value!r} is listed twice (also {key}[{first[marker]}]); list it once")
+        first[marker] = index
+
+
+def _check_no_repeated_cells(check: _Checker, tasks: list, architectures: list) -> None:
+    """Two task or architecture entries that overlap would compute cells twice."""
+    seen: dict[tuple, int] = {}
+    for index, task in enumerate(tasks):
+        for pair in task["classes"]:
+            for n in task["n_train"]:
+                for seed in task["training_set_seeds"]:
+                    cell = (task["dataset"], tuple(pair), n, seed, task.get("training_draw"))
+                    if seen.setdefault(cell, index) != index:
+                        raise check.fail(
+                            f"tasks[{index}]",
+                            f"{task['dataset']} classes {list(pair)}, N={n}, training set {seed} is also in tasks[{seen[cell]}]",
+                        )
+    variants: dict[tuple, int] = {}
+    for index, arch in enumerate(architectures):
+        for width in arch["widths"]:
+            for depth in arch["depths"]:
+                variant = (arch["name"], str(width), str(depth), str(arch["bias"]))
+                if variants.setdefault(variant, index) != index:
+                    raise check.fail(
+                        f"architectures[{index}]",
+                        f"{arch['name']} width {width}, depth {depth} is also in architectures[{variants[variant]}]",
+                    )
+
+
+def _check_grid(check: _Checker, axes: dict[str, list], key: str) -> None:
+    from benchsuite.limits import MAX_GRID_COMBINATIONS, too_large
+
+    combinations = math.prod(len(values) for values in axes.values())
+    if combinations > MAX_GRID_COMBINATIONS and not check.allow_large:
+        raise check.fail(key, too_large("grid combinations", combinations, MAX_GRID_COMBINATIONS))
+
+
+def _check_size(check: _Checker, tasks: list, architectures: list, entries: list) -> None:
+    """Cells, epochs and models within the limits (limits.py), counted before anything is built."""
+    from benchsuite.limits import MAX_CELLS, MAX_EPOCHS, MAX_MODELS, too_large
+
+    if check.allow_large:
+        return
+    task_cells = sum(len(t["classes"]) * len(t["n_train"]) * len(t["training_set_seeds"]) for t in tasks)
+    variants = sum(len(a["widths"]) * len(a["depths"]) for a in architectures)
+    cells = task_cells * variants * len(entries)
+    if cells > MAX_CELLS:
+        raise check.fail("tasks", too_large("cells", cells, MAX_CELLS))
+    for entry in entries:
+        key = f"{entry['role']}s[{entry['label']}]"
+        if entry["models"] > MAX_MODELS:
+            raise check.fail(f"{key}.models", too_large("networks per cell", entry["models"], MAX_MODELS))
+        epochs = entry["settings"].get("epochs", 0)
+        if epochs > MAX_EPOCHS:
+            raise check.fail(f"{key}.epochs", too_large("epochs", epochs, MAX_EPOCHS))
+
+
+def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: dict, key: str) -> None:
+    """Values that would crash at run time fail here, before anything is stored: the plugin's own
+    `check` (ranges such as lr >= 0, betas in [0, 1)), and for optimizers the factory itself,
+    built once on a one-entry parameter."""
+    own = getattr(spec, "check", None)
+    if own is not None:
+        try:
+            own(dict(hyperparameters))
+        except (ValueError, TypeError) as error:
+            name, _, reason = str(error).partition(": ")
+            if name in hyperparameters and reason:
+                raise check.fail(f"{key}.{name}", reason) from None
+            raise check.fail(key, str(error)) from None
+    if kind == "optimizer":
+        import torch
+
+        try:
+            spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters)
+        except Exception as error:  # noqa: BLE001 - the optimizer's own message says what is wrong
+            raise check.fail(key, f"{spec.name} refuses these hyperparameters: {error}") from None
+
+
+def _build_checked(spec, shape, width, depth, bias: bool) -> None:
+    """Build on the meta device (no memory: a width of 10^6 must not allocate at validation); a
+    plugin that cannot build there is built for real, as before."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            build_module(spec, shape, width, depth, bias)
+    except Exception:  # noqa: BLE001 - retried on the CPU, whose error is the one to report
+        build_module(spec, shape, width, depth, bias)
 
 
 def bias_for(bias: bool | str, role: str) -> bool:
@@ -453,6 +628,9 @@ class Cell:
     entry: dict[str, Any]  # resolved optimizer or baseline entry
     suite_seed: int
     identity: dict[str, Any] = field(repr=False)
+    training_draw: str = DEFAULT_TRAINING_DRAW  # benchsuite.protocol.TRAINING_DRAWS
+    class_pair_seed: int | None = None  # seeds the reference draw when the pair came from one
+    tie_rule: str = DEFAULT_TIE_RULE
 
     @property
     def cell_id(self) -> str:
@@ -462,8 +640,11 @@ class Cell:
     def seed(self) -> int:
         """The cell's stream. Excludes n_train and the model count for reasons of nesting: a
         sampler's candidate i is the same network at every N, so nested training sets give
-        nested acceptances, and asking for more models extends a stream instead of redrawing it."""
-        stream = {k: v for k, v in self.identity.items() if k not in ("n_train", "models", "budget")}
+        nested acceptances, and asking for more models extends a stream instead of redrawing it.
+        Excludes the tie rule too: under either rule a cell tries the same candidates, so the
+        two rules are compared on the very same networks."""
+        excluded = ("n_train", "models", "budget", "tie_rule")
+        stream = {k: v for k, v in self.identity.items() if k not in excluded}
         return derive_seed(self.suite_seed, stream)
 
     @property
@@ -489,7 +670,8 @@ def expand(suite: Suite) -> list[Cell]:
     r = suite.resolved
     cells = []
     for task in r["tasks"]:
-        for classes in task["classes"]:
+        pair_seeds = task.get("class_pair_seeds") or [None] * len(task["classes"])
+        for classes, class_pair_seed in zip(task["classes"], pair_seeds):
             for training_set_seed in task["training_set_seeds"]:
                 for arch in r["architectures"]:
                     for width in arch["widths"]:
@@ -497,17 +679,21 @@ def expand(suite: Suite) -> list[Cell]:
                             architecture = {"name": arch["name"], "width": width, "depth": depth, "bias": arch["bias"]}
                             for entry in r["optimizers"] + r["baselines"]:
                                 for n_train in sorted(task["n_train"]):
-                                    cells.append(_cell(r, task, classes, n_train, training_set_seed, architecture, entry))
+                                    cells.append(_cell(r, task, classes, class_pair_seed, n_train, training_set_seed, architecture, entry))
     return cells
 
 
-def _cell(r, task, classes, n_train, training_set_seed, architecture, entry) -> Cell:
+def _cell(r, task, classes, class_pair_seed, n_train, training_set_seed, architecture, entry) -> Cell:
     budget = entry["settings"].get("max_networks", entry["settings"].get("max_candidates"))
+    draw = task.get("training_draw", DEFAULT_TRAINING_DRAW)
+    tie_rule = r.get("tie_rule", DEFAULT_TIE_RULE)
     identity = {
         "dataset": task["dataset"],
         "classes": list(classes),
         "n_train": n_train,
         "training_set_seed": training_set_seed,
+        "training_draw": {"draw": draw, "class_pair_seed": class_pair_seed},
+        "tie_rule": tie_rule,
         "architecture": architecture,
         "method": {
             "name": entry["name"],
@@ -522,4 +708,7 @@ def _cell(r, task, classes, n_train, training_set_seed, architecture, entry) -> 
         "budget": budget,
         "seed": r["seed"],
     }
-    return Cell(task["dataset"], tuple(classes), n_train, training_set_seed, architecture, entry, r["seed"], identity)
+    return Cell(
+        task["dataset"], tuple(classes), n_train, training_set_seed, architecture, entry, r["seed"],
+        identity, draw, class_pair_seed, tie_rule,
+    )  # fmt: skip

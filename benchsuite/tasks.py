@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
+from benchsuite import provenance
 from benchsuite.errors import BenchsuiteError
+from benchsuite.protocol import DEFAULT_TRAINING_DRAW, TRAINING_DRAWS
 from benchsuite.records import DataOptions, DatasetSpec, ImageSplits
 
 NUMBER_OF_PAIR_CANDIDATES = 10  # protocol.md draws pairs with randperm(10), whatever the dataset
@@ -35,38 +37,70 @@ def class_pair_from_seed(seed: int) -> tuple[int, int]:
     return int(first), int(second)
 
 
+def class_permutations(
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor | None,
+    classes: Sequence[int],
+    training_set_seed: int,
+    draw: str = DEFAULT_TRAINING_DRAW,
+    class_pair_seed: int | None = None,
+) -> list[torch.Tensor]:
+    """Per class (label 0 first), that class's training-split indices in the order of `draw`
+    (benchsuite.protocol.TRAINING_DRAWS says how each draw works)."""
+    if draw not in TRAINING_DRAWS:
+        raise BenchsuiteError(f"unknown training draw {draw!r}; valid: {', '.join(TRAINING_DRAWS)}")
+    generator = torch.Generator()
+    if draw == "reference":
+        if test_labels is None:
+            raise ValueError("the reference draw needs the test labels (it permutes them too)")
+        generator.manual_seed(int(class_pair_seed if class_pair_seed is not None else training_set_seed))
+        if class_pair_seed is not None:
+            torch.randperm(NUMBER_OF_PAIR_CANDIDATES, generator=generator)  # the class pair
+            if class_pair_seed != training_set_seed:
+                generator.manual_seed(int(training_set_seed))
+    permutations = []
+    for label in classes:
+        of_class = (train_labels == label).nonzero().flatten()
+        if draw == "per-class":
+            generator.manual_seed(int(training_set_seed))
+        permutations.append(of_class[torch.randperm(of_class.numel(), generator=generator)])
+        if draw == "reference":
+            torch.randperm(int((test_labels == label).sum()), generator=generator)
+    return permutations
+
+
 def training_indices(
-    labels: torch.Tensor,
+    train_labels: torch.Tensor,
     classes: Sequence[int],
     n_train: int,
     training_set_seed: int,
     holdout_per_class: int,
     dataset: str = "dataset",
+    *,
+    draw: str = DEFAULT_TRAINING_DRAW,
+    test_labels: torch.Tensor | None = None,
+    class_pair_seed: int | None = None,
 ) -> torch.Tensor:
     """Indices into the training split of the task's N training images, class 0's first.
 
-    For each class separately: take the ascending indices of that class, permute them with
-    `torch.randperm(count, generator=torch.Generator().manual_seed(training_set_seed))` (a fresh
-    generator per class, so both classes use the same seed), skip the first `holdout_per_class`
-    permuted indices and keep the next N/2, in permuted order. Growing N only appends, so the
-    training sets are nested in N.
+    Per class, in the order of `class_permutations` (TRAINING_DRAWS): skip the first
+    `holdout_per_class` indices (held out, never used) and keep the next N/2. Growing N only
+    appends, so the training sets are nested in N.
     """
     if n_train < 2 or n_train % 2:
         raise BenchsuiteError(f"n_train must be even and at least 2, got {n_train}")
     per_class = n_train // 2
-    chosen = []
-    for label in classes:
-        of_class = (labels == label).nonzero().flatten()
-        needed = holdout_per_class + per_class
-        if of_class.numel() < needed:
+    needed = holdout_per_class + per_class
+    permutations = class_permutations(
+        train_labels, test_labels, classes, training_set_seed, draw, class_pair_seed
+    )
+    for label, permuted in zip(classes, permutations):
+        if permuted.numel() < needed:
             raise BenchsuiteError(
-                f"{dataset}: class {label} has {of_class.numel()} training images but N={n_train} "
+                f"{dataset}: class {label} has {permuted.numel()} training images but N={n_train} "
                 f"needs {needed} ({holdout_per_class} held out + {per_class} for training)"
             )
-        generator = torch.Generator().manual_seed(training_set_seed)
-        permutation = torch.randperm(of_class.numel(), generator=generator)
-        chosen.append(of_class[permutation[holdout_per_class:needed]])
-    return torch.cat(chosen)
+    return torch.cat([permuted[holdout_per_class:needed] for permuted in permutations])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +187,37 @@ def load_splits(spec: DatasetSpec, options: DataOptions | None = None) -> ImageS
     root = str(Path(options.root).expanduser()) if options.root is not None else None
     key = (spec.name, root, bool(options.download))
     if key not in _splits_cache:
-        splits = spec.load(options)
-        _splits_cache[key] = checked_splits(spec.name, splits)
+        with provenance.capturing() as files:
+            splits = spec.load(options)
+        _splits_cache[key] = check_declared_shape(spec, checked_splits(spec.name, splits))
+        _files_cache[key] = files
     return _splits_cache[key]
+
+
+_files_cache: dict[tuple[str, str | None, bool], list[dict]] = {}
+
+
+def dataset_files(spec: DatasetSpec, options: DataOptions | None = None) -> list[dict]:
+    """The files (path, bytes, sha256) the dataset's loader read: where its data came from."""
+    options = options if options is not None else DataOptions()
+    root = str(Path(options.root).expanduser()) if options.root is not None else None
+    load_splits(spec, options)
+    return list(_files_cache.get((spec.name, root, bool(options.download)), []))
+
+
+def check_declared_shape(spec: DatasetSpec, splits: ImageSplits) -> ImageSplits:
+    """Images of another shape than the dataset declares (validation built the architectures for
+    that shape) are an error, not a run of networks that fit nothing."""
+    if spec.input_shape is None:
+        return splits
+    for split in ("train", "test"):
+        shape = tuple(getattr(splits, f"{split}_images").shape[1:])
+        if shape != tuple(spec.input_shape):
+            raise BenchsuiteError(
+                f"dataset {spec.name!r}: {split} images have shape {shape}, but the dataset declares "
+                f"{tuple(spec.input_shape)} (C, H, W); the files read are not {spec.name}"
+            )
+    return splits
 
 
 def checked_splits(name: str, splits: ImageSplits) -> ImageSplits:
@@ -178,6 +240,7 @@ def checked_splits(name: str, splits: ImageSplits) -> ImageSplits:
 def clear_caches() -> None:
     """Forget loaded splits and statistics (tests, or freeing memory between suites)."""
     _splits_cache.clear()
+    _files_cache.clear()
     _statistics_cache.clear()
 
 
@@ -193,6 +256,7 @@ class Task:
 
     x_train holds the class-0 images first, then the class-1 images, each in permuted order (see
     training_indices); `train_indices` are their positions in the dataset's training split.
+    `draw` and `class_pair_seed` say how they were drawn (TRAINING_DRAWS).
     x_test/y_test hold ALL test images of the two classes in test-split order.
     """
 
@@ -205,6 +269,8 @@ class Task:
     x_test: torch.Tensor
     y_test: torch.Tensor
     train_indices: torch.Tensor | None = None
+    draw: str = DEFAULT_TRAINING_DRAW
+    class_pair_seed: int | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -249,13 +315,16 @@ def build_task(
     n_train: int,
     training_set_seed: int,
     device: str | torch.device = "cpu",
+    draw: str = DEFAULT_TRAINING_DRAW,
+    class_pair_seed: int | None = None,
 ) -> Task:
     """The task of protocol.md for one class pair, N and training-set seed."""
     pair = check_classes(spec, classes)
     statistics = training_statistics(spec.name, splits)
     indices = training_indices(
-        splits.train_labels, pair, n_train, training_set_seed, spec.holdout_per_class, spec.name
-    )
+        splits.train_labels, pair, n_train, training_set_seed, spec.holdout_per_class, spec.name,
+        draw=draw, test_labels=splits.test_labels, class_pair_seed=class_pair_seed,
+    )  # fmt: skip
     is_test = (splits.test_labels == pair[0]) | (splits.test_labels == pair[1])
     task = Task(
         dataset=spec.name,
@@ -267,6 +336,8 @@ def build_task(
         x_test=normalize(splits.test_images[is_test], statistics),
         y_test=binary_labels(splits.test_labels[is_test], pair),
         train_indices=indices,
+        draw=draw,
+        class_pair_seed=class_pair_seed,
     )
     return task.to(device)
 
@@ -285,8 +356,10 @@ class TaskCache:
         n_train: int,
         seed: int,
         device: str | torch.device = "cpu",
+        draw: str = DEFAULT_TRAINING_DRAW,
+        class_pair_seed: int | None = None,
     ) -> Task:
-        """The task for (dataset, classes, N, training-set seed) on `device`."""
+        """The task for (dataset, classes, N, training-set seed, draw) on `device`."""
         root = str(options.root) if options.root is not None else None
         key = (
             spec.name,
@@ -295,11 +368,15 @@ class TaskCache:
             tuple(int(c) for c in classes),
             int(n_train),
             int(seed),
+            draw,
+            class_pair_seed,
             str(torch.device(device)),
         )
         if key not in self._tasks:
             splits = load_splits(spec, options)
-            self._tasks[key] = build_task(spec, splits, classes, n_train, seed, device)
+            self._tasks[key] = build_task(
+                spec, splits, classes, n_train, seed, device, draw, class_pair_seed
+            )
         return self._tasks[key]
 
     def clear(self) -> None:

@@ -13,12 +13,15 @@ import torch
 from torch import nn
 
 from benchsuite.builtins.priors import benchsuite_priors
-from benchsuite.engine import gnc
+from benchsuite.engine import draws, gnc, sizing
 from benchsuite.engine import random as rng
-from benchsuite.engine.gnc import CACHE, guess_and_check, regenerate
+from benchsuite.engine.draws import regenerate
+from benchsuite.engine.gnc import guess_and_check
+from benchsuite.engine.layout import build_layout
+from benchsuite.engine.reuse import DecisionCache
 from benchsuite.engine.sequential import SequentialPlan
 from benchsuite.records import SamplingRequest
-from benchsuite.stacked import accuracy, correct_counts, draw_parameters_
+from benchsuite.stacked import StackedForward, accuracy, correct_counts, draw_parameters_
 
 PRIORS = {p.name: p for p in benchsuite_priors()}
 CPU = torch.device("cpu")
@@ -115,9 +118,9 @@ def test_uniform_numbers_are_symmetric_midpoints():
 
 def test_candidates_do_not_depend_on_chunk_size_or_order():
     module = small_mlp()
-    layout = gnc.build_layout(module, PRIORS["uniform"])
-    a = gnc.draw_parameters(layout, 11, range(10), CPU)
-    b = gnc.draw_parameters(layout, 11, [7, 3], CPU)
+    layout = build_layout(module, PRIORS["uniform"])
+    a = draws.draw_parameters(layout, 11, range(10), CPU)
+    b = draws.draw_parameters(layout, 11, [7, 3], CPU)
     for name in a:
         assert torch.equal(a[name][7], b[name][0]) and torch.equal(a[name][3], b[name][1])
 
@@ -224,9 +227,9 @@ def test_output_swap_keeps_rate_and_uses_both_halves():
 
 def test_swap_is_detected_on_modules_whose_logits_swap():
     module = small_mlp()
-    layout = gnc.build_layout(module, PRIORS["uniform"])
+    layout = build_layout(module, PRIORS["uniform"])
     x, _ = data(4)
-    assert gnc.swap_is_exact(module, gnc.output_parameter(module), layout, x)
+    assert draws.swap_is_exact(module, draws.output_parameter(module), layout, x)
 
     class Shifted(nn.Module):  # adds a constant to logit 0: swapping rows does not swap logits
         def __init__(self):
@@ -238,8 +241,8 @@ def test_swap_is_detected_on_modules_whose_logits_swap():
             return out + torch.tensor([1.0, 0.0])
 
     shifted = Shifted()
-    layout = gnc.build_layout(shifted, PRIORS["uniform"])
-    assert not gnc.swap_is_exact(shifted, gnc.output_parameter(shifted), layout, x)
+    layout = build_layout(shifted, PRIORS["uniform"])
+    assert not draws.swap_is_exact(shifted, draws.output_parameter(shifted), layout, x)
 
 
 def test_budget_exhaustion_counts_exactly():
@@ -268,25 +271,33 @@ def test_nested_reuse_gives_identical_results():
     x8, y8 = data(8, seed=5)
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
     x_small, y_small = x8[perm[:4]], y8[perm[:4]]
-    CACHE.clear()
-    try:
-        for target in (30, 5):
-            plain = [
-                guess_and_check(request(module, xx, yy, target=target, seed=21))
-                for xx, yy in ((x_small, y_small), (x8, y8))
-            ]
-            CACHE.clear()
-            cached = [
-                guess_and_check(request(module, xx, yy, target=target, seed=21, reuse_nested=True))
-                for xx, yy in ((x_small, y_small), (x8, y8))
-            ]
-            assert len(CACHE.entries) == 1
-            for a, b in zip(plain, cached):
-                assert torch.equal(a.found_at, b.found_at)
-                assert a.candidates_tried == b.candidates_tried and a.exhausted == b.exhausted
-            CACHE.clear()
-    finally:
-        CACHE.clear()
+    for target in (30, 5):
+        plain = [
+            guess_and_check(request(module, xx, yy, target=target, seed=21))
+            for xx, yy in ((x_small, y_small), (x8, y8))
+        ]
+        cache = DecisionCache()
+        cached = [
+            guess_and_check(request(module, xx, yy, target=target, seed=21, reuse_nested=True), cache)
+            for xx, yy in ((x_small, y_small), (x8, y8))
+        ]
+        assert len(cache.entries) == 1
+        for a, b in zip(plain, cached):
+            assert torch.equal(a.found_at, b.found_at)
+            assert a.candidates_tried == b.candidates_tried and a.exhausted == b.exhausted
+
+
+def test_the_gnc_sampler_owns_its_cache():
+    """No process-global state: each GuessAndCheck keeps its own decisions."""
+    module = small_mlp()
+    x, y = data(4, seed=5)
+    first, second = gnc.GuessAndCheck(), gnc.GuessAndCheck()
+    first(request(module, x, y, target=5, seed=21, reuse_nested=True))
+    assert len(first.cache.entries) == 1 and not second.cache.entries
+    # reuse_nested without a cache reuses nothing and changes nothing
+    alone = guess_and_check(request(module, x, y, target=5, seed=21, reuse_nested=True))
+    again = first(request(module, x, y, target=5, seed=21, reuse_nested=True))
+    assert torch.equal(alone.found_at, again.found_at)
 
 
 def test_batchnorm_module_accepts_only_fitting_networks():
@@ -329,17 +340,17 @@ def test_auto_chunk_fits_memory_for_lenet_on_cifar_shapes(monkeypatch):
         nn.Linear(84, 2, bias=False),
     )
     free = 20 * 2**30
-    monkeypatch.setattr(gnc, "free_memory_bytes", lambda device: free)
+    monkeypatch.setattr(sizing, "free_memory_bytes", lambda device: free)
     x = torch.zeros(128, 3, 32, 32)
-    layout = gnc.build_layout(lenet, PRIORS["uniform"])
+    layout = build_layout(lenet, PRIORS["uniform"])
     plan = SequentialPlan(lenet)
     for device in (CPU, torch.device("cuda")):  # sizing only: nothing is allocated on cuda
         for option in ("auto", 10**9):
             for p in (None, plan):
-                draws = gnc.draws_per_chunk(option, layout, lenet, x, device, 0.5, True, p)
-                per_draw = gnc.chunk_bytes_per_draw(layout, lenet, x, p)
-                assert draws >= 1
-                assert draws * per_draw <= 0.5 * free
+                per_chunk = sizing.draws_per_chunk(option, layout, lenet, x, device, 0.5, True, p)
+                per_draw = sizing.chunk_bytes_per_draw(layout, lenet, x, p)
+                assert per_chunk >= 1
+                assert per_chunk * per_draw <= 0.5 * free
 
 
 @pytest.mark.parametrize("make", [lambda: small_mlp(inputs=64), small_convnet])
@@ -391,7 +402,7 @@ def test_function_space_matches_direct_sampling():
         pooled * (1 - pooled) * (1 / fs_pop.candidates_tried + 1 / direct.candidates_tried)
     )
     assert abs(p1 - p2) / se < 4.0, (p1, p2)
-    forward = gnc.StackedForward(module)
+    forward = StackedForward(module)
     for point in range(3):
         stats = []
         for pop in (fs_pop, direct):

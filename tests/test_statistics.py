@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import sqlite3
-import time
 from collections import defaultdict
 from pathlib import Path
 from statistics import fmean, pstdev
@@ -341,18 +340,16 @@ def test_another_seed_moves_intervals_but_not_estimates(folder, rows):
     assert all(r["bootstrap_seed"] == 7 for r in other)
 
 
-def test_quickstart_sized_leaderboard_is_fast(tmp_path):
-    # quickstart scale: 8 tasks x 3 methods x 2 training sets x 20 networks = 960 networks
+def test_quickstart_sized_leaderboard_has_every_row_and_comparison(tmp_path):
+    # quickstart scale: 8 tasks x 3 methods x 2 training sets x 20 networks = 960 networks;
+    # its speed is benchmarks/test_bench_leaderboard.py
     folder = make_results(tmp_path / "qs", seeds=(200, 201), models=20)
     with Store(folder / "results.sqlite") as store:
         cells, networks, runs = store.cells(), store.network_rows(), store.runs()
     from benchsuite.leaderboard import build_leaderboard
 
-    started = time.perf_counter()
     built = build_leaderboard(cells, networks, "gnc", runs=runs)
-    elapsed = time.perf_counter() - started
     assert len(built) == 24 and len(built.comparisons) == 24
-    assert elapsed < 1.5, f"leaderboard statistics took {elapsed:.2f} s"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,6 +66,10 @@ def error_of(document) -> SuiteError:
         (("baselines", 0, "prior"), "kaiming", "baselines[0].prior", "kaiming-normal"),
         (("tasks", 0, "dataset"), "mnsit", "tasks[0].dataset", "did you mean 'mnist'"),
         (("architectures", 0, "name"), "lenet5", "architectures[0].name", "lenet"),
+        # protocol choices
+        (("tie_rule",), "coin", "tie_rule", "argmax"),
+        (("tasks", 0, "training_draw"), "fresh", "tasks[0].training_draw", "per-class"),
+        (("tasks", 0, "class_pair_seeds"), [201], "tasks[0].classes", "disagrees with class_pair_seeds"),
     ],
 )
 def test_every_error_names_file_key_and_what_is_valid(path, value, key, words):
@@ -104,6 +108,36 @@ def test_grid_expands_into_labelled_entries():
 def test_class_pair_seeds_resolve_to_pairs():
     document = with_change(("tasks", 0), {"dataset": "digits", "class_pair_seeds": [202], "n_train": [4]})
     assert validate_suite(document, REGISTRY).resolved["tasks"][0]["classes"] == [[7, 0]]
+
+
+def test_reference_choices_are_the_defaults_and_recorded():
+    resolved = validate_suite(MINIMAL, REGISTRY).resolved
+    assert resolved["tie_rule"] == "argmax"
+    assert resolved["tasks"][0]["training_draw"] == "reference"
+    assert resolved["tasks"][0]["class_pair_seeds"] is None
+    seeded = with_change(("tasks", 0), {"dataset": "digits", "class_pair_seeds": [202], "n_train": [4]})
+    task = validate_suite(seeded, REGISTRY).resolved["tasks"][0]
+    assert task["class_pair_seeds"] == [202] and task["classes"] == [[7, 0]]
+    cells = expand(validate_suite(seeded, REGISTRY))
+    assert {c.class_pair_seed for c in cells} == {202}
+    assert {c.class_pair_seed for c in expand(validate_suite(MINIMAL, REGISTRY))} == {None}
+
+
+def test_the_tie_rule_changes_cells_but_not_their_streams():
+    """Under either rule a cell tries the same candidates: the rules compare on one sample."""
+    argmax = expand(validate_suite(MINIMAL, REGISTRY))
+    strict = expand(validate_suite(with_change(("tie_rule",), "strict"), REGISTRY))
+    assert {c.tie_rule for c in strict} == {"strict"}
+    assert not {c.cell_id for c in argmax} & {c.cell_id for c in strict}
+    assert [c.seed for c in argmax] == [c.seed for c in strict]
+
+
+def test_the_training_draw_changes_cells_and_streams():
+    reference = expand(validate_suite(MINIMAL, REGISTRY))
+    old = expand(validate_suite(with_change(("tasks", 0, "training_draw"), "per-class"), REGISTRY))
+    assert {c.training_draw for c in old} == {"per-class"}
+    assert not {c.cell_id for c in reference} & {c.cell_id for c in old}
+    assert not {c.seed for c in reference} & {c.seed for c in old}
 
 
 def test_cells_are_independent_of_other_cells():

@@ -7,6 +7,7 @@ whole datasets take little memory.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchsuite import hookimpl
+from benchsuite import hookimpl, provenance
 from benchsuite.errors import BenchsuiteError
 from benchsuite.idx import read_idx
 from benchsuite.records import DataOptions, DatasetSpec, ImageSplits
@@ -83,10 +84,18 @@ def load_digits_splits(options: DataOptions) -> ImageSplits:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
+    provenance.record(_digits_file())
     images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     is_test = digits_test_mask(labels)
     return ImageSplits(images[~is_test], labels[~is_test], images[is_test], labels[is_test])
+
+
+def _digits_file() -> Path:
+    """The file scikit-learn reads the digits from (for the run's provenance)."""
+    from importlib import resources
+
+    return Path(str(resources.files("sklearn.datasets") / "data" / "digits.csv.gz"))
 
 
 def digits_test_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -103,15 +112,25 @@ def digits_test_mask(labels: torch.Tensor) -> torch.Tensor:
 
 
 def find_idx_files(directory: Path) -> dict[str, Path] | None:
-    """The four IDX files in `directory` (raw or .gz), or None unless all four are there."""
-    found = {}
+    """The four IDX files in `directory` (raw or .gz), or None when none is there.
+
+    Some but not all is an error: reading the missing ones from another copy (or the whole set
+    from another folder) would silently mix or swap the data the suite pointed at.
+    """
+    found, missing = {}, []
     for role, stem in IDX_FILES.items():
         candidates = [directory / stem, directory / f"{stem}.gz"]
         existing = [path for path in candidates if path.is_file()]
-        if not existing:
-            return None
-        found[role] = existing[0]
-    return found
+        if existing:
+            found[role] = existing[0]
+        else:
+            missing.append(stem)
+    if found and missing:
+        raise BenchsuiteError(
+            f"{directory}: holds {', '.join(p.name for p in found.values())} but not {', '.join(missing)}[.gz]; "
+            "add the missing files (a dataset is never completed from another folder)"
+        )
+    return None if missing else found
 
 
 def read_idx_splits(files: dict[str, Path]) -> ImageSplits:
@@ -206,6 +225,10 @@ def load_mnist(options: DataOptions) -> ImageSplits:
             raise BenchsuiteError(f"could not download MNIST into {root}: {error}") from None
         splits[f"{split}_images"] = dataset.data.unsqueeze(1).contiguous()
         splits[f"{split}_labels"] = dataset.targets.to(torch.int64)
+    raw = Path(MNIST(str(root), train=True, download=False).raw_folder)
+    for stem in IDX_FILES.values():  # what torchvision read
+        if (raw / stem).is_file():
+            provenance.record(raw / stem)
     return ImageSplits(**splits)
 
 
@@ -250,11 +273,27 @@ def read_cifar_batches(folder: Path, names: tuple[str, ...]) -> tuple[torch.Tens
     return torch.cat(images), torch.cat(labels)
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, lists, dicts and strings only: a batch file from elsewhere must not
+    run code (a plain pickle.load would call whatever the file names)."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    })  # fmt: skip
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        return super().find_class(module, name)
+
+
 def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch file: a latin1 pickle of {'data': uint8 [n, 3072], 'labels': [n]}."""
     try:
-        with open(path, "rb") as file:
-            entry = pickle.load(file, encoding="latin1")
+        content = path.read_bytes()
+        provenance.record(path, content)
+        entry = _BatchUnpickler(io.BytesIO(content), encoding="latin1").load()
         data = np.asarray(entry["data"], dtype=np.uint8)
         labels = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"])
     except Exception as error:  # noqa: BLE001 - unpickling failures have no common type

@@ -1,17 +1,10 @@
-"""Population engine: fast exact Guess & Check (gnc.py) and its counter-based random stream.
+"""Population engines: the hot tensor code, free of I/O and CLI concerns.
 
-- gnc.guess_and_check(SamplingRequest) -> Population  (registered as sampler "gnc")
-- gnc.regenerate(module, prior, seed, found_at, device, x_train=None) -> (parameters, buffers)
-- gnc.regenerate_function_space(...)  for populations drawn with function_space=True
-- random.py: the Philox stream (numpy on CPU, Triton kernel on CUDA, torch ops anywhere)
+Importing this package loads nothing: each engine is its own module, imported where it is used.
+- gnc.py: exact Guess & Check (guess_and_check, GuessAndCheck, regenerate_function_space), built
+  from draws.py (candidates from (seed, index); regenerate), decisions.py (fit or not, staged),
+  reuse.py (nested reuse across N), sizing.py (chunk sizes), threads.py (CPU threads);
+  random.py and triton_rng.py: the counter-based Philox stream; function_space.py: Gaussian priors
+  drawn in function space.
+- training.py: many-model gradient training (stacked_mlp.py, batches.py).
 """
-
-from benchsuite.engine.gnc import (
-    CACHE,
-    DEFAULTS,
-    guess_and_check,
-    regenerate,
-    regenerate_function_space,
-)
-
-__all__ = ["CACHE", "DEFAULTS", "guess_and_check", "regenerate", "regenerate_function_space"]

@@ -72,6 +72,7 @@ from benchsuite.engine.stacked_mlp import (
 )
 from benchsuite.engine.stacked_optim import direct_optimizer_for
 from benchsuite.engine.threads import one_cpu_thread
+from benchsuite.protocol import DEFAULT_TIE_RULE
 from benchsuite.records import OptimizerSpec, Population, PriorSpec
 from benchsuite.stacked import StackedForward, accuracy, init_stacked
 
@@ -107,6 +108,7 @@ class TrainingSettings:
     (the last may be cut by the budget), so round starts are multiples of R. "auto": sized for the
     device and for the acceptance rate seen so far (rounds then vary).
     max_networks: the budget, networks trained at most (None: DEFAULT_BUDGET_PER_TARGET x target).
+    tie_rule: how equal logits are decided when checking the fit (benchsuite.protocol.TIE_RULES).
     """
 
     batch_size: int = 2
@@ -114,6 +116,7 @@ class TrainingSettings:
     batch_order: str = "independent"
     networks_per_round: int | str = "auto"
     max_networks: int | None = None
+    tie_rule: str = DEFAULT_TIE_RULE
 
     def __post_init__(self):
         if int(self.batch_size) < 1:
@@ -394,7 +397,13 @@ class _PopulationRun:
         module.eval()
         try:
             with one_cpu_thread(self.device):
-                fits = accuracy(module, parameters, buffers, self.x_train, self.y_train) == 1.0
+                fits = (
+                    accuracy(
+                        module, parameters, buffers, self.x_train, self.y_train,
+                        self.request.settings.tie_rule,
+                    )  # fmt: skip
+                    == 1.0
+                )
         finally:
             module.train(was_training)
         keep = fits.nonzero().flatten()[: self.target - len(self.found_at)]

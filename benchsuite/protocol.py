@@ -1,0 +1,27 @@
+"""Named protocol choices shared by the suite schema and the engines (no torch: the CLI reads it).
+
+The defaults are the reference code's (Peleg & Hein, AmitPeleg/generalization); docs/protocol.md,
+"Differences from the reference code", lists what each alternative changes.
+"""
+
+from __future__ import annotations
+
+TIE_RULES = ("argmax", "strict")
+"""How a point with two equal logits is decided (suite key `tie_rule`), for acceptance and for
+test accuracy alike. "argmax": the reference's `argmax`, so a tie predicts class 0. "strict": a tie
+is wrong for both classes (symmetric in the labels; a network with constant output fits nothing)."""
+DEFAULT_TIE_RULE = "argmax"
+
+TRAINING_DRAWS = ("reference", "per-class")
+"""How the training images are drawn (task key `training_draw`; benchsuite.tasks.class_permutations):
+
+- "reference": Peleg & Hein's code, exactly. One generator: seeded with the class-pair seed, it
+  draws the pair (randperm(10)); it is reseeded with the training-set seed only when the two seeds
+  differ; then, class by class (label 0 first), one permutation of that class's training-split
+  indices and one of its test-split indices (which the reference draws there, unused here).
+  Given explicit `classes` there is no class-pair seed, and the generator starts from the
+  training-set seed (what the reference does whenever the two seeds differ).
+- "per-class": benchsuite 0.1's draw: a fresh generator seeded with the training-set seed for each
+  class, so both classes use the same permutation positions. Kept to rerun earlier results.
+"""
+DEFAULT_TRAINING_DRAW = "reference"

@@ -1,0 +1,181 @@
+"""Subset simulation (engine/subset.py) against answers obtained without it: an exact geometric
+answer for a linear classifier, and exact Guess & Check on a small MLP."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from benchsuite.builtins.priors import benchsuite_priors
+from benchsuite.engine import subset
+from benchsuite.engine.gnc import guess_and_check
+from benchsuite.records import SamplingRequest
+from benchsuite.stacked import accuracy
+
+PRIORS = {p.name: p for p in benchsuite_priors()}
+CPU = torch.device("cpu")
+
+
+def request(module, x, y, prior="uniform", target=64, seed=3, budget=10**9, **options):
+    return SamplingRequest(module, x, y, PRIORS[prior], target, budget, seed, CPU, options=options)
+
+
+# ---------------------------------------------------------------------------------------------
+# A case with a known answer: a bias-free linear classifier in the plane
+
+
+def plane_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points at angles spread around the circle, labelled by a line through the origin at 30°,
+    with a gap around it; shaped [n, 1, 1, 2] so the module flattens them."""
+    generator = torch.Generator().manual_seed(seed)
+    angles = torch.rand(n, generator=generator, dtype=torch.float64) * 2 * math.pi
+    boundary = math.radians(30)
+    side = torch.sin(angles - boundary)
+    keep = side.abs() > 0.05
+    angles, side = angles[keep], side[keep]
+    radius = 0.5 + torch.rand(angles.numel(), generator=generator, dtype=torch.float64)
+    points = torch.stack([radius * torch.cos(angles), radius * torch.sin(angles)], dim=1)
+    labels = (side > 0).long()
+    return points.float().view(-1, 1, 1, 2), labels
+
+
+def balanced(points, labels, per_class):
+    zeros = (labels == 0).nonzero().flatten()[:per_class]
+    ones = (labels == 1).nonzero().flatten()[:per_class]
+    index = torch.cat([zeros, ones])
+    return points[index], labels[index]
+
+
+def exact_linear_answer(x_train, y_train, x_test, y_test, grid=200_000):
+    """P(fit) and the mean test accuracy of prior | fit for logits W x, W with i.i.d. Gaussian
+    entries: the decision is sign(v . x) with v = w1 - w0 isotropic, so the direction of v is
+    uniform on the circle. Both are integrals over that angle, done on a fine grid."""
+    theta = torch.linspace(0, 2 * math.pi, grid + 1, dtype=torch.float64)[:-1]
+    v = torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+    sign_train = (2 * y_train - 1).double()
+    fits = ((x_train.view(-1, 2).double() @ v.T) * sign_train[:, None] > 0).all(dim=0)
+    p_fit = float(fits.double().mean())
+    predictions = (x_test.view(-1, 2).double() @ v[fits].T) > 0
+    test_accuracy = float((predictions == y_test.bool()[:, None]).double().mean())
+    return p_fit, test_accuracy
+
+
+def test_linear_classifier_matches_the_exact_answer():
+    module = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False))
+    points, labels = plane_data(400, seed=0)
+    x, y = balanced(points[:200], labels[:200], 30)
+    x_test, y_test = points[200:], labels[200:]
+    p_fit, test_accuracy = exact_linear_answer(x, y, x_test, y_test)
+    assert 3 < -math.log2(p_fit) < 9  # small enough that the levels matter
+    population = subset.subset_mcmc(
+        request(module, x, y, prior="kaiming-normal", target=400, particles=200, repeats=4)
+    )
+    estimate = population.estimates["neg_log2_p_fit"]
+    error = population.estimates["neg_log2_p_fit_se"]
+    assert abs(estimate - (-math.log2(p_fit))) < 4 * error + 0.15, (estimate, -math.log2(p_fit), error)
+    sampled = float(accuracy(module, population.parameters, population.buffers, x_test, y_test).mean())
+    assert abs(sampled - test_accuracy) < 0.01, (sampled, test_accuracy)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against exact Guess & Check
+
+
+def small_mlp():
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(16, 8, bias=False),
+        nn.ReLU(),
+        nn.Linear(8, 6, bias=False),
+        nn.ReLU(),
+        nn.Linear(6, 2, bias=False),
+    )
+
+
+def mlp_task(n: int, seed: int = 1):
+    """A teacher network labels Gaussian inputs, so the classes are learnable, not noise."""
+    generator = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(16, generator=generator)
+    x = torch.randn(4 * n + 400, 1, 4, 4, generator=generator)
+    labels = (x.flatten(1) @ teacher > 0).long()
+    train_x, train_y = balanced(x[: 4 * n], labels[: 4 * n], n // 2)
+    return train_x, train_y, x[4 * n :], labels[4 * n :]
+
+
+def test_agrees_with_exact_guess_and_check_on_a_small_mlp():
+    module = small_mlp()
+    x, y, x_test, y_test = mlp_task(8)
+    exact = guess_and_check(request(module, x, y, target=300, reuse_nested=False))
+    exact_value = -math.log2(exact.size / exact.candidates_tried)
+    assert exact_value > 6  # G&C needs tens of thousands of candidates here
+    population = subset.subset_mcmc(request(module, x, y, target=300, particles=300, repeats=4))
+    estimate = population.estimates["neg_log2_p_fit"]
+    error = math.hypot(
+        population.estimates["neg_log2_p_fit_se"],
+        math.sqrt((1 - 2**-exact_value) / exact.size) / math.log(2),  # G&C's own error in bits
+    )
+    assert abs(estimate - exact_value) < 4 * error + 0.2, (estimate, exact_value, error)
+    # the test accuracies of the two populations: same distribution (two-sample KS)
+    from scipy.stats import ks_2samp
+
+    ours = accuracy(module, population.parameters, population.buffers, x_test, y_test)
+    theirs = accuracy(module, exact.parameters, exact.buffers, x_test, y_test)
+    assert abs(float(ours.mean()) - float(theirs.mean())) < 0.02
+    assert ks_2samp(ours.numpy(), theirs.numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("tie_rule", ["argmax", "strict"])
+def test_every_network_fits_and_a_seed_repeats(tie_rule):
+    module = small_mlp()
+    x, y, _, _ = mlp_task(10)
+    make = lambda: subset.subset_mcmc(
+        SamplingRequest(
+            module, x, y, PRIORS["uniform"], 40, 10**9, 9, CPU,
+            options={"particles": 64, "repeats": 2, "moves": 4, "final_moves": 4},
+            tie_rule=tie_rule,
+        )
+    )  # fmt: skip
+    first, again = make(), make()
+    assert first.size == 40 and not first.exhausted
+    assert bool((accuracy(module, first.parameters, first.buffers, x, y, tie_rule) == 1).all())
+    assert torch.equal(first.found_at, again.found_at)
+    for name in first.parameters:
+        assert torch.equal(first.parameters[name], again.parameters[name])
+    assert first.chains.tolist() == [0] * 20 + [1] * 20  # half from each repeat
+    for key in ("neg_log2_p_fit", "neg_log2_p_fit_se", "acceptance_mean", "unique_parents_min", "levels"):
+        assert math.isfinite(first.estimates[key])
+
+
+def test_the_uniform_reparametrization_is_the_prior():
+    """erf(z / sqrt 2) of a standard normal is uniform on [-1, 1]: moments and range."""
+    module = nn.Sequential(nn.Flatten(), nn.Linear(50, 2, bias=False))
+    from benchsuite.engine.layout import build_layout
+
+    reparametrization = subset.GaussianReparametrization.of(build_layout(module, PRIORS["uniform"]))
+    z = torch.randn(4000, reparametrization.dimensions, generator=torch.Generator().manual_seed(0))
+    weights = reparametrization.parameters(z)["1.weight"]
+    assert float(weights.abs().max()) <= 1.0
+    assert abs(float(weights.mean())) < 0.005
+    assert abs(float(weights.var()) - 1 / 3) < 0.005
+
+
+def test_batchnorm_and_bad_options_are_refused():
+    x, y, _, _ = mlp_task(4)
+    with_bn = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2, bias=False))
+    with pytest.raises(ValueError, match="BatchNorm"):
+        subset.subset_mcmc(request(with_bn, x, y))
+    for options in ({"particles": 0}, {"survival": 1.5}, {"colour": 1}):
+        with pytest.raises(ValueError, match="subset-mcmc"):
+            subset.subset_mcmc(request(small_mlp(), x, y, **options))
+
+
+def test_gelman_rubin():
+    chains = torch.tensor([0] * 50 + [1] * 50)
+    same = torch.cat([torch.linspace(0, 1, 50), torch.linspace(0, 1, 50)])
+    assert subset.gelman_rubin(same, chains) == pytest.approx(1.0, abs=0.02)
+    apart = torch.cat([torch.linspace(0, 1, 50), torch.linspace(5, 6, 50)])
+    assert subset.gelman_rubin(apart, chains) > 3
+    assert subset.gelman_rubin(same[:50], chains[:50]) is None
