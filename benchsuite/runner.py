@@ -2,7 +2,7 @@
 
 A notebook calls `run_suite(suite, out)`; the CLI is a thin layer over it. Resuming is free:
 a cell whose id is already in the database is skipped, so a killed run loses at most the cell
-that was in flight.
+that was in flight, or the group of gradient cells being trained together (`group_cells`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.leaderboard import leaderboard_from_store
@@ -68,24 +69,84 @@ class Progress:
     def finish_run(self) -> None: ...
 
 
+def _task(cell: Cell, tasks: TaskCache, registry: Registry, data: DataOptions, device):
+    return tasks.get(
+        registry.dataset(cell.dataset), data, cell.classes, cell.n_train, cell.training_set_seed,
+        device, cell.training_draw, cell.class_pair_seed,
+    )  # fmt: skip
+
+
+def cell_module(cell: Cell, task, registry: Registry, device: torch.device) -> nn.Module:
+    """The cell's architecture as an ordinary module for the task's input shape, on `device`."""
+    arch_spec = registry.architecture(cell.architecture["name"])
+    return build_module(
+        arch_spec, task.input_shape, cell.architecture["width"], cell.architecture["depth"],
+        bias_for(cell.architecture["bias"], cell.role),
+    ).to(device)
+
+
+def training_request(cell: Cell, task, registry: Registry, module: nn.Module, device, progress):
+    """What train_population(s) needs for a gradient cell."""
+    from benchsuite.engine.training import PopulationRequest, TrainingSettings
+
+    settings = cell.entry["settings"]
+    training = TrainingSettings(
+        batch_size=task.n_train if settings["batch_size"] == FULL_BATCH else settings["batch_size"],
+        epochs=settings["epochs"],
+        batch_order=settings["batch_order"],
+        max_networks=settings["max_networks"],
+        tie_rule=cell.tie_rule,
+    )
+    return PopulationRequest(
+        module, task.x_train, task.y_train, registry.optimizer(cell.entry["name"]),
+        dict(cell.entry["hyperparameters"]), registry.prior(settings["prior"]), training,
+        cell.entry["models"], cell.seed, device, progress,
+    )  # fmt: skip
+
+
+def training_group_key(cell: Cell) -> str | None:
+    """Gradient cells with equal keys may train their networks in one stack (train_populations):
+    same optimizer entry, architecture, dataset and N; they differ in class pair and training set."""
+    if cell.role == "baseline":
+        return None
+    return json.dumps(
+        [cell.entry, cell.architecture, cell.dataset, cell.n_train], sort_keys=True, default=str
+    )
+
+
+def produce_populations(
+    cells: list[Cell], tasks: TaskCache, registry: Registry, data: DataOptions, device: torch.device
+) -> dict[str, tuple[Population, nn.Module]]:
+    """Populations of several gradient cells, trained together where their networks can share a
+    stack (engine.training.train_populations: each population equals the one trained alone)."""
+    from benchsuite.engine.training import train_populations
+
+    modules, requests = [], []
+    for cell in cells:
+        task = _task(cell, tasks, registry, data, device)
+        module = cell_module(cell, task, registry, device)
+        modules.append(module)
+        requests.append(training_request(cell, task, registry, module, device, None))
+    populations = train_populations(requests)
+    return {
+        cell.cell_id: (population, module)
+        for cell, population, module in zip(cells, populations, modules)
+    }
+
+
 def produce_population(
     cell: Cell, task, registry: Registry, device: torch.device, progress: Callable | None
 ) -> tuple[Population, nn.Module]:
     """Run one cell's optimizer or sampler: its interpolating networks and the module they fill."""
-    arch_spec = registry.architecture(cell.architecture["name"])
-    module = build_module(
-        arch_spec, task.input_shape, cell.architecture["width"], cell.architecture["depth"],
-        bias_for(cell.architecture["bias"], cell.role),
-    ).to(device)
+    module = cell_module(cell, task, registry, device)
     settings = cell.entry["settings"]
-    prior = registry.prior(settings["prior"])
     if cell.role == "baseline":
         sampler = registry.sampler(cell.entry["name"])
         request = SamplingRequest(
             module=module,
             x_train=task.x_train,
             y_train=task.y_train,
-            prior=prior,
+            prior=registry.prior(settings["prior"]),
             target=cell.entry["models"],
             max_candidates=settings["max_candidates"],
             seed=cell.seed,
@@ -95,19 +156,13 @@ def produce_population(
             tie_rule=cell.tie_rule,
         )
         return sampler.sample(request), module
-    from benchsuite.engine.training import TrainingSettings, train_population
+    from benchsuite.engine.training import train_population
 
-    optimizer = registry.optimizer(cell.entry["name"])
-    training = TrainingSettings(
-        batch_size=task.n_train if settings["batch_size"] == FULL_BATCH else settings["batch_size"],
-        epochs=settings["epochs"],
-        batch_order=settings["batch_order"],
-        max_networks=settings["max_networks"],
-        tie_rule=cell.tie_rule,
-    )
+    request = training_request(cell, task, registry, module, device, progress)
     population = train_population(
-        module, task.x_train, task.y_train, optimizer, dict(cell.entry["hyperparameters"]), prior,
-        training, cell.entry["models"], cell.seed, device, progress,
+        request.module, request.x_train, request.y_train, request.optimizer,
+        request.hyperparameters, request.prior, request.settings, request.target, request.seed,
+        request.device, request.progress,
     )  # fmt: skip
     return population, module
 
@@ -115,16 +170,25 @@ def produce_population(
 def run_cell(
     cell: Cell, tasks: TaskCache, registry: Registry, data: DataOptions, device: torch.device,
     progress: Progress, metrics: tuple[str, ...] = (),
+    produced: tuple[Population, nn.Module] | None = None,
 ) -> CellOutcome:
-    task = tasks.get(
-        registry.dataset(cell.dataset), data, cell.classes, cell.n_train, cell.training_set_seed,
-        device, cell.training_draw, cell.class_pair_seed,
-    )  # fmt: skip
+    """One cell: its population (or `produced`, trained beforehand with others), checked and
+    evaluated on the test set."""
+    task = _task(cell, tasks, registry, data, device)
     started = time.perf_counter()
-    population, module = produce_population(cell, task, registry, device, progress.update_cell)
+    if produced is not None:
+        population, module = produced
+        progress.update_cell(population.size, population.candidates_tried)
+    else:
+        population, module = produce_population(cell, task, registry, device, progress.update_cell)
     if population.seconds <= 0:
         population.seconds = time.perf_counter() - started
     module.eval()
+    with one_cpu_thread(device):
+        return _evaluate(cell, task, population, module, metrics)
+
+
+def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics) -> CellOutcome:
     if population.size:
         state = (module, population.parameters, population.buffers)
         train_acc, train_ties = evaluate(*state, task.x_train, task.y_train, cell.tie_rule)
@@ -243,8 +307,12 @@ def run_suite(
     progress: Progress | None = None,
     device: str | None = None,
     command: str = "",
+    group_cells: bool = True,
 ) -> list[dict]:
-    """Run every unfinished cell of `suite` into `out`; return the leaderboard rows."""
+    """Run every unfinished cell of `suite` into `out`; return the leaderboard rows.
+
+    group_cells: train gradient cells that differ only in class pair and training set together
+    (identical results; False runs cell by cell, as the benchmarks' reference does)."""
     registry = registry or default_registry()
     progress = progress or Progress()
     out = Path(out)
@@ -263,10 +331,20 @@ def run_suite(
         run_id = store.start_run(suite.suite_id, suite.resolved, environment, command)
         tasks = TaskCache()
         progress.start_run(len(cells), len(cells) - len(todo))
+        produced: dict[str, tuple[Population, nn.Module]] = {}
         for index, cell in enumerate(todo):
             unit = "candidates" if cell.role == "baseline" else "networks"
             progress.start_cell(cell, index, cell.entry["models"], unit)
-            outcome = run_cell(cell, tasks, registry, data, torch_device, progress, tuple(suite.resolved["metrics"]))
+            key = training_group_key(cell) if group_cells else None
+            if key is not None and cell.cell_id not in produced:
+                # this cell and the unfinished cells it can share a stack with, trained at once
+                # (a killed run then loses the group in flight, not just the cell)
+                group = [c for c in todo[index:] if training_group_key(c) == key]
+                produced.update(produce_populations(group, tasks, registry, data, torch_device))
+            outcome = run_cell(
+                cell, tasks, registry, data, torch_device, progress, tuple(suite.resolved["metrics"]),
+                produced.pop(cell.cell_id, None),
+            )  # fmt: skip
             spec = registry.dataset(cell.dataset)
             record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
             store.add_cell(

@@ -175,3 +175,34 @@ def test_same_suite_same_results(tmp_path, finished_run):
     query = "SELECT c.cell_id, n.model_index, n.found_at, n.test_acc FROM networks n JOIN cells c USING (cell_id) ORDER BY 1, 2"
     with sqlite3.connect(out / "results.sqlite") as a, sqlite3.connect(again / "results.sqlite") as b:
         assert a.execute(query).fetchall() == b.execute(query).fetchall()
+
+
+def test_cells_trained_together_store_what_cells_trained_one_by_one(tmp_path, finished_run):
+    """The CLI trains gradient cells that differ only in class pair and training set in one stack
+    (runner.group_cells); cell by cell, through the per-step path with torch.optim and the
+    caller's threads for evaluation, every stored number but the timings is the same."""
+    import torch
+
+    from benchsuite.engine import threads, training
+    from benchsuite.plugins import default_registry
+    from benchsuite.runner import run_suite
+    from benchsuite.suite import load_suite
+
+    out, _ = finished_run
+    suite = load_suite(write_suite(tmp_path), default_registry())
+    saved_threads, saved_policy = torch.get_num_threads(), threads.ENABLED
+    threads.ENABLED = False
+    torch.set_num_threads(2)  # the evaluation's thread count must not matter either
+    try:
+        with training.per_step_path():
+            run_suite(suite, tmp_path / "one-by-one", group_cells=False)
+    finally:
+        threads.ENABLED = saved_policy
+        torch.set_num_threads(saved_threads)
+    queries = [
+        "SELECT cell_id, models_found, candidates_tried, epochs, exhausted, seed FROM cells ORDER BY 1",
+        "SELECT cell_id, model_index, found_at, train_acc, test_acc FROM networks ORDER BY 1, 2",
+    ]
+    with sqlite3.connect(out / "results.sqlite") as a, sqlite3.connect(tmp_path / "one-by-one" / "results.sqlite") as b:
+        for query in queries:
+            assert a.execute(query).fetchall() == b.execute(query).fetchall()

@@ -521,3 +521,146 @@ def test_training_leaves_the_callers_thread_count_alone():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_populations_trained_together_equal_populations_trained_alone():
+    """train_populations stacks the rounds of populations that differ in training set and seed;
+    every population (networks, attempts, candidates tried) equals the one trained alone."""
+    from benchsuite.engine.training import PopulationRequest, train_populations
+
+    module = paper_like_mlp(bias=True)
+    spec = OPTIMIZERS["adam"]
+    hyperparameters = {**spec.defaults, "lr": 0.01}
+    settings = TrainingSettings(epochs=3)
+    sets = [separable_data(), data(seed=1), data(seed=2), separable_data()]
+    requests = [
+        PopulationRequest(
+            copy.deepcopy(module), x, y, spec, hyperparameters, KAIMING, settings, target=4,
+            seed=20 + i, device="cpu",
+        )  # fmt: skip
+        for i, (x, y) in enumerate(sets)
+    ]
+    together = train_populations(requests)
+    for request, population in zip(requests, together):
+        alone = train_population(
+            request.module, request.x_train, request.y_train, spec, hyperparameters, KAIMING,
+            settings, request.target, request.seed, "cpu",
+        )  # fmt: skip
+        assert population.found_at.tolist() == alone.found_at.tolist()
+        assert population.candidates_tried == alone.candidates_tried
+        assert population.exhausted == alone.exhausted
+        for name, value in alone.parameters.items():
+            assert torch.equal(population.parameters[name], value)
+    assert any(p.candidates_tried > p.size for p in together)  # some rounds rejected networks
+
+
+def test_populations_that_cannot_share_a_stack_train_alone():
+    from benchsuite.engine.training import PopulationRequest, train_populations
+
+    x, y = separable_data()
+    spec = OPTIMIZERS["sgd"]
+    requests = [
+        PopulationRequest(
+            module, x, y, spec, dict(spec.defaults), KAIMING, TrainingSettings(epochs=2),
+            target=2, seed=3, device="cpu",
+        )  # fmt: skip
+        for module in (paper_like_mlp(), large_product_mlp())
+    ]
+    for request, population in zip(requests, train_populations(requests)):
+        alone = train_population(
+            request.module, x, y, spec, dict(spec.defaults), KAIMING, request.settings, 2, 3, "cpu"
+        )
+        for name, value in alone.parameters.items():
+            assert torch.equal(population.parameters[name], value)
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, options",
+    [
+        (torch.optim.SGD, {}),
+        (torch.optim.SGD, {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}),
+        (torch.optim.SGD, {"momentum": 0.5, "dampening": 0.1}),
+        (torch.optim.Adam, {}),
+        (torch.optim.Adam, {"weight_decay": 1e-2, "eps": 1e-3, "betas": (0.5, 0.6)}),
+        (torch.optim.Adam, {"eps": 0.0}),
+        (torch.optim.AdamW, {}),
+    ],
+)
+@pytest.mark.parametrize("block", [1000, 1 << 20])
+def test_direct_optimizer_steps_equal_torch_optim_bit_for_bit(
+    optimizer_class, options, block, monkeypatch
+):
+    """Zeros (dead units), tiny and denormal gradients, -0.0 and a late NaN included; in blocks
+    (the last one partial) and whole."""
+    from benchsuite.engine import stacked_optim
+    from benchsuite.engine.stacked_optim import direct_optimizer
+
+    monkeypatch.setattr(stacked_optim, "BLOCK_ELEMENTS", block)
+
+    generator = torch.Generator().manual_seed(0)
+    n = 4500
+    start = torch.randn(n, generator=generator)
+    plain, direct = start.clone(), start.clone()
+    plain.grad, direct.grad = torch.zeros(n), torch.zeros(n)
+    reference = optimizer_class([plain], lr=1e-3, **options)
+    stepper = direct_optimizer(optimizer_class([direct], lr=1e-3, **options))
+    assert stepper is not None
+    scales = torch.logspace(-42, 0, n)[torch.randperm(n, generator=generator)]
+    for step in range(60):
+        gradient = torch.randn(n, generator=generator) * scales
+        gradient[torch.rand(n, generator=generator) < 0.4] = 0.0
+        gradient[:10] = -0.0
+        gradient[10] = float("nan") if step == 59 else 1e-44
+        plain.grad.copy_(gradient)
+        direct.grad.copy_(gradient)
+        reference.step()
+        stepper.step()
+        assert torch.equal(plain.view(torch.int32), direct.view(torch.int32)), step
+
+
+def test_the_square_root_floor_never_changes_a_denominator():
+    from benchsuite.engine.stacked_optim import sqrt_floor
+
+    for eps in (1e-8, 1e-3, 1e-12):
+        for divisor in (0.0316, 0.5, 1.0):
+            floor = sqrt_floor(eps, divisor, torch.float32)
+            assert floor > 0
+            small = torch.tensor([0.0, 1e-45, floor / 3, floor])
+            exact = (small.sqrt() / divisor).add_(eps)
+            raised = (small.clamp_min(floor).sqrt() / divisor).add_(eps)
+            assert torch.equal(exact, raised) and torch.all(exact == torch.tensor(eps))
+    assert sqrt_floor(0.0, 0.5, torch.float32) == 0.0
+
+
+def test_the_per_step_reference_path_gives_the_same_networks():
+    from benchsuite.engine.training import per_step_path
+
+    module, (x, y) = paper_like_mlp(bias=True), data(n=7)
+    spec = OPTIMIZERS["adam"]
+    parameters, buffers = initial_parameters(module, KAIMING, 4, range(5), "cpu")
+    orders = round_orders(4, range(5), 7, 3, "independent")
+    fast, _ = train_networks(module, x, y, spec, dict(spec.defaults), parameters, buffers, orders, 2)
+    with per_step_path():
+        slow, _ = train_networks(
+            module, x, y, spec, dict(spec.defaults), parameters, buffers, orders, 2
+        )
+    for name in fast:
+        assert torch.equal(fast[name], slow[name])
+
+
+def test_direct_steppers_are_built_from_the_specs_without_torch_optim():
+    from benchsuite.engine.stacked_optim import DirectAdam, DirectSGD, direct_optimizer_for
+
+    param = torch.zeros(10)
+    param.grad = torch.zeros(10)
+    kinds = {"sgd": DirectSGD, "adam": DirectAdam, "adamw": DirectAdam}
+    for name, spec in OPTIMIZERS.items():
+        stepper = direct_optimizer_for(spec.factory, dict(spec.defaults), param)
+        assert type(stepper) is kinds[name] if name in kinds else stepper is None
+    adamw = direct_optimizer_for(OPTIMIZERS["adamw"].factory, OPTIMIZERS["adamw"].defaults, param)
+    assert adamw.decoupled and adamw.weight_decay == 0.01
+    with pytest.raises(ValueError, match="learning rate"):
+        direct_optimizer_for(OPTIMIZERS["sgd"].factory, {"lr": -1.0}, param)
+    with pytest.raises(ValueError, match="Nesterov"):
+        direct_optimizer_for(OPTIMIZERS["sgd"].factory, {"nesterov": True}, param)
+    assert direct_optimizer_for(torch.optim.SGD, {"lr": 0.1, "amsgrad": True}, param) is None

@@ -20,7 +20,13 @@ def _with_betas(optimizer_class):
         return optimizer_class(params, betas=(beta1, beta2), **hyperparameters)
 
     factory.__name__ = optimizer_class.__name__
+    factory.optimizer_class = optimizer_class  # what it builds (stacked_mlp.flat_optimizer_ok)
+    factory.torch_arguments = _torch_arguments  # how it renames (stacked_optim)
     return factory
+
+
+def _torch_arguments(beta1, beta2, **hyperparameters) -> dict:
+    return {"betas": (beta1, beta2), **hyperparameters}
 
 
 def _check(hyperparameters):

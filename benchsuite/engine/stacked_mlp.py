@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchsuite.engine.stacked_optim import direct_optimizer
+
 # Layers that act on each sample alone and hold no state: safe to apply once to all inputs.
 PER_SAMPLE_PREFIX_LAYERS = (nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Identity)
 
@@ -154,6 +156,42 @@ class ThreadChooser:
 CHOOSER = ThreadChooser()
 
 
+# Optimizers whose update reads nothing but each entry's own gradient and state, and not the shape
+# of the tensor it sits in: one instance over a single flat buffer holding every stacked parameter
+# is exactly the same arithmetic as one over the separate tensors (or K separate networks), in one
+# elementwise kernel per operation instead of one per parameter tensor.
+FLAT_OPTIMIZER_CLASSES = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+)
+GATHER_BYTES = 4 * 2**20  # inputs and loss gradients gathered ahead, per chunk of steps
+
+
+def flat_optimizer_ok(factory) -> bool:
+    """Whether `factory` builds one of FLAT_OPTIMIZER_CLASSES (plain or wrapped, see builtins)."""
+    target = getattr(factory, "optimizer_class", factory)
+    return isinstance(target, type) and issubclass(target, FLAT_OPTIMIZER_CLASSES)
+
+
+def flat_views(
+    parameters: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One contiguous buffer holding copies of all `parameters`, and each one as a view into it."""
+    first = next(iter(parameters.values()))
+    total = sum(value.numel() for value in parameters.values())
+    flat = torch.empty(total, dtype=first.dtype, device=first.device)
+    views, offset = {}, 0
+    for name, value in parameters.items():
+        view = flat[offset : offset + value.numel()].view(value.shape)
+        view.copy_(value)
+        views[name] = view
+        offset += value.numel()
+    return flat, views
+
+
 def train_stacked_mlp(
     plan: MLPPlan,
     features: torch.Tensor,
@@ -162,19 +200,34 @@ def train_stacked_mlp(
     steps: list[torch.Tensor],
     make_optimizer,
     choose_threads: bool = True,
+    flat_optimizer: bool = False,
+    per_step: bool = False,
+    direct=None,
 ) -> dict[str, torch.Tensor]:
     """Train K stacked MLPs: at step t network k takes one optimizer step on features[steps[t][k]].
 
     `parameters`: stacked [K, ...] initial values (not modified). `make_optimizer(list_of_tensors)`
     builds one torch optimizer over the stacked tensors (valid only for elementwise optimizers).
-    choose_threads: on CPU let the process's ThreadChooser pick the thread count. Returns the trained stacked
-    parameters.
+    choose_threads: on CPU let the process's ThreadChooser pick the thread count.
+    flat_optimizer: hand the optimizer one flat tensor holding all parameters (only for
+    FLAT_OPTIMIZER_CLASSES, see flat_optimizer_ok); then `direct(flat)` may give the stepper
+    without building a torch.optim object (stacked_optim.direct_optimizer_for). per_step: the earlier loop (one gather per
+    step, a fresh tensor per activation), kept as the reference the benchmarks compare against.
+    Returns the trained stacked parameters (views into one buffer).
     """
-    params = {name: value.detach().clone() for name, value in parameters.items()}
-    grads = {name: torch.empty_like(value) for name, value in params.items()}
-    for name, value in params.items():
-        value.grad = grads[name]
-    optimizer = make_optimizer(list(params.values()))
+    with torch.no_grad():
+        flat, params = flat_views(parameters)
+        flat_grad, grads = flat_views(parameters)
+    if flat_optimizer and not per_step:
+        flat.grad = flat_grad
+        optimizer = direct(flat) if direct is not None else None
+        if optimizer is None:
+            optimizer = make_optimizer([flat])
+            optimizer = direct_optimizer(optimizer) or optimizer
+    else:
+        for name, value in params.items():
+            value.grad = grads[name]
+        optimizer = make_optimizer(list(params.values()))
     layers = plan.layers
     first_linear = next(i for i, layer in enumerate(layers) if layer.kind == "linear")
     # Views made once: they follow the in-place updates, and save a transpose per use per step.
@@ -184,8 +237,9 @@ def train_stacked_mlp(
     chooser = CHOOSER if choose_threads and features.device.type == "cpu" else None
     if chooser is not None:
         chooser.open()
+    run = _run_steps_per_step if per_step else _run_steps
     try:
-        _run_steps(
+        run(
             params,
             grads,
             transposed,
@@ -200,12 +254,106 @@ def train_stacked_mlp(
     finally:
         if chooser is not None:
             chooser.close()
+        flat.grad = None
         for value in params.values():
             value.grad = None
     return params
 
 
+def _gathered_chunks(features, labels, classes, steps):
+    """Per step (inputs [K, b, F], loss gradients [K, b, C]) as views of tensors gathered for a
+    chunk of consecutive equally-shaped steps at once (one index_select per chunk, not per step)."""
+    feature_count = features.shape[1]
+    tables = {}  # batch size -> [N, classes]: d loss / d log-probabilities of each point
+    start = 0
+    while start < len(steps):
+        count, batch = steps[start].shape
+        per_step_bytes = count * batch * (feature_count + classes) * features.element_size()
+        limit = max(1, GATHER_BYTES // max(1, per_step_bytes))
+        stop = start + 1
+        while stop < len(steps) and stop - start < limit and steps[stop].shape == (count, batch):
+            stop += 1
+        indices = torch.stack(steps[start:stop]).view(-1)
+        if batch not in tables:
+            tables[batch] = _loss_gradient_table(labels, classes, batch, features.dtype)
+        inputs = features.index_select(0, indices).view(stop - start, count, batch, feature_count)
+        gradients = tables[batch].index_select(0, indices).view(stop - start, count, batch, classes)
+        for s in range(stop - start):
+            yield inputs[s], gradients[s]
+        start = stop
+
+
+def _step_buffers(params, layers, first_linear, count, batch, classes, dtype, device):
+    """Preallocated per-step tensors for steps of [count, batch]: each Linear's output, the
+    log-probabilities, and the gradients flowing back (written with out= every step)."""
+
+    def empty(width):
+        return torch.empty(count, batch, width, dtype=dtype, device=device)
+
+    outputs, backward = {}, {}
+    for position, layer in enumerate(layers):
+        if layer.kind == "linear":
+            out_features, in_features = params[layer.weight].shape[1:]
+            outputs[position] = empty(out_features)
+            if position > first_linear:
+                backward[position] = empty(in_features)
+    return outputs, backward, empty(classes), empty(classes)
+
+
 def _run_steps(
+    params, grads, transposed, layers, first_linear, features, labels, steps, optimizer, chooser
+):
+    classes = next(
+        params[layer.weight].shape[1] for layer in reversed(layers) if layer.kind == "linear"
+    )
+    last = len(layers) - 1
+    biases = {  # views made once, like `transposed`
+        layer.bias: params[layer.bias].unsqueeze(1) for layer in layers if layer.bias is not None
+    }
+    threshold_backward = torch.ops.aten.threshold_backward.grad_input
+    buffers = {}  # (count, batch) -> _step_buffers
+    with torch.no_grad():
+        for x, loss_gradient in _gathered_chunks(features, labels, classes, steps):
+            if chooser is not None:
+                chooser.before_step()
+            shape = tuple(x.shape[:2])
+            if shape not in buffers:
+                buffers[shape] = _step_buffers(
+                    params, layers, first_linear, *shape, classes, x.dtype, x.device
+                )
+            outputs, backward, log_probs, grad_logits = buffers[shape]
+            h = x
+            inputs = []  # inputs[i]: what layer i received (a ReLU's input is overwritten)
+            for position, layer in enumerate(layers):
+                inputs.append(h)
+                if layer.kind == "linear":
+                    out = outputs[position]
+                    if layer.bias is None:
+                        torch.bmm(h, transposed[layer.weight], out=out)
+                    else:
+                        torch.baddbmm(biases[layer.bias], h, transposed[layer.weight], out=out)
+                    h = out
+                else:
+                    h = h.relu_()  # in place: only its output is needed (threshold_backward)
+            torch._log_softmax(h, -1, False, out=log_probs)
+            grad = torch._log_softmax_backward_data(
+                loss_gradient, log_probs, -1, log_probs.dtype, out=grad_logits
+            )
+            for position in range(last, first_linear - 1, -1):
+                layer = layers[position]
+                if layer.kind == "relu":
+                    output = inputs[position + 1] if position < last else h
+                    grad = threshold_backward(grad, output, 0, grad_input=grad)  # in place
+                    continue
+                torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[layer.weight])
+                if layer.bias is not None:
+                    torch.sum(grad, 1, out=grads[layer.bias])
+                if position > first_linear:
+                    grad = torch.bmm(grad, params[layer.weight], out=backward[position])
+            optimizer.step()
+
+
+def _run_steps_per_step(
     params, grads, transposed, layers, first_linear, features, labels, steps, optimizer, chooser
 ):
     feature_count = features.shape[1]

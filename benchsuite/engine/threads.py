@@ -1,7 +1,16 @@
-"""Threads for the engines on CPU: one torch thread per kernel, parallelism across networks.
+"""Threads on CPU: one torch thread per kernel for the small stacked kernels, parallelism across
+networks or candidates in our own workers.
 
-OpenMP barriers inside thousands of small ops cost milliseconds each on a busy machine, so the
-engines run torch single-threaded and split work over their own worker threads instead.
+Why: the networks here are tiny, so torch's intra-op parallelism splits kernels of microseconds
+across OpenMP threads whose barriers cost more than the work, and on a shared machine every
+barrier waits for a descheduled thread (measured on the 2-core machine under load: the
+quickstart's evaluation took 20.2 s with two threads and 1.7 s with one). The policy:
+- evaluation (accuracy on training and test sets, metrics): one thread (`one_cpu_thread`);
+- gradient training: the ThreadChooser (engine/stacked_mlp.py) times one thread against all and
+  re-checks now and then;
+- G&C: its own worker threads (`cpu_threads`), torch single-threaded inside
+  (`torch_single_threaded`).
+Results do not depend on the thread count (tests/test_training.py, tests/test_run.py).
 """
 
 from __future__ import annotations
@@ -37,3 +46,20 @@ def cpu_threads(option) -> int:
     return max(1, int(option))
 
 
+ENABLED = True  # False: evaluation keeps the caller's thread count (the benchmarks' reference)
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device):
+    """On CPU, torch ops inside the block run on one intra-op thread; the caller's count returns."""
+    if not ENABLED or torch.device(device).type != "cpu":
+        yield
+        return
+    saved = torch.get_num_threads()
+    if saved != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if saved != 1:
+            torch.set_num_threads(saved)

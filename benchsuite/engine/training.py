@@ -12,9 +12,14 @@ each network's mean cross-entropy, so each network's gradient is its own. For el
 optimizers (OptimizerSpec.elementwise) one torch.optim over the stacked tensors is exactly K
 independent optimizers; other optimizers train one network at a time (correctness first).
 
+Populations of several cells (train_populations) with the same MLP, optimizer, N and schedule but
+different training sets and seeds train their rounds in one stack, each network on its own
+cell's points: every population equals the one train_population gives it alone (tests).
+
 Three paths, the same semantics:
 - "mlp": Sequential of Linear/ReLU after a parameter-free prefix (MaxPool2d, Flatten): hand-written
-  batched forward and backward (engine/stacked_mlp.py), the fastest;
+  batched forward and backward (engine/stacked_mlp.py) on one flat parameter buffer, stepped by
+  SGD/Adam written out in torch.optim's kernels (engine/stacked_optim.py), the fastest;
 - "vmap": any module, torch.func.functional_call under vmap plus autograd;
 - "per_network": one plain module and one optimizer per network (non-elementwise optimizers).
 
@@ -39,7 +44,9 @@ alone (regenerate()), and the population does not depend on networks_per_round.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -57,7 +64,14 @@ from benchsuite.engine.batches import (
     round_orders,
     shared_orders,
 )
-from benchsuite.engine.stacked_mlp import input_features, plan_mlp, train_stacked_mlp
+from benchsuite.engine.stacked_mlp import (
+    flat_optimizer_ok,
+    input_features,
+    plan_mlp,
+    train_stacked_mlp,
+)
+from benchsuite.engine.stacked_optim import direct_optimizer_for
+from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.protocol import DEFAULT_TIE_RULE
 from benchsuite.records import OptimizerSpec, Population, PriorSpec
 from benchsuite.stacked import StackedForward, accuracy, init_stacked
@@ -72,6 +86,15 @@ CPU_ROUND_BYTES = 13 * 2**20
 CPU_NETWORKS_PER_ROUND = (8, 384)  # bounds: fewer leave per-step overhead unamortised
 GPU_NETWORKS_PER_ROUND = 4096
 GPU_MEMORY_FRACTION = 0.5  # of free device memory a round may use
+# The earlier per-step loop of the "mlp" path (one gather per step, one optimizer tensor per
+# parameter); the same results, kept as the reference benchmarks compare against (per_step_path()).
+PER_STEP_REFERENCE = False
+# Populations trained together (train_populations) size rounds after the first at this many times
+# what the acceptance rate so far asks for, so that few need a third round: every round costs
+# all its steps, and in a stack extra networks are cheap. Independent batch orders only (then
+# which networks are kept does not depend on round sizes); networks past the last kept one are
+# discarded, as they are in any round.
+SPECULATION = 1.5
 
 
 @dataclass(frozen=True)
@@ -186,8 +209,13 @@ def train_networks(
             features = input_features(plan, x_train)
             if features is not None:
                 trained = train_stacked_mlp(
-                    plan, features, labels, parameters, steps, make_optimizer
-                )
+                    plan, features, labels, parameters, steps, make_optimizer,
+                    flat_optimizer=flat_optimizer_ok(optimizer.factory),
+                    per_step=PER_STEP_REFERENCE,
+                    direct=functools.partial(
+                        direct_optimizer_for, optimizer.factory, hyperparameters
+                    ),
+                )  # fmt: skip
                 return trained, {name: value.clone() for name, value in buffers.items()}
             if not chosen_automatically:
                 raise ValueError(
@@ -285,6 +313,122 @@ def _round_size(cap: int, target: int, accepted: int, trained: int, budget: int)
     return max(1, min(wanted, budget - trained))
 
 
+@dataclass
+class PopulationRequest:
+    """One cell's gradient population: the arguments of train_population, for train_populations."""
+
+    module: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    optimizer: OptimizerSpec
+    hyperparameters: dict
+    prior: PriorSpec
+    settings: TrainingSettings
+    target: int
+    seed: int
+    device: object
+    progress: Callable[[int, int], None] | None = None
+
+
+class _PopulationRun:
+    """The round-by-round state of one population: which networks to train next, which to keep.
+
+    Training itself happens outside (train_population: alone; train_populations: stacked with the
+    rounds of other populations), so a population is the same whichever way its rounds are trained.
+    """
+
+    def __init__(self, request: PopulationRequest):
+        self.request = request
+        self.started = time.perf_counter()
+        self.device = torch.device(request.device)
+        self.module = request.module.to(self.device)
+        self.x_train = request.x_train.to(self.device)
+        self.y_train = request.y_train.to(self.device).long()
+        self.n_train = int(self.x_train.shape[0])
+        self.target = int(request.target)
+        settings = request.settings
+        self.budget = (
+            int(settings.max_networks)
+            if settings.max_networks is not None
+            else DEFAULT_BUDGET_PER_TARGET * self.target
+        )
+        self.cap = _round_size_cap(self.module, settings, self.n_train, self.device)
+        self.kept_parameters: list[dict[str, torch.Tensor]] = []
+        self.kept_buffers: list[dict[str, torch.Tensor]] = []
+        self.found_at: list[int] = []
+        self.trained = 0
+        self.own_seconds = 0.0  # setup and checks of this population (train_populations)
+        self.shared_seconds = 0.0  # its share of the rounds trained with others
+        self.result: Population | None = None
+        # > 1: after the first round, train this many times the networks the acceptance rate
+        # asks for (train_populations: a round costs all its steps however few networks it has)
+        self.speculation = 1.0
+
+    @property
+    def done(self) -> bool:
+        return len(self.found_at) >= self.target or self.trained >= self.budget
+
+    def next_round(self) -> tuple[range, dict, dict, torch.Tensor]:
+        """The next round's attempts with their initial (parameters, buffers) and batch orders."""
+        settings = self.request.settings
+        if settings.networks_per_round == "auto":
+            count = _round_size(self.cap, self.target, len(self.found_at), self.trained, self.budget)
+            if self.speculation > 1 and self.found_at:
+                count = min(
+                    max(count, math.ceil(count * self.speculation) + 1),
+                    self.cap,
+                    self.budget - self.trained,
+                )
+        else:  # exactly as asked, so that round starts are multiples of it (shared orders)
+            count = min(self.cap, self.budget - self.trained)
+        attempts = range(self.trained, self.trained + count)
+        parameters, buffers = initial_parameters(
+            self.module, self.request.prior, self.request.seed, attempts, self.device
+        )
+        orders = round_orders(
+            self.request.seed, attempts, self.n_train, settings.epochs, settings.batch_order
+        )
+        return attempts, parameters, buffers, orders
+
+    def finish_round(self, attempts: range, parameters: dict, buffers: dict) -> None:
+        """Keep the round's networks that fit, in attempt order, up to the target."""
+        module = self.module
+        was_training = module.training
+        module.eval()
+        try:
+            with one_cpu_thread(self.device):
+                fits = (
+                    accuracy(
+                        module, parameters, buffers, self.x_train, self.y_train,
+                        self.request.settings.tie_rule,
+                    )  # fmt: skip
+                    == 1.0
+                )
+        finally:
+            module.train(was_training)
+        keep = fits.nonzero().flatten()[: self.target - len(self.found_at)]
+        self.kept_parameters.append(_select(parameters, keep))
+        self.kept_buffers.append(_select(buffers, keep))
+        self.found_at.extend(attempts.start + int(k) for k in keep.tolist())
+        self.trained += len(attempts)
+        if self.request.progress is not None:
+            self.request.progress(len(self.found_at), self.trained)
+
+    def population(self, seconds: float | None = None) -> Population:
+        reached = len(self.found_at) >= self.target
+        tried = self.found_at[-1] + 1 if reached and self.found_at else self.trained
+        module, device = self.module, self.device
+        return Population(
+            parameters=_concatenate(self.kept_parameters, dict(module.named_parameters()), device),
+            buffers=_concatenate(self.kept_buffers, dict(module.named_buffers()), device),
+            found_at=torch.tensor(self.found_at, dtype=torch.long),
+            candidates_tried=tried,
+            seconds=time.perf_counter() - self.started if seconds is None else seconds,
+            epochs=self.request.settings.epochs,
+            exhausted=not reached,
+        )
+
+
 def train_population(
     module: nn.Module,
     x_train: torch.Tensor,
@@ -308,58 +452,131 @@ def train_population(
     first it is every network trained, and exhausted is True. progress(accepted, networks_trained)
     is called after every round.
     """
-    started = time.perf_counter()
-    device = torch.device(device)
-    module = module.to(device)
-    x_train, y_train = x_train.to(device), y_train.to(device).long()
-    n_train = int(x_train.shape[0])
-    target = int(target)
-    budget = (
-        int(settings.max_networks)
-        if settings.max_networks is not None
-        else DEFAULT_BUDGET_PER_TARGET * target
+    request = PopulationRequest(
+        module, x_train, y_train, optimizer, hyperparameters, prior, settings, target, seed,
+        device, progress,
+    )  # fmt: skip
+    run = _PopulationRun(request)
+    while not run.done:
+        attempts, parameters, buffers, orders = run.next_round()
+        parameters, buffers = train_networks(
+            run.module, run.x_train, run.y_train, optimizer, hyperparameters, parameters, buffers,
+            orders, settings.batch_size,
+        )  # fmt: skip
+        run.finish_round(attempts, parameters, buffers)
+    return run.population()
+
+
+def _stack_key(run: _PopulationRun):
+    """Populations with equal keys can train their rounds in one stack on the "mlp" path, with
+    each network's numbers unchanged (bmm and elementwise optimizers compute networks apart)."""
+    request = run.request
+    if choose_path(run.module, request.optimizer) != "mlp":
+        return None
+    plan = plan_mlp(run.module)
+    shapes = tuple((name, tuple(p.shape), p.dtype) for name, p in run.module.named_parameters())
+    settings = request.settings
+    return (
+        repr(plan),
+        shapes,
+        request.optimizer.name,
+        id(request.optimizer.factory),
+        repr(sorted(request.hyperparameters.items())),
+        int(settings.batch_size),
+        int(settings.epochs),
+        str(run.device),
+        run.n_train,
+        tuple(run.x_train.shape),
     )
-    cap = _round_size_cap(module, settings, n_train, device)
-    kept_parameters: list[dict[str, torch.Tensor]] = []
-    kept_buffers: list[dict[str, torch.Tensor]] = []
-    found_at: list[int] = []
-    trained = 0
-    was_training = module.training
-    try:
-        while len(found_at) < target and trained < budget:
-            if settings.networks_per_round == "auto":
-                count = _round_size(cap, target, len(found_at), trained, budget)
-            else:  # exactly as asked, so that round starts are multiples of it (shared orders)
-                count = min(cap, budget - trained)
-            attempts = range(trained, trained + count)
-            parameters, buffers = initial_parameters(module, prior, seed, attempts, device)
-            orders = round_orders(seed, attempts, n_train, settings.epochs, settings.batch_order)
-            parameters, buffers = train_networks(
-                module, x_train, y_train, optimizer, hyperparameters, parameters, buffers,
-                orders, settings.batch_size,
-            )  # fmt: skip
-            module.eval()
-            fits = accuracy(module, parameters, buffers, x_train, y_train, settings.tie_rule) == 1.0
-            keep = fits.nonzero().flatten()[: target - len(found_at)]
-            kept_parameters.append(_select(parameters, keep))
-            kept_buffers.append(_select(buffers, keep))
-            found_at.extend(trained + int(k) for k in keep.tolist())
-            trained += count
-            if progress is not None:
-                progress(len(found_at), trained)
-    finally:
-        module.train(was_training)
-    reached = len(found_at) >= target
-    tried = found_at[-1] + 1 if reached and found_at else trained
-    return Population(
-        parameters=_concatenate(kept_parameters, dict(module.named_parameters()), device),
-        buffers=_concatenate(kept_buffers, dict(module.named_buffers()), device),
-        found_at=torch.tensor(found_at, dtype=torch.long),
-        candidates_tried=tried,
-        seconds=time.perf_counter() - started,
-        epochs=settings.epochs,
-        exhausted=not reached,
-    )
+
+
+def train_populations(requests: list[PopulationRequest]) -> list[Population]:
+    """train_population for each request; rounds of populations that can share a stack (same MLP,
+    optimizer, hyperparameters, N, batch size and epochs; different training sets and seeds) are
+    trained together in one set of kernels.
+
+    Every population equals what train_population gives it alone: each round's networks, orders
+    and acceptance are its own; only the kernels are shared. The `seconds` of a population are its
+    own setup and checks plus its share (by networks) of the rounds it trained with others.
+    """
+    runs = [_PopulationRun(request) for request in requests]
+    groups: dict[object, list[int]] = {}
+    for index, run in enumerate(runs):
+        key = None if PER_STEP_REFERENCE else _stack_key(run)
+        groups.setdefault(key if key is not None else ("alone", index), []).append(index)
+    for members in groups.values():
+        group = [runs[i] for i in members]
+        if len(group) > 1 and _train_stacked_rounds(group):
+            for run in group:
+                run.result = run.population(run.own_seconds + run.shared_seconds)
+            continue
+        for run in group:
+            run.result = train_population(*_arguments(run.request))
+    return [run.result for run in runs]
+
+
+def _arguments(request: PopulationRequest) -> tuple:
+    return (
+        request.module, request.x_train, request.y_train, request.optimizer,
+        request.hyperparameters, request.prior, request.settings, request.target, request.seed,
+        request.device, request.progress,
+    )  # fmt: skip
+
+
+def _train_stacked_rounds(group: list[_PopulationRun]) -> bool:
+    """Rounds of several populations with one stacked key: round r of every unfinished population
+    trains in one stack, each network on its own population's training set. False (nothing
+    trained) when the module's prefix does not give [N, features]."""
+    first = group[0]
+    request = first.request
+    plan = plan_mlp(first.module)
+    features = [input_features(plan, run.x_train) for run in group]
+    if any(f is None for f in features):
+        return False
+    all_features = torch.cat(features)
+    all_labels = torch.cat([run.y_train for run in group])
+    n_train = first.n_train
+    flat = flat_optimizer_ok(request.optimizer.factory)
+
+    def make_optimizer(tensors):
+        return request.optimizer.factory(tensors, **request.hyperparameters)
+
+    if request.settings.batch_order == "independent":
+        for run in group:  # populations do not depend on round sizes (module docstring)
+            run.speculation = SPECULATION
+    while True:
+        active = [(j, run) for j, run in enumerate(group) if not run.done]
+        if not active:
+            return True
+        rounds = []
+        for j, run in active:
+            started = time.perf_counter()
+            rounds.append((j, run, *run.next_round()))
+            run.own_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        names = list(rounds[0][3])
+        parameters = {name: torch.cat([r[3][name] for r in rounds]) for name in names}
+        # each network's indices point into its own population's block of all_features
+        orders = torch.cat([o.to(all_features.device) + j * n_train for j, *_, o in rounds])
+        steps = batch_indices(orders, request.settings.batch_size)
+        trained = train_stacked_mlp(
+            plan, all_features, all_labels, parameters, steps, make_optimizer,
+            flat_optimizer=flat, per_step=PER_STEP_REFERENCE,
+            direct=functools.partial(
+                direct_optimizer_for, request.optimizer.factory, request.hyperparameters
+            ),
+        )  # fmt: skip
+        elapsed = time.perf_counter() - started
+        total = sum(len(r[2]) for r in rounds)
+        start = 0
+        for j, run, attempts, _, buffers, _ in rounds:
+            count = len(attempts)
+            share = {name: value[start : start + count] for name, value in trained.items()}
+            run.shared_seconds += elapsed * count / total
+            started = time.perf_counter()
+            run.finish_round(attempts, share, {n: v.clone() for n, v in buffers.items()})
+            run.own_seconds += time.perf_counter() - started
+            start += count
 
 
 def regenerate(
@@ -426,3 +643,14 @@ def _concatenate(chunks, template: dict[str, torch.Tensor], device) -> dict[str,
         name: torch.empty(0, *value.shape, dtype=value.dtype, device=device)
         for name, value in template.items()
     }
+
+
+@contextlib.contextmanager
+def per_step_path():
+    """Train through the earlier per-step loop (PER_STEP_REFERENCE) inside this block: benchmarks."""
+    global PER_STEP_REFERENCE
+    saved, PER_STEP_REFERENCE = PER_STEP_REFERENCE, True
+    try:
+        yield
+    finally:
+        PER_STEP_REFERENCE = saved
