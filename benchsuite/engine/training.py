@@ -401,7 +401,7 @@ class _PopulationRun:
                     accuracy(
                         module, parameters, buffers, self.x_train, self.y_train,
                         self.request.settings.tie_rule,
-                    )  # fmt: skip
+                    )
                     == 1.0
                 )
         finally:
