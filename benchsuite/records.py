@@ -10,12 +10,13 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from benchsuite.protocol import DEFAULT_TIE_RULE
+
+if TYPE_CHECKING:  # annotations only: `import benchsuite` (a plugin's first line, the CLI) needs no torch
+    import torch
+    from torch import nn
 
 # ---------------------------------------------------------------------------------------------
 # Datasets
