@@ -96,7 +96,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     from benchsuite.limits import check_memory
     from benchsuite.paths import default_out, shell_command
     from benchsuite.progress import RichCellProgress
-    from benchsuite.report import to_terminal
+    from benchsuite.report import to_terminal, write_leaderboard
     from benchsuite.runner import Progress, run_suite
     from benchsuite.suite import DEVICE_PATTERN
 
@@ -112,6 +112,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     finally:
         if isinstance(progress, RichCellProgress):
             progress.display.stop()  # also when a cell fails: leave the terminal clean
+    write_leaderboard(rows, out_dir, title=f"Leaderboard: {loaded.name}")
     if not quiet:
         to_terminal(rows, stdout, title=f"Leaderboard: {loaded.name}")
     console.print(f"results: {terminal_text(out_dir / 'results.sqlite')}  leaderboard: {terminal_text(out_dir / 'leaderboard.md')}", highlight=False, markup=False, soft_wrap=True)

@@ -23,7 +23,6 @@ from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.metrics import METRICS
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, Population, SamplingRequest
-from benchsuite.report import write_leaderboard
 from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
 from benchsuite.suite import FULL_BATCH, Cell, Suite, bias_for, build_module, expand
@@ -311,6 +310,9 @@ def run_suite(
 ) -> list[dict]:
     """Run every unfinished cell of `suite` into `out`; return the leaderboard rows.
 
+    Writes only `out/results.sqlite`: rendering the rows (files, terminal) is the caller's choice
+    (benchsuite.report.write_leaderboard; the CLI writes every format).
+
     group_cells: train gradient cells that differ only in class pair and training set together
     (identical results; False runs cell by cell, as the benchmarks' reference does)."""
     registry = registry or default_registry()
@@ -353,6 +355,4 @@ def run_suite(
             progress.finish_cell(outcome)
         store.finish_run(run_id)
         progress.finish_run()
-        rows = leaderboard_from_store(store, suite.reference_baseline)
-    write_leaderboard(rows, out, title=f"Leaderboard: {suite.name}")
-    return rows
+        return leaderboard_from_store(store, suite.reference_baseline)

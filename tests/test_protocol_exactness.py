@@ -119,3 +119,10 @@ def test_a_newer_database_is_refused(tmp_path):
         db.executescript(V1_SCHEMA.replace("'schema_version', '1'", "'schema_version', '99'"))
     with pytest.raises(BenchsuiteError, match="schema version 99 is newer"):
         Store(path)
+
+
+def test_the_runner_writes_only_the_database(finished):
+    """Rendering is the caller's: run_suite leaves results.sqlite (and SQLite's own files)."""
+    written = {p.name for p in finished.parent.iterdir()}
+    assert "results.sqlite" in written
+    assert written <= {"results.sqlite", "results.sqlite-wal", "results.sqlite-shm"}, written
