@@ -132,9 +132,10 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
                         "WHERE cell_id NOT IN (SELECT cell_id FROM main.cells)"
                     )
                     columns = ", ".join(CELL_COLUMNS)
+                    source_cells = _columns(db, "source", "cells")
                     selected = ", ".join(
                         "m.new" if c == "run_id"
-                        else f"c.{c}" if _has_column(db, "source", "cells", c)
+                        else f"c.{c}" if c in source_cells
                         else "NULL"  # a column newer than the source's schema
                         for c in CELL_COLUMNS
                     )  # fmt: skip
@@ -144,15 +145,14 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
                         "ORDER BY c.rowid"
                     )
                     # older sources lack the newer columns and tables (schema versions 1, 2)
-                    network_columns = ", ".join(
-                        c for c in EXPECTED_TABLES["networks"] if _has_column(db, "source", "networks", c)
-                    )
+                    source_networks = _columns(db, "source", "networks")
+                    network_columns = ", ".join(c for c in EXPECTED_TABLES["networks"] if c in source_networks)
                     db.execute(
                         f"INSERT INTO main.networks ({network_columns}) SELECT {network_columns} "
                         "FROM source.networks WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
                     )
                     for table in ("training_indices", "cell_estimates"):
-                        if _has_table(db, "source", table):
+                        if _columns(db, "source", table):  # absent from older sources
                             db.execute(
                                 f"INSERT INTO main.{table} SELECT * FROM source.{table} "
                                 "WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
@@ -174,13 +174,9 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
     return cells, duplicates
 
 
-def _has_table(db, schema: str, table: str) -> bool:
-    query = f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?"
-    return db.execute(query, (table,)).fetchone() is not None
-
-
-def _has_column(db, schema: str, table: str, column: str) -> bool:
-    return any(row[1] == column for row in db.execute(f"PRAGMA {schema}.table_info({table})"))
+def _columns(db, schema: str, table: str) -> set[str]:
+    """The columns of `schema.table`; empty when the table does not exist (an older schema)."""
+    return {row[1] for row in db.execute(f"PRAGMA {schema}.table_info({table})")}
 
 
 def environment_record(
