@@ -217,12 +217,20 @@ def plot(out: str) -> None:
 
 
 @main.command()
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> None:
-    """List plugins: name, distribution, version, status and what each provides."""
+def plugins(name: str | None, as_json: bool) -> None:
+    """List plugins: name, distribution, version, status and what each provides.
+
+    With NAME (an optimizer, sampler, dataset, architecture or prior), show that record: who
+    provides it and the settings a suite may give it, with their types, valid values and defaults.
+    """
     from rich.table import Table
 
     registry = _registry()
+    if name is not None:
+        _show_record(registry, name, as_json)
+        return
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in registry.plugins], indent=2))
         return
@@ -232,8 +240,47 @@ def plugins(as_json: bool) -> None:
     for p in registry.plugins:
         provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p.provides.items())
         status = {"loaded": "[green]loaded[/]", "failed": "[red]failed[/]"}.get(p.status, p.status)
-        table.add_row(p.name, p.distribution, p.version, status, provides or p.error)
+        if p.clashes:
+            status += f" [yellow](clash: {_safe(', '.join(p.clashes))})[/]"
+        table.add_row(_safe(p.name), _safe(p.distribution), _safe(p.version), status, _safe(provides or p.error))
     stdout.print(table)
+
+
+def _safe(text: str) -> str:
+    """Plugin-supplied text for a rich table: no markup, no terminal control characters."""
+    return escape(terminal_text(text))
+
+
+def _show_record(registry, name: str, as_json: bool) -> None:
+    from benchsuite.errors import closest
+    from benchsuite.plugins import KINDS
+
+    kinds = [kind for kind in KINDS if name in registry.records[kind]]
+    if not kinds:
+        every = {n for kind in KINDS for n in registry.records[kind]}
+        raise BenchsuiteError(f"no plugin provides {name!r}; {closest(name, every)}")
+    shown = []
+    for kind in kinds:
+        record = registry.get(kind, name)
+        provider = registry.provider(kind, name)
+        declared = getattr(record, "declared", {})
+        shown.append({
+            "kind": kind, "name": name, "plugin": provider.name, "distribution": provider.distribution,
+            "version": provider.version, "description": getattr(record, "description", ""),
+            **({"elementwise": record.elementwise} if kind == "optimizer" else {}),
+            "settings": {k: {"type": h.type.__name__, "default": h.default, "valid": h.describe()} for k, h in declared.items()},
+        })
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    for item in shown:
+        item = {k: terminal_text(v) if isinstance(v, str) else v for k, v in item.items()}
+        click.echo(f"{item['kind']} {item['name']}: {item['description']}")
+        click.echo(f"  from {item['plugin']} ({item['distribution']} {item['version']})".rstrip())
+        if "elementwise" in item:
+            click.echo(f"  elementwise update: {'yes (networks train stacked)' if item['elementwise'] else 'no (one optimizer per network)'}")
+        for key, setting in item["settings"].items():
+            click.echo(f"  {terminal_text(key)}: {terminal_text(setting['valid'])}")
 
 
 if __name__ == "__main__":

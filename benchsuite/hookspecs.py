@@ -5,11 +5,12 @@ rejects duplicate names and owns everything else (loops, devices, batching, seed
 A plugin module implements any subset:
 
     from benchsuite import hookimpl
-    from benchsuite.records import OptimizerSpec
+    from benchsuite.records import Hyperparameter, OptimizerSpec
 
     @hookimpl
     def benchsuite_optimizers():
-        return [OptimizerSpec("lion", Lion, defaults={"lr": 1e-4}, elementwise=True)]
+        return [OptimizerSpec(name="lion", factory=Lion, elementwise=True,
+                              hyperparameters={"lr": Hyperparameter(float, 1e-4, low=0.0)})]
 
 and is announced in its distribution's pyproject.toml:
 
@@ -56,8 +57,9 @@ def benchsuite_priors() -> list[PriorSpec]:
 
 @hookspec
 def benchsuite_optimizers() -> list[OptimizerSpec]:
-    """Named gradient optimizers: a torch.optim factory, its hyperparameters with defaults, and
-    whether its update is elementwise (then K stacked networks share one optimizer exactly)."""
+    """Named gradient optimizers: a torch.optim factory, its declared hyperparameters (type,
+    default, valid range), and whether its update is elementwise (then K stacked networks share
+    one optimizer exactly)."""
 
 
 @hookspec

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -40,7 +40,7 @@ class ImageSplits:
     test_labels: torch.Tensor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetSpec:
     """A named dataset. `load` reads the full splits (all classes); the host builds tasks from it.
 
@@ -61,7 +61,7 @@ class DatasetSpec:
 # Architectures
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ArchitectureSpec:
     """A named architecture: `build(input_shape, width=..., depth=..., bias=...)` -> nn.Module.
 
@@ -81,7 +81,7 @@ class ArchitectureSpec:
 # Priors (initializers)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PriorSpec:
     """A weight prior: every weight i.i.d. from `family` with scale `scale(fan_in)`; biases zero.
 
@@ -114,15 +114,151 @@ def kaiming_uniform_bound(fan_in: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Gradient optimizers
+# Declared settings of optimizers and samplers
+
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer: a larger setting could not be stored
+SETTING_TYPES = (float, int, bool, str)
 
 
 @dataclass(frozen=True)
+class Search:
+    """Where a tuner may look for a value: [low, high] on a log or linear scale."""
+
+    low: float
+    high: float
+    scale: Literal["log", "linear"] = "log"
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("log", "linear"):
+            raise ValueError(f"search scale must be 'log' or 'linear', got {self.scale!r}")
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"search needs finite low < high, got [{self.low}, {self.high}]")
+        if self.scale == "log" and self.low <= 0:
+            raise ValueError(f"a log-scale search needs low > 0, got {self.low}")
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One setting a suite may give an optimizer or sampler, declared rather than guessed.
+
+    `Hyperparameter(float, 0.01, low=0.0)` accepts any finite number >= 0 and stores a float, so
+    `lr: 1` in a suite is the float 1.0 whatever the default's spelling. `low`/`high` bound
+    numbers (inclusive unless `open_low`/`open_high`); `choices` lists valid strings; `words`
+    lists strings that a number or boolean setting also accepts (such as "auto"); `search` is
+    where a tuner may look. The suite's values are checked against this before anything runs.
+    """
+
+    type: type
+    default: Any
+    _: KW_ONLY
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    search: Search | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in SETTING_TYPES:
+            raise TypeError(f"type must be one of float, int, bool, str; got {self.type!r}")
+        if self.choices and self.type is not str:
+            raise TypeError("choices are for str settings; numbers take low/high")
+        try:
+            self.validate(self.default)
+        except ValueError as error:
+            raise ValueError(f"default {self.default!r} is not valid: {error}") from None
+
+    def validate(self, value: Any) -> Any:
+        """`value` as this setting stores it, or ValueError saying what is valid."""
+        if isinstance(value, str) and value in self.words:
+            return value
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            return value
+        if self.type is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+        if self.type is int and not isinstance(value, int):
+            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+        if not math.isfinite(value) or not self._in_range(value):
+            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+        return float(value) if self.type is float else value
+
+    def _in_range(self, value: float) -> bool:
+        low, high = self.low, self.high
+        if self.type is int:
+            low = max(low, -MAX_INTEGER) if low is not None else -MAX_INTEGER
+            high = min(high, MAX_INTEGER) if high is not None else MAX_INTEGER
+        if low is not None and (value < low or (self.open_low and value == low)):
+            return False
+        return high is None or not (value > high or (self.open_high and value == high))
+
+    def _expected(self) -> str:
+        if self.type is bool:
+            options = ["true", "false"]
+        elif self.type is str:
+            options = [f"one of {', '.join(map(repr, self.choices))}" if self.choices else "a string"]
+        else:
+            options = [("an integer" if self.type is int else "a finite number") + self._range()]
+        options += [repr(word) for word in self.words]
+        return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+
+    def _range(self) -> str:
+        if self.low is None and self.high is None:
+            return ""
+        if self.high is None:
+            return f" {'>' if self.open_low else '>='} {self.low:g}"
+        if self.low is None:
+            return f" {'<' if self.open_high else '<='} {self.high:g}"
+        return f" in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+    def describe(self) -> str:
+        """One line for `benchsuite plugins NAME`: type, valid values, default, search, help."""
+        default = str(self.default).lower() if isinstance(self.default, bool) else repr(self.default)
+        text = f"{self.type.__name__}, {self._expected()}; default {default}"
+        if self.search is not None:
+            text += f"; search [{self.search.low:g}, {self.search.high:g}] {self.search.scale}"
+        return text + (f" -- {self.help}" if self.help else "")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {value}".lower()
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return "nothing" if value is None else type(value).__name__
+
+
+def _declared(owner: str, settings: Mapping[str, Any]) -> None:
+    """Every setting a Hyperparameter: a bare default would leave its type to be guessed."""
+    for name, declared in settings.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"{owner}: setting names must be identifiers, got {name!r}")
+        if not isinstance(declared, Hyperparameter):
+            raise TypeError(
+                f"{owner}: setting {name!r} must be declared as "
+                f"benchsuite.records.Hyperparameter(type, default, ...), got {declared!r}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient optimizers
+
+
+@dataclass(frozen=True, kw_only=True)
 class OptimizerSpec:
     """A gradient optimizer: `factory(params, **hyperparameters)` -> torch.optim.Optimizer.
 
-    `defaults` names every hyperparameter the factory takes (with its default); the suite may set
-    only these. `elementwise`: the update of each parameter entry depends only on that entry's own
+    `hyperparameters` declares every setting the factory takes (Hyperparameter: type, default,
+    valid range); the suite may set only these. `elementwise`: the update of each parameter entry depends only on that entry's own
     history, so one optimizer over K stacked networks equals K independent optimizers. Optimizers
     that are not (LBFGS, Shampoo, LARS, anything with a norm over a tensor) must say False; the host
     then runs one optimizer per network.
@@ -130,19 +266,30 @@ class OptimizerSpec:
 
     name: str
     factory: Callable[..., torch.optim.Optimizer]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    hyperparameters: Mapping[str, Hyperparameter] = field(default_factory=dict)
     elementwise: bool = False
     description: str = ""
-    # checks a suite's values at validation; raises ValueError("name: what is valid") for a value
-    # training would not survive (benchsuite.ranges has helpers)
+    # checks what the declarations cannot (one value against another) at validation; raises
+    # ValueError("name: what is valid")
     check: Callable[[Mapping[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        _declared(f"optimizer {self.name!r}", self.hyperparameters)
+
+    @property
+    def declared(self) -> Mapping[str, Hyperparameter]:
+        return self.hyperparameters
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self.hyperparameters.items()}
 
 
 # ---------------------------------------------------------------------------------------------
 # Random-interpolator samplers and their output
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Population:
     """K networks of one architecture, stacked along a leading model axis, all fitting the task.
 
@@ -174,7 +321,7 @@ class ProgressCallback(Protocol):
         """`accepted` networks found so far; `work` candidates tried (samplers) or networks trained."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingRequest:
     """Everything a sampler needs for one cell. The host owns seed, device and budget."""
 
@@ -193,16 +340,30 @@ class SamplingRequest:
     tie_rule: str = DEFAULT_TIE_RULE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplerSpec:
     """A random-interpolator baseline: `sample(SamplingRequest)` -> Population of fitting networks."""
 
     name: str
     sample: Callable[[SamplingRequest], Population]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Hyperparameter] = field(default_factory=dict)
     description: str = ""
     # options that change speed but never which networks are accepted (chunk sizes, threads...):
     # left out of a cell's identity and seed, so tuning them neither reruns nor redraws a cell
     performance_options: frozenset[str] = frozenset()
     # checks a suite's options at validation, like OptimizerSpec.check
     check: Callable[[Mapping[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        _declared(f"sampler {self.name!r}", self.options)
+        unknown = set(self.performance_options) - set(self.options)
+        if unknown:
+            raise ValueError(f"sampler {self.name!r}: performance_options {sorted(unknown)} are not options")
+
+    @property
+    def declared(self) -> Mapping[str, Hyperparameter]:
+        return self.options
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self.options.items()}

@@ -290,10 +290,7 @@ def _task(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
     allowed = ("dataset", "classes", "class_pair_seeds", "n_train", "training_set_seeds", "training_draw")
     value = check.mapping(value, key, allowed, required=("dataset", "n_train"))
     name = check.string(value["dataset"], f"{key}.dataset")
-    try:
-        spec = registry.dataset(name)
-    except PluginError:
-        raise check.fail(f"{key}.dataset", f"unknown dataset {name!r}; {closest(name, registry.names('dataset'))}") from None
+    spec = _lookup(check, registry, "dataset", name, f"{key}.dataset")
     if "classes" not in value and value.get("class_pair_seeds") is None:
         raise check.fail(key, "give `classes` (pairs like [7, 0]) or `class_pair_seeds`")
     pair_seeds = None
@@ -350,10 +347,7 @@ def _even(check: _Checker, value: Any, key: str) -> int:
 def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
     value = check.mapping(value, key, ("name", "widths", "depths", "bias"), required=("name",))
     name = check.string(value["name"], f"{key}.name")
-    try:
-        spec = registry.architecture(name)
-    except PluginError:
-        raise check.fail(f"{key}.name", f"unknown architecture {name!r}; {closest(name, registry.names('architecture'))}") from None
+    spec = _lookup(check, registry, "architecture", name, f"{key}.name")
 
     def knob(v, k):
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
@@ -393,10 +387,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
     if not isinstance(entry, dict) or "name" not in entry:
         raise check.fail(key, f"expected a mapping with a `name`, got {_kind(entry)}")
     name = check.string(entry["name"], f"{key}.name")
-    try:
-        spec = registry.get(kind, name)
-    except PluginError:
-        raise check.fail(f"{key}.name", f"unknown {kind} {name!r}; {closest(name, registry.names(kind))}") from None
+    spec = _lookup(check, registry, kind, name, f"{key}.name")
     host_defaults = dict(TRAINING_DEFAULTS if kind == "optimizer" else SAMPLER_DEFAULTS)
     budget_key = "max_networks" if kind == "optimizer" else "max_candidates"
     allowed = {**{k: None for k in ENTRY_KEYS}, **host_defaults, budget_key: None, **spec.defaults}
@@ -429,7 +420,8 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
             budget = merged.get(budget_key, DEFAULT_MAX_CANDIDATES)
         settings[budget_key] = check.integer(budget, f"{key}.{budget_key}", 1)
         hyperparameters = {
-            k: check.like(merged.get(k, default), default, f"{key}.{k}") for k, default in spec.defaults.items()
+            k: _declared_value(check, declared, merged.get(k, declared.default), f"{key}.{k}")
+            for k, declared in spec.declared.items()
         }
         _check_hyperparameters(check, spec, kind, hyperparameters, key)
         label = merged.get("label") or _default_label(name, combination)
@@ -449,9 +441,17 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
 
 def _plugin_name(check: _Checker, value: Any, key: str, registry: Registry, kind: str) -> str:
     value = check.string(value, key)
-    if value not in registry.records[kind]:
-        raise check.fail(key, f"unknown {kind} {value!r}; {closest(value, registry.names(kind))}")
+    _lookup(check, registry, kind, value, key)
     return value
+
+
+def _lookup(check: _Checker, registry: Registry, kind: str, name: str, key: str) -> Any:
+    """The named record, or the registry's one line (unknown, with the closest names; or given by
+    two plugins, naming both) under this key."""
+    try:
+        return registry.get(kind, name)
+    except PluginError as error:
+        raise check.fail(key, str(error)) from None
 
 
 def _default_label(name: str, combination: dict) -> str:
@@ -564,10 +564,18 @@ def _check_size(check: _Checker, tasks: list, architectures: list, entries: list
             raise check.fail(f"{key}.epochs", too_large("epochs", epochs, MAX_EPOCHS))
 
 
+def _declared_value(check: _Checker, declared, value: Any, key: str) -> Any:
+    """A plugin's setting checked against its declaration (type and valid range)."""
+    try:
+        return declared.validate(value)
+    except ValueError as error:
+        raise check.fail(key, str(error)) from None
+
+
 def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: dict, key: str) -> None:
     """Values that would crash at run time fail here, before anything is stored: the plugin's own
-    `check` (ranges such as lr >= 0, betas in [0, 1)), and for optimizers the factory itself,
-    built once on a one-entry parameter."""
+    `check` (what one declaration cannot say, such as nesterov needing momentum), and for
+    optimizers the factory itself, built once on a one-entry parameter."""
     own = getattr(spec, "check", None)
     if own is not None:
         try:

@@ -42,7 +42,7 @@ from benchsuite.records import PriorSpec
 
 @hookimpl
 def benchsuite_priors():
-    return [PriorSpec("uniform-0.5", "uniform", lambda fan_in: 0.5, "U[-0.5, 0.5]")]
+    return [PriorSpec(name="uniform-0.5", family="uniform", scale=lambda fan_in: 0.5, description="U[-0.5, 0.5]")]
 """
 
 
@@ -83,22 +83,34 @@ def test_broken_plugin_warns_and_the_rest_runs(tmp_path):
     assert "benchsuite-broken" in human.stderr and "needs libfoo" in human.stderr
 
 
-def test_duplicate_name_is_an_error_naming_both(tmp_path):
+def test_a_name_given_twice_is_listed_with_the_clash_and_fails_only_where_used(tmp_path):
     site = tmp_path / "site"
     duplicate = """
     import torch
     from benchsuite import hookimpl
-    from benchsuite.records import OptimizerSpec
+    from benchsuite.records import Hyperparameter, OptimizerSpec
 
     @hookimpl
     def benchsuite_optimizers():
-        return [OptimizerSpec("sgd", torch.optim.SGD, {"lr": 0.1}, elementwise=True)]
+        return [OptimizerSpec(name="sgd", factory=torch.optim.SGD,
+                              hyperparameters={"lr": Hyperparameter(float, 0.1, low=0.0)}, elementwise=True)]
     """
     install_distribution(site, "benchsuite-mysgd", "benchsuite_mysgd", duplicate, "mysgd")
-    result = cli("plugins", site=site)
-    assert result.returncode == 2
-    assert "builtin-optimizers" in result.stderr and "mysgd" in result.stderr and "'sgd'" in result.stderr
-    assert "Traceback" not in result.stderr
+    listed = cli("plugins", "--json", site=site)
+    assert listed.returncode == 0, listed.stderr
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)}
+    assert plugins["mysgd"]["clashes"] == ["optimizer sgd"]
+    assert plugins["builtin-optimizers"]["clashes"] == ["optimizer sgd"]
+    human = cli("plugins", site=site)
+    assert human.returncode == 0 and "clash" in human.stdout
+    # a suite that uses the clashing name stops with one line naming both providers
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks: [{dataset: digits, classes: [[0, 1]], n_train: [4]}]\n"
+                     "architectures: [{name: mlp}]\noptimizers: [sgd]\nbaselines: [gnc]\n")
+    used = cli("validate", str(suite), site=site)
+    assert used.returncode == 2
+    assert "builtin-optimizers" in used.stderr and "mysgd" in used.stderr and "'sgd'" in used.stderr
+    assert "Traceback" not in used.stderr
 
 
 def test_disable_variable_resolves_a_conflict(tmp_path, monkeypatch):
@@ -114,9 +126,12 @@ def test_duplicate_in_process_names_both():
     from benchsuite.records import PriorSpec
 
     mine = types.ModuleType("mine")
-    mine.benchsuite_priors = hookimpl(lambda: [PriorSpec("uniform", "uniform", lambda f: 1.0)])
-    with pytest.raises(PluginError, match=r"'builtin-priors' and 'mine'"):
-        load_registry(include_entry_points=False, extra=[("mine", mine)])
+    mine.benchsuite_priors = hookimpl(lambda: [PriorSpec(name="uniform", family="uniform", scale=lambda f: 1.0)])
+    registry = load_registry(include_entry_points=False, extra=[("mine", mine)])
+    assert "prior uniform" in next(p for p in registry.plugins if p.name == "mine").clashes
+    with pytest.raises(PluginError, match=r"builtin-priors .* and mine"):
+        registry.prior("uniform")
+    assert registry.prior("kaiming-uniform").name == "kaiming-uniform"  # the rest still usable
 
 
 def test_unknown_name_lists_closest():

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 
 from benchsuite import hookimpl
-from benchsuite.ranges import interval
-from benchsuite.records import OptimizerSpec
+from benchsuite.records import Hyperparameter, OptimizerSpec, Search
 
 
 def _with_betas(optimizer_class):
@@ -30,58 +29,83 @@ def _torch_arguments(beta1, beta2, **hyperparameters) -> dict:
 
 
 def _check(hyperparameters):
-    """The ranges torch checks only in part (it lets NaN and momentum 1 through): lr, eps and
-    weight decay finite and >= 0; momentum and betas in [0, 1); RMSprop's alpha in [0, 1]."""
-    for name in ("lr", "eps", "weight_decay"):
-        interval(hyperparameters, name, 0.0)
-    for name in ("momentum", "beta1", "beta2"):
-        interval(hyperparameters, name, 0.0, 1.0)
-    interval(hyperparameters, "alpha", 0.0, 1.0, closed_high=True)
+    """What one declaration cannot say: Nesterov momentum needs momentum."""
     if hyperparameters.get("nesterov") and not hyperparameters.get("momentum", 0) > 0:
         raise ValueError("nesterov: needs momentum > 0")
+
+
+# The ranges torch checks only in part (it lets NaN and momentum 1 through).
+def _lr(default: float) -> Hyperparameter:
+    return Hyperparameter(float, default, low=0.0, search=Search(1e-5, 1.0), help="learning rate")
+
+
+def _fraction(default: float, help: str = "") -> Hyperparameter:
+    return Hyperparameter(float, default, low=0.0, high=1.0, open_high=True, help=help)
+
+
+def _nonnegative(default: float, help: str = "") -> Hyperparameter:
+    return Hyperparameter(float, default, low=0.0, help=help)
+
+
+_ADAM = {
+    "beta1": _fraction(0.9, "first-moment decay"),
+    "beta2": _fraction(0.999, "second-moment decay"),
+    "eps": _nonnegative(1e-8, "denominator guard"),
+}
 
 
 @hookimpl
 def benchsuite_optimizers():
     return [
         OptimizerSpec(
-            "sgd",
-            torch.optim.SGD,
-            {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False},
+            name="sgd",
+            factory=torch.optim.SGD,
+            hyperparameters={
+                "lr": _lr(0.01),
+                "momentum": _fraction(0.0, "heavy-ball momentum"),
+                "weight_decay": _nonnegative(0.0, "L2 penalty"),
+                "nesterov": Hyperparameter(bool, False, help="Nesterov momentum (needs momentum > 0)"),
+            },
             elementwise=True,
             check=_check,
             description="plain SGD (protocol: lr 0.01, no momentum, batch 2, 60 epochs)",
         ),
         OptimizerSpec(
-            "adam",
-            _with_betas(torch.optim.Adam),
-            {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
+            name="adam",
+            factory=_with_betas(torch.optim.Adam),
+            hyperparameters={"lr": _lr(0.001), **_ADAM, "weight_decay": _nonnegative(0.0, "L2 penalty")},
             elementwise=True,
-            check=_check,
             description="Adam",
         ),
         OptimizerSpec(
-            "adamw",
-            _with_betas(torch.optim.AdamW),
-            {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+            name="adamw",
+            factory=_with_betas(torch.optim.AdamW),
+            hyperparameters={"lr": _lr(0.001), **_ADAM, "weight_decay": _nonnegative(0.01, "decoupled weight decay")},
             elementwise=True,
-            check=_check,
             description="AdamW (decoupled weight decay)",
         ),
         OptimizerSpec(
-            "rmsprop",
-            torch.optim.RMSprop,
-            {"lr": 0.001, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0},
+            name="rmsprop",
+            factory=torch.optim.RMSprop,
+            hyperparameters={
+                "lr": _lr(0.001),
+                "alpha": Hyperparameter(float, 0.99, low=0.0, high=1.0, help="square-average decay"),
+                "eps": _nonnegative(1e-8, "denominator guard"),
+                "momentum": _fraction(0.0, "momentum"),
+                "weight_decay": _nonnegative(0.0, "L2 penalty"),
+            },
             elementwise=True,
-            check=_check,
             description="RMSprop",
         ),
         OptimizerSpec(
-            "adagrad",
-            torch.optim.Adagrad,
-            {"lr": 0.01, "eps": 1e-10, "weight_decay": 0.0},
+            name="adagrad",
+            factory=torch.optim.Adagrad,
+            hyperparameters={
+                "lr": _lr(0.01),
+                "eps": _nonnegative(1e-10, "denominator guard"),
+                "weight_decay": _nonnegative(0.0, "L2 penalty"),
+            },
             elementwise=True,
-            check=_check,
             description="Adagrad",
         ),
     ]
