@@ -283,5 +283,24 @@ def _show_record(registry, name: str, as_json: bool) -> None:
             click.echo(f"  {terminal_text(key)}: {terminal_text(setting['valid'])}")
 
 
+@main.command("check-plugin")
+@click.argument("names", nargs=-1, required=True)
+def check_plugin(names: tuple[str, ...]) -> None:
+    """Run the conformance checks on the records NAMES (optimizers, samplers, priors, ...).
+
+    Each runs on a tiny task in seconds: settings validate, seeded runs repeat, an optimizer
+    trained by the host equals the plain loop of the documented contract (a declared elementwise
+    update is verified), a sampler's networks fit. Exits 1 when a check fails.
+    """
+    from benchsuite.testing import check
+
+    registry = _registry()
+    reports = [report for name in names for report in check(name, registry=registry)]
+    for report in reports:
+        click.echo("\n".join(terminal_text(line) for line in report.render().splitlines()))
+    if not all(report.passed for report in reports):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
