@@ -302,5 +302,18 @@ def check_plugin(names: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@main.command("new-plugin")
+@click.argument("kind", type=click.Choice(["optimizer", "sampler", "dataset"]))
+@click.argument("name")
+@click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False), help="Folder to write benchsuite-NAME into.")
+def new_plugin(kind: str, name: str, out: str) -> None:
+    """Write a ready-to-install plugin distribution benchsuite-NAME of KIND (pyproject with the
+    entry point, the module, a conformance test) that passes check-plugin as generated."""
+    from benchsuite.scaffold import new_plugin as write
+
+    folder = write(kind, name, out)
+    click.echo(f"wrote {terminal_text(folder)}; next: pip install -e {terminal_text(folder)} && benchsuite check-plugin {name}")
+
+
 if __name__ == "__main__":
     main()
