@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from benchsuite.architectures.build import parameter_count
 from benchsuite.errors import BenchsuiteError
 
 MAX_SUITE_FILE_BYTES = 1 << 20  # shipped suites are under 4 KB
@@ -64,17 +65,6 @@ def cell_memory(parameters: int, entry: dict, n_train: int, device: str) -> int:
     per_round = min(cap, entry["settings"]["max_networks"])
     epochs = entry["settings"]["epochs"]
     return kept + per_round * (TRAINING_COPIES * parameters * FLOAT_BYTES + epochs * n_train * ORDER_BYTES)
-
-
-def parameter_count(spec, input_shape, width, depth) -> int:
-    """Parameters of one network, counted on the meta device (no memory is allocated)."""
-    import torch
-
-    from benchsuite.suite import build_module
-
-    with torch.device("meta"):
-        module = build_module(spec, input_shape, width, depth, True)
-    return sum(p.numel() for p in module.parameters())
 
 
 def _parameters_or_none(spec, shape, width, depth) -> int | None:

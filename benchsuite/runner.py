@@ -16,16 +16,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchsuite.architectures.build import bias_for, build_module
 from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.metrics import METRICS
 from benchsuite.plugins import Registry, default_registry
+from benchsuite.protocol import FULL_BATCH
 from benchsuite.records import DataOptions, Population, SamplingRequest
 from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
-from benchsuite.suite import FULL_BATCH, Cell, Suite, bias_for, build_module, expand
+from benchsuite.suite import Cell, Suite, expand
 from benchsuite.tasks import TaskCache, dataset_files, load_splits
 
 

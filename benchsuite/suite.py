@@ -19,28 +19,39 @@ from typing import Any
 
 import yaml
 
+from benchsuite.architectures.build import check_builds
 from benchsuite.errors import PluginError, SuiteError, closest
 from benchsuite.plugins import Registry
-from benchsuite.protocol import DEFAULT_TIE_RULE, DEFAULT_TRAINING_DRAW, TIE_RULES, TRAINING_DRAWS
+from benchsuite.protocol import (
+    BATCH_ORDERS,
+    BIAS_AUTO,
+    DEFAULT_BATCH_ORDER,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BUDGET_PER_TARGET,
+    DEFAULT_EPOCHS,
+    DEFAULT_OPTIMIZER_PRIOR,
+    DEFAULT_SAMPLER_PRIOR,
+    DEFAULT_TIE_RULE,
+    DEFAULT_TRAINING_DRAW,
+    FULL_BATCH,
+    TIE_RULES,
+    TRAINING_DRAWS,
+)
 
 DEFAULT_MODELS_PER_CELL = 20
 DEFAULT_MAX_CANDIDATES = 100_000_000
-DEFAULT_MAX_NETWORKS_FACTOR = 10
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 MAX_INTEGER = 2**63 - 1  # SQLite's largest integer: seeds and counts beyond it cannot be stored
 
 # Keys of a gradient-optimizer entry that belong to the host's training loop, with defaults.
 TRAINING_DEFAULTS: dict[str, Any] = {
-    "prior": "kaiming-uniform",
-    "batch_size": 2,
-    "epochs": 60,
-    "batch_order": "independent",
+    "prior": DEFAULT_OPTIMIZER_PRIOR,
+    "batch_size": DEFAULT_BATCH_SIZE,
+    "epochs": DEFAULT_EPOCHS,
+    "batch_order": DEFAULT_BATCH_ORDER,
 }
-BATCH_ORDERS = ("independent", "shared")
-FULL_BATCH = "full"
-BIAS_AUTO = "auto"  # architectures: biases for gradient optimizers, none for samplers  # batch_size: full = gradient descent on the whole training set
 # Keys of a baseline (sampler) entry that belong to the host, with defaults.
-SAMPLER_DEFAULTS: dict[str, Any] = {"prior": "uniform"}
+SAMPLER_DEFAULTS: dict[str, Any] = {"prior": DEFAULT_SAMPLER_PRIOR}
 ENTRY_KEYS = ("name", "label", "models", "grid")
 
 
@@ -424,7 +435,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
                 settings["batch_size"] = check.integer(settings["batch_size"], f"{key}.batch_size", 1)
             settings["epochs"] = check.integer(settings["epochs"], f"{key}.epochs", 1)
             check.string(settings["batch_order"], f"{key}.batch_order", BATCH_ORDERS)
-            budget = merged.get(budget_key, DEFAULT_MAX_NETWORKS_FACTOR * count)
+            budget = merged.get(budget_key, DEFAULT_BUDGET_PER_TARGET * count)
         else:
             budget = merged.get(budget_key, DEFAULT_MAX_CANDIDATES)
         settings[budget_key] = check.integer(budget, f"{key}.{budget_key}", 1)
@@ -471,7 +482,7 @@ def _check_shapes(check: _Checker, tasks: list, architectures: list, registry: R
                     if shape is None:
                         continue
                     try:
-                        _build_checked(spec, shape, width, depth, arch["bias"] is True)
+                        check_builds(spec, shape, width, depth, arch["bias"] is True)
                     except Exception as error:  # noqa: BLE001 - the plugin's own message says what is wrong
                         key = f"architectures[{a_index}]"
                         key += f".widths[{w_index}]" if len(arch["widths"]) > 1 else ""
@@ -584,32 +595,6 @@ def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: di
             spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters)
         except Exception as error:  # noqa: BLE001 - the optimizer's own message says what is wrong
             raise check.fail(key, f"{spec.name} refuses these hyperparameters: {error}") from None
-
-
-def _build_checked(spec, shape, width, depth, bias: bool) -> None:
-    """Build on the meta device (no memory: a width of 10^6 must not allocate at validation); a
-    plugin that cannot build there is built for real, as before."""
-    import torch
-
-    try:
-        with torch.device("meta"):
-            build_module(spec, shape, width, depth, bias)
-    except Exception:  # noqa: BLE001 - retried on the CPU, whose error is the one to report
-        build_module(spec, shape, width, depth, bias)
-
-
-def bias_for(bias: bool | str, role: str) -> bool:
-    """`auto` follows protocol.md: gradient optimizers train biases initialised at zero; random
-    interpolators have none (the reference keeps them at zero, the same function)."""
-    return role == "optimizer" if bias == BIAS_AUTO else bool(bias)
-
-
-def build_module(spec, input_shape, width, depth, bias: bool):
-    """Build an architecture, passing depth only when the suite gave one."""
-    kwargs = {"width": width, "bias": bias}
-    if depth is not None:
-        kwargs["depth"] = depth
-    return spec.build(tuple(input_shape), **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
