@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from benchsuite.plugins import load_registry
-from benchsuite.suite import content_hash, expand, load_suite
+from benchsuite.resolved import content_hash, expand
+from benchsuite.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = load_registry(include_entry_points=False)
