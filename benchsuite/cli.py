@@ -124,7 +124,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
 def validate(suite: str, allow_large: bool) -> None:
     """Check SUITE without running it: keys, types, values, plugin names, sizes and memory."""
     from benchsuite.limits import check_memory
-    from benchsuite.suite import expand
+    from benchsuite.resolved import expand
 
     loaded = _load(suite, allow_large)
     check_memory(loaded, _registry(), None, allow_large)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from benchsuite.architectures.build import parameter_count
 from benchsuite.errors import BenchsuiteError
+from benchsuite.resolved import Entry, Suite
 
 MAX_SUITE_FILE_BYTES = 1 << 20  # shipped suites are under 4 KB
 MAX_CELLS = 200_000  # the largest shipped suite has a few thousand
@@ -50,31 +52,19 @@ def available_memory(device: str = "cpu") -> int | None:
         return None
 
 
-def cell_memory(parameters: int, entry: dict, n_train: int, device: str) -> int:
+def cell_memory(parameters: int, entry: Entry, n_train: int, device: str) -> int:
     """Bytes a cell plans to hold at once: the networks it keeps, and for gradient optimizers one
     round of networks in training with their mini-batch orders (engine/training.py's layout).
     Samplers bound their own chunks by free memory, so only the kept networks count for them."""
-    models = entry["models"]
-    kept = models * parameters * FLOAT_BYTES
-    if entry["role"] == "baseline":
+    kept = entry.models * parameters * FLOAT_BYTES
+    if entry.role == "baseline":
         return 2 * kept
     from benchsuite.engine.training import CPU_NETWORKS_PER_ROUND, GPU_NETWORKS_PER_ROUND
 
     cap = GPU_NETWORKS_PER_ROUND if device.startswith("cuda") else CPU_NETWORKS_PER_ROUND[1]
-    per_round = min(cap, entry["settings"]["max_networks"])
-    epochs = entry["settings"]["epochs"]
+    per_round = min(cap, entry.settings.max_networks)
+    epochs = entry.settings.epochs
     return kept + per_round * (TRAINING_COPIES * parameters * FLOAT_BYTES + epochs * n_train * ORDER_BYTES)
-
-
-def parameter_count(spec, input_shape, width, depth) -> int:
-    """Parameters of one network, counted on the meta device (no memory is allocated)."""
-    import torch
-
-    from benchsuite.suite import build_module
-
-    with torch.device("meta"):
-        module = build_module(spec, input_shape, width, depth, True)
-    return sum(p.numel() for p in module.parameters())
 
 
 def _parameters_or_none(spec, shape, width, depth) -> int | None:
@@ -84,11 +74,11 @@ def _parameters_or_none(spec, shape, width, depth) -> int | None:
         return None
 
 
-def check_memory(suite, registry, device: str | None = None, allow_large: bool = False) -> None:
+def check_memory(suite: Suite, registry, device: str | None = None, allow_large: bool = False) -> None:
     """Refuse a suite whose largest cell would need more than MEMORY_SHARE of the memory available."""
     if allow_large:
         return
-    device = device or suite.resolved["device"]
+    device = device or suite.device
     if device == "auto":
         import torch
 
@@ -97,26 +87,25 @@ def check_memory(suite, registry, device: str | None = None, allow_large: bool =
     if available is None:
         return
     worst = (0, "")
-    resolved = suite.resolved
-    for task in resolved["tasks"]:
-        shape = registry.dataset(task["dataset"]).input_shape
+    for task in suite.tasks:
+        shape = registry.dataset(task.dataset).input_shape
         if shape is None:
             continue
-        n_train = max(task["n_train"])
-        for arch in resolved["architectures"]:
-            spec = registry.architecture(arch["name"])
-            for width in arch["widths"]:
-                for depth in arch["depths"]:
-                    parameters = _parameters_or_none(spec, shape, width, depth)
-                    if parameters is None:  # a plugin that cannot build on meta: not estimated
-                        continue
-                    for entry in resolved["optimizers"] + resolved["baselines"]:
-                        needed = cell_memory(parameters, entry, n_train, device)
-                        if needed > worst[0]:
-                            worst = (needed, (
-                                f"{entry['label']} on {arch['name']} (width {width}, depth {depth}), "
-                                f"N={n_train}: {entry['models']:,} networks of {parameters:,} parameters"
-                            ))
+        n_train = max(task.n_train)
+        for grid in suite.architectures:
+            spec = registry.architecture(grid.name)
+            for variant in grid.variants():
+                width, depth = variant.width, variant.depth
+                parameters = _parameters_or_none(spec, shape, width, depth)
+                if parameters is None:  # a plugin that cannot build on meta: not estimated
+                    continue
+                for entry in suite.entries:
+                    needed = cell_memory(parameters, entry, n_train, device)
+                    if needed > worst[0]:
+                        worst = (needed, (
+                            f"{entry.label} on {grid.name} (width {width}, depth {depth}), "
+                            f"N={n_train}: {entry.models:,} networks of {parameters:,} parameters"
+                        ))
     if worst[0] > MEMORY_SHARE * available:
         raise BenchsuiteError(
             f"{suite.path}: a cell would need about {worst[0] / 2**30:,.1f} GiB ({worst[1]}); "

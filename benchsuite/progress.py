@@ -46,7 +46,7 @@ class RichCellProgress(Progress):
         self.cells = self.display.add_task("cells", total=total, completed=skipped, rate="")
 
     def start_cell(self, cell, index: int, target: int, unit: str) -> None:
-        label = f"{cell.dataset} {cell.classes[0]}v{cell.classes[1]} N={cell.n_train} s={cell.training_set_seed} {cell.architecture_label} {cell.entry['label']}"
+        label = f"{cell.dataset} {cell.classes[0]}v{cell.classes[1]} N={cell.n_train} s={cell.training_set_seed} {cell.architecture_label} {cell.entry.label}"
         if self.current is not None:
             self.display.remove_task(self.current)
         self.current = self.display.add_task(terminal_text(label), total=target, rate="")

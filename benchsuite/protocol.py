@@ -25,3 +25,23 @@ TRAINING_DRAWS = ("reference", "per-class")
   class, so both classes use the same permutation positions. Kept to rerun earlier results.
 """
 DEFAULT_TRAINING_DRAW = "reference"
+
+# The gradient baseline (protocol.md): an optimizer entry's defaults, which the training engine
+# shares (engine/training.py's TrainingSettings), kept here so the two cannot drift apart.
+DEFAULT_OPTIMIZER_PRIOR = "kaiming-uniform"
+DEFAULT_BATCH_SIZE = 2
+FULL_BATCH = "full"
+"""`batch_size: full`: gradient descent on the whole training set (a batch of N)."""
+DEFAULT_EPOCHS = 60
+BATCH_ORDERS = ("independent", "shared")
+"""Mini-batch orders (engine/batches.py): each network reshuffles on its own, or the networks of a
+round share one sequence, as the reference code does."""
+DEFAULT_BATCH_ORDER = "independent"
+DEFAULT_BUDGET_PER_TARGET = 10
+"""`max_networks` default: networks trained at most per interpolating network wanted."""
+
+DEFAULT_SAMPLER_PRIOR = "uniform"
+
+BIAS_AUTO = "auto"
+"""Architecture `bias: auto`: gradient optimizers train biases initialised at zero; random
+interpolators have none (the reference keeps them at zero, the same function)."""

@@ -23,9 +23,9 @@ import yaml
 from benchsuite.errors import BenchsuiteError
 from benchsuite.escaping import markdown_prose, markdown_text, one_line
 from benchsuite.paths import default_out, shell_command
+from benchsuite.resolved import runnable_document
 from benchsuite.statistics import BootstrapSettings
 from benchsuite.store import CELL_COLUMNS, EXPECTED_TABLES, Store
-from benchsuite.suite import runnable_document
 
 GENERATED = (
     "results.sqlite", "leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.tex",

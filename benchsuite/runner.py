@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchsuite.architectures.build import bias_for, build_module
 from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
@@ -23,9 +24,9 @@ from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.metrics import METRICS
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, Population, SamplingRequest
+from benchsuite.resolved import Cell, Suite, expand
 from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
-from benchsuite.suite import FULL_BATCH, Cell, Suite, bias_for, build_module, expand
 from benchsuite.tasks import TaskCache, dataset_files, load_splits
 
 
@@ -77,29 +78,30 @@ def _task(cell: Cell, tasks: TaskCache, registry: Registry, data: DataOptions, d
 
 def cell_module(cell: Cell, task, registry: Registry, device: torch.device) -> nn.Module:
     """The cell's architecture as an ordinary module for the task's input shape, on `device`."""
-    arch_spec = registry.architecture(cell.architecture["name"])
+    architecture = cell.architecture
     return build_module(
-        arch_spec, task.input_shape, cell.architecture["width"], cell.architecture["depth"],
-        bias_for(cell.architecture["bias"], cell.role),
-    ).to(device)
+        registry.architecture(architecture.name), task.input_shape, architecture.width,
+        architecture.depth, bias_for(architecture.bias, cell.role),
+    ).to(device)  # fmt: skip
 
 
 def training_request(cell: Cell, task, registry: Registry, module: nn.Module, device, progress):
     """What train_population(s) needs for a gradient cell."""
     from benchsuite.engine.training import PopulationRequest, TrainingSettings
 
-    settings = cell.entry["settings"]
+    entry = cell.entry
+    settings = entry.settings
     training = TrainingSettings(
-        batch_size=task.n_train if settings["batch_size"] == FULL_BATCH else settings["batch_size"],
-        epochs=settings["epochs"],
-        batch_order=settings["batch_order"],
-        max_networks=settings["max_networks"],
+        batch_size=settings.batch_size_for(task.n_train),
+        epochs=settings.epochs,
+        batch_order=settings.batch_order,
+        max_networks=settings.max_networks,
         tie_rule=cell.tie_rule,
     )
     return PopulationRequest(
-        module, task.x_train, task.y_train, registry.optimizer(cell.entry["name"]),
-        dict(cell.entry["hyperparameters"]), registry.prior(settings["prior"]), training,
-        cell.entry["models"], cell.seed, device, progress,
+        module, task.x_train, task.y_train, registry.optimizer(entry.name),
+        dict(entry.hyperparameters), registry.prior(settings.prior), training,
+        entry.models, cell.seed, device, progress,
     )  # fmt: skip
 
 
@@ -109,8 +111,9 @@ def training_group_key(cell: Cell) -> str | None:
     if cell.role == "baseline":
         return None
     return json.dumps(
-        [cell.entry, cell.architecture, cell.dataset, cell.n_train], sort_keys=True, default=str
-    )
+        [cell.entry.to_json(), cell.architecture.to_json(), cell.dataset, cell.n_train],
+        sort_keys=True, default=str,
+    )  # fmt: skip
 
 
 def produce_populations(
@@ -138,19 +141,19 @@ def produce_population(
 ) -> tuple[Population, nn.Module]:
     """Run one cell's optimizer or sampler: its interpolating networks and the module they fill."""
     module = cell_module(cell, task, registry, device)
-    settings = cell.entry["settings"]
+    entry = cell.entry
     if cell.role == "baseline":
-        sampler = registry.sampler(cell.entry["name"])
+        sampler = registry.sampler(entry.name)
         request = SamplingRequest(
             module=module,
             x_train=task.x_train,
             y_train=task.y_train,
-            prior=registry.prior(settings["prior"]),
-            target=cell.entry["models"],
-            max_candidates=settings["max_candidates"],
+            prior=registry.prior(entry.settings.prior),
+            target=entry.models,
+            max_candidates=entry.settings.max_candidates,
             seed=cell.seed,
             device=device,
-            options=dict(cell.entry["hyperparameters"]),
+            options=dict(entry.hyperparameters),
             progress=progress,
             tie_rule=cell.tie_rule,
         )
@@ -198,7 +201,7 @@ def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metri
     if bool((train_acc < 1).any()):
         # the host re-checks every network it stores: a plugin's claim of interpolation is not enough
         raise BenchsuiteError(
-            f"{cell.entry['label']} returned networks that do not fit the training set "
+            f"{cell.entry.label} returned networks that do not fit the training set "
             f"(train accuracy {train_acc.min().item():.3f}); refusing to store them"
         )
     values = {
@@ -228,15 +231,15 @@ def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: t
         "class_pair_seed": cell.class_pair_seed,
         "n_test": outcome.n_test,
         "architecture": cell.architecture_label,
-        "architecture_name": cell.architecture["name"],
-        "width": str(cell.architecture["width"]),
-        "depth": str(cell.architecture["depth"]),
-        "optimizer": cell.entry["label"],
-        "optimizer_name": cell.entry["name"],
+        "architecture_name": cell.architecture.name,
+        "width": str(cell.architecture.width),
+        "depth": str(cell.architecture.depth),
+        "optimizer": cell.entry.label,
+        "optimizer_name": cell.entry.name,
         "role": cell.role,
-        "prior": cell.entry["settings"]["prior"],
-        "hyperparameters": _json({**cell.entry["settings"], **cell.entry["hyperparameters"]}),
-        "models_requested": cell.entry["models"],
+        "prior": cell.entry.settings.prior,
+        "hyperparameters": _json({**cell.entry.settings.to_json(), **cell.entry.hyperparameters}),
+        "models_requested": cell.entry.models,
         "candidates_tried": int(population.candidates_tried),
         "epochs": population.epochs,
         "seconds": float(population.seconds),
@@ -280,14 +283,14 @@ def preflight(suite: Suite, registry: Registry, data: DataOptions) -> dict[str, 
     is stored (a failure after the first cell would leave a half-run folder). Returns the files
     each dataset was read from (path, bytes, sha256): the run's data provenance."""
     files = {}
-    for index, task in enumerate(suite.resolved["tasks"]):
-        spec = registry.dataset(task["dataset"])
+    for index, task in enumerate(suite.tasks):
+        spec = registry.dataset(task.dataset)
         splits = load_splits(spec, data)
         files[spec.name] = dataset_files(spec, data)
         counts = torch.bincount(splits.train_labels, minlength=spec.num_classes).tolist()
-        largest = max(task["n_train"])
+        largest = max(task.n_train)
         needed = spec.holdout_per_class + largest // 2
-        for pair in task["classes"]:
+        for pair in task.classes:
             for label in pair:
                 have = counts[label] if label < len(counts) else 0
                 if have < needed:
@@ -318,10 +321,10 @@ def run_suite(
     registry = registry or default_registry()
     progress = progress or Progress()
     out = Path(out)
-    torch_device = resolve_device(device or suite.resolved["device"])
+    torch_device = resolve_device(device or suite.device)
     data = DataOptions(
-        root=Path(suite.resolved["data"]["root"]).expanduser() if suite.resolved["data"]["root"] else None,
-        download=suite.resolved["data"]["download"],
+        root=Path(suite.data.root).expanduser() if suite.data.root else None,
+        download=suite.data.download,
     )
     cells = expand(suite)
     data_files = preflight(suite, registry, data)
@@ -336,7 +339,7 @@ def run_suite(
         produced: dict[str, tuple[Population, nn.Module]] = {}
         for index, cell in enumerate(todo):
             unit = "candidates" if cell.role == "baseline" else "networks"
-            progress.start_cell(cell, index, cell.entry["models"], unit)
+            progress.start_cell(cell, index, cell.entry.models, unit)
             key = training_group_key(cell) if group_cells else None
             if key is not None and cell.cell_id not in produced:
                 # this cell and the unfinished cells it can share a stack with, trained at once
@@ -344,7 +347,7 @@ def run_suite(
                 group = [c for c in todo[index:] if training_group_key(c) == key]
                 produced.update(produce_populations(group, tasks, registry, data, torch_device))
             outcome = run_cell(
-                cell, tasks, registry, data, torch_device, progress, tuple(suite.resolved["metrics"]),
+                cell, tasks, registry, data, torch_device, progress, suite.metrics,
                 produced.pop(cell.cell_id, None),
             )  # fmt: skip
             spec = registry.dataset(cell.dataset)

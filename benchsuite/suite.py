@@ -1,4 +1,4 @@
-"""Suite files: validation, defaults and expansion into cells.
+"""Suite files: validation and defaults, into the typed records of benchsuite.resolved.
 
 A suite is validated completely before anything runs. Every default is filled in here, so the
 resolved suite is the full record of what ran; its canonical JSON hashes to the suite id. Errors
@@ -7,40 +7,58 @@ name the file, the key path and what would be valid.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from benchsuite.architectures.build import check_builds
 from benchsuite.errors import PluginError, SuiteError, closest
 from benchsuite.plugins import Registry
-from benchsuite.protocol import DEFAULT_TIE_RULE, DEFAULT_TRAINING_DRAW, TIE_RULES, TRAINING_DRAWS
+from benchsuite.protocol import (
+    BATCH_ORDERS,
+    BIAS_AUTO,
+    DEFAULT_BATCH_ORDER,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BUDGET_PER_TARGET,
+    DEFAULT_EPOCHS,
+    DEFAULT_OPTIMIZER_PRIOR,
+    DEFAULT_SAMPLER_PRIOR,
+    DEFAULT_TIE_RULE,
+    DEFAULT_TRAINING_DRAW,
+    FULL_BATCH,
+    TIE_RULES,
+    TRAINING_DRAWS,
+)
+from benchsuite.resolved import (
+    ArchitectureGrid,
+    DataSource,
+    Entry,
+    OptimizerSettings,
+    SamplerSettings,
+    Suite,
+    Task,
+)
 
 DEFAULT_MODELS_PER_CELL = 20
 DEFAULT_MAX_CANDIDATES = 100_000_000
-DEFAULT_MAX_NETWORKS_FACTOR = 10
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 MAX_INTEGER = 2**63 - 1  # SQLite's largest integer: seeds and counts beyond it cannot be stored
 
 # Keys of a gradient-optimizer entry that belong to the host's training loop, with defaults.
 TRAINING_DEFAULTS: dict[str, Any] = {
-    "prior": "kaiming-uniform",
-    "batch_size": 2,
-    "epochs": 60,
-    "batch_order": "independent",
+    "prior": DEFAULT_OPTIMIZER_PRIOR,
+    "batch_size": DEFAULT_BATCH_SIZE,
+    "epochs": DEFAULT_EPOCHS,
+    "batch_order": DEFAULT_BATCH_ORDER,
 }
-BATCH_ORDERS = ("independent", "shared")
-FULL_BATCH = "full"
-BIAS_AUTO = "auto"  # architectures: biases for gradient optimizers, none for samplers  # batch_size: full = gradient descent on the whole training set
 # Keys of a baseline (sampler) entry that belong to the host, with defaults.
-SAMPLER_DEFAULTS: dict[str, Any] = {"prior": "uniform"}
+SAMPLER_DEFAULTS: dict[str, Any] = {"prior": DEFAULT_SAMPLER_PRIOR}
 ENTRY_KEYS = ("name", "label", "models", "grid")
 
 
@@ -135,57 +153,6 @@ def _join(key: str, name: str) -> str:
     return f"{key}.{name}" if key else name
 
 
-# ---------------------------------------------------------------------------------------------
-# the resolved suite
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A validated suite with every default filled in; `resolved` is its JSON-able record."""
-
-    path: str
-    resolved: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.resolved["name"]
-
-    @property
-    def suite_id(self) -> str:
-        return content_hash(self.resolved)
-
-    @property
-    def reference_baseline(self) -> str | None:
-        return self.resolved["leaderboard"]["baseline"]
-
-    def as_document(self) -> dict[str, Any]:
-        """A suite file that validates back to this very suite (same id): what `publish` writes,
-        so a published leaderboard can be rerun as it is."""
-        return runnable_document(self.resolved)
-
-
-def runnable_document(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The input form of a resolved suite: entries flattened, grids already expanded."""
-
-    def entry(e: dict[str, Any]) -> dict[str, Any]:
-        return {"name": e["name"], "label": e["label"], "models": e["models"], **e["settings"], **e["hyperparameters"]}
-
-    document = {k: v for k, v in resolved.items() if k not in ("optimizers", "baselines")}
-    document["optimizers"] = [entry(e) for e in resolved["optimizers"]]
-    document["baselines"] = [entry(e) for e in resolved["baselines"]]
-    return document
-
-
-def content_hash(value: Any, length: int = 16) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any JSON-able parts: adding a cell never changes another cell's seed."""
-    return int(content_hash(list(parts), 16), 16) >> 1
-
-
 def load_suite(path: str | Path, registry: Registry, *, allow_large: bool = False) -> Suite:
     """Read and validate a suite file. Raises SuiteError naming the file and key.
 
@@ -234,10 +201,10 @@ def validate_suite(
     if not DEVICE_PATTERN.fullmatch(device):
         raise check.fail("device", f"{device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     data = check.mapping(document.get("data", {}) or {}, "data", ("root", "download"))
-    resolved_data = {
-        "root": check.string(data["root"], "data.root") if data.get("root") is not None else None,
-        "download": bool(data.get("download", False)),
-    }
+    source = DataSource(
+        root=check.string(data["root"], "data.root") if data.get("root") is not None else None,
+        download=bool(data.get("download", False)),
+    )
     if "download" in data and not isinstance(data["download"], bool):
         raise check.fail("data.download", f"expected true or false, got {_kind(data['download'])}")
 
@@ -247,13 +214,13 @@ def validate_suite(
     )
     optimizers = _entries(check, document.get("optimizers") or [], "optimizers", registry, models, "optimizer")
     baselines = _entries(check, document.get("baselines") or [], "baselines", registry, models, "sampler")
-    labels = Counter(e["label"] for e in optimizers + baselines)
+    labels = Counter(e.label for e in optimizers + baselines)
     for label, count in labels.items():
         if count > 1:
             raise check.fail("optimizers", f"two entries are labelled {label!r}; give each a distinct `label`")
 
     board = check.mapping(document.get("leaderboard", {}) or {}, "leaderboard", ("baseline",))
-    baseline_labels = tuple(e["label"] for e in baselines)
+    baseline_labels = tuple(e.label for e in baselines)
     reference = board.get("baseline", baseline_labels[0] if baselines else None)
     if reference is not None:
         check.string(reference, "leaderboard.baseline", baseline_labels)
@@ -268,25 +235,25 @@ def validate_suite(
     _check_size(check, tasks, architectures, optimizers + baselines)
     _check_no_repeated_cells(check, tasks, architectures)
     _check_shapes(check, tasks, architectures, registry)
-    resolved = {
-        "name": check.string(document.get("name", default_name), "name"),
-        "description": check.string(document.get("description", ""), "description"),
-        "seed": check.integer(document.get("seed", 0), "seed", 0),
-        "device": device,
-        "tie_rule": check.string(document.get("tie_rule", DEFAULT_TIE_RULE), "tie_rule", TIE_RULES),
-        "models_per_cell": models,
-        "data": resolved_data,
-        "tasks": tasks,
-        "architectures": architectures,
-        "optimizers": optimizers,
-        "baselines": baselines,
-        "leaderboard": {"baseline": reference},
-        "metrics": metrics,
-    }
-    return Suite(file, resolved)
+    return Suite(
+        path=file,
+        name=check.string(document.get("name", default_name), "name"),
+        description=check.string(document.get("description", ""), "description"),
+        seed=check.integer(document.get("seed", 0), "seed", 0),
+        device=device,
+        tie_rule=check.string(document.get("tie_rule", DEFAULT_TIE_RULE), "tie_rule", TIE_RULES),
+        models_per_cell=models,
+        data=source,
+        tasks=tuple(tasks),
+        architectures=tuple(architectures),
+        optimizers=tuple(optimizers),
+        baselines=tuple(baselines),
+        reference_baseline=reference,
+        metrics=tuple(metrics),
+    )
 
 
-def _task(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
+def _task(check: _Checker, value: Any, key: str, registry: Registry) -> Task:
     allowed = ("dataset", "classes", "class_pair_seeds", "n_train", "training_set_seeds", "training_draw")
     value = check.mapping(value, key, allowed, required=("dataset", "n_train"))
     name = check.string(value["dataset"], f"{key}.dataset")
@@ -311,14 +278,14 @@ def _task(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
     _unique(check, pairs, f"{key}.class_pair_seeds" if pair_seeds is not None else f"{key}.classes")
     _unique(check, n_train, f"{key}.n_train")
     _unique(check, seeds, f"{key}.training_set_seeds")
-    return {
-        "dataset": name,
-        "classes": pairs,
-        "class_pair_seeds": pair_seeds,
-        "n_train": n_train,
-        "training_set_seeds": seeds,
-        "training_draw": draw,
-    }
+    return Task(
+        dataset=name,
+        classes=tuple(tuple(pair) for pair in pairs),
+        class_pair_seeds=None if pair_seeds is None else tuple(pair_seeds),
+        n_train=tuple(n_train),
+        training_set_seeds=tuple(seeds),
+        training_draw=draw,
+    )
 
 
 def _pair(check: _Checker, value: Any, key: str, spec) -> list[int]:
@@ -344,7 +311,7 @@ def _even(check: _Checker, value: Any, key: str) -> int:
     return value
 
 
-def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> dict:
+def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> ArchitectureGrid:
     value = check.mapping(value, key, ("name", "widths", "depths", "bias"), required=("name",))
     name = check.string(value["name"], f"{key}.name")
     spec = _lookup(check, registry, "architecture", name, f"{key}.name")
@@ -361,7 +328,7 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
     bias = value.get("bias", BIAS_AUTO)
     if not isinstance(bias, bool) and bias != BIAS_AUTO:
         raise check.fail(f"{key}.bias", f"expected auto, true or false, got {_kind(bias)}")
-    return {"name": name, "widths": widths, "depths": depths, "bias": bias}
+    return ArchitectureGrid(name, tuple(widths), tuple(depths), bias)
 
 
 def _depth(check: _Checker, value: Any, key: str) -> Any:
@@ -371,7 +338,7 @@ def _depth(check: _Checker, value: Any, key: str) -> Any:
     return value
 
 
-def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str) -> list[dict]:
+def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str) -> list[Entry]:
     """Optimizer or baseline entries, with grids expanded into one resolved entry each."""
     if not isinstance(value, list):
         raise check.fail(key, f"expected a list of entries, got {_kind(value)}")
@@ -381,7 +348,7 @@ def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: 
     return resolved
 
 
-def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: int, kind: str) -> list[dict]:
+def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: int, kind: str) -> list[Entry]:
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
@@ -415,7 +382,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
                 settings["batch_size"] = check.integer(settings["batch_size"], f"{key}.batch_size", 1)
             settings["epochs"] = check.integer(settings["epochs"], f"{key}.epochs", 1)
             check.string(settings["batch_order"], f"{key}.batch_order", BATCH_ORDERS)
-            budget = merged.get(budget_key, DEFAULT_MAX_NETWORKS_FACTOR * count)
+            budget = merged.get(budget_key, DEFAULT_BUDGET_PER_TARGET * count)
         else:
             budget = merged.get(budget_key, DEFAULT_MAX_CANDIDATES)
         settings[budget_key] = check.integer(budget, f"{key}.{budget_key}", 1)
@@ -426,15 +393,15 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
         _check_hyperparameters(check, spec, kind, hyperparameters, key)
         label = merged.get("label") or _default_label(name, combination)
         expanded.append(
-            {
-                "name": name,
-                "label": check.string(label, f"{key}.label"),
-                "role": "optimizer" if kind == "optimizer" else "baseline",
-                "performance_options": sorted(getattr(spec, "performance_options", ())),
-                "models": count,
-                "settings": settings,
-                "hyperparameters": hyperparameters,
-            }
+            Entry(
+                name=name,
+                label=check.string(label, f"{key}.label"),
+                role="optimizer" if kind == "optimizer" else "baseline",
+                performance_options=tuple(sorted(getattr(spec, "performance_options", ()))),
+                models=count,
+                settings=OptimizerSettings(**settings) if kind == "optimizer" else SamplerSettings(**settings),
+                hyperparameters=hyperparameters,
+            )
         )
     return expanded
 
@@ -460,23 +427,25 @@ def _default_label(name: str, combination: dict) -> str:
     return f"{name}[{','.join(f'{k}={v}' for k, v in combination.items())}]"
 
 
-def _check_shapes(check: _Checker, tasks: list, architectures: list, registry: Registry) -> None:
+def _check_shapes(
+    check: _Checker, tasks: list[Task], architectures: list[ArchitectureGrid], registry: Registry
+) -> None:
     """Build every architecture once on every dataset's input shape: bad knobs fail here, not mid-run."""
-    shapes = {t["dataset"]: registry.dataset(t["dataset"]).input_shape for t in tasks}
+    shapes = {t.dataset: registry.dataset(t.dataset).input_shape for t in tasks}
     for a_index, arch in enumerate(architectures):
-        spec = registry.architecture(arch["name"])
-        for w_index, width in enumerate(arch["widths"]):
-            for d_index, depth in enumerate(arch["depths"]):
+        spec = registry.architecture(arch.name)
+        for w_index, width in enumerate(arch.widths):
+            for d_index, depth in enumerate(arch.depths):
                 for dataset, shape in shapes.items():
                     if shape is None:
                         continue
                     try:
-                        _build_checked(spec, shape, width, depth, arch["bias"] is True)
+                        check_builds(spec, shape, width, depth, arch.bias is True)
                     except Exception as error:  # noqa: BLE001 - the plugin's own message says what is wrong
                         key = f"architectures[{a_index}]"
-                        key += f".widths[{w_index}]" if len(arch["widths"]) > 1 else ""
-                        key += f".depths[{d_index}]" if len(arch["depths"]) > 1 else ""
-                        raise check.fail(key, f"{arch['name']} (width {width}, depth {depth}) on {dataset} {tuple(shape)}: {error}") from None
+                        key += f".widths[{w_index}]" if len(arch.widths) > 1 else ""
+                        key += f".depths[{d_index}]" if len(arch.depths) > 1 else ""
+                        raise check.fail(key, f"{arch.name} (width {width}, depth {depth}) on {dataset} {tuple(shape)}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,28 +480,28 @@ def _unique(check: _Checker, values: list, key: str) -> None:
         first[marker] = index
 
 
-def _check_no_repeated_cells(check: _Checker, tasks: list, architectures: list) -> None:
+def _check_no_repeated_cells(check: _Checker, tasks: list[Task], architectures: list[ArchitectureGrid]) -> None:
     """Two task or architecture entries that overlap would compute cells twice."""
     seen: dict[tuple, int] = {}
     for index, task in enumerate(tasks):
-        for pair in task["classes"]:
-            for n in task["n_train"]:
-                for seed in task["training_set_seeds"]:
-                    cell = (task["dataset"], tuple(pair), n, seed, task.get("training_draw"))
+        for pair in task.classes:
+            for n in task.n_train:
+                for seed in task.training_set_seeds:
+                    cell = (task.dataset, pair, n, seed, task.training_draw)
                     if seen.setdefault(cell, index) != index:
                         raise check.fail(
                             f"tasks[{index}]",
-                            f"{task['dataset']} classes {list(pair)}, N={n}, training set {seed} is also in tasks[{seen[cell]}]",
+                            f"{task.dataset} classes {list(pair)}, N={n}, training set {seed} is also in tasks[{seen[cell]}]",
                         )
     variants: dict[tuple, int] = {}
     for index, arch in enumerate(architectures):
-        for width in arch["widths"]:
-            for depth in arch["depths"]:
-                variant = (arch["name"], str(width), str(depth), str(arch["bias"]))
+        for width in arch.widths:
+            for depth in arch.depths:
+                variant = (arch.name, str(width), str(depth), str(arch.bias))
                 if variants.setdefault(variant, index) != index:
                     raise check.fail(
                         f"architectures[{index}]",
-                        f"{arch['name']} width {width}, depth {depth} is also in architectures[{variants[variant]}]",
+                        f"{arch.name} width {width}, depth {depth} is also in architectures[{variants[variant]}]",
                     )
 
 
@@ -544,22 +513,24 @@ def _check_grid(check: _Checker, axes: dict[str, list], key: str) -> None:
         raise check.fail(key, too_large("grid combinations", combinations, MAX_GRID_COMBINATIONS))
 
 
-def _check_size(check: _Checker, tasks: list, architectures: list, entries: list) -> None:
+def _check_size(
+    check: _Checker, tasks: list[Task], architectures: list[ArchitectureGrid], entries: list[Entry]
+) -> None:
     """Cells, epochs and models within the limits (limits.py), counted before anything is built."""
     from benchsuite.limits import MAX_CELLS, MAX_EPOCHS, MAX_MODELS, too_large
 
     if check.allow_large:
         return
-    task_cells = sum(len(t["classes"]) * len(t["n_train"]) * len(t["training_set_seeds"]) for t in tasks)
-    variants = sum(len(a["widths"]) * len(a["depths"]) for a in architectures)
+    task_cells = sum(len(t.classes) * len(t.n_train) * len(t.training_set_seeds) for t in tasks)
+    variants = sum(len(a.widths) * len(a.depths) for a in architectures)
     cells = task_cells * variants * len(entries)
     if cells > MAX_CELLS:
         raise check.fail("tasks", too_large("cells", cells, MAX_CELLS))
     for entry in entries:
-        key = f"{entry['role']}s[{entry['label']}]"
-        if entry["models"] > MAX_MODELS:
-            raise check.fail(f"{key}.models", too_large("networks per cell", entry["models"], MAX_MODELS))
-        epochs = entry["settings"].get("epochs", 0)
+        key = f"{entry.role}s[{entry.label}]"
+        if entry.models > MAX_MODELS:
+            raise check.fail(f"{key}.models", too_large("networks per cell", entry.models, MAX_MODELS))
+        epochs = getattr(entry.settings, "epochs", 0)
         if epochs > MAX_EPOCHS:
             raise check.fail(f"{key}.epochs", too_large("epochs", epochs, MAX_EPOCHS))
 
@@ -592,131 +563,3 @@ def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: di
             spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters)
         except Exception as error:  # noqa: BLE001 - the optimizer's own message says what is wrong
             raise check.fail(key, f"{spec.name} refuses these hyperparameters: {error}") from None
-
-
-def _build_checked(spec, shape, width, depth, bias: bool) -> None:
-    """Build on the meta device (no memory: a width of 10^6 must not allocate at validation); a
-    plugin that cannot build there is built for real, as before."""
-    import torch
-
-    try:
-        with torch.device("meta"):
-            build_module(spec, shape, width, depth, bias)
-    except Exception:  # noqa: BLE001 - retried on the CPU, whose error is the one to report
-        build_module(spec, shape, width, depth, bias)
-
-
-def bias_for(bias: bool | str, role: str) -> bool:
-    """`auto` follows protocol.md: gradient optimizers train biases initialised at zero; random
-    interpolators have none (the reference keeps them at zero, the same function)."""
-    return role == "optimizer" if bias == BIAS_AUTO else bool(bias)
-
-
-def build_module(spec, input_shape, width, depth, bias: bool):
-    """Build an architecture, passing depth only when the suite gave one."""
-    kwargs = {"width": width, "bias": bias}
-    if depth is not None:
-        kwargs["depth"] = depth
-    return spec.build(tuple(input_shape), **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# cells
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (task, architecture, optimizer entry): delivers `models` interpolating networks."""
-
-    dataset: str
-    classes: tuple[int, int]
-    n_train: int
-    training_set_seed: int
-    architecture: dict[str, Any]  # name, width, depth, bias
-    entry: dict[str, Any]  # resolved optimizer or baseline entry
-    suite_seed: int
-    identity: dict[str, Any] = field(repr=False)
-    training_draw: str = DEFAULT_TRAINING_DRAW  # benchsuite.protocol.TRAINING_DRAWS
-    class_pair_seed: int | None = None  # seeds the reference draw when the pair came from one
-    tie_rule: str = DEFAULT_TIE_RULE
-
-    @property
-    def cell_id(self) -> str:
-        return content_hash(self.identity, 24)
-
-    @property
-    def seed(self) -> int:
-        """The cell's stream. Excludes n_train and the model count for reasons of nesting: a
-        sampler's candidate i is the same network at every N, so nested training sets give
-        nested acceptances, and asking for more models extends a stream instead of redrawing it.
-        Excludes the tie rule too: under either rule a cell tries the same candidates, so the
-        two rules are compared on the very same networks."""
-        excluded = ("n_train", "models", "budget", "tie_rule")
-        stream = {k: v for k, v in self.identity.items() if k not in excluded}
-        return derive_seed(self.suite_seed, stream)
-
-    @property
-    def architecture_label(self) -> str:
-        return architecture_label(self.architecture)
-
-    @property
-    def role(self) -> str:
-        return self.entry["role"]
-
-
-def architecture_label(architecture: dict[str, Any]) -> str:
-    parts = [f"width={architecture['width']}"]
-    if architecture.get("depth") is not None:
-        parts.append(f"depth={architecture['depth']}")
-    if architecture.get("bias", BIAS_AUTO) != BIAS_AUTO:
-        parts.append("bias" if architecture["bias"] else "no-bias")
-    return f"{architecture['name']}[{','.join(parts)}]"
-
-
-def expand(suite: Suite) -> list[Cell]:
-    """Every cell of the suite, ordered so that a task is built once and N grows within a stream."""
-    r = suite.resolved
-    cells = []
-    for task in r["tasks"]:
-        pair_seeds = task.get("class_pair_seeds") or [None] * len(task["classes"])
-        for classes, class_pair_seed in zip(task["classes"], pair_seeds):
-            for training_set_seed in task["training_set_seeds"]:
-                for arch in r["architectures"]:
-                    for width in arch["widths"]:
-                        for depth in arch["depths"]:
-                            architecture = {"name": arch["name"], "width": width, "depth": depth, "bias": arch["bias"]}
-                            for entry in r["optimizers"] + r["baselines"]:
-                                for n_train in sorted(task["n_train"]):
-                                    cells.append(_cell(r, task, classes, class_pair_seed, n_train, training_set_seed, architecture, entry))
-    return cells
-
-
-def _cell(r, task, classes, class_pair_seed, n_train, training_set_seed, architecture, entry) -> Cell:
-    budget = entry["settings"].get("max_networks", entry["settings"].get("max_candidates"))
-    draw = task.get("training_draw", DEFAULT_TRAINING_DRAW)
-    tie_rule = r.get("tie_rule", DEFAULT_TIE_RULE)
-    identity = {
-        "dataset": task["dataset"],
-        "classes": list(classes),
-        "n_train": n_train,
-        "training_set_seed": training_set_seed,
-        "training_draw": {"draw": draw, "class_pair_seed": class_pair_seed},
-        "tie_rule": tie_rule,
-        "architecture": architecture,
-        "method": {
-            "name": entry["name"],
-            "label": entry["label"],
-            "role": entry["role"],
-            "hyperparameters": {
-                k: v for k, v in entry["hyperparameters"].items() if k not in entry["performance_options"]
-            },
-        },
-        "settings": {k: v for k, v in entry["settings"].items() if k not in ("max_networks", "max_candidates")},
-        "models": entry["models"],
-        "budget": budget,
-        "seed": r["seed"],
-    }
-    return Cell(
-        task["dataset"], tuple(classes), n_train, training_set_seed, architecture, entry, r["seed"],
-        identity, draw, class_pair_seed, tie_rule,
-    )  # fmt: skip

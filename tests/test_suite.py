@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import yaml
 
 from benchsuite.errors import SuiteError
 from benchsuite.plugins import load_registry
-from benchsuite.suite import content_hash, expand, load_suite, validate_suite
+from benchsuite.resolved import content_hash, expand
+from benchsuite.suite import load_suite, validate_suite
 
 REGISTRY = load_registry(include_entry_points=False)
 
@@ -97,6 +99,28 @@ def test_defaults_are_resolved_and_the_id_is_stable():
     assert suite.reference_baseline == "gnc"
     assert suite.suite_id == validate_suite(MINIMAL, REGISTRY, "b.yaml").suite_id
     assert suite.suite_id == content_hash(suite.resolved)
+
+
+def test_resolved_suite_is_typed_and_frozen():
+    """Code reads named fields, built once by validation; the engine's training defaults are the
+    suite's (one place: benchsuite.protocol)."""
+    from benchsuite.engine.training import TrainingSettings
+
+    suite = validate_suite(MINIMAL, REGISTRY)
+    sgd = next(c for c in expand(suite) if c.role == "optimizer")
+    settings = sgd.entry.settings
+    engine = TrainingSettings()
+    assert (settings.batch_size, settings.epochs, settings.batch_order) == (
+        engine.batch_size, engine.epochs, engine.batch_order,
+    )  # fmt: skip
+    assert settings.max_networks == 10 * sgd.entry.models == 200
+    assert sgd.architecture.label == sgd.architecture_label == "mlp[width=1/6,depth=4]"
+    assert suite.tasks[0].classes == ((0, 1),) and suite.entries == suite.optimizers + suite.baselines
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sgd.entry.models = 1
+    with pytest.raises(TypeError):
+        sgd.entry.hyperparameters["lr"] = 1.0
+    assert sgd.entry.hyperparameters["lr"] == 0.01
 
 
 def test_grid_expands_into_labelled_entries():

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from benchsuite.plugins import default_registry
-from benchsuite.suite import expand, load_suite
+from benchsuite.resolved import expand
+from benchsuite.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = sorted((ROOT / "suites").rglob("*.yaml"))

@@ -11,7 +11,7 @@ import hashlib
 
 import torch
 
-BATCH_ORDERS = ("independent", "shared")
+from benchsuite.protocol import BATCH_ORDERS
 
 
 def derive_seed(seed: int, *parts: object) -> int:

@@ -57,7 +57,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchsuite.engine.batches import (
-    BATCH_ORDERS,
     batch_indices,
     init_seed,
     network_orders,
@@ -72,12 +71,18 @@ from benchsuite.engine.stacked_mlp import (
 )
 from benchsuite.engine.stacked_optim import direct_optimizer_for
 from benchsuite.engine.threads import one_cpu_thread
-from benchsuite.protocol import DEFAULT_TIE_RULE
+from benchsuite.protocol import (
+    BATCH_ORDERS,
+    DEFAULT_BATCH_ORDER,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BUDGET_PER_TARGET,
+    DEFAULT_EPOCHS,
+    DEFAULT_TIE_RULE,
+)
 from benchsuite.records import OptimizerSpec, Population, PriorSpec
 from benchsuite.stacked import StackedForward, accuracy, init_stacked
 
 TRAINING_PATHS = ("auto", "mlp", "vmap", "per_network")
-DEFAULT_BUDGET_PER_TARGET = 10  # max_networks default: 10 networks trained per network wanted
 # CPU rounds: parameters + gradients of a round should stay in the last-level cache. Measured on
 # the 2-core EPYC (benchmarks/test_bench_training.py, SGD, batch 2): the paper MLP at width 1
 # (132 KB of weights) ran at 110k network-steps/s with 50-64 networks per round and 83k with 100;
@@ -111,9 +116,9 @@ class TrainingSettings:
     tie_rule: how equal logits are decided when checking the fit (benchsuite.protocol.TIE_RULES).
     """
 
-    batch_size: int = 2
-    epochs: int = 60
-    batch_order: str = "independent"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    epochs: int = DEFAULT_EPOCHS
+    batch_order: str = DEFAULT_BATCH_ORDER
     networks_per_round: int | str = "auto"
     max_networks: int | None = None
     tie_rule: str = DEFAULT_TIE_RULE

@@ -1,0 +1,342 @@
+"""The resolved suite as frozen, typed records, and its cells.
+
+Validation (suite.py) builds these once, every default filled in; the rest of the host reads
+named fields (`cell.entry.settings.batch_size`) instead of nested dicts. Each record's `to_json`
+is its part of the canonical JSON that the suite id and the cell ids hash: that JSON is a
+contract (published folders name the ids, a run resumes by cell id), so it must not change by a
+byte (tests/test_suite_ids.py). No torch here: `publish` and `compare` import this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+from benchsuite.protocol import BIAS_AUTO, DEFAULT_TIE_RULE, DEFAULT_TRAINING_DRAW, FULL_BATCH
+
+Width = int | float | str  # a multiplier or a form such as "1/6" (architectures/widths.py)
+Depth = int | str | None  # a layer count or a variant name such as "2c-1f"; None: the plugin's
+
+
+def content_hash(value: Any, length: int = 16) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any JSON-able parts: adding a cell never changes another cell's seed."""
+    return int(content_hash(list(parts), 16), 16) >> 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the parts of a suite
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where datasets are read from; `download` permits a network fetch."""
+
+    root: str | None = None
+    download: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"root": self.root, "download": self.download}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One dataset's class pairs x training-set sizes x training sets."""
+
+    dataset: str
+    classes: tuple[tuple[int, int], ...]
+    class_pair_seeds: tuple[int, ...] | None  # when given, they drew `classes` (one per pair)
+    n_train: tuple[int, ...]
+    training_set_seeds: tuple[int, ...]
+    training_draw: str = DEFAULT_TRAINING_DRAW  # benchsuite.protocol.TRAINING_DRAWS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "classes": [list(pair) for pair in self.classes],
+            "class_pair_seeds": None if self.class_pair_seeds is None else list(self.class_pair_seeds),
+            "n_train": list(self.n_train),
+            "training_set_seeds": list(self.training_set_seeds),
+            "training_draw": self.training_draw,
+        }
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture variant, a cell's: `bias` is true, false or BIAS_AUTO (see bias_for)."""
+
+    name: str
+    width: Width
+    depth: Depth
+    bias: bool | str = BIAS_AUTO
+
+    @property
+    def label(self) -> str:
+        parts = [f"width={self.width}"]
+        if self.depth is not None:
+            parts.append(f"depth={self.depth}")
+        if self.bias != BIAS_AUTO:
+            parts.append("bias" if self.bias else "no-bias")
+        return f"{self.name}[{','.join(parts)}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "width": self.width, "depth": self.depth, "bias": self.bias}
+
+
+@dataclass(frozen=True)
+class ArchitectureGrid:
+    """A suite's architecture entry: every width with every depth."""
+
+    name: str
+    widths: tuple[Width, ...]
+    depths: tuple[Depth, ...]
+    bias: bool | str = BIAS_AUTO
+
+    def variants(self) -> Iterator[Architecture]:
+        for width in self.widths:
+            for depth in self.depths:
+                yield Architecture(self.name, width, depth, self.bias)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "widths": list(self.widths), "depths": list(self.depths), "bias": self.bias}
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The host's training loop for a gradient optimizer (protocol.md, "The gradient baseline")."""
+
+    prior: str
+    batch_size: int | str  # an integer or FULL_BATCH
+    epochs: int
+    batch_order: str  # benchsuite.protocol.BATCH_ORDERS
+    max_networks: int  # the budget: networks trained at most
+
+    @property
+    def budget(self) -> int:
+        return self.max_networks
+
+    def batch_size_for(self, n_train: int) -> int:
+        return n_train if self.batch_size == FULL_BATCH else int(self.batch_size)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prior": self.prior,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "batch_order": self.batch_order,
+            "max_networks": self.max_networks,
+        }
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The host's side of a random interpolator: its prior and its budget."""
+
+    prior: str
+    max_candidates: int  # the budget: candidate networks drawn at most
+
+    @property
+    def budget(self) -> int:
+        return self.max_candidates
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prior": self.prior, "max_candidates": self.max_candidates}
+
+
+BUDGET_KEYS = ("max_networks", "max_candidates")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One optimizer or baseline entry, a grid already expanded: the method and its settings.
+
+    `hyperparameters` are the plugin's (read-only); `performance_options` name those among them
+    that change speed, never results, and so stay out of the cell id and seed."""
+
+    name: str
+    label: str
+    role: str  # "optimizer" or "baseline"
+    performance_options: tuple[str, ...]
+    models: int
+    settings: OptimizerSettings | SamplerSettings
+    hyperparameters: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hyperparameters", MappingProxyType(dict(self.hyperparameters)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "role": self.role,
+            "performance_options": list(self.performance_options),
+            "models": self.models,
+            "settings": self.settings.to_json(),
+            "hyperparameters": dict(self.hyperparameters),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# the resolved suite
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite with every default filled in; `resolved` is its JSON record."""
+
+    path: str
+    name: str
+    description: str
+    seed: int
+    device: str
+    tie_rule: str
+    models_per_cell: int
+    data: DataSource
+    tasks: tuple[Task, ...]
+    architectures: tuple[ArchitectureGrid, ...]
+    optimizers: tuple[Entry, ...]
+    baselines: tuple[Entry, ...]
+    reference_baseline: str | None  # the leaderboard's baseline label
+    metrics: tuple[str, ...]
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        return self.optimizers + self.baselines
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """The full record of what runs, as stored with every run (a fresh copy each time)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "device": self.device,
+            "tie_rule": self.tie_rule,
+            "models_per_cell": self.models_per_cell,
+            "data": self.data.to_json(),
+            "tasks": [task.to_json() for task in self.tasks],
+            "architectures": [arch.to_json() for arch in self.architectures],
+            "optimizers": [entry.to_json() for entry in self.optimizers],
+            "baselines": [entry.to_json() for entry in self.baselines],
+            "leaderboard": {"baseline": self.reference_baseline},
+            "metrics": list(self.metrics),
+        }
+
+    @property
+    def suite_id(self) -> str:
+        return content_hash(self.resolved)
+
+    def as_document(self) -> dict[str, Any]:
+        """A suite file that validates back to this very suite (same id): what `publish` writes,
+        so a published leaderboard can be rerun as it is."""
+        return runnable_document(self.resolved)
+
+
+def runnable_document(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The input form of a resolved suite (a stored record too): entries flattened, grids already
+    expanded."""
+
+    def entry(e: dict[str, Any]) -> dict[str, Any]:
+        return {"name": e["name"], "label": e["label"], "models": e["models"], **e["settings"], **e["hyperparameters"]}
+
+    document = {k: v for k, v in resolved.items() if k not in ("optimizers", "baselines")}
+    document["optimizers"] = [entry(e) for e in resolved["optimizers"]]
+    document["baselines"] = [entry(e) for e in resolved["baselines"]]
+    return document
+
+
+# ---------------------------------------------------------------------------------------------
+# cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (task, architecture, optimizer entry): delivers `entry.models` interpolating networks."""
+
+    dataset: str
+    classes: tuple[int, int]
+    n_train: int
+    training_set_seed: int
+    architecture: Architecture
+    entry: Entry
+    suite_seed: int
+    training_draw: str = DEFAULT_TRAINING_DRAW  # benchsuite.protocol.TRAINING_DRAWS
+    class_pair_seed: int | None = None  # seeds the reference draw when the pair came from one
+    tie_rule: str = DEFAULT_TIE_RULE
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """What the cell id hashes: everything that decides the cell's results, nothing else
+        (a performance option or the suite's name does not)."""
+        entry = self.entry
+        return {
+            "dataset": self.dataset,
+            "classes": list(self.classes),
+            "n_train": self.n_train,
+            "training_set_seed": self.training_set_seed,
+            "training_draw": {"draw": self.training_draw, "class_pair_seed": self.class_pair_seed},
+            "tie_rule": self.tie_rule,
+            "architecture": self.architecture.to_json(),
+            "method": {
+                "name": entry.name,
+                "label": entry.label,
+                "role": entry.role,
+                "hyperparameters": {
+                    k: v for k, v in entry.hyperparameters.items() if k not in entry.performance_options
+                },
+            },
+            "settings": {k: v for k, v in entry.settings.to_json().items() if k not in BUDGET_KEYS},
+            "models": entry.models,
+            "budget": entry.settings.budget,
+            "seed": self.suite_seed,
+        }
+
+    @cached_property
+    def cell_id(self) -> str:
+        return content_hash(self.identity, 24)
+
+    @cached_property
+    def seed(self) -> int:
+        """The cell's stream. Excludes n_train and the model count for reasons of nesting: a
+        sampler's candidate i is the same network at every N, so nested training sets give
+        nested acceptances, and asking for more models extends a stream instead of redrawing it.
+        Excludes the tie rule too: under either rule a cell tries the same candidates, so the
+        two rules are compared on the very same networks."""
+        excluded = ("n_train", "models", "budget", "tie_rule")
+        stream = {k: v for k, v in self.identity.items() if k not in excluded}
+        return derive_seed(self.suite_seed, stream)
+
+    @property
+    def architecture_label(self) -> str:
+        return self.architecture.label
+
+    @property
+    def role(self) -> str:
+        return self.entry.role
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """Every cell of the suite, ordered so that a task is built once and N grows within a stream."""
+    cells = []
+    for task in suite.tasks:
+        pair_seeds = task.class_pair_seeds or (None,) * len(task.classes)
+        for classes, class_pair_seed in zip(task.classes, pair_seeds):
+            for training_set_seed in task.training_set_seeds:
+                for grid in suite.architectures:
+                    for architecture in grid.variants():
+                        for entry in suite.entries:
+                            for n_train in sorted(task.n_train):
+                                cells.append(Cell(
+                                    task.dataset, classes, n_train, training_set_seed, architecture,
+                                    entry, suite.seed, task.training_draw, class_pair_seed, suite.tie_rule,
+                                ))  # fmt: skip
+    return cells
