@@ -303,7 +303,7 @@ def check_plugin(names: tuple[str, ...]) -> None:
 
 
 @main.command("new-plugin")
-@click.argument("kind", type=click.Choice(["optimizer", "sampler", "dataset"]))
+@click.argument("kind", type=click.Choice(["optimizer", "sampler", "dataset", "metric"]))
 @click.argument("name")
 @click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False), help="Folder to write benchsuite-NAME into.")
 def new_plugin(kind: str, name: str, out: str) -> None:

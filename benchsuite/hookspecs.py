@@ -25,6 +25,7 @@ import pluggy
 from benchsuite.records import (
     ArchitectureSpec,
     DatasetSpec,
+    MetricSpec,
     OptimizerSpec,
     PriorSpec,
     SamplerSpec,
@@ -66,3 +67,10 @@ def benchsuite_optimizers() -> list[OptimizerSpec]:
 def benchsuite_samplers() -> list[SamplerSpec]:
     """Named random-interpolator baselines (such as Guess & Check): each turns a sampling request
     into a Population of networks drawn from the prior that fit the training set."""
+
+
+@hookspec
+def benchsuite_metrics() -> list[MetricSpec]:
+    """Named per-network metrics a suite may ask for (`metrics: [...]`): each computes one value
+    per network of a population, vectorized over the stacked networks, for optimizers and
+    random interpolators alike. Values are stored per network (table network_metrics)."""

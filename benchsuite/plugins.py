@@ -27,7 +27,14 @@ import pluggy
 
 from benchsuite import hookspecs
 from benchsuite.errors import PluginError, closest
-from benchsuite.records import ArchitectureSpec, DatasetSpec, OptimizerSpec, PriorSpec, SamplerSpec
+from benchsuite.records import (
+    ArchitectureSpec,
+    DatasetSpec,
+    MetricSpec,
+    OptimizerSpec,
+    PriorSpec,
+    SamplerSpec,
+)
 
 ENTRY_POINT_GROUP = "benchsuite"
 DISABLE_VARIABLE = "BENCHSUITE_DISABLE_PLUGINS"
@@ -40,6 +47,7 @@ BUILTIN_MODULES = (
     "benchsuite.builtins.priors",
     "benchsuite.builtins.optimizers",
     "benchsuite.builtins.samplers",
+    "benchsuite.builtins.metrics",
 )
 
 # hook name -> (kind, the record type it returns)
@@ -49,6 +57,7 @@ HOOKS: dict[str, tuple[str, type]] = {
     "benchsuite_priors": ("prior", PriorSpec),
     "benchsuite_optimizers": ("optimizer", OptimizerSpec),
     "benchsuite_samplers": ("sampler", SamplerSpec),
+    "benchsuite_metrics": ("metric", MetricSpec),
 }
 KINDS = tuple(kind for kind, _ in HOOKS.values())
 
@@ -140,6 +149,9 @@ class Registry:
 
     def sampler(self, name: str):
         return self.get("sampler", name)
+
+    def metric(self, name: str):
+        return self.get("metric", name)
 
 
 def _distribution_of(entry_point: metadata.EntryPoint) -> tuple[str, str]:

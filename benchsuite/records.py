@@ -286,6 +286,44 @@ class OptimizerSpec:
 
 
 # ---------------------------------------------------------------------------------------------
+# Per-network metrics
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricInput:
+    """What a metric sees: one population's K stacked networks and its task, on the device.
+
+    `module` is the template network in eval mode; `parameters`/`buffers` are stacked along a
+    leading model axis (torch.func style). Every network already fits (x_train, y_train).
+    """
+
+    module: nn.Module
+    parameters: Mapping[str, torch.Tensor]
+    buffers: Mapping[str, torch.Tensor]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    tie_rule: str = DEFAULT_TIE_RULE
+    role: Literal["optimizer", "baseline"] = "optimizer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricSpec:
+    """A named per-network metric: `compute(MetricInput)` -> a [K] tensor, one value per network.
+
+    Compute all K at once (vmap, batched matmuls): the value of network k must not depend on the
+    other networks of the stack (check-plugin compares it with each network computed alone).
+    NaN marks a value that is undefined for that network. `label` names the quantity on axes.
+    """
+
+    name: str
+    compute: Callable[[MetricInput], torch.Tensor]
+    label: str = ""
+    description: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
 # Random-interpolator samplers and their output
 
 

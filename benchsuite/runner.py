@@ -21,9 +21,8 @@ from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.leaderboard import leaderboard_from_store
-from benchsuite.metrics import METRICS
 from benchsuite.plugins import Registry, default_registry
-from benchsuite.records import DataOptions, Population, SamplingRequest
+from benchsuite.records import DataOptions, MetricInput, MetricSpec, Population, SamplingRequest
 from benchsuite.resolved import Cell, Suite, expand
 from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
@@ -187,10 +186,24 @@ def run_cell(
         population.seconds = time.perf_counter() - started
     module.eval()
     with one_cpu_thread(device):
-        return _evaluate(cell, task, population, module, metrics)
+        return _evaluate(cell, task, population, module, [registry.metric(name) for name in metrics])
 
 
-def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics) -> CellOutcome:
+def _metric(metric: MetricSpec, cell: Cell, task, population: Population, module: nn.Module) -> torch.Tensor:
+    """One metric of every network, checked: a plugin's wrong shape stops the cell with one line."""
+    data = MetricInput(
+        module=module, parameters=population.parameters, buffers=population.buffers,
+        x_train=task.x_train, y_train=task.y_train, x_test=task.x_test, y_test=task.y_test,
+        tie_rule=cell.tie_rule, role=cell.entry.role,
+    )  # fmt: skip
+    values = metric.compute(data)
+    if not isinstance(values, torch.Tensor) or tuple(values.shape) != (population.size,):
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise BenchsuiteError(f"metric {metric.name!r} returned {shape}; it must return one value per network, shape ({population.size},)")
+    return values.detach().double().cpu()
+
+
+def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics: list[MetricSpec]) -> CellOutcome:
     if population.size:
         state = (module, population.parameters, population.buffers)
         train_acc, train_ties = evaluate(*state, task.x_train, task.y_train, cell.tie_rule)
@@ -204,11 +217,7 @@ def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metri
             f"{cell.entry.label} returned networks that do not fit the training set "
             f"(train accuracy {train_acc.min().item():.3f}); refusing to store them"
         )
-    values = {
-        name: METRICS[name](module, population.parameters, population.buffers, task).detach().cpu()
-        for name in metrics
-        if population.size
-    }
+    values = {metric.name: _metric(metric, cell, task, population, module) for metric in metrics if population.size}
     return CellOutcome(
         cell, population, train_acc.cpu(), test_acc.cpu(), values, train_ties.cpu(),
         test_ties.cpu(), task.train_indices.tolist(), int(task.x_test.shape[0]),

@@ -197,10 +197,34 @@ def benchsuite_datasets():
     ]
 '''
 
+METRIC = '''"""{summary}: a benchsuite per-network metric plugin.
+
+`compute` gets a MetricInput (the template module, the K networks' stacked parameters and
+buffers, the task's tensors) and returns one value per network, computed for all K at once.
+This one is the parameter norm; replace it with your own.
+"""
+
+import torch
+
+from benchsuite import hookimpl
+from benchsuite.records import MetricSpec
+
+
+def compute(data):
+    squares = [value.detach().double().flatten(1).pow(2).sum(dim=1) for value in data.parameters.values()]
+    return torch.stack(squares).sum(dim=0).sqrt()
+
+
+@hookimpl
+def benchsuite_metrics():
+    return [MetricSpec(name="{name}", compute=compute, label="parameter norm", description="{summary}")]
+'''
+
 KINDS = {
     "optimizer": (OPTIMIZER, "optimizers: [{name}]"),
     "sampler": (SAMPLER, "baselines: [{name}]"),
     "dataset": (DATASET, "tasks: [{{dataset: {name}, classes: [[0, 1]], n_train: [4]}}]"),
+    "metric": (METRIC, "metrics: [{name}]"),
 }
 
 

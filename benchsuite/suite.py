@@ -225,12 +225,10 @@ def validate_suite(
     if reference is not None:
         check.string(reference, "leaderboard.baseline", baseline_labels)
 
-    from benchsuite.metrics import METRICS
-
-    metrics = check.list_of(
-        document.get("metrics", []) or ["__none__"], "metrics", lambda v, k: check.string(v, k, tuple(METRICS) + ("__none__",))
-    )
-    metrics = [m for m in metrics if m != "__none__"]
+    metrics = document.get("metrics", []) or []
+    if not isinstance(metrics, list):
+        metrics = [metrics]
+    metrics = [_plugin_name(check, m, f"metrics[{i}]", registry, "metric") for i, m in enumerate(metrics)]
     _unique(check, metrics, "metrics")
     _check_size(check, tasks, architectures, optimizers + baselines)
     _check_no_repeated_cells(check, tasks, architectures)

@@ -10,8 +10,9 @@ A plugin author writes one test, and `benchsuite check-plugin NAME` runs the sam
 Each record is checked on a tiny task in seconds, against what the host relies on: settings that
 validate, seeded runs that repeat, an optimizer trained by the host equal to the same optimizer
 in the plain loop of the documented contract (so a declared `elementwise=True` is verified, not
-trusted), a sampler's networks that really fit, an architecture with two logits, a prior that
-draws finite numbers, a dataset whose splits have the declared shape.
+trusted), a sampler's networks that really fit, a metric whose vectorized value equals each
+network computed alone, an architecture with two logits, a prior that draws finite numbers, a
+dataset whose splits have the declared shape.
 """
 
 from __future__ import annotations
@@ -323,7 +324,48 @@ def _check_dataset(spec, registry) -> list[Check]:
     return [_guarded("splits have the declared shape", splits)]
 
 
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _check_metric(spec, registry) -> list[Check]:
+    import torch
+
+    from benchsuite.records import MetricInput
+    from benchsuite.stacked import init_stacked
+
+    module = _modules(bias=False)["mlp"].eval()
+    parameters, buffers = init_stacked(module, registry.prior("kaiming-uniform"), [3, 4, 5, 6], "cpu")
+    x, y = _data(N_TRAIN)
+    x_test, y_test = _data(2 * N_TRAIN)
+
+    def on(p, b):
+        return spec.compute(MetricInput(module=module, parameters=p, buffers=b, x_train=x, y_train=y,
+                                        x_test=x_test, y_test=y_test))  # fmt: skip
+
+    def vectorized():
+        values = on(parameters, buffers)
+        if not isinstance(values, torch.Tensor) or tuple(values.shape) != (4,):
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            return Check("one value per network, equal to each network alone", False, f"returned {shape} for 4 networks")
+        alone = torch.cat([
+            on({n: v[k : k + 1] for n, v in parameters.items()}, {n: v[k : k + 1] for n, v in buffers.items()}).reshape(1)
+            for k in range(4)
+        ]).to(values.dtype)  # fmt: skip
+        close = torch.allclose(values, alone, rtol=RTOL, atol=ATOL, equal_nan=True)
+        worst = float((values - alone).abs().nan_to_num(0).max())
+        return Check("one value per network, equal to each network alone", close,
+                     f"worst |stacked - alone| {worst:.2e} (rtol {RTOL:g}, atol {ATOL:g})")
+
+    def repeats():
+        same = torch.equal(on(parameters, buffers).nan_to_num(-1), on(parameters, buffers).nan_to_num(-1))
+        return Check("repeats", same, "" if same else "two calls on the same networks differ")
+
+    return [_guarded("one value per network, equal to each network alone", vectorized), _guarded("repeats", repeats)]
+
+
 CHECKERS: dict[str, Callable[[Any, Any], list[Check]]] = {
+    "metric": _check_metric,
     "optimizer": _check_optimizer,
     "sampler": _check_sampler,
     "prior": _check_prior,

@@ -113,3 +113,37 @@ def test_check_plugin_command_reports_and_exits_nonzero_on_failure():
     assert "optimizer sgd" in ok.output and "PASS" in ok.output
     unknown = CliRunner().invoke(main, ["check-plugin", "sdg"])
     assert unknown.exit_code == 2 and "did you mean 'sgd'" in unknown.output
+
+
+def test_a_metric_that_mixes_networks_is_caught_and_an_honest_one_runs_in_a_suite(tmp_path):
+    """Through a real plugin: the kit fails a metric normalized over the whole stack, and the
+    runner computes an honest plugin metric and stores it per network."""
+    from benchsuite.records import MetricSpec
+    from benchsuite.runner import run_suite
+    from benchsuite.store import Store
+    from benchsuite.suite import validate_suite
+
+    def norm(data):
+        return torch.stack([v.detach().double().flatten(1).norm(dim=1) for v in data.parameters.values()]).sum(0)
+
+    def mixed(data):
+        values = norm(data)
+        return values / values.mean()  # depends on the other networks of the stack
+
+    module = types.ModuleType("metrics")
+    module.benchsuite_metrics = hookimpl(lambda: [MetricSpec(name="norm-sum", compute=norm), MetricSpec(name="mixed", compute=mixed)])
+    registry = load_registry(include_entry_points=False, extra=[("metrics", module)])
+    assert [c.name for c in failed(check("mixed", registry=registry))] == ["one value per network, equal to each network alone"]
+    assert_conforms("norm-sum", registry=registry)
+
+    suite = validate_suite({
+        "models_per_cell": 3,
+        "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4], "training_set_seeds": [200]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"]}],
+        "optimizers": [{"name": "sgd", "epochs": 3}], "baselines": ["gnc"], "metrics": ["norm-sum"],
+    }, registry, "s.yaml")  # fmt: skip
+    run_suite(suite, tmp_path, registry=registry)
+    with Store(tmp_path / "results.sqlite", read_only=True) as store:
+        rows = store.connection.execute("SELECT metric, COUNT(*), MIN(value) FROM network_metrics GROUP BY metric").fetchall()
+        networks = store.connection.execute("SELECT COUNT(*) FROM networks").fetchone()[0]
+    assert networks >= 4 and [tuple(r) for r in rows] == [("norm-sum", networks, rows[0][2])] and rows[0][2] > 0

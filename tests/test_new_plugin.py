@@ -46,7 +46,7 @@ def installed(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize(("kind", "name"), [("optimizer", "heavy-ball"), ("sampler", "plain-gnc"), ("dataset", "blobs")])
+@pytest.mark.parametrize(("kind", "name"), [("optimizer", "heavy-ball"), ("sampler", "plain-gnc"), ("dataset", "blobs"), ("metric", "param-norm")])
 def test_a_generated_plugin_installs_and_passes_check_plugin(installed, kind, name):
     tmp_path, env = installed(kind, name)
     checked = subprocess.run([*CLI, "check-plugin", name], capture_output=True, text=True, env=env, timeout=600)
