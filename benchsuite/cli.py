@@ -86,8 +86,9 @@ ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, model
 @click.option("--device", help="Override the suite's device: auto, cpu, cuda, cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no leaderboard on the terminal.")
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
+@click.option("--executor", default="local", show_default=True, help="How cells are executed: an executor plugin (benchsuite plugins lists them). Results do not depend on it.")
 @click.pass_context
-def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool) -> None:
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
 
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
@@ -103,12 +104,16 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     if device is not None and not DEVICE_PATTERN.fullmatch(device):
         raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     loaded = _load(suite, allow_large)
+    _registry().executor(executor)  # an unknown executor stops here, before anything is written
     check_memory(loaded, _registry(), device, allow_large)
     out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
     console.print(f"output folder: {terminal_text(out_dir)}", highlight=False, markup=False, soft_wrap=True)
     progress = Progress() if quiet else RichCellProgress(console)
     try:
-        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=shell_command(["benchsuite", *sys.argv[1:]]))
+        rows = run_suite(
+            loaded, out_dir, _registry(), progress, device,
+            command=shell_command(["benchsuite", *sys.argv[1:]]), executor=executor,
+        )  # fmt: skip
     finally:
         if isinstance(progress, RichCellProgress):
             progress.display.stop()  # also when a cell fails: leave the terminal clean

@@ -25,6 +25,7 @@ import pluggy
 from benchsuite.records import (
     ArchitectureSpec,
     DatasetSpec,
+    ExecutorSpec,
     MetricSpec,
     OptimizerSpec,
     PriorSpec,
@@ -74,3 +75,10 @@ def benchsuite_metrics() -> list[MetricSpec]:
     """Named per-network metrics a suite may ask for (`metrics: [...]`): each computes one value
     per network of a population, vectorized over the stacked networks, for optimizers and
     random interpolators alike. Values are stored per network (table network_metrics)."""
+
+
+@hookspec
+def benchsuite_executors() -> list[ExecutorSpec]:
+    """Named ways to execute the cells of a run (`benchsuite run --executor NAME`): each runs the
+    plan's units (here, in worker processes, on a cluster) and yields every finished cell; the
+    host alone writes the store. Built-in: `local`, one unit after another in this process."""

@@ -30,6 +30,7 @@ from benchsuite.errors import PluginError, closest
 from benchsuite.records import (
     ArchitectureSpec,
     DatasetSpec,
+    ExecutorSpec,
     MetricSpec,
     OptimizerSpec,
     PriorSpec,
@@ -48,6 +49,7 @@ BUILTIN_MODULES = (
     "benchsuite.builtins.optimizers",
     "benchsuite.builtins.samplers",
     "benchsuite.builtins.metrics",
+    "benchsuite.builtins.executors",
 )
 
 # hook name -> (kind, the record type it returns)
@@ -58,6 +60,7 @@ HOOKS: dict[str, tuple[str, type]] = {
     "benchsuite_optimizers": ("optimizer", OptimizerSpec),
     "benchsuite_samplers": ("sampler", SamplerSpec),
     "benchsuite_metrics": ("metric", MetricSpec),
+    "benchsuite_executors": ("executor", ExecutorSpec),
 }
 KINDS = tuple(kind for kind, _ in HOOKS.values())
 
@@ -152,6 +155,9 @@ class Registry:
 
     def metric(self, name: str):
         return self.get("metric", name)
+
+    def executor(self, name: str):
+        return self.get("executor", name)
 
 
 def _distribution_of(entry_point: metadata.EntryPoint) -> tuple[str, str]:

@@ -7,7 +7,7 @@ sampler); the host owns loops, devices, batching, seeds and storage.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -397,6 +397,51 @@ class SamplerSpec:
         unknown = set(self.performance_options) - set(self.options)
         if unknown:
             raise ValueError(f"sampler {self.name!r}: performance_options {sorted(unknown)} are not options")
+
+    @property
+    def declared(self) -> Mapping[str, Hyperparameter]:
+        return self.options
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self.options.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors: how the cells of a run are executed
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionPlan:
+    """The unfinished cells of a run as units, and how to run one unit in this process.
+
+    A unit's cells must run in one process, in order (its gradient cells train in one stack);
+    units are independent of one another, so an executor may run them in any order and anywhere.
+    `run_unit(unit)` yields each of the unit's finished cells (benchsuite.runner.CellOutcome) as
+    it finishes. `device` is the run's device ("cpu", "cuda:0", ...).
+    """
+
+    units: tuple[tuple[Any, ...], ...]
+    run_unit: Callable[[tuple[Any, ...]], Iterator[Any]]
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSpec:
+    """A way to execute a run: `execute(ExecutionPlan)` yields every cell's outcome as it finishes.
+
+    The host alone writes what is yielded to the store, in the order it arrives, so an executor
+    never touches results.sqlite; a cell that is never yielded is simply run again on resume.
+    Results do not depend on the executor: each cell's seed depends only on the cell.
+    """
+
+    name: str
+    execute: Callable[[ExecutionPlan], Iterator[Any]]
+    options: Mapping[str, Hyperparameter] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _declared(f"executor {self.name!r}", self.options)
 
     @property
     def declared(self) -> Mapping[str, Hyperparameter]:

@@ -1,15 +1,16 @@
 """The runner: expands a suite into cells, runs the unfinished ones, stores each cell whole.
 
-A notebook calls `run_suite(suite, out)`; the CLI is a thin layer over it. Resuming is free:
-a cell whose id is already in the database is skipped, so a killed run loses at most the cell
-that was in flight, or the group of gradient cells being trained together (`group_cells`).
+A notebook calls `run_suite(suite, out)`; the CLI is a thin layer over it. The unfinished cells
+become units (work_units) that an executor plugin runs; this process stores each finished cell.
+Resuming is free: a cell whose id is already in the database is skipped, so a killed run loses
+at most the cells in flight (a unit of gradient cells trained together: `group_cells`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.plugins import Registry, default_registry
-from benchsuite.records import DataOptions, MetricInput, MetricSpec, Population, SamplingRequest
+from benchsuite.records import (
+    DataOptions,
+    ExecutionPlan,
+    MetricInput,
+    MetricSpec,
+    Population,
+    SamplingRequest,
+)
 from benchsuite.resolved import Cell, Suite, expand
 from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
@@ -113,6 +121,20 @@ def training_group_key(cell: Cell) -> str | None:
         [cell.entry.to_json(), cell.architecture.to_json(), cell.dataset, cell.n_train],
         sort_keys=True, default=str,
     )  # fmt: skip
+
+
+def work_units(todo: list[Cell], group_cells: bool = True) -> tuple[tuple[Cell, ...], ...]:
+    """The unfinished cells as units an executor runs whole, in one process: gradient cells that
+    can share a stack together (training_group_key), every other cell alone; in suite order."""
+    units, placed = [], set()
+    for index, cell in enumerate(todo):
+        if cell.cell_id in placed:
+            continue
+        key = training_group_key(cell) if group_cells else None
+        unit = [c for c in todo[index:] if training_group_key(c) == key] if key is not None else [cell]
+        placed.update(c.cell_id for c in unit)
+        units.append(tuple(unit))
+    return tuple(units)
 
 
 def produce_populations(
@@ -319,6 +341,7 @@ def run_suite(
     device: str | None = None,
     command: str = "",
     group_cells: bool = True,
+    executor: str = "local",
 ) -> list[dict]:
     """Run every unfinished cell of `suite` into `out`; return the leaderboard rows.
 
@@ -326,7 +349,9 @@ def run_suite(
     (benchsuite.report.write_leaderboard; the CLI writes every format).
 
     group_cells: train gradient cells that differ only in class pair and training set together
-    (identical results; False runs cell by cell, as the benchmarks' reference does)."""
+    (identical results; False runs cell by cell, as the benchmarks' reference does).
+    executor: the plugin that executes the units of cells (`local`: one after another, here);
+    whichever runs them, this process alone writes the store, as each cell finishes."""
     registry = registry or default_registry()
     progress = progress or Progress()
     out = Path(out)
@@ -338,28 +363,34 @@ def run_suite(
     cells = expand(suite)
     data_files = preflight(suite, registry, data)
     environment = {**capture_environment(torch_device, registry), "data_files": data_files}
+    executor = registry.executor(executor)
     with Store(out / "results.sqlite") as store:
         store.check_network_counts()
         finished = store.finished_cell_ids()
         todo = [c for c in cells if c.cell_id not in finished]
         run_id = store.start_run(suite.suite_id, suite.resolved, environment, command)
-        tasks = TaskCache()
         progress.start_run(len(cells), len(cells) - len(todo))
-        produced: dict[str, tuple[Population, nn.Module]] = {}
-        for index, cell in enumerate(todo):
-            unit = "candidates" if cell.role == "baseline" else "networks"
-            progress.start_cell(cell, index, cell.entry.models, unit)
-            key = training_group_key(cell) if group_cells else None
-            if key is not None and cell.cell_id not in produced:
-                # this cell and the unfinished cells it can share a stack with, trained at once
-                # (a killed run then loses the group in flight, not just the cell)
-                group = [c for c in todo[index:] if training_group_key(c) == key]
-                produced.update(produce_populations(group, tasks, registry, data, torch_device))
-            outcome = run_cell(
-                cell, tasks, registry, data, torch_device, progress, suite.metrics,
-                produced.pop(cell.cell_id, None),
-            )  # fmt: skip
-            spec = registry.dataset(cell.dataset)
+        positions = {cell.cell_id: index for index, cell in enumerate(todo)}
+        tasks = TaskCache()
+
+        def run_unit(unit: tuple[Cell, ...]) -> Iterator[CellOutcome]:
+            """One unit here, in this process: its gradient cells trained in one stack, then
+            each cell checked and evaluated, yielded as it finishes."""
+            produced = {}
+            if len(unit) > 1:
+                progress.start_cell(unit[0], positions[unit[0].cell_id], unit[0].entry.models, "networks")
+                produced = produce_populations(list(unit), tasks, registry, data, torch_device)
+            for cell in unit:
+                unit_name = "candidates" if cell.role == "baseline" else "networks"
+                progress.start_cell(cell, positions[cell.cell_id], cell.entry.models, unit_name)
+                yield run_cell(
+                    cell, tasks, registry, data, torch_device, progress, suite.metrics,
+                    produced.pop(cell.cell_id, None),
+                )  # fmt: skip
+
+        plan = ExecutionPlan(units=work_units(todo, group_cells), run_unit=run_unit, device=str(torch_device))
+        for outcome in executor.execute(plan):
+            spec = registry.dataset(outcome.cell.dataset)
             record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
             store.add_cell(
                 record, network_results(outcome), outcome.train_indices, outcome.population.estimates

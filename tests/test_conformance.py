@@ -147,3 +147,43 @@ def test_a_metric_that_mixes_networks_is_caught_and_an_honest_one_runs_in_a_suit
         rows = store.connection.execute("SELECT metric, COUNT(*), MIN(value) FROM network_metrics GROUP BY metric").fetchall()
         networks = store.connection.execute("SELECT COUNT(*) FROM networks").fetchone()[0]
     assert networks >= 4 and [tuple(r) for r in rows] == [("norm-sum", networks, rows[0][2])] and rows[0][2] > 0
+
+
+def test_an_executor_plugin_runs_the_units_and_the_store_is_the_same(tmp_path):
+    """Through a real plugin: an executor that runs the units last to first gives the same rows
+    as the built-in local one; only the host writes the store."""
+    from benchsuite.records import ExecutorSpec
+    from benchsuite.runner import run_suite
+    from benchsuite.store import Store
+    from benchsuite.suite import validate_suite
+
+    seen = []
+
+    def backwards(plan):
+        seen.append([len(unit) for unit in plan.units])
+        for unit in reversed(plan.units):
+            yield from plan.run_unit(unit)
+
+    module = types.ModuleType("executors")
+    module.benchsuite_executors = hookimpl(lambda: [ExecutorSpec(name="backwards", execute=backwards)])
+    registry = load_registry(include_entry_points=False, extra=[("executors", module)])
+    suite = validate_suite({
+        "models_per_cell": 2,
+        "tasks": [{"dataset": "digits", "classes": [[0, 1], [3, 8]], "n_train": [4], "training_set_seeds": [200]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"]}],
+        "optimizers": [{"name": "sgd", "epochs": 3}], "baselines": ["gnc"],
+    }, registry, "s.yaml")  # fmt: skip
+
+    def rows(folder):
+        with Store(folder / "results.sqlite", read_only=True) as store:
+            return sorted(
+                tuple(r) for r in store.connection.execute(
+                    "SELECT c.cell_id, n.model_index, n.found_at, n.train_acc, n.test_acc "
+                    "FROM networks n JOIN cells c USING (cell_id)"
+                )
+            )  # fmt: skip
+
+    run_suite(suite, tmp_path / "local", registry=registry)
+    run_suite(suite, tmp_path / "backwards", registry=registry, executor="backwards")
+    assert seen == [[2, 1, 1]]  # the two sgd cells share a stack: one unit
+    assert rows(tmp_path / "local") == rows(tmp_path / "backwards") and rows(tmp_path / "local")
