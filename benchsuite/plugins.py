@@ -283,6 +283,31 @@ def _records_of(manager: pluggy.PluginManager, plugin: Any, others: list[Any]) -
     return found
 
 
+def hook_reference() -> str:
+    """The hook reference of docs/writing-plugins.md, generated from the hookspecs' and records'
+    docstrings and fields (tests/test_hookspecs.py keeps the document equal to it)."""
+    import dataclasses
+    import inspect
+
+    lines = []
+    for hook_name, (kind, record_type) in HOOKS.items():
+        spec = getattr(hookspecs, hook_name)
+        lines += [f"### `{hook_name}() -> list[{record_type.__name__}]`", "", inspect.cleandoc(spec.__doc__), ""]
+        lines += [f"`{record_type.__name__}`: {inspect.cleandoc(record_type.__doc__).splitlines()[0]}", ""]
+        lines += ["| field | type | default |", "|---|---|---|"]
+        for f in dataclasses.fields(record_type):
+            if f.default is not dataclasses.MISSING:
+                default = f"`{f.default!r}`"
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f"`{f.default_factory()!r}`"
+            else:
+                default = "required"
+            cells = (f"`{f.name}`", f"`{f.type}`", default)
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 @functools.lru_cache(maxsize=1)
 def default_registry() -> Registry:
     """The registry of this process (built-ins plus installed plugins), loaded once."""

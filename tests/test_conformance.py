@@ -187,3 +187,44 @@ def test_an_executor_plugin_runs_the_units_and_the_store_is_the_same(tmp_path):
     run_suite(suite, tmp_path / "backwards", registry=registry, executor="backwards")
     assert seen == [[2, 1, 1]]  # the two sgd cells share a stack: one unit
     assert rows(tmp_path / "local") == rows(tmp_path / "backwards") and rows(tmp_path / "local")
+
+
+def test_a_dataset_and_an_architecture_from_a_plugin_run_in_a_suite(tmp_path):
+    """Through a real plugin: a synthetic dataset and a one-layer architecture conform, and a
+    suite on them runs, every stored network fitting its training set."""
+    from torch import nn
+
+    from benchsuite.records import ArchitectureSpec, DatasetSpec, ImageSplits
+    from benchsuite.runner import run_suite
+    from benchsuite.store import Store
+    from benchsuite.suite import validate_suite
+
+    def stripes(options):
+        def split(per_class, seed):
+            generator = torch.Generator().manual_seed(seed)
+            labels = torch.arange(4).repeat_interleave(per_class)
+            images = (labels.view(-1, 1, 1, 1) == torch.arange(4).view(1, 1, 4, 1)).float().expand(-1, 1, 4, 4)
+            return (images + 0.05 * torch.rand(len(labels), 1, 4, 4, generator=generator)).clamp(0, 1), labels
+
+        return ImageSplits(*split(40, 1), *split(10, 2))
+
+    def linear(input_shape, width=1, bias=False):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 2, bias=bias))
+
+    module = types.ModuleType("shapes")
+    module.benchsuite_datasets = hookimpl(lambda: [DatasetSpec(
+        name="stripes", load=stripes, num_classes=4, holdout_per_class=8, input_shape=(1, 4, 4))])
+    module.benchsuite_architectures = hookimpl(lambda: [ArchitectureSpec(name="linear", build=linear)])
+    registry = load_registry(include_entry_points=False, extra=[("shapes", module)])
+    assert_conforms("stripes", registry=registry)
+    assert_conforms("linear", registry=registry)
+    suite = validate_suite({
+        "models_per_cell": 2,
+        "tasks": [{"dataset": "stripes", "classes": [[0, 3]], "n_train": [4], "training_set_seeds": [200]}],
+        "architectures": [{"name": "linear"}],
+        "optimizers": [{"name": "sgd", "epochs": 20, "lr": 0.5}], "baselines": ["gnc"],
+    }, registry, "s.yaml")  # fmt: skip
+    run_suite(suite, tmp_path, registry=registry)
+    with Store(tmp_path / "results.sqlite", read_only=True) as store:
+        stored = store.connection.execute("SELECT COUNT(*), MIN(train_acc) FROM networks").fetchone()
+    assert stored[0] == 4 and stored[1] == 1.0
