@@ -15,6 +15,8 @@ from benchsuite.plugins import default_registry
 
 SUITE = {
     "name": "runner",
+    "device": "cpu",
+    "models_per_cell": 2,
     "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [2], "training_set_seeds": [200]}],
     "architectures": [{"name": "mlp", "widths": [1], "depths": [1]}],
     "baselines": [{"name": "gnc"}],
