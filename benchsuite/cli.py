@@ -24,6 +24,12 @@ stdout = Console()
 class BenchsuiteGroup(click.Group):
     """Turns BenchsuiteError into one line on stderr and exit code 2 (tracebacks with --verbose)."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        words = list(args)  # the words given (sys.argv[1:], or a caller's): run records them
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["benchsuite.words"] = words
+        return ctx
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -108,7 +114,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     console.print(f"output folder: {terminal_text(out_dir)}", highlight=False, markup=False, soft_wrap=True)
     progress = Progress() if quiet else RichCellProgress(console)
     try:
-        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=shell_command(["benchsuite", *sys.argv[1:]]))
+        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=shell_command(["benchsuite", *ctx.meta["benchsuite.words"]]))
     finally:
         if isinstance(progress, RichCellProgress):
             progress.display.stop()  # also when a cell fails: leave the terminal clean

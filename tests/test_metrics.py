@@ -22,6 +22,7 @@ from benchsuite.stacked import init_stacked
 from benchsuite.tasks import Task
 
 PRIORS = {p.name: p for p in benchsuite_priors()}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small kernels: see conftest.py
 
 
 def make_task(shape, n_train=6, n_test=40, seed=0) -> Task:
