@@ -24,6 +24,12 @@ stdout = Console()
 class BenchsuiteGroup(click.Group):
     """Turns BenchsuiteError into one line on stderr and exit code 2 (tracebacks with --verbose)."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        words = list(args)  # the words given (sys.argv[1:], or a caller's): run records them
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["benchsuite.words"] = words
+        return ctx
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -112,7 +118,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     try:
         rows = run_suite(
             loaded, out_dir, _registry(), progress, device,
-            command=shell_command(["benchsuite", *sys.argv[1:]]), executor=executor,
+            command=shell_command(["benchsuite", *ctx.meta["benchsuite.words"]]), executor=executor,
         )  # fmt: skip
     finally:
         if isinstance(progress, RichCellProgress):

@@ -25,6 +25,7 @@ from benchsuite.stacked import StackedForward, accuracy, correct_counts, draw_pa
 
 PRIORS = {p.name: p for p in benchsuite_priors()}
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small kernels: see conftest.py
 
 
 def small_mlp(inputs=16, hidden=(8, 6)):

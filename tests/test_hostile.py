@@ -1,7 +1,7 @@
 """Hostile and broken input (issue 15): each test feeds the input an adversary would and checks
 that nothing escapes the output folder, no command reaches a reader's shell, no resource runs
-away and no broken store turns into a "citable" leaderboard. Real files, databases and
-subprocesses throughout."""
+away and no broken store turns into a "citable" leaderboard. Real files and databases
+throughout; the commands run in-process (cli_runner), the published README's in a real shell."""
 
 from __future__ import annotations
 
@@ -10,27 +10,18 @@ import io
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_runner import cli
 
 from benchsuite.errors import BenchsuiteError
 
-CLI = [sys.executable, "-m", "benchsuite.cli"]
 HOSTILE_NAME = "../../../escaped; touch {marker} #"
 FORMULA = '=HYPERLINK("http://evil.example","x")'
 INJECTED = "a\n| injected | row |<script>alert(1)</script>"
 ESCAPED_MATH = "\x1b[31mred$\\undefinedmacro$"
-
-
-def cli(*args: str, cwd: Path | None = None, timeout: int = 300, **variables: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **variables}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd, env=env
-    )
 
 
 def tiny_suite(**changes) -> dict:

@@ -24,6 +24,7 @@ from benchsuite.tasks import Task
 
 PRIORS = {p.name: p for p in benchsuite_priors()}
 REGISTRY = load_registry(include_entry_points=False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small kernels: see conftest.py
 
 
 def inputs(module, parameters, buffers, task) -> MetricInput:

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from click.testing import CliRunner
+from cli_runner import cli
 
 from benchsuite.plots import PlotData, figures, plot_results
 from benchsuite.store import NetworkResult, Store
@@ -190,19 +190,15 @@ def test_single_n_study_plots_against_the_variant(tmp_path):
 
 
 def test_plot_command(out):
-    from benchsuite.cli import main
-
-    result = CliRunner().invoke(main, ["plot", str(out)])
-    assert result.exit_code == 0, result.output
+    result = cli("plot", str(out))
+    assert result.returncode == 0, result.stderr
     assert (out / "figures" / "accuracy_fashion-mnist_7v0_mlp.svg").is_file()
 
 
 def test_plot_command_without_results(tmp_path):
-    from benchsuite.cli import main
-
-    result = CliRunner().invoke(main, ["plot", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "no results database" in result.output
+    result = cli("plot", str(tmp_path))
+    assert result.returncode == 2
+    assert "no results database" in result.stderr
 
 
 def test_missing_matplotlib_names_the_extra(monkeypatch, out):

@@ -1,11 +1,9 @@
-"""`benchsuite publish` and `benchsuite compare`, through the real command line."""
+"""`benchsuite publish` and `benchsuite compare`, through the command line (run in-process)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from itertools import product
 from pathlib import Path
 from statistics import fmean
@@ -14,6 +12,7 @@ import pytest
 import yaml
 from benchsuite.plugins import load_registry
 from benchsuite.suite import load_suite
+from cli_runner import cli
 from stored_results import ENVIRONMENT, SUITE, make_results
 
 from benchsuite.errors import BenchsuiteError
@@ -22,12 +21,7 @@ from benchsuite.publish import publish
 from benchsuite.report import to_json
 from benchsuite.store import Store
 
-CLI = [sys.executable, "-m", "benchsuite.cli"]
 SMALL = {"pairs": ((0, 1),), "n_trains": (4, 8), "seeds": (200, 201, 202), "models": 8}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=180, check=False)
 
 
 @pytest.fixture(scope="module")

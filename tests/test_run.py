@@ -17,8 +17,9 @@ from statistics import fmean, pstdev
 
 import pytest
 import yaml
+from cli_runner import cli
 
-CLI = [sys.executable, "-m", "benchsuite.cli"]
+CLI = [sys.executable, "-m", "benchsuite.cli"]  # a real process, for the run that is killed
 
 SMALL = {
     "name": "small",
@@ -38,10 +39,6 @@ def write_suite(tmp_path: Path, document: dict = SMALL) -> Path:
     return path
 
 
-def run_cli(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
-
-
 def cells_in(database: Path) -> list[tuple]:
     with sqlite3.connect(database) as db:
         return db.execute("SELECT cell_id, finished_at, models_found FROM cells ORDER BY cell_id").fetchall()
@@ -52,7 +49,7 @@ def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("run")
     suite = write_suite(tmp_path)
     out = tmp_path / "out"
-    result = run_cli("run", str(suite), "--out", str(out))
+    result = cli("run", str(suite), "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -82,8 +79,10 @@ def test_every_stored_network_fits_its_training_set(finished_run):
     with sqlite3.connect(out / "results.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM networks WHERE train_acc < 1").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM networks").fetchone()[0] == 12 * 12
-        run = db.execute("SELECT suite, environment FROM runs").fetchone()
+        run = db.execute("SELECT suite, environment, command FROM runs").fetchone()
     assert json.loads(run[0])["name"] == "small"
+    # the command recorded is the words the CLI was given, not its caller's sys.argv
+    assert run[2] == f"benchsuite run {out.parent / 'suite.yaml'} --out {out}"
     environment = json.loads(run[1])
     assert environment["packages"]["torch"] and environment["device"] == "cpu"
 
@@ -123,7 +122,7 @@ def test_leaderboard_command_rebuilds_the_same_rows(finished_run, tmp_path):
     out, _ = finished_run
     before = json.loads((out / "leaderboard.json").read_text())
     (out / "leaderboard.json").unlink()
-    result = run_cli("leaderboard", str(out), "--format", "json")
+    result = cli("leaderboard", str(out), "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "leaderboard.json").read_text()) == before
 
@@ -132,7 +131,7 @@ def test_rerun_skips_finished_cells(finished_run):
     out, _ = finished_run
     before = cells_in(out / "results.sqlite")
     suite = out.parent / "suite.yaml"
-    result = run_cli("run", str(suite), "--out", str(out), "--quiet")
+    result = cli("run", str(suite), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert cells_in(out / "results.sqlite") == before
 
@@ -156,7 +155,7 @@ def test_resume_after_a_killed_run(tmp_path):
     process.wait()
     survived = cells_in(database)
     assert 3 <= len(survived) < 24, "the run was not killed mid-way"
-    result = run_cli("run", str(suite), "--out", str(out))
+    result = cli("run", str(suite), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert f"resuming: {len(survived)} of 24 cells already done" in result.stderr.replace("\n", " ")
     after = cells_in(database)
@@ -170,7 +169,7 @@ def test_resume_after_a_killed_run(tmp_path):
 def test_same_suite_same_results(tmp_path, finished_run):
     out, _ = finished_run
     again = tmp_path / "again"
-    result = run_cli("run", str(write_suite(tmp_path)), "--out", str(again), "--quiet")
+    result = cli("run", str(write_suite(tmp_path)), "--out", str(again), "--quiet")
     assert result.returncode == 0, result.stderr
     query = "SELECT c.cell_id, n.model_index, n.found_at, n.test_acc FROM networks n JOIN cells c USING (cell_id) ORDER BY 1, 2"
     with sqlite3.connect(out / "results.sqlite") as a, sqlite3.connect(again / "results.sqlite") as b:

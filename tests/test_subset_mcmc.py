@@ -17,6 +17,7 @@ from benchsuite.stacked import accuracy
 
 PRIORS = {p.name: p for p in benchsuite_priors()}
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small kernels: see conftest.py
 
 
 def request(module, x, y, prior="uniform", target=64, seed=3, budget=10**9, **options):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_runner import cli
 
 from benchsuite.errors import SuiteError
 from benchsuite.plugins import load_registry
@@ -196,7 +195,7 @@ def test_cli_validation_error_exits_2_and_writes_nothing(tmp_path):
     path.write_text(yaml.safe_dump(with_change(("optimizers", 0, "name"), "adma")))
     out = tmp_path / "out"
     for command in (["validate", str(path)], ["run", str(path), "--out", str(out)]):
-        result = subprocess.run([sys.executable, "-m", "benchsuite.cli", *command], capture_output=True, text=True)
+        result = cli(*command)
         assert result.returncode == 2
         assert "Traceback" not in result.stderr
         lines = [line for line in result.stderr.splitlines() if line.strip()]

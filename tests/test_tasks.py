@@ -26,6 +26,7 @@ SPECS = {spec.name: spec for spec in datasets.benchsuite_datasets()}
 DEBIAN_FILES = [
     datasets.DEBIAN_FASHION_MNIST / f"{stem}.gz" for stem in datasets.IDX_FILES.values()
 ]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small kernels: see conftest.py
 needs_fashion_mnist = pytest.mark.skipif(
     not all(path.is_file() for path in DEBIAN_FILES),
     reason="Debian package dataset-fashion-mnist not installed",

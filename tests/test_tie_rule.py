@@ -22,6 +22,7 @@ from benchsuite.stacked import accuracy, correct_counts, draw_parameters_, evalu
 
 PRIORS = {p.name: p for p in benchsuite_priors()}
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small kernels: see conftest.py
 
 
 def narrow_mlp() -> nn.Sequential:
