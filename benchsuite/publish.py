@@ -232,7 +232,8 @@ def readme(
     duplicates: int,
 ) -> str:
     """The published folder's front page: what it is, the headline numbers, how to reproduce."""
-    from benchsuite.report import _markdown_table, display_rows, method_notes, ranking_display
+    from benchsuite.reporting.display import display_rows, method_notes, ranking_display
+    from benchsuite.reporting.markdown import markdown_table
 
     suite = runs[-1]["suite"]
     summary = environment["summary"]
@@ -258,9 +259,9 @@ def readme(
     ]
     ranking = getattr(rows, "ranking", None)
     if ranking:
-        lines += ["## Across tasks", ""] + _markdown_table(ranking_display(ranking)) + [""]
+        lines += ["## Across tasks", ""] + markdown_table(ranking_display(ranking)) + [""]
     if rows:
-        lines += ["## Leaderboard", ""] + _markdown_table(display_rows(rows)) + [""]
+        lines += ["## Leaderboard", ""] + markdown_table(display_rows(rows)) + [""]
         lines += [f"- {note}" for note in method_notes(rows)] + [""]
     lines += [
         "## Files",
@@ -377,7 +378,7 @@ def _write_published(
     """Everything a published folder holds, written into `folder` (a staging folder; the README
     names `target`, where it will be moved)."""
     from benchsuite.leaderboard import leaderboard_from_store
-    from benchsuite.report import write_leaderboard
+    from benchsuite.reporting.files import write_leaderboard
 
     database = folder / "results.sqlite"
     cells, duplicates = merge_databases(read, database)

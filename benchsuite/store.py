@@ -412,6 +412,14 @@ class Store:
         query = "SELECT * FROM network_rows ORDER BY cell_id, model_index"
         return [dict(r) for r in self.connection.execute(query)]
 
+    def network_metric_rows(self) -> list[dict[str, Any]]:
+        """network_rows with one row per (network, metric): metric and value added."""
+        query = (
+            "SELECT r.*, m.metric, m.value FROM network_rows r JOIN network_metrics m "
+            "USING (cell_id, model_index) ORDER BY r.cell_id, r.model_index"
+        )
+        return [dict(row) for row in self.connection.execute(query)]
+
 
 class StoreError(BenchsuiteError):
     """A results database is missing, damaged or not one benchsuite wrote."""

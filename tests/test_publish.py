@@ -19,7 +19,7 @@ from stored_results import ENVIRONMENT, SUITE, make_results
 from benchsuite.errors import BenchsuiteError
 from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.publish import publish
-from benchsuite.report import to_json
+from benchsuite.reporting.json_rows import to_json
 from benchsuite.store import Store
 
 CLI = [sys.executable, "-m", "benchsuite.cli"]
