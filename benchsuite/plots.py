@@ -36,6 +36,8 @@ SCATTER_TITLES = {
     "train_loss_frobenius": "logits / prod ||W_l||_F / 3",
 }
 PANEL_SIZE = (4.2, 3.4)  # inches per panel
+# matplotlib salts SVG element ids with a random uuid unless given a salt: a fixed one, so files repeat
+REPRODUCIBLE = {"svg.hashsalt": "benchsuite"}
 
 
 def _matplotlib():
@@ -370,6 +372,8 @@ def plot_results(out_dir: str | Path, formats: tuple[str, ...] = FORMATS) -> lis
     from benchsuite.store import Store
 
     _matplotlib()
+    from matplotlib import rc_context
+
     out_dir = Path(out_dir)
     folder = out_dir if out_dir.is_dir() else out_dir.parent
     with Store.open_existing(out_dir) as store:
@@ -377,11 +381,12 @@ def plot_results(out_dir: str | Path, formats: tuple[str, ...] = FORMATS) -> lis
     target = folder / "figures"
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, figure in figures(data).items():
-        for fmt in formats:
-            path = target / f"{stem}.{fmt}"
-            figure.savefig(path, dpi=150, metadata=_metadata(fmt))
-            written.append(path)
+    with rc_context(REPRODUCIBLE):
+        for stem, figure in figures(data).items():
+            for fmt in formats:
+                path = target / f"{stem}.{fmt}"
+                figure.savefig(path, dpi=150, metadata=_metadata(fmt))
+                written.append(path)
     return written
 
 
