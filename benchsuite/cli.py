@@ -103,7 +103,8 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     from benchsuite.limits import check_memory
     from benchsuite.paths import default_out, shell_command
     from benchsuite.progress import RichCellProgress
-    from benchsuite.report import to_terminal, write_leaderboard
+    from benchsuite.reporting.files import write_leaderboard
+    from benchsuite.reporting.terminal import to_terminal
     from benchsuite.runner import Progress, run_suite
     from benchsuite.suite import DEVICE_PATTERN
 
@@ -149,16 +150,10 @@ def validate(suite: str, allow_large: bool) -> None:
 @click.option("--format", "formats", multiple=True, type=click.Choice(["terminal", "md", "csv", "json", "latex", "html"]), default=["terminal"], show_default=True, help="What to print; the files are rewritten either way.")
 def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> None:
     """Rebuild the leaderboard of the result folder OUT from its database."""
-    from benchsuite.html_report import to_html
     from benchsuite.leaderboard import leaderboard_from_store
-    from benchsuite.report import (
-        to_csv,
-        to_json,
-        to_latex,
-        to_markdown,
-        to_terminal,
-        write_leaderboard,
-    )
+    from benchsuite.reporting.files import write_leaderboard
+    from benchsuite.reporting.reporters import REPORTERS
+    from benchsuite.reporting.terminal import to_terminal
     from benchsuite.store import Store
 
     with Store.open_existing(out) as store:
@@ -171,8 +166,7 @@ def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> Non
         if fmt == "terminal":
             to_terminal(rows, stdout, title=f"Leaderboard: {name}")
         else:
-            renderer = {"md": to_markdown, "csv": to_csv, "json": to_json, "latex": to_latex, "html": to_html}[fmt]
-            click.echo(renderer(rows), nl=False)
+            click.echo(REPORTERS[fmt].render(rows), nl=False)
 
 
 @main.command()

@@ -151,7 +151,7 @@ def compare_optimizers(
 
 
 def display(comparison: Comparison) -> list[dict[str, str]]:
-    from benchsuite.report import comparison_display
+    from benchsuite.reporting.display import comparison_display
 
     shown = comparison_display(comparison.rows)
     if comparison.kind != "folders":
@@ -185,16 +185,16 @@ def summary_line(comparison: Comparison) -> str:
 
 def to_markdown(comparison: Comparison) -> str:
     from benchsuite.escaping import markdown_text
-    from benchsuite.report import _markdown_table
+    from benchsuite.reporting.markdown import markdown_table
 
     lines = [f"# Compare: {markdown_text(comparison.title)}", "", markdown_text(summary_line(comparison)), ""]
     if comparison.rows:
-        lines += _markdown_table(display(comparison))
+        lines += markdown_table(display(comparison))
     return "\n".join(lines) + "\n"
 
 
 def to_csv(comparison: Comparison) -> str:
-    from benchsuite.report import to_csv as rows_to_csv
+    from benchsuite.reporting.csv_table import to_csv as rows_to_csv
 
     return rows_to_csv(comparison.rows, COLUMNS)
 

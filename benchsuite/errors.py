@@ -23,6 +23,10 @@ class PluginError(BenchsuiteError):
     """Plugins conflict (a name given twice) or a name is not provided by any plugin."""
 
 
+class StoreError(BenchsuiteError):
+    """A results database is missing, damaged, newer than this code, or not one benchsuite wrote."""
+
+
 def closest(name: str, valid: Iterable[str], n: int = 3) -> str:
     """'did you mean' text listing the closest valid names, then all of them."""
     valid = sorted(valid)

@@ -3,7 +3,7 @@
 Those strings travel between people, so each writer neutralises what its format would interpret:
 a spreadsheet runs a cell starting with `=`, Markdown renders raw HTML and splits a table row at a
 newline or a pipe, a terminal obeys escape sequences, matplotlib parses `$...$` as math. LaTeX
-has its own escape (benchsuite.report.latex_escape) and HTML its own (benchsuite.html_report).
+has its own escape (benchsuite.reporting.latex) and HTML its own (benchsuite.reporting.html_page).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ matplotlib is optional (`pip install benchsuite[plots]`) and imported only here,
 
 from __future__ import annotations
 
+import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ SCATTER_TITLES = {
     "train_loss_frobenius": "logits / prod ||W_l||_F / 3",
 }
 PANEL_SIZE = (4.2, 3.4)  # inches per panel
+# matplotlib salts SVG element ids with a random uuid unless given a salt: a fixed one, so files repeat
+REPRODUCIBLE = {"svg.hashsalt": "benchsuite"}
 
 
 def _matplotlib():
@@ -64,12 +67,7 @@ class PlotData:
     def from_store(cls, store) -> PlotData:
         from benchsuite.leaderboard import leaderboard_from_store
 
-        query = (
-            "SELECT r.*, m.metric, m.value FROM network_rows r JOIN network_metrics m "
-            "USING (cell_id, model_index) ORDER BY r.cell_id, r.model_index"
-        )
-        metric_rows = [dict(row) for row in store.connection.execute(query)]
-        return cls(leaderboard_from_store(store), store.cells(), metric_rows)
+        return cls(leaderboard_from_store(store), store.cells(), store.network_metric_rows())
 
     def variants(self) -> dict[str, dict[str, str]]:
         """Architecture label -> its name, width and depth (as stored)."""
@@ -158,7 +156,7 @@ def grouped_rows(data: PlotData) -> dict[Group, list[dict]]:
     return dict(groups)
 
 
-def _sorted_variants(rows: list[dict], data: PlotData) -> list[str]:
+def sorted_variants(rows: list[dict], data: PlotData) -> list[str]:
     """Architecture labels of the rows, by width (numerically) then depth (suite order)."""
     variants = data.variants()
     depth_order = data.order("depth")
@@ -169,7 +167,7 @@ def _sorted_variants(rows: list[dict], data: PlotData) -> list[str]:
     )
 
 
-def _methods(rows: list[dict], data: PlotData, role: str | None = None) -> list[str]:
+def method_labels(rows: list[dict], data: PlotData, role: str | None = None) -> list[str]:
     """Method labels, baselines first, each in suite order."""
     order = data.order("optimizer")
     roles = {r["optimizer"]: r["role"] for r in rows}
@@ -191,8 +189,8 @@ def _colors(count: int, colormap: str = "viridis"):
 def accuracy_figure(group: Group, rows: list[dict], data: PlotData):
     """Test accuracy (%) against N, one line per variant, a panel per method (shared y)."""
     Figure = _matplotlib()
-    methods = _methods(rows, data)
-    architectures = _sorted_variants(rows, data)
+    methods = method_labels(rows, data)
+    architectures = sorted_variants(rows, data)
     variants = data.variants()
     sweep = sweep_of([variants[a] for a in architectures])
     n_values = sorted({r["n_train"] for r in rows})
@@ -252,8 +250,8 @@ def accuracy_figure(group: Group, rows: list[dict], data: PlotData):
 def fit_probability_figure(group: Group, rows: list[dict], data: PlotData):
     """-log2 P(train err = 0) of each baseline against N, with the line y = N."""
     Figure = _matplotlib()
-    methods = _methods(rows, data, role="baseline")
-    architectures = _sorted_variants(rows, data)
+    methods = method_labels(rows, data, role="baseline")
+    architectures = sorted_variants(rows, data)
     variants = data.variants()
     sweep = sweep_of([variants[a] for a in architectures])
     n_values = sorted({r["n_train"] for r in rows})
@@ -295,8 +293,8 @@ def scatter_figure(group: Group, metric_rows: list[dict], data: PlotData, n_trai
     Figure = _matplotlib()
     metrics = [m for m in SCATTER_METRICS if any(r["metric"] == m for r in metric_rows)]
     rows = [r for r in metric_rows if r["n_train"] == n_train]
-    methods = _methods([{"optimizer": r["optimizer"], "role": r["role"]} for r in rows], data)
-    architectures = _sorted_variants(rows, data)
+    methods = method_labels([{"optimizer": r["optimizer"], "role": r["role"]} for r in rows], data)
+    architectures = sorted_variants(rows, data)
     variants = data.variants()
     sweep = sweep_of([variants[a] for a in architectures])
     families = ["Blues", "Oranges", "Greens", "Purples", "Reds", "Greys"]
@@ -355,11 +353,27 @@ def figures(data: PlotData) -> dict[str, Any]:
     return made
 
 
+def figures_from_store(store) -> list[tuple[str, bytes]]:
+    """(caption, PNG bytes) for every figure, to embed in a page; [] without matplotlib."""
+    try:
+        _matplotlib()
+    except BenchsuiteError:
+        return []
+    rendered = []
+    for stem, figure in figures(PlotData.from_store(store)).items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
+        rendered.append((stem, buffer.getvalue()))
+    return rendered
+
+
 def plot_results(out_dir: str | Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Write every figure of the result folder OUT into OUT/figures/ as PNG and SVG; the paths."""
     from benchsuite.store import Store
 
     _matplotlib()
+    from matplotlib import rc_context
+
     out_dir = Path(out_dir)
     folder = out_dir if out_dir.is_dir() else out_dir.parent
     with Store.open_existing(out_dir) as store:
@@ -367,11 +381,12 @@ def plot_results(out_dir: str | Path, formats: tuple[str, ...] = FORMATS) -> lis
     target = folder / "figures"
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, figure in figures(data).items():
-        for fmt in formats:
-            path = target / f"{stem}.{fmt}"
-            figure.savefig(path, dpi=150, metadata=_metadata(fmt))
-            written.append(path)
+    with rc_context(REPRODUCIBLE):
+        for stem, figure in figures(data).items():
+            for fmt in formats:
+                path = target / f"{stem}.{fmt}"
+                figure.savefig(path, dpi=150, metadata=_metadata(fmt))
+                written.append(path)
     return written
 
 

@@ -25,7 +25,7 @@ from benchsuite.escaping import markdown_prose, markdown_text, one_line
 from benchsuite.paths import default_out, shell_command
 from benchsuite.resolved import runnable_document
 from benchsuite.statistics import BootstrapSettings
-from benchsuite.store import CELL_COLUMNS, EXPECTED_TABLES, Store
+from benchsuite.store import Store
 
 GENERATED = (
     "results.sqlite", "leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.tex",
@@ -66,9 +66,7 @@ def read_source(path: str | Path) -> Source:
     with Store(database, read_only=True) as store:
         store.verify()
         runs = store.runs()
-        cell_suites = {
-            row[0] for row in store.connection.execute("SELECT DISTINCT suite_id FROM cells")
-        }
+        cell_suites = store.cell_suite_ids()
     suite_ids = {run["suite_id"] for run in runs} | cell_suites
     if not runs:
         raise BenchsuiteError(f"{path}: no runs recorded in {database.name}; nothing to publish")
@@ -102,81 +100,9 @@ def merge_databases(sources: Sequence[Source], database: Path) -> tuple[int, int
     source: cell ids hash the cell's identity and seed, so a repeat is the same experiment.
     """
     with Store(database) as store:
-        db = store.connection
-        duplicates = 0
-        for source in sources:
-            db.execute("ATTACH DATABASE ? AS source", (str(source.database),))
-            try:
-                with db:
-                    mapping = {}
-                    for run in db.execute("SELECT * FROM source.runs ORDER BY run_id").fetchall():
-                        cursor = db.execute(
-                            "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-                            (
-                                run["suite_id"],
-                                run["suite"],
-                                run["environment"],
-                                run["command"],
-                                run["started_at"],
-                                run["finished_at"],
-                            ),
-                        )
-                        mapping[run["run_id"]] = cursor.lastrowid
-                    db.execute("CREATE TEMP TABLE run_map (old INTEGER PRIMARY KEY, new INTEGER)")
-                    db.executemany("INSERT INTO run_map VALUES (?, ?)", mapping.items())
-                    duplicates += db.execute(
-                        "SELECT COUNT(*) FROM source.cells WHERE cell_id IN (SELECT cell_id FROM main.cells)"
-                    ).fetchone()[0]
-                    db.execute(
-                        "CREATE TEMP TABLE new_cells AS SELECT cell_id FROM source.cells "
-                        "WHERE cell_id NOT IN (SELECT cell_id FROM main.cells)"
-                    )
-                    columns = ", ".join(CELL_COLUMNS)
-                    source_cells = _columns(db, "source", "cells")
-                    selected = ", ".join(
-                        "m.new" if c == "run_id"
-                        else f"c.{c}" if c in source_cells
-                        else "NULL"  # a column newer than the source's schema
-                        for c in CELL_COLUMNS
-                    )  # fmt: skip
-                    db.execute(
-                        f"INSERT INTO main.cells ({columns}) SELECT {selected} FROM source.cells c "
-                        "JOIN temp.run_map m ON m.old = c.run_id WHERE c.cell_id IN (SELECT cell_id FROM temp.new_cells) "
-                        "ORDER BY c.rowid"
-                    )
-                    # older sources lack the newer columns and tables (schema versions 1, 2)
-                    source_networks = _columns(db, "source", "networks")
-                    network_columns = ", ".join(c for c in EXPECTED_TABLES["networks"] if c in source_networks)
-                    db.execute(
-                        f"INSERT INTO main.networks ({network_columns}) SELECT {network_columns} "
-                        "FROM source.networks WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
-                    )
-                    for table in ("training_indices", "cell_estimates"):
-                        if _columns(db, "source", table):  # absent from older sources
-                            db.execute(
-                                f"INSERT INTO main.{table} SELECT * FROM source.{table} "
-                                "WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
-                            )
-                    db.execute(
-                        "INSERT INTO main.network_metrics SELECT cell_id, model_index, metric, value "
-                        "FROM source.network_metrics WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
-                    )
-                    db.execute("DROP TABLE temp.run_map")
-                    db.execute("DROP TABLE temp.new_cells")
-            finally:
-                db.execute("DETACH DATABASE source")
-        with db:
-            db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('published_from', ?)",
-                (json.dumps([str(s.folder) for s in sources]),),
-            )
-        cells = db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
-    return cells, duplicates
-
-
-def _columns(db, schema: str, table: str) -> set[str]:
-    """The columns of `schema.table`; empty when the table does not exist (an older schema)."""
-    return {row[1] for row in db.execute(f"PRAGMA {schema}.table_info({table})")}
+        duplicates = sum(store.merge(source.database) for source in sources)
+        store.set_meta("published_from", json.dumps([str(s.folder) for s in sources]))
+        return store.cell_count(), duplicates
 
 
 def environment_record(
@@ -232,7 +158,8 @@ def readme(
     duplicates: int,
 ) -> str:
     """The published folder's front page: what it is, the headline numbers, how to reproduce."""
-    from benchsuite.report import _markdown_table, display_rows, method_notes, ranking_display
+    from benchsuite.reporting.display import display_rows, method_notes, ranking_display
+    from benchsuite.reporting.markdown import markdown_table
 
     suite = runs[-1]["suite"]
     summary = environment["summary"]
@@ -258,9 +185,9 @@ def readme(
     ]
     ranking = getattr(rows, "ranking", None)
     if ranking:
-        lines += ["## Across tasks", ""] + _markdown_table(ranking_display(ranking)) + [""]
+        lines += ["## Across tasks", ""] + markdown_table(ranking_display(ranking)) + [""]
     if rows:
-        lines += ["## Leaderboard", ""] + _markdown_table(display_rows(rows)) + [""]
+        lines += ["## Leaderboard", ""] + markdown_table(display_rows(rows)) + [""]
         lines += [f"- {note}" for note in method_notes(rows)] + [""]
     lines += [
         "## Files",
@@ -377,7 +304,7 @@ def _write_published(
     """Everything a published folder holds, written into `folder` (a staging folder; the README
     names `target`, where it will be moved)."""
     from benchsuite.leaderboard import leaderboard_from_store
-    from benchsuite.report import write_leaderboard
+    from benchsuite.reporting.files import write_leaderboard
 
     database = folder / "results.sqlite"
     cells, duplicates = merge_databases(read, database)

@@ -346,7 +346,7 @@ def run_suite(
     """Run every unfinished cell of `suite` into `out`; return the leaderboard rows.
 
     Writes only `out/results.sqlite`: rendering the rows (files, terminal) is the caller's choice
-    (benchsuite.report.write_leaderboard; the CLI writes every format).
+    (benchsuite.reporting.files.write_leaderboard; the CLI writes every format).
 
     group_cells: train gradient cells that differ only in class pair and training set together
     (identical results; False runs cell by cell, as the benchmarks' reference does).

@@ -325,9 +325,9 @@ def sweep_effects(out_dir: str | Path, ns: tuple[int, ...] | None = None) -> str
     from benchsuite.escaping import markdown_cell, markdown_text
     from benchsuite.plots import (
         PlotData,
-        _methods,
-        _sorted_variants,
         grouped_rows,
+        method_labels,
+        sorted_variants,
         sweep_of,
         variant_label,
     )
@@ -338,12 +338,12 @@ def sweep_effects(out_dir: str | Path, ns: tuple[int, ...] | None = None) -> str
     lines = []
     for group, rows in grouped_rows(data).items():
         variants = data.variants()
-        ordered = _sorted_variants(rows, data)
+        ordered = sorted_variants(rows, data)
         if len(ordered) < 2:
             continue
         first, last = ordered[0], ordered[-1]
         sweep = sweep_of([variants[a] for a in ordered])
-        methods = _methods(rows, data)
+        methods = method_labels(rows, data)
         by_key = {(r["optimizer"], r["architecture"], r["n_train"]): r for r in rows}
         n_all = sorted({r["n_train"] for r in rows})
         lines += [

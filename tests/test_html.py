@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from stored_results import ENVIRONMENT, make_results
 
-from benchsuite.html_report import figures_from_store, to_html
 from benchsuite.leaderboard import leaderboard_from_store
+from benchsuite.plots import figures_from_store
+from benchsuite.reporting.html_page import to_html
 from benchsuite.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

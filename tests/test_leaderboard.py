@@ -15,16 +15,12 @@ from rich.console import Console
 from stored_results import make_results
 
 from benchsuite.leaderboard import build_rows, leaderboard_from_store
-from benchsuite.report import (
-    CSV_COLUMNS,
-    latex_escape,
-    to_csv,
-    to_json,
-    to_latex,
-    to_markdown,
-    to_terminal,
-    write_leaderboard,
-)
+from benchsuite.reporting.csv_table import CSV_COLUMNS, to_csv
+from benchsuite.reporting.files import write_leaderboard
+from benchsuite.reporting.json_rows import to_json
+from benchsuite.reporting.latex import latex_escape, to_latex
+from benchsuite.reporting.markdown import to_markdown
+from benchsuite.reporting.terminal import to_terminal
 from benchsuite.store import Store
 
 CONTRACT = ("dataset", "classes", "n_train", "architecture", "optimizer", "test_acc_mean", "test_acc_std", "models",
@@ -202,7 +198,7 @@ def test_leaderboard_command_on_a_missing_folder_is_one_line(tmp_path):
 
 def test_exhausted_cells_without_networks_render_everywhere(tmp_path):
     """A baseline that found nothing (budget spent) has no mean, no interval and no gains to pair."""
-    from benchsuite.html_report import to_html
+    from benchsuite.reporting.html_page import to_html
 
     folder = make_results(tmp_path / "out", pairs=((0, 1),), n_trains=(4,), widths=("1",), seeds=(200, 201), models=5)
     with Store(folder / "results.sqlite") as store:

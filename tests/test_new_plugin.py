@@ -13,16 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from benchsuite.cli import main
+from cli_runner import cli
 
 CLI = [sys.executable, "-m", "benchsuite.cli"]
 
 
 def generate_and_install(tmp_path: Path, kind: str, name: str) -> dict:
-    result = CliRunner().invoke(main, ["new-plugin", kind, name, "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+    result = cli("new-plugin", kind, name, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
     folder = tmp_path / f"benchsuite-{name}"
     site = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -79,10 +77,10 @@ def test_a_generated_optimizer_runs_in_a_suite_beside_sgd_and_gnc(installed, tmp
 
 
 def test_new_plugin_refuses_a_bad_name_or_an_existing_folder_and_writes_nothing(tmp_path):
-    bad = CliRunner().invoke(main, ["new-plugin", "optimizer", "My Opt", "--out", str(tmp_path)])
-    assert bad.exit_code == 2 and "plugin name 'My Opt'" in bad.output
+    bad = cli("new-plugin", "optimizer", "My Opt", "--out", tmp_path)
+    assert bad.returncode == 2 and "plugin name 'My Opt'" in bad.stderr
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "benchsuite-taken").mkdir()
-    taken = CliRunner().invoke(main, ["new-plugin", "optimizer", "taken", "--out", str(tmp_path)])
-    assert taken.exit_code == 2 and "already exists" in taken.output
+    taken = cli("new-plugin", "optimizer", "taken", "--out", tmp_path)
+    assert taken.returncode == 2 and "already exists" in taken.stderr
     assert list((tmp_path / "benchsuite-taken").iterdir()) == []

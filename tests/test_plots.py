@@ -104,6 +104,13 @@ def test_plot_results_writes_png_and_svg(out):
         assert p.parent == out / "figures" and p.stat().st_size > 1000
 
 
+def test_plotting_again_changes_no_file(out):
+    """No creation date and no random SVG ids: a rerun on the same data writes the same bytes."""
+    first = {p: p.read_bytes() for p in plot_results(out)}
+    again = {p: p.read_bytes() for p in plot_results(out)}
+    assert first == again
+
+
 def test_accuracy_errorbars_equal_recomputation(out):
     with Store(out / "results.sqlite") as store:
         made = figures(PlotData.from_store(store))

@@ -217,13 +217,11 @@ def test_the_package_ships_py_typed():
 
 
 def test_plugins_name_shows_the_declared_settings():
-    from click.testing import CliRunner
+    from cli_runner import cli
 
-    from benchsuite.cli import main
-
-    result = CliRunner().invoke(main, ["plugins", "adam"])
-    assert result.exit_code == 0, result.output
-    assert "beta2: float, a finite number in [0, 1); default 0.999" in result.output
-    assert "elementwise update: yes" in result.output
-    unknown = CliRunner().invoke(main, ["plugins", "adma"])
-    assert unknown.exit_code == 2 and "did you mean 'adam'" in unknown.output
+    result = cli("plugins", "adam")
+    assert result.returncode == 0, result.stderr
+    assert "beta2: float, a finite number in [0, 1); default 0.999" in result.stdout
+    assert "elementwise update: yes" in result.stdout
+    unknown = cli("plugins", "adma")
+    assert unknown.returncode == 2 and "did you mean 'adam'" in unknown.stderr

@@ -18,7 +18,7 @@ from stored_results import ENVIRONMENT, SUITE, make_results
 from benchsuite.errors import BenchsuiteError
 from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.publish import publish
-from benchsuite.report import to_json
+from benchsuite.reporting.json_rows import to_json
 from benchsuite.store import Store
 
 SMALL = {"pairs": ((0, 1),), "n_trains": (4, 8), "seeds": (200, 201, 202), "models": 8}

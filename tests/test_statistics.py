@@ -22,7 +22,7 @@ from stored_results import make_results
 
 from benchsuite import statistics as stats
 from benchsuite.leaderboard import leaderboard_from_store
-from benchsuite.report import to_json
+from benchsuite.reporting.json_rows import to_json
 from benchsuite.statistics import BootstrapSettings
 from benchsuite.store import Store
 

@@ -2,8 +2,8 @@
 
 Everything is inline (CSS, a small sorting script, figures as base64 PNG, interval plots as SVG),
 so the page needs no network and no server. It shows the leaderboard with intervals, the
-cross-task ranking and win rates, the paired comparisons, the figures of benchsuite.plots when
-matplotlib is installed, and the environment and resolved suite of every run it came from.
+cross-task ranking and win rates, the paired comparisons, the figures it is given (PNG bytes, e.g.
+benchsuite.plots.figures_from_store), and the environment and resolved suite of every run it came from.
 
 Sorting: click a column header (again to reverse). A URL hash `#sort=TABLE.COLUMN[.asc|.desc]`
 sorts on load by clicking that header, e.g. `leaderboard.html#sort=leaderboard.gain_pp.desc`.
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections.abc import Sequence
 from typing import Any
 
-from benchsuite.report import _p, _percent, _signed, _task, method_notes
+from benchsuite.reporting.display import method_notes
+from benchsuite.reporting.formatting import p_value, percent, signed, task_label
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #1b1b1b; }
@@ -192,23 +192,23 @@ def leaderboard_table(rows: Sequence[dict]) -> str:
             "" if row["models"] >= row["models_requested"] else f"/{row['models_requested']}"
         )
         cells = [
-            f'<td class="text">{_e(_task(row))}</td>',
+            f'<td class="text">{_e(task_label(row))}</td>',
             _number_cell(row["n_train"], str(row["n_train"])),
             f'<td class="text">{_e(row["architecture"])}</td>',
             f'<td class="text">{method}</td>',
-            _number_cell(row["test_acc_mean"], _percent(row["test_acc_mean"]), _ci(row.get("test_acc_ci_low"), row.get("test_acc_ci_high"), 100, False)),
-            _number_cell(row["test_acc_std"], _percent(row["test_acc_std"])),
-            _number_cell(gain, _signed(gain), _ci(row.get("gain_ci_low"), row.get("gain_ci_high"), 1, True), tone),
+            _number_cell(row["test_acc_mean"], percent(row["test_acc_mean"]), _ci(row.get("test_acc_ci_low"), row.get("test_acc_ci_high"), 100, False)),
+            _number_cell(row["test_acc_std"], percent(row["test_acc_std"])),
+            _number_cell(gain, signed(gain), _ci(row.get("gain_ci_low"), row.get("gain_ci_high"), 1, True), tone),
             _number_cell(row.get("gain_ci_low"), _interval_svg(row, span)),
             _number_cell(row.get("prob_improvement"), "—" if row.get("prob_improvement") is None else f"{row['prob_improvement']:.2f}"),
-            _number_cell(row.get("p_value"), _p(row.get("p_value"))),
-            _number_cell(row.get("p_value_holm"), _p(row.get("p_value_holm"))),
+            _number_cell(row.get("p_value"), p_value(row.get("p_value"))),
+            _number_cell(row.get("p_value_holm"), p_value(row.get("p_value_holm"))),
             _number_cell(row["neg_log2_p_fit"], "—" if row["neg_log2_p_fit"] is None else f"{row['neg_log2_p_fit']:.2f}"),
             _number_cell(row["models"], found),
             _number_cell(row["candidates"], "—" if row["candidates"] is None else f"{row['candidates']:,}"),
             _number_cell(row["seconds"], f"{row['seconds']:.1f}"),
-            _number_cell(row.get("tied_fit_share"), _percent(row.get("tied_fit_share"))),
-            _number_cell(row.get("tied_test_share"), _percent(row.get("tied_test_share"))),
+            _number_cell(row.get("tied_fit_share"), percent(row.get("tied_fit_share"))),
+            _number_cell(row.get("tied_test_share"), percent(row.get("tied_test_share"))),
         ]  # fmt: skip
         css = ' class="baseline"' if row["role"] == "baseline" else ""
         body.append(f"<tr{css}>{''.join(cells)}</tr>")
@@ -230,16 +230,16 @@ def comparisons_table(comparisons: Sequence[dict]) -> str:
     body = []
     for c in comparisons:
         cells = [
-            f'<td class="text">{_e(_task(c))}</td>',
+            f'<td class="text">{_e(task_label(c))}</td>',
             _number_cell(c["n_train"], str(c["n_train"])),
             f'<td class="text">{_e(c["architecture"])}</td>',
             f'<td class="text">{_e(c["optimizer_a"])}</td>',
             f'<td class="text">{_e(c["optimizer_b"])}</td>',
             _number_cell(c["training_sets"], str(c["training_sets"])),
-            _number_cell(c["difference_pp"], _signed(c["difference_pp"]), _ci(c["difference_ci_low"], c["difference_ci_high"], 1, True)),
+            _number_cell(c["difference_pp"], signed(c["difference_pp"]), _ci(c["difference_ci_low"], c["difference_ci_high"], 1, True)),
             _number_cell(c["prob_improvement"], "—" if c["prob_improvement"] is None else f"{c['prob_improvement']:.2f}"),
-            _number_cell(c["p_value"], _p(c["p_value"])),
-            _number_cell(c.get("p_value_holm"), _p(c.get("p_value_holm"))),
+            _number_cell(c["p_value"], p_value(c["p_value"])),
+            _number_cell(c.get("p_value_holm"), p_value(c.get("p_value_holm"))),
         ]  # fmt: skip
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<div class="scroll"><table id="comparisons" class="sortable">{_header(COMPARISON_COLUMNS)}<tbody>{"".join(body)}</tbody></table></div>'
@@ -339,26 +339,6 @@ def suite_section(runs: Sequence[dict]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Figures
-
-
-def figures_from_store(store) -> list[tuple[str, bytes]]:
-    """(caption, PNG bytes) for every figure benchsuite.plots draws; [] without matplotlib/plots."""
-    try:
-        from benchsuite import plots
-
-        made = plots.figures(plots.PlotData.from_store(store))
-    except ImportError:
-        return []
-    except Exception as error:  # figures are a bonus: a plotting failure must not lose the tables
-        if type(error).__name__ == "BenchsuiteError":  # matplotlib missing
-            return []
-        raise
-    rendered = []
-    for stem, figure in made.items():
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110)
-        rendered.append((stem, buffer.getvalue()))
-    return rendered
 
 
 def figures_section(figures: Sequence[tuple[str, bytes]] | None) -> str:

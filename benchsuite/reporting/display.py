@@ -1,0 +1,148 @@
+"""What a person reads, shared by the text formats: the columns of each table, formatted once,
+and the sentences that say how every interval and p-value was obtained."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from benchsuite.reporting.formatting import (
+    confidence_label,
+    interval,
+    number,
+    p_value,
+    percent,
+    signed,
+    task_label,
+)
+
+TEXT_COLUMNS = ("task", "architecture", "optimizer", "method", "A", "B")  # left-aligned
+
+
+def display_rows(rows: Sequence[dict]) -> list[dict[str, str]]:
+    """The columns a person reads, formatted once for every text renderer."""
+    ci = confidence_label(rows)
+    shown = []
+    for row in rows:
+        found = f"{row['models']}" + (
+            "" if row["models"] >= row["models_requested"] else f"/{row['models_requested']}"
+        )
+        test_ci = interval(row.get("test_acc_ci_low"), row.get("test_acc_ci_high"))
+        gain_ci = interval(row.get("gain_ci_low"), row.get("gain_ci_high"), scale=1, signed=True)
+        shown.append(
+            {
+                "task": task_label(row),
+                "N": str(row["n_train"]),
+                "architecture": row["architecture"],
+                "optimizer": row["optimizer"]
+                + (" (baseline)" if row["role"] == "baseline" else "")
+                + (" (unreliable)" if row.get("unreliable") else ""),
+                f"test acc % [{ci}]": f"{percent(row['test_acc_mean'])} {test_ci}".strip(),
+                "± std": percent(row["test_acc_std"]),
+                f"gain pp [{ci}]": f"{signed(row['gain_pp'])} {gain_ci}".strip(),
+                "P(better)": number(row.get("prob_improvement"), 2),
+                "p (Holm)": p_value(row.get("p_value_holm")),
+                "-log2 P(fit)": number(row["neg_log2_p_fit"], 2)
+                + (f" ± {row['neg_log2_p_fit_se']:.2f}" if row.get("neg_log2_p_fit_se") is not None else ""),
+                "networks": found,
+                "candidates": number(row["candidates"]),
+                "seconds": number(row["seconds"]),
+                "tied fits %": percent(row.get("tied_fit_share")),
+                "tied test %": percent(row.get("tied_test_share")),
+            }
+        )
+    return shown
+
+
+def comparison_display(
+    comparisons: Sequence[dict], rows: Sequence[dict] = ()
+) -> list[dict[str, str]]:
+    """Paired comparisons (A against B on one task) as the columns a person reads."""
+    ci = confidence_label(rows)
+    return [
+        {
+            "task": task_label(c),
+            "N": str(c["n_train"]),
+            "architecture": c["architecture"],
+            "A": c["optimizer_a"],
+            "B": c["optimizer_b"],
+            "sets": str(c["training_sets"]),
+            f"A − B pp [{ci}]": f"{signed(c['difference_pp'])} {interval(c['difference_ci_low'], c['difference_ci_high'], 1, True)}".strip(),
+            "P(A > B)": number(c["prob_improvement"], 2),
+            "p": p_value(c["p_value"]),
+            "p (Holm)": p_value(c.get("p_value_holm")),
+        }
+        for c in comparisons
+    ]
+
+
+def ranking_display(ranking: Sequence[dict]) -> list[dict[str, str]]:
+    """The cross-task ranking: mean rank, tasks and first places per optimizer."""
+    return [
+        {
+            "optimizer": r["optimizer"],
+            "mean rank": f"{r['mean_rank']:.2f}",
+            "tasks": str(r["tasks"]),
+            "first places": str(r["first_places"]),
+        }
+        for r in ranking
+    ]
+
+
+def win_rate_display(win_rates: dict) -> list[dict[str, str]]:
+    """The win-rate matrix, one row per optimizer, one column per opponent."""
+    labels = win_rates["optimizers"]
+    return [
+        {"optimizer": a, **{b: ("—" if v is None else f"{v:.2f}") for b, v in zip(labels, line)}}
+        for a, line in zip(labels, win_rates["matrix"])
+    ]
+
+
+def method_notes(rows: Sequence[dict]) -> list[str]:
+    """Plain sentences saying how every interval and p-value was obtained."""
+    first = next((r for r in rows if r.get("bootstrap_resamples")), None)
+    if first is None:
+        return []
+    sets = sorted({r["training_sets"] for r in rows if r.get("p_value") is not None})
+    notes = [
+        (
+            f"Intervals: {100 * first['confidence']:g}% percentile bootstrap, {first['bootstrap_resamples']} "
+            f"resamples of training sets and then of networks within each (seed {first['bootstrap_seed']}); "
+            "gains resample the same training sets for the optimizer and the baseline."
+        ),
+        (
+            "P(better): probability that a random network of the optimizer has a higher test accuracy than "
+            "a random one of the baseline on the same training set (ties count half); ×100 it is the mean "
+            "percentile of the optimizer's networks in the baseline's distribution."
+        ),
+    ]
+    fewest = min((r["training_sets"] for r in rows if r.get("training_sets")), default=0)
+    if 0 < fewest < 5:
+        notes.append(
+            f"With {fewest} training set(s) per row, intervals are rough (the bootstrap can only recombine "
+            "those sets); suites with more training-set seeds give intervals to rely on."
+        )
+    if any(r.get("neg_log2_p_fit_se") is not None for r in rows):
+        notes.append(
+            "-log2 P(fit) ± its standard error: the sampler estimated P(fit) (subset simulation, "
+            "docs/samplers.md) instead of counting found / tried as G&C does."
+        )
+    reasons = sorted({reason for r in rows for reason in r.get("unreliable") or []})
+    if reasons:
+        count = sum(1 for r in rows if r.get("unreliable"))
+        notes.append(
+            f"{count} row(s) marked unreliable: the sampler's diagnostics failed a threshold "
+            f"(benchsuite.leaderboard.RELIABILITY): {'; '.join(reasons)}."
+        )
+    if any(r.get("tied_fit_share") is not None for r in rows):
+        notes.append(
+            "Ties: tied fits % is the share of networks with a training point whose two logits were "
+            "exactly equal (the suite's tie_rule decided it: argmax gives it to class 0, strict counts "
+            "it wrong); tied test % the share of their test predictions with equal logits."
+        )
+    if sets:
+        smallest = ", ".join(f"{2 / 2**n:.3g} with {n} training sets" for n in sets)
+        notes.append(
+            "p: two-sided paired sign-flip test on per-training-set mean differences (exact up to 16 "
+            f"training sets), Holm-corrected across the rows; smallest possible p: {smallest}."
+        )
+    return notes

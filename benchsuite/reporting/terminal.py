@@ -1,0 +1,122 @@
+"""The leaderboard on a terminal (rich): one compact table per task and architecture, the
+columns that fit the width, gains coloured by whether their interval excludes zero."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from benchsuite.escaping import terminal_text
+from benchsuite.reporting.display import (
+    TEXT_COLUMNS,
+    display_rows,
+    method_notes,
+    ranking_display,
+)
+from benchsuite.reporting.formatting import confidence_label, task_count
+
+GROUP_COLUMNS = ("task", "architecture")  # one table per group, named in its title
+# Columns a narrow terminal leaves out, last first; task, method, accuracy and gain always stay.
+OPTIONAL_TERMINAL_COLUMNS = (
+    "P(better)",
+    "p (Holm)",
+    "-log2 P(fit)",
+    "networks",
+    "candidates",
+    "seconds",
+    "tied fits %",
+    "tied test %",
+)
+WIDE = 200
+
+
+def terminal_headers(shown: Sequence[dict[str, str]], width: int) -> list[str]:
+    """The columns that fit `width`, adding optional ones in order of importance while they fit."""
+
+    def needed(header: str) -> int:
+        return max(len(header.split(" [")[0]), *(len(row[header]) for row in shown)) + 2
+
+    headers = [h for h in shown[0] if h != "± std" and h not in OPTIONAL_TERMINAL_COLUMNS]
+    used = sum(needed(h) for h in headers)
+    for header in OPTIONAL_TERMINAL_COLUMNS:
+        if used + needed(header) <= width:
+            headers.append(header)
+            used += needed(header)
+    return [h for h in shown[0] if h in headers]
+
+
+def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboard") -> None:
+    """One compact rich table per (task, architecture), so that rows fit a terminal; piped or
+    redirected output gets every column (nothing truncates a log file)."""
+    shown = display_rows(rows)
+    if not shown:
+        console.print("(no finished cells)")
+        return
+    width = console.width if console.is_terminal else max(console.width, WIDE)
+    if not console.is_terminal:
+        console.width = width  # print(width=) cannot widen past the console's own width
+    per_group = [{k: v for k, v in row.items() if k not in GROUP_COLUMNS} for row in shown]
+    headers = terminal_headers(per_group, width)
+    ci = confidence_label(rows)
+    console.print(f"[bold]{escape(terminal_text(title))}[/]  [dim]{escape(f'[a, b]: {ci}; dim rows: baselines')}[/]")
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for row, compact, raw in zip(shown, per_group, rows):
+        groups.setdefault((row["task"], row["architecture"]), []).append((compact, raw))
+    for (task, architecture), members in groups.items():
+        table = Table(
+            title=escape(terminal_text(f"{task} · {architecture}")), title_justify="left", header_style="bold",
+            box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+        )  # fmt: skip
+        for header in headers:
+            short = header.replace(f" [{ci}]", "")
+            if header in TEXT_COLUMNS:
+                table.add_column(short, justify="left", overflow="fold")
+            else:
+                table.add_column(short, justify="right", no_wrap=short != header)
+        previous = None
+        for compact, raw in members:
+            if previous is not None and compact["N"] != previous:
+                table.add_section()
+            previous = compact["N"]
+            style = "dim" if raw["role"] == "baseline" else None
+            cells = []
+            for header in headers:
+                value = escape(terminal_text(compact[header]))  # labels such as "mlp[width=1]" are not rich markup
+                if header.startswith("gain") and raw["gain_pp"] is not None:
+                    colour = _gain_colour(raw)
+                    value = f"[{colour}]{value}[/]" if colour else value
+                cells.append(value)
+            table.add_row(*cells, style=style)
+        console.print(table, width=width)
+    hidden = [h for h in per_group[0] if h not in headers and h != "± std"]
+    notes = method_notes(rows) + (
+        [f"Hidden at this width: {', '.join(hidden)} (see leaderboard.md)."] if hidden else []
+    )
+    for note in notes:
+        console.print(f"[dim]{note}[/]", highlight=False, width=width)
+    ranking = getattr(rows, "ranking", None)
+    if ranking and len(ranking) > 1 and task_count(rows) > 1:
+        summary = Table(
+            title="Across tasks (rank by mean test accuracy, 1 = best)", header_style="bold"
+        )
+        for header in ranking_display(ranking)[0]:
+            summary.add_column(header, justify="left" if header == "optimizer" else "right")
+        for line in ranking_display(ranking):
+            summary.add_row(*(escape(terminal_text(v)) for v in line.values()))
+        console.print(summary)
+
+
+def _gain_colour(row: dict) -> str | None:
+    """Green when the whole interval is above zero, red when below, uncoloured when it straddles."""
+    low, high = row.get("gain_ci_low"), row.get("gain_ci_high")
+    if low is None or high is None:
+        return "green" if row["gain_pp"] > 0 else "red"
+    if low > 0:
+        return "green"
+    if high < 0:
+        return "red"
+    return None

@@ -1,0 +1,23 @@
+"""The results database (SQLite) and every piece of SQL that touches it: schema (tables, version,
+migrations, the check on open), database (Store: writes and reads), merge (publish's copy).
+Callers import from here; the modules below never import this package back."""
+
+from benchsuite.errors import StoreError
+from benchsuite.store.database import NetworkResult, Store, now
+from benchsuite.store.schema import (
+    ADDED_IN_VERSION,
+    CELL_COLUMNS,
+    DERIVED_VIEWS,
+    EXPECTED_TABLES,
+    MIGRATIONS,
+    OLDEST_SCHEMA_VERSION,
+    SCHEMA,
+    SCHEMA_VERSION,
+    check_schema,
+)
+
+__all__ = [
+    "ADDED_IN_VERSION", "CELL_COLUMNS", "DERIVED_VIEWS", "EXPECTED_TABLES", "MIGRATIONS",
+    "OLDEST_SCHEMA_VERSION", "SCHEMA", "SCHEMA_VERSION", "NetworkResult", "Store", "StoreError",
+    "check_schema", "now",
+]  # fmt: skip

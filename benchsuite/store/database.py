@@ -1,0 +1,278 @@
+"""The results store: SQLite, one row per interpolating network, a cell committed whole or not at
+all. Every read and write goes through Store, so no other module holds SQL (tables: schema.py)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchsuite.errors import StoreError
+from benchsuite.store.merge import merge_database
+from benchsuite.store.schema import (
+    CELL_COLUMNS,
+    SCHEMA_VERSION,
+    bring_up_to_date,
+    check_schema,
+    newer_columns,
+    tables,
+)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    """One interpolating network as stored."""
+
+    found_at: int
+    train_acc: float
+    test_acc: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    train_ties: int | None = None  # training points with two equal logits
+    test_ties: int | None = None
+    chain: int | None = None  # the sampler's independent chain it came from, if it has chains
+
+
+class Store:
+    """A results database; every cell is one transaction.
+
+    Opening a new file creates the schema. Opening an existing one first checks its schema
+    version and tables (schema.check_schema): a database newer than this code, or a missing or
+    altered table, is an error, never silently re-created empty (that would turn lost results
+    into an empty "finished" run). A writing open migrates an older database; `read_only` opens
+    never write, and read an older database's newer columns as None.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise StoreError(f"{self.path}: no results database here (run `benchsuite run` first)")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(self.path)
+        self.connection.row_factory = sqlite3.Row
+        try:
+            if read_only:  # refuses every write; unlike mode=ro it still tidies the WAL files on close
+                self.connection.execute("PRAGMA query_only = ON")
+            self.connection.execute("PRAGMA foreign_keys = ON")
+            fresh = not tables(self.connection)
+            version = None
+            if not fresh or read_only:
+                version = check_schema(self.connection, self.path, views=read_only)
+            if read_only:
+                self.schema_version = version
+                # an older database's columns newer than it, read as None (what a migration gives)
+                self._absent = newer_columns(self.connection, version)
+            else:
+                self.connection.execute("PRAGMA journal_mode = WAL")
+                with self.connection:
+                    bring_up_to_date(self.connection, version)
+                self.schema_version, self._absent = SCHEMA_VERSION, {}
+        except sqlite3.DatabaseError as error:
+            self.connection.close()
+            raise StoreError(f"{self.path}: not a readable results database ({error})") from None
+        except BaseException:
+            self.connection.close()
+            raise
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> Store:
+        """Open a database that must already exist, read-only (reading commands never create one
+        nor change its schema)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "results.sqlite"
+        if not path.is_file():
+            raise StoreError(f"{path}: no results database here (run `benchsuite run` first)")
+        return cls(path, read_only=True)
+
+    def verify(self) -> None:
+        """The checks a publish makes before calling results citable: SQLite's integrity check,
+        foreign keys, and every cell holding as many networks as it recorded finding."""
+        problems = [row[0] for row in self.connection.execute("PRAGMA integrity_check")]
+        if problems != ["ok"]:
+            raise StoreError(f"{self.path}: damaged database: {'; '.join(problems[:3])}")
+        orphans = self.connection.execute("PRAGMA foreign_key_check").fetchall()
+        if orphans:
+            raise StoreError(
+                f"{self.path}: {len(orphans)} row(s) refer to rows that do not exist "
+                f"(first in table {orphans[0][0]}); the database was altered"
+            )
+        self.check_network_counts()
+
+    def check_network_counts(self) -> None:
+        """Every finished cell holds the networks it recorded: a resumed run skips finished cells,
+        so cells whose networks were deleted would otherwise stay empty for good."""
+        short = self.connection.execute(
+            "SELECT c.cell_id, c.models_found, COUNT(n.cell_id) FROM cells c "
+            "LEFT JOIN networks n USING (cell_id) GROUP BY c.cell_id HAVING COUNT(n.cell_id) != c.models_found"
+        ).fetchall()
+        if short:
+            cell_id, recorded, stored = short[0]
+            raise StoreError(
+                f"{self.path}: {len(short)} cell(s) hold a different number of networks than they recorded "
+                f"(cell {cell_id}: {stored} stored, {recorded} found); networks were lost or added"
+            )
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Store:  # noqa: PYI034 - Python 3.10 has no typing.Self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.connection:
+            yield self.connection
+
+    # -- runs --------------------------------------------------------------------------------
+    def start_run(self, suite_id: str, suite: dict, environment: dict, command: str) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (suite_id, suite, environment, command, started_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (suite_id, json.dumps(suite, sort_keys=True), json.dumps(environment), command, now()),
+            )
+            return int(cursor.lastrowid)
+
+    def finish_run(self, run_id: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (now(), run_id))
+
+    def suite_ids(self) -> set[str]:
+        return {row[0] for row in self.connection.execute("SELECT DISTINCT suite_id FROM runs")}
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self.connection.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
+        return [
+            {**dict(row), "suite": json.loads(row["suite"]), "environment": json.loads(row["environment"])}
+            for row in rows
+        ]
+
+    # -- cells -------------------------------------------------------------------------------
+    def finished_cell_ids(self) -> set[str]:
+        return {row[0] for row in self.connection.execute("SELECT cell_id FROM cells")}
+
+    def add_cell(
+        self,
+        cell: dict[str, Any],
+        networks: Sequence[NetworkResult],
+        train_indices: Sequence[int] | None = None,
+        estimates: dict[str, float] | None = None,
+    ) -> None:
+        """Write a finished cell, its networks, its training images' indices and what its sampler
+        estimated, atomically."""
+        values = {"n_test": None, **cell, "finished_at": now(), "models_found": len(networks)}
+        missing = set(CELL_COLUMNS) - set(values)
+        if missing:
+            raise ValueError(f"cell record lacks {sorted(missing)}")
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in CELL_COLUMNS)})",
+                [values[c] for c in CELL_COLUMNS],
+            )
+            db.executemany(
+                "INSERT INTO networks (cell_id, model_index, found_at, train_acc, test_acc, "
+                "train_ties, test_ties, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (cell["cell_id"], index, n.found_at, n.train_acc, n.test_acc, n.train_ties, n.test_ties, n.chain)
+                    for index, n in enumerate(networks)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO cell_estimates (cell_id, name, value) VALUES (?, ?, ?)",
+                [(cell["cell_id"], name, float(value)) for name, value in sorted((estimates or {}).items())],
+            )
+            if train_indices is not None:
+                db.execute(
+                    "INSERT INTO training_indices (cell_id, dataset, classes, training_set_seed, "
+                    "training_draw, class_pair_seed, n_train, indices) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        cell["cell_id"], cell["dataset"], cell["classes"], cell["training_set_seed"],
+                        cell["training_draw"], cell["class_pair_seed"], cell["n_train"],
+                        json.dumps([int(i) for i in train_indices]),
+                    ),
+                )  # fmt: skip
+            db.executemany(
+                "INSERT INTO network_metrics (cell_id, model_index, metric, value) VALUES (?, ?, ?, ?)",
+                [
+                    (cell["cell_id"], index, name, value)
+                    for index, n in enumerate(networks)
+                    for name, value in sorted(n.metrics.items())
+                ],
+            )
+
+    def cells(self) -> list[dict[str, Any]]:
+        return self._rows("cells", "SELECT * FROM cells ORDER BY rowid")
+
+    def cell_count(self) -> int:
+        return self.connection.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+
+    def cell_suite_ids(self) -> set[str]:
+        """The suite ids the finished cells record (runs record theirs too: suite_ids)."""
+        return {row[0] for row in self.connection.execute("SELECT DISTINCT suite_id FROM cells")}
+
+    def network_metrics(self) -> list[dict[str, Any]]:
+        query = "SELECT * FROM network_metrics ORDER BY cell_id, model_index, metric"
+        return [dict(r) for r in self.connection.execute(query)]
+
+    def training_indices(self) -> dict[str, list[int]]:
+        """cell id -> positions of its training images in the training split (none before v2)."""
+        if "training_indices" not in tables(self.connection):  # a version 1 database opened read-only
+            return {}
+        query = "SELECT cell_id, indices FROM training_indices"
+        return {row[0]: json.loads(row[1]) for row in self.connection.execute(query)}
+
+    def cell_estimates(self) -> dict[str, dict[str, float]]:
+        """cell id -> what its sampler estimated (none before v3, nor for counting samplers)."""
+        if "cell_estimates" not in tables(self.connection):  # an older database opened read-only
+            return {}
+        out: dict[str, dict[str, float]] = {}
+        for cell_id, name, value in self.connection.execute("SELECT cell_id, name, value FROM cell_estimates"):
+            out.setdefault(cell_id, {})[name] = value
+        return out
+
+    def network_rows(self) -> list[dict[str, Any]]:
+        return self._rows("network_rows", "SELECT * FROM network_rows ORDER BY cell_id, model_index")
+
+    def network_metric_rows(self) -> list[dict[str, Any]]:
+        """network_rows with one row per (network, metric): metric and value added."""
+        query = (
+            "SELECT r.*, m.metric, m.value FROM network_rows r JOIN network_metrics m "
+            "USING (cell_id, model_index) ORDER BY r.cell_id, r.model_index"
+        )
+        return self._rows("network_rows", query)
+
+    def _rows(self, table: str, query: str) -> list[dict[str, Any]]:
+        """The query's rows as dicts, with `table`'s columns newer than an older database as None."""
+        rows = [dict(row) for row in self.connection.execute(query)]
+        absent = dict.fromkeys(self._absent.get(table, ()))
+        if absent:
+            for row in rows:
+                row.update(absent)
+        return rows
+
+    # -- merging, facts about the database ------------------------------------------------------
+    def merge(self, source: str | Path) -> int:
+        """Copy the results database at `source` into this one (merge.merge_database: runs get new
+        ids, a cell already here is skipped); return the cells skipped. The source is checked as
+        any read is, so a newer or damaged one is refused before anything is copied."""
+        Store(source, read_only=True).close()
+        return merge_database(self.connection, Path(source))
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))

@@ -1,0 +1,80 @@
+"""Copying one results database into another (what `benchsuite publish` merges), in SQL: ATTACH
+the source and copy its rows across, whatever older schema version it has."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from benchsuite.store.schema import CELL_COLUMNS, EXPECTED_TABLES, columns
+
+
+def merge_database(db: sqlite3.Connection, source: Path) -> int:
+    """Copy the runs, cells, networks, estimates, training indices and metrics of the database at
+    `source` into `db` in one transaction; return the cells skipped as duplicates.
+
+    Runs get new ids (cells follow them). A cell id already present is kept as it is: cell ids
+    hash the cell's identity and seed, so a repeat is the same experiment. Columns and tables
+    newer than the source's schema are left NULL or empty.
+    """
+    db.execute("ATTACH DATABASE ? AS source", (str(source),))
+    try:
+        with db:
+            mapping = {}
+            for run in db.execute("SELECT * FROM source.runs ORDER BY run_id").fetchall():
+                cursor = db.execute(
+                    "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        run["suite_id"],
+                        run["suite"],
+                        run["environment"],
+                        run["command"],
+                        run["started_at"],
+                        run["finished_at"],
+                    ),
+                )
+                mapping[run["run_id"]] = cursor.lastrowid
+            db.execute("CREATE TEMP TABLE run_map (old INTEGER PRIMARY KEY, new INTEGER)")
+            db.executemany("INSERT INTO run_map VALUES (?, ?)", mapping.items())
+            duplicates = db.execute(
+                "SELECT COUNT(*) FROM source.cells WHERE cell_id IN (SELECT cell_id FROM main.cells)"
+            ).fetchone()[0]
+            db.execute(
+                "CREATE TEMP TABLE new_cells AS SELECT cell_id FROM source.cells "
+                "WHERE cell_id NOT IN (SELECT cell_id FROM main.cells)"
+            )
+            cell_columns = ", ".join(CELL_COLUMNS)
+            source_cells = set(columns(db, "cells", "source"))
+            selected = ", ".join(
+                "m.new" if c == "run_id"
+                else f"c.{c}" if c in source_cells
+                else "NULL"  # a column newer than the source's schema
+                for c in CELL_COLUMNS
+            )  # fmt: skip
+            db.execute(
+                f"INSERT INTO main.cells ({cell_columns}) SELECT {selected} FROM source.cells c "
+                "JOIN temp.run_map m ON m.old = c.run_id WHERE c.cell_id IN (SELECT cell_id FROM temp.new_cells) "
+                "ORDER BY c.rowid"
+            )
+            # older sources lack the newer columns and tables (schema versions 1, 2)
+            source_networks = set(columns(db, "networks", "source"))
+            network_columns = ", ".join(c for c in EXPECTED_TABLES["networks"] if c in source_networks)
+            db.execute(
+                f"INSERT INTO main.networks ({network_columns}) SELECT {network_columns} "
+                "FROM source.networks WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
+            )
+            for table in ("training_indices", "cell_estimates"):
+                if columns(db, table, "source"):  # absent from older sources
+                    db.execute(
+                        f"INSERT INTO main.{table} SELECT * FROM source.{table} "
+                        "WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
+                    )
+            db.execute(
+                "INSERT INTO main.network_metrics SELECT cell_id, model_index, metric, value "
+                "FROM source.network_metrics WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
+            )
+            db.execute("DROP TABLE temp.run_map")
+            db.execute("DROP TABLE temp.new_cells")
+    finally:
+        db.execute("DETACH DATABASE source")
+    return duplicates
