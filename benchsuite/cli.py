@@ -147,7 +147,7 @@ def validate(suite: str, allow_large: bool) -> None:
 @main.command()
 @click.argument("out", type=click.Path(exists=False))
 @click.option("--baseline", help="Label of the baseline that gains are measured against.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["terminal", "md", "csv", "json", "latex", "html"]), default=["terminal"], show_default=True, help="What to print; the files are rewritten either way.")
+@click.option("--format", "formats", multiple=True, default=["terminal"], show_default=True, help="What to print: terminal, md, csv, json, latex, html, or a reporter plugin's format (then also written as leaderboard.<suffix>); the built-in files are rewritten either way.")
 def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> None:
     """Rebuild the leaderboard of the result folder OUT from its database."""
     from benchsuite.leaderboard import leaderboard_from_store
@@ -156,17 +156,22 @@ def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> Non
     from benchsuite.reporting.terminal import to_terminal
     from benchsuite.store import Store
 
+    # built-in formats need no plugins (and so no torch); another name is a reporter plugin's
+    plugin_formats = [f for f in formats if f != "terminal" and f not in REPORTERS]
+    reporters = {f: _registry().get("reporter", f) for f in plugin_formats}
     with Store.open_existing(out) as store:
         runs = store.runs()
         rows = leaderboard_from_store(store, baseline)
     name = runs[-1]["suite"]["name"] if runs else "results"
     folder = Path(out) if Path(out).is_dir() else Path(out).parent
     write_leaderboard(rows, folder, title=f"Leaderboard: {name}")
+    if reporters:
+        write_leaderboard(rows, folder, title=f"Leaderboard: {name}", formats=list(reporters), reporters=reporters)
     for fmt in formats:
         if fmt == "terminal":
             to_terminal(rows, stdout, title=f"Leaderboard: {name}")
         else:
-            click.echo(REPORTERS[fmt].render(rows), nl=False)
+            click.echo({**REPORTERS, **reporters}[fmt].render(rows), nl=False)
 
 
 @main.command()

@@ -27,6 +27,7 @@ from benchsuite.records import (
     DatasetSpec,
     ExecutorSpec,
     MetricSpec,
+    ReporterSpec,
     OptimizerSpec,
     PriorSpec,
     SamplerSpec,
@@ -82,3 +83,10 @@ def benchsuite_executors() -> list[ExecutorSpec]:
     """Named ways to execute the cells of a run (`benchsuite run --executor NAME`): each runs the
     plan's units (here, in worker processes, on a cluster) and yields every finished cell; the
     host alone writes the store. Built-in: `local`, one unit after another in this process."""
+
+
+@hookspec
+def benchsuite_reporters() -> list[ReporterSpec]:
+    """Named output formats of a leaderboard (`benchsuite leaderboard OUT --format NAME` prints
+    one and writes leaderboard.<suffix>): each renders the leaderboard rows as text. Built-in: md,
+    csv, json, latex, html (published folders use only these)."""

@@ -34,6 +34,7 @@ from benchsuite.records import (
     MetricSpec,
     OptimizerSpec,
     PriorSpec,
+    ReporterSpec,
     SamplerSpec,
 )
 
@@ -50,6 +51,7 @@ BUILTIN_MODULES = (
     "benchsuite.builtins.samplers",
     "benchsuite.builtins.metrics",
     "benchsuite.builtins.executors",
+    "benchsuite.builtins.reporters",
 )
 
 # hook name -> (kind, the record type it returns)
@@ -60,6 +62,7 @@ HOOKS: dict[str, tuple[str, type]] = {
     "benchsuite_optimizers": ("optimizer", OptimizerSpec),
     "benchsuite_samplers": ("sampler", SamplerSpec),
     "benchsuite_metrics": ("metric", MetricSpec),
+    "benchsuite_reporters": ("reporter", ReporterSpec),
     "benchsuite_executors": ("executor", ExecutorSpec),
 }
 KINDS = tuple(kind for kind, _ in HOOKS.values())

@@ -408,6 +408,28 @@ class SamplerSpec:
 
 
 # ---------------------------------------------------------------------------------------------
+# Reporters: output formats of a leaderboard
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReporterSpec:
+    """An output format: `render(rows, title=..., figures=...) -> str`, written as
+    leaderboard.<suffix>. `rows` are the leaderboard's rows (dicts, the columns of
+    leaderboard.csv; with `.comparisons`, `.ranking`, `.win_rates` when statistics were computed);
+    `figures` are (caption, PNG bytes) pairs a format may embed. A format ignores what it does not
+    show. Built-in: md, csv, json, latex, html."""
+
+    name: str
+    suffix: str
+    render: Callable[..., str]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.suffix, str) and self.suffix.isalnum() and self.suffix.isascii() and len(self.suffix) <= 10):
+            raise ValueError(f"reporter {self.name!r}: suffix must be 1-10 ASCII letters or digits, got {self.suffix!r}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Executors: how the cells of a run are executed
 
 

@@ -138,3 +138,32 @@ def test_unknown_name_lists_closest():
     registry = load_registry(include_entry_points=False)
     with pytest.raises(PluginError, match=r"did you mean 'adam'"):
         registry.optimizer("adma")
+
+
+def test_a_reporter_plugin_prints_and_writes_its_format(tmp_path):
+    """Through an installed plugin: `leaderboard --format tsv` renders with the plugin and writes
+    leaderboard.tsv beside the built-in files."""
+    from stored_results import make_results
+
+    site = tmp_path / "site"
+    reporter = """
+    from benchsuite import hookimpl
+    from benchsuite.records import ReporterSpec
+
+    def render(rows, title="Leaderboard", figures=None):
+        return "\\n".join(["method\\tN\\tgain"] + [f"{r['optimizer']}\\t{r['n_train']}\\t{r.get('gain')}" for r in rows]) + "\\n"
+
+    @hookimpl
+    def benchsuite_reporters():
+        return [ReporterSpec(name="tsv", suffix="tsv", render=render)]
+    """
+    install_distribution(site, "benchsuite-tsv", "benchsuite_tsv", reporter, "tsv")
+    out = tmp_path / "results"
+    make_results(out)
+    result = cli("leaderboard", str(out), "--format", "tsv", site=site)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("method\tN\tgain\n") and "sgd\t4\t" in result.stdout
+    assert (out / "leaderboard.tsv").read_text() == result.stdout
+    assert (out / "leaderboard.md").exists()
+    unknown = cli("leaderboard", str(out), "--format", "tvs", site=site)
+    assert unknown.returncode == 2 and "unknown reporter 'tvs'" in unknown.stderr and "tsv" in unknown.stderr
