@@ -93,8 +93,10 @@ ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, model
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no leaderboard on the terminal.")
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 @click.option("--executor", default="local", show_default=True, help="How cells are executed: an executor plugin (benchsuite plugins lists them). Results do not depend on it.")
+@click.option("--restart", "on_mismatch", flag_value="restart", help="If the folder's finished cells came from another resolved suite or other plugin versions: keep that database beside (results.superseded-<time>.sqlite) and start afresh.")
+@click.option("--resume-anyway", "on_mismatch", flag_value="resume", help="Keep such cells and resume, knowingly mixing them.")
 @click.pass_context
-def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str) -> None:
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, on_mismatch: str | None) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
 
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
@@ -120,6 +122,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
         rows = run_suite(
             loaded, out_dir, _registry(), progress, device,
             command=shell_command(["benchsuite", *ctx.meta["benchsuite.words"]]), executor=executor,
+            on_mismatch=on_mismatch or "stop",
         )  # fmt: skip
     finally:
         if isinstance(progress, RichCellProgress):

@@ -246,6 +246,46 @@ def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metri
     )  # fmt: skip
 
 
+def cell_plugins(cell: Cell, registry: Registry, metrics: tuple[str, ...] = ()) -> dict[str, str]:
+    """The distribution and version of every plugin the cell uses ("optimizer sgd": "benchsuite
+    0.1.0"): part of the cell's record, so results never silently mix plugin versions."""
+    used = [
+        ("dataset", cell.dataset), ("architecture", cell.architecture.name),
+        ("prior", cell.entry.settings.prior),
+        ("sampler" if cell.role == "baseline" else "optimizer", cell.entry.name),
+        *(("metric", name) for name in metrics),
+    ]  # fmt: skip
+    origins = {}
+    for kind, name in used:
+        provider = registry.provider(kind, name)
+        origins[f"{kind} {name}"] = " ".join(filter(None, (provider.distribution, provider.version)))
+    return origins
+
+
+def resume_problem(origins: dict[str, dict], cells: list[Cell], suite: Suite, registry: Registry) -> str:
+    """Why the finished cells of a folder should not be mixed with this run's ('' if they may):
+    they ran in another resolved suite, or with other versions of the plugins they used."""
+    other_suites, other_plugins = set(), {}
+    for cell in cells:
+        stored = origins.get(cell.cell_id)
+        if stored is None:
+            continue
+        if stored["suite_id"] != suite.suite_id:
+            other_suites.add(stored["suite_id"])
+        if stored["plugins"] is not None:
+            now = cell_plugins(cell, registry, suite.metrics)
+            for key, version in stored["plugins"].items():
+                if key in now and now[key] != version:
+                    other_plugins[key] = (version, now[key])
+    reasons = []
+    if other_suites:
+        reasons.append(f"they ran in another resolved suite ({', '.join(sorted(other_suites))}; this one is {suite.suite_id})")
+    if other_plugins:
+        changed = "; ".join(f"{key}: {old} then, {new} now" for key, (old, new) in sorted(other_plugins.items()))
+        reasons.append(f"they used other plugin versions ({changed})")
+    return " and ".join(reasons)
+
+
 def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: tuple, device: torch.device) -> dict:
     cell, population = outcome.cell, outcome.population
     names = [class_names[c] if c < len(class_names) else str(c) for c in cell.classes]
@@ -333,6 +373,30 @@ def preflight(suite: Suite, registry: Registry, data: DataOptions) -> dict[str, 
     return files
 
 
+MISMATCH_POLICIES = ("stop", "restart", "resume")
+
+
+def _check_resumable(path: Path, cells: list[Cell], suite: Suite, registry: Registry, on_mismatch: str) -> None:
+    if on_mismatch not in MISMATCH_POLICIES:
+        raise ValueError(f"on_mismatch must be one of {MISMATCH_POLICIES}, got {on_mismatch!r}")
+    if not path.exists() or on_mismatch == "resume":
+        return
+    with Store(path, read_only=True) as store:
+        origins = store.cell_origins()
+    problem = resume_problem(origins, cells, suite, registry)
+    if not problem:
+        return
+    if on_mismatch == "stop":
+        done = sum(cell.cell_id in origins for cell in cells)
+        raise BenchsuiteError(
+            f"{path}: {done} of this suite's cells are finished there, but {problem}; resuming "
+            "would mix them. Run into a new folder, or pass --restart (the old database is kept "
+            "beside it) or --resume-anyway"
+        )
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path.rename(path.with_name(f"results.superseded-{stamp}.sqlite"))
+
+
 def run_suite(
     suite: Suite,
     out: str | Path,
@@ -342,6 +406,7 @@ def run_suite(
     command: str = "",
     group_cells: bool = True,
     executor: str = "local",
+    on_mismatch: str = "stop",
 ) -> list[dict]:
     """Run every unfinished cell of `suite` into `out`; return the leaderboard rows.
 
@@ -351,7 +416,11 @@ def run_suite(
     group_cells: train gradient cells that differ only in class pair and training set together
     (identical results; False runs cell by cell, as the benchmarks' reference does).
     executor: the plugin that executes the units of cells (`local`: one after another, here);
-    whichever runs them, this process alone writes the store, as each cell finishes."""
+    whichever runs them, this process alone writes the store, as each cell finishes.
+    on_mismatch: what to do when `out` holds finished cells of another resolved suite or of other
+    plugin versions: "stop" (a one-line error, nothing written), "restart" (the old database is
+    kept beside as results.superseded-<time>.sqlite, the run starts afresh) or "resume" (keep
+    them, knowingly)."""
     registry = registry or default_registry()
     progress = progress or Progress()
     out = Path(out)
@@ -364,6 +433,7 @@ def run_suite(
     data_files = preflight(suite, registry, data)
     environment = {**capture_environment(torch_device, registry), "data_files": data_files}
     executor = registry.executor(executor)
+    _check_resumable(out / "results.sqlite", cells, suite, registry, on_mismatch)
     with Store(out / "results.sqlite") as store:
         store.check_network_counts()
         finished = store.finished_cell_ids()
@@ -392,6 +462,7 @@ def run_suite(
         for outcome in executor.execute(plan):
             spec = registry.dataset(outcome.cell.dataset)
             record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
+            record["plugins"] = _json(cell_plugins(outcome.cell, registry, suite.metrics))
             store.add_cell(
                 record, network_results(outcome), outcome.train_indices, outcome.population.estimates
             )

@@ -167,3 +167,60 @@ def test_a_reporter_plugin_prints_and_writes_its_format(tmp_path):
     assert (out / "leaderboard.md").exists()
     unknown = cli("leaderboard", str(out), "--format", "tvs", site=site)
     assert unknown.returncode == 2 and "unknown reporter 'tvs'" in unknown.stderr and "tsv" in unknown.stderr
+
+
+def set_version(site: Path, name: str, old: str, new: str) -> None:
+    """What `pip install` of a new release leaves: the same module, a dist-info of the new version."""
+    info = site / f"{name.replace('-', '_')}-{old}.dist-info"
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {new}\n")
+    info.rename(site / f"{name.replace('-', '_')}-{new}.dist-info")
+
+
+def test_resuming_with_another_plugin_version_stops_and_restart_keeps_the_old_database(tmp_path):
+    """The issue's case: a plugin fixed and bumped, the same folder rerun. Its finished cells came
+    from the old version, so the run stops in one line; --restart keeps the old database beside."""
+    import sqlite3
+
+    site = tmp_path / "site"
+    plugin = """
+    import torch
+    from benchsuite import hookimpl
+    from benchsuite.records import Hyperparameter, OptimizerSpec
+
+    @hookimpl
+    def benchsuite_optimizers():
+        return [OptimizerSpec(name="mysgd", factory=torch.optim.SGD, elementwise=True,
+                              hyperparameters={"lr": Hyperparameter(float, 0.1, low=0.0)})]
+    """
+    install_distribution(site, "benchsuite-mysgd", "benchsuite_mysgd", plugin, "mysgd")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: bump\nmodels_per_cell: 2\n"
+        "tasks: [{dataset: digits, classes: [[0, 1]], n_train: [4], training_set_seeds: [200]}]\n"
+        "architectures: [{name: mlp, widths: ['1/6']}]\noptimizers: [{name: mysgd, epochs: 5}]\n"
+    )
+    out = tmp_path / "out"
+    first = cli("run", str(suite), "--out", str(out), "--quiet", site=site)
+    assert first.returncode == 0, first.stderr
+    database = out / "results.sqlite"
+    with sqlite3.connect(database) as db:
+        (recorded,) = db.execute("SELECT plugins FROM cells").fetchone()
+    assert json.loads(recorded)["optimizer mysgd"] == "benchsuite-mysgd 1.2.3"
+    before = database.read_bytes()
+
+    set_version(site, "benchsuite-mysgd", "1.2.3", "1.3.0")
+    stopped = cli("run", str(suite), "--out", str(out), "--quiet", site=site)
+    assert stopped.returncode == 2
+    assert "optimizer mysgd: benchsuite-mysgd 1.2.3 then, benchsuite-mysgd 1.3.0 now" in stopped.stderr
+    assert [line for line in stopped.stderr.splitlines() if not line.startswith("output folder:")] == [
+        next(line for line in stopped.stderr.splitlines() if line.startswith("error:"))
+    ]  # one line, no traceback
+    assert database.read_bytes() == before  # nothing written
+
+    restarted = cli("run", str(suite), "--out", str(out), "--quiet", "--restart", site=site)
+    assert restarted.returncode == 0, restarted.stderr
+    (kept,) = out.glob("results.superseded-*.sqlite")
+    assert kept.read_bytes() == before
+    with sqlite3.connect(database) as db:
+        (recorded,) = db.execute("SELECT plugins FROM cells").fetchone()
+    assert json.loads(recorded)["optimizer mysgd"] == "benchsuite-mysgd 1.3.0"
