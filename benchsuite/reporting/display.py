@@ -17,7 +17,7 @@ from benchsuite.reporting.formatting import (
     task_label,
 )
 
-TEXT_COLUMNS = ("task", "architecture", "optimizer", "method", "A", "B")  # left-aligned
+TEXT_COLUMNS = ("task", "architecture", "optimizer", "method", "A", "B", "family", "metric")  # left-aligned
 
 
 def display_rows(rows: Sequence[dict]) -> list[dict[str, str]]:
