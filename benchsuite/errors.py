@@ -41,8 +41,11 @@ class OptimizerStepError(BenchsuiteError):
     """
 
     def __init__(self, optimizer: str, step: int | None, error: BaseException, hint: str = ""):
-        self.optimizer, self.step, self.error = optimizer, step, error
+        self.optimizer, self.step, self.error, self.hint = optimizer, step, error, hint
         where = "while being built" if step is None else f"at step {step}"
         reason = " ".join(str(error).split()) or "(no message)"
         text = f"optimizer {optimizer!r} failed {where}: {type(error).__name__}: {reason}"
         super().__init__(f"{text}; {hint}" if hint else text)
+
+    def __reduce__(self):  # picklable, for executors that run cells in other processes
+        return (type(self), (self.optimizer, self.step, self.error, self.hint))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import threading
 
 import pytest
@@ -434,6 +435,7 @@ def test_a_step_that_raises_is_one_clear_error_naming_optimizer_step_and_cause(p
         "optimizer 'fragile' failed at step 3: FloatingPointError: the update overflowed (second line)"
     )
     assert error.optimizer == "fragile" and error.step == 3
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)  # crosses process boundaries
 
 
 def test_an_optimizer_that_cannot_be_built_or_needs_an_undeclared_closure_says_so():
