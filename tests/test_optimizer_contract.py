@@ -9,6 +9,7 @@ MLP of test_training.py every network equals its plain loop bit for bit (torch.e
 from __future__ import annotations
 
 import copy
+import json
 import math
 import pickle
 import threading
@@ -641,6 +642,25 @@ def test_a_suite_without_a_schedule_resolves_as_before_and_one_with_it_stores_it
     assert cell.identity["settings"]["schedule"] == record
     document = runnable_document(cosine.resolved)  # `publish` writes this; it validates back
     assert validate_suite(document, default_registry(), "s.yaml").suite_id == cosine.suite_id
+
+
+@pytest.mark.parametrize(
+    "folder, suite_id",
+    [
+        ("fashion-mnist-width-mlp", "525b9f6ad6c6831a"),
+        ("fashion-mnist-depth-mlp", "8353542c85aaf9bb"),
+    ],
+)
+def test_published_studies_still_resolve_to_their_published_json_and_id(folder, suite_id):
+    """Schedules (and any later entry key) must not move the ids published leaderboards cite."""
+    from pathlib import Path
+
+    from benchsuite.suite import load_suite
+
+    published = Path(__file__).parent.parent / "leaderboards" / folder
+    suite = load_suite(published / "suite.yaml", default_registry(), allow_large=True)
+    assert suite.resolved == json.loads((published / "suite.json").read_text())
+    assert suite.suite_id == suite_id
 
 
 @pytest.mark.parametrize(
