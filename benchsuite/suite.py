@@ -60,6 +60,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 # Keys of a baseline (sampler) entry that belong to the host, with defaults.
 SAMPLER_DEFAULTS: dict[str, Any] = {"prior": DEFAULT_SAMPLER_PRIOR}
 ENTRY_KEYS = ("name", "label", "models", "grid")
+# A gradient-optimizer key stored in the resolved settings only when not the default, so that
+# suites without it keep their ids: the learning-rate schedule (benchsuite/schedules.py).
+SCHEDULE_KEY = "schedule"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,6 +359,8 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
     host_defaults = dict(TRAINING_DEFAULTS if kind == "optimizer" else SAMPLER_DEFAULTS)
     budget_key = "max_networks" if kind == "optimizer" else "max_candidates"
     allowed = {**{k: None for k in ENTRY_KEYS}, **host_defaults, budget_key: None, **spec.defaults}
+    if kind == "optimizer":
+        allowed[SCHEDULE_KEY] = None
     check.mapping(entry, key, tuple(allowed))
     grid = check.mapping(entry.get("grid", {}) or {}, f"{key}.grid", tuple(set(allowed) - set(ENTRY_KEYS)))
     axes = {k: check.list_of(v, f"{key}.grid.{k}", lambda x, _: x, False) for k, v in grid.items()}
@@ -380,6 +385,9 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
                 settings["batch_size"] = check.integer(settings["batch_size"], f"{key}.batch_size", 1)
             settings["epochs"] = check.integer(settings["epochs"], f"{key}.epochs", 1)
             check.string(settings["batch_order"], f"{key}.batch_order", BATCH_ORDERS)
+            schedule = _schedule(check, merged.get(SCHEDULE_KEY), f"{key}.{SCHEDULE_KEY}")
+            if schedule is not None:
+                settings[SCHEDULE_KEY] = schedule
             budget = merged.get(budget_key, DEFAULT_BUDGET_PER_TARGET * count)
         else:
             budget = merged.get(budget_key, DEFAULT_MAX_CANDIDATES)
@@ -388,7 +396,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
             k: _declared_value(check, declared, merged.get(k, declared.default), f"{key}.{k}")
             for k, declared in spec.declared.items()
         }
-        _check_hyperparameters(check, spec, kind, hyperparameters, key)
+        _check_hyperparameters(check, spec, kind, hyperparameters, key, settings.get(SCHEDULE_KEY))
         label = merged.get("label") or _default_label(name, combination)
         expanded.append(
             Entry(
@@ -402,6 +410,18 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
             )
         )
     return expanded
+
+
+def _schedule(check: _Checker, value: Any, key: str) -> dict | None:
+    """A learning-rate schedule, resolved (benchsuite/schedules.py); None: the default."""
+    from benchsuite.schedules import ScheduleError, resolve
+
+    if value is None:
+        return None
+    try:
+        return resolve(value)
+    except ScheduleError as error:
+        raise check.fail(_join(key, error.key) if error.key else key, error.reason) from None
 
 
 def _plugin_name(check: _Checker, value: Any, key: str, registry: Registry, kind: str) -> str:
@@ -541,10 +561,13 @@ def _declared_value(check: _Checker, declared, value: Any, key: str) -> Any:
         raise check.fail(key, str(error)) from None
 
 
-def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: dict, key: str) -> None:
+def _check_hyperparameters(
+    check: _Checker, spec, kind: str, hyperparameters: dict, key: str, schedule: dict | None = None
+) -> None:
     """Values that would crash at run time fail here, before anything is stored: the plugin's own
     `check` (what one declaration cannot say, such as nesterov needing momentum), and for
-    optimizers the factory itself, built once on a one-entry parameter."""
+    optimizers the factory itself, built once on a one-entry parameter (a stack-aware one with a
+    stack of one network), which a schedule needs to have an `lr` in each param group."""
     own = getattr(spec, "check", None)
     if own is not None:
         try:
@@ -557,7 +580,13 @@ def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: di
     if kind == "optimizer":
         import torch
 
+        from benchsuite.records import Networks
+
+        extra = {"networks": Networks(count=1, seeds=(0,))} if getattr(spec, "stacked", False) else {}
         try:
-            spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters)
+            built = spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters, **extra)
         except Exception as error:  # noqa: BLE001 - the optimizer's own message says what is wrong
             raise check.fail(key, f"{spec.name} refuses these hyperparameters: {error}") from None
+        groups = getattr(built, "param_groups", None)
+        if schedule is not None and (not groups or any("lr" not in g for g in groups)):
+            raise check.fail(f"{key}.{SCHEDULE_KEY}", f"{spec.name} has no param_groups with an 'lr' to schedule")
