@@ -227,3 +227,31 @@ def test_a_dataset_and_an_architecture_from_a_plugin_run_in_a_suite(tmp_path):
     with Store(tmp_path / "results.sqlite", read_only=True) as store:
         stored = store.connection.execute("SELECT COUNT(*), MIN(train_acc) FROM networks").fetchone()
     assert stored[0] == 4 and stored[1] == 1.0
+
+
+def test_the_issues_third_party_optimizers_as_a_newcomer_writes_them():
+    """The plugin API issue's cases, wrapped from real packages as docs/writing-plugins.md says:
+    pytorch-optimizer's SAM (owns its step: uses the closure) and schedulefree's AdamW (train and
+    eval modes) conform; Prodigy declared elementwise is caught, declared honestly it conforms."""
+    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    schedulefree = pytest.importorskip("schedulefree")
+
+    def sam(params, lr, rho):
+        return pytorch_optimizer.SAM(params, torch.optim.SGD, rho=rho, lr=lr)
+
+    lr = Hyperparameter(float, 0.05, low=0.0)
+    specs = [
+        OptimizerSpec(name="po-sam", factory=sam, uses_closure=True,
+                      hyperparameters={"lr": lr, "rho": Hyperparameter(float, 0.05, low=0.0)}),
+        OptimizerSpec(name="sf-adamw", factory=schedulefree.AdamWScheduleFree, elementwise=True,
+                      hyperparameters={"lr": Hyperparameter(float, 0.01, low=0.0)}),
+        OptimizerSpec(name="prodigy-wrong", factory=pytorch_optimizer.Prodigy, elementwise=True,
+                      hyperparameters={"lr": Hyperparameter(float, 1.0, low=0.0)}),
+        OptimizerSpec(name="prodigy", factory=pytorch_optimizer.Prodigy, elementwise=False,
+                      hyperparameters={"lr": Hyperparameter(float, 1.0, low=0.0)}),
+    ]  # fmt: skip
+    registry = registry_with(*specs)
+    for name in ("po-sam", "sf-adamw", "prodigy"):
+        assert_conforms(name, registry=registry)
+    problems = failed(check("prodigy-wrong", registry=registry))
+    assert problems and "declared elementwise=True" in problems[0].detail

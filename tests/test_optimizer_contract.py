@@ -42,7 +42,8 @@ from benchsuite.records import (
     kaiming_uniform_bound,
 )
 from benchsuite.schedules import Schedule, from_record, resolve
-from benchsuite.suite import expand, runnable_document, validate_suite
+from benchsuite.resolved import expand, runnable_document
+from benchsuite.suite import validate_suite
 
 OPTIMIZERS = {spec.name: spec for spec in benchsuite_optimizers()}
 KAIMING = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
