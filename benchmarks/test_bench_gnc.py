@@ -77,7 +77,10 @@ def test_gnc_paper_mlp(benchmark, task, mlp, device, variant):
     outcome = {}
 
     def run():
-        request = SamplingRequest(mlp, x, y, UNIFORM, 10**12, budget, 1234, device, options=options)
+        request = SamplingRequest(
+            module=mlp, x_train=x, y_train=y, prior=UNIFORM, target=10**12,
+            max_candidates=budget, seed=1234, device=device, options=options,
+        )
         outcome["population"] = gnc.guess_and_check(request)
         _sync(device)
 

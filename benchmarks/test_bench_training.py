@@ -43,7 +43,7 @@ EPOCHS = 5 if DEVICE.type == "cpu" else 20  # per timed round of the kernel benc
 PROTOCOL_EPOCHS = 60  # the end-to-end benchmark trains as suites/bench/sgd-mlp.yaml does
 ROUNDS = 7
 SGD = next(spec for spec in benchsuite_optimizers() if spec.name == "sgd")
-KAIMING = PriorSpec("kaiming-uniform", "uniform", kaiming_uniform_bound)
+KAIMING = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
 RATES: dict[str, float] = {}
 
 

@@ -92,8 +92,11 @@ ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, model
 @click.option("--device", help="Override the suite's device: auto, cpu, cuda, cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no leaderboard on the terminal.")
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
+@click.option("--executor", default="local", show_default=True, help="How cells are executed: an executor plugin (benchsuite plugins lists them). Results do not depend on it.")
+@click.option("--restart", "on_mismatch", flag_value="restart", help="If the folder's finished cells came from another resolved suite or other plugin versions: keep that database beside (results.superseded-<time>.sqlite) and start afresh.")
+@click.option("--resume-anyway", "on_mismatch", flag_value="resume", help="Keep such cells and resume, knowingly mixing them.")
 @click.pass_context
-def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool) -> None:
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, on_mismatch: str | None) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
 
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
@@ -110,12 +113,17 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     if device is not None and not DEVICE_PATTERN.fullmatch(device):
         raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     loaded = _load(suite, allow_large)
+    _registry().executor(executor)  # an unknown executor stops here, before anything is written
     check_memory(loaded, _registry(), device, allow_large)
     out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
     console.print(f"output folder: {terminal_text(out_dir)}", highlight=False, markup=False, soft_wrap=True)
     progress = Progress() if quiet else RichCellProgress(console)
     try:
-        rows = run_suite(loaded, out_dir, _registry(), progress, device, command=shell_command(["benchsuite", *ctx.meta["benchsuite.words"]]))
+        rows = run_suite(
+            loaded, out_dir, _registry(), progress, device,
+            command=shell_command(["benchsuite", *ctx.meta["benchsuite.words"]]), executor=executor,
+            on_mismatch=on_mismatch or "stop",
+        )  # fmt: skip
     finally:
         if isinstance(progress, RichCellProgress):
             progress.display.stop()  # also when a cell fails: leave the terminal clean
@@ -142,7 +150,7 @@ def validate(suite: str, allow_large: bool) -> None:
 @main.command()
 @click.argument("out", type=click.Path(exists=False))
 @click.option("--baseline", help="Label of the baseline that gains are measured against.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["terminal", "md", "csv", "json", "latex", "html"]), default=["terminal"], show_default=True, help="What to print; the files are rewritten either way.")
+@click.option("--format", "formats", multiple=True, default=["terminal"], show_default=True, help="What to print: terminal, md, csv, json, latex, html, or a reporter plugin's format (then also written as leaderboard.<suffix>); the built-in files are rewritten either way.")
 def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> None:
     """Rebuild the leaderboard of the result folder OUT from its database."""
     from benchsuite.leaderboard import leaderboard_from_store
@@ -151,17 +159,22 @@ def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> Non
     from benchsuite.reporting.terminal import to_terminal
     from benchsuite.store import Store
 
+    # built-in formats need no plugins (and so no torch); another name is a reporter plugin's
+    plugin_formats = [f for f in formats if f != "terminal" and f not in REPORTERS]
+    reporters = {f: _registry().get("reporter", f) for f in plugin_formats}
     with Store.open_existing(out) as store:
         runs = store.runs()
         rows = leaderboard_from_store(store, baseline)
     name = runs[-1]["suite"]["name"] if runs else "results"
     folder = Path(out) if Path(out).is_dir() else Path(out).parent
     write_leaderboard(rows, folder, title=f"Leaderboard: {name}")
+    if reporters:
+        write_leaderboard(rows, folder, title=f"Leaderboard: {name}", formats=list(reporters), reporters=reporters)
     for fmt in formats:
         if fmt == "terminal":
             to_terminal(rows, stdout, title=f"Leaderboard: {name}")
         else:
-            click.echo(REPORTERS[fmt].render(rows), nl=False)
+            click.echo({**REPORTERS, **reporters}[fmt].render(rows), nl=False)
 
 
 @main.command()
@@ -217,12 +230,20 @@ def plot(out: str) -> None:
 
 
 @main.command()
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> None:
-    """List plugins: name, distribution, version, status and what each provides."""
+def plugins(name: str | None, as_json: bool) -> None:
+    """List plugins: name, distribution, version, status and what each provides.
+
+    With NAME (an optimizer, sampler, dataset, architecture or prior), show that record: who
+    provides it and the settings a suite may give it, with their types, valid values and defaults.
+    """
     from rich.table import Table
 
     registry = _registry()
+    if name is not None:
+        _show_record(registry, name, as_json)
+        return
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in registry.plugins], indent=2))
         return
@@ -232,8 +253,82 @@ def plugins(as_json: bool) -> None:
     for p in registry.plugins:
         provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p.provides.items())
         status = {"loaded": "[green]loaded[/]", "failed": "[red]failed[/]"}.get(p.status, p.status)
-        table.add_row(p.name, p.distribution, p.version, status, provides or p.error)
+        if p.clashes:
+            status += f" [yellow](clash: {_safe(', '.join(p.clashes))})[/]"
+        table.add_row(_safe(p.name), _safe(p.distribution), _safe(p.version), status, _safe(provides or p.error))
     stdout.print(table)
+
+
+def _safe(text: str) -> str:
+    """Plugin-supplied text for a rich table: no markup, no terminal control characters."""
+    return escape(terminal_text(text))
+
+
+def _show_record(registry, name: str, as_json: bool) -> None:
+    from benchsuite.errors import closest
+    from benchsuite.plugins import KINDS
+
+    kinds = [kind for kind in KINDS if name in registry.records[kind]]
+    if not kinds:
+        every = {n for kind in KINDS for n in registry.records[kind]}
+        raise BenchsuiteError(f"no plugin provides {name!r}; {closest(name, every)}")
+    shown = []
+    for kind in kinds:
+        record = registry.get(kind, name)
+        provider = registry.provider(kind, name)
+        declared = getattr(record, "declared", {})
+        shown.append({
+            "kind": kind, "name": name, "plugin": provider.name, "distribution": provider.distribution,
+            "version": provider.version, "description": getattr(record, "description", ""),
+            **({"elementwise": record.elementwise, "stacked": record.stacked, "uses_closure": record.uses_closure} if kind == "optimizer" else {}),
+            "settings": {k: {"type": h.type.__name__, "default": h.default, "valid": h.describe()} for k, h in declared.items()},
+        })
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    for item in shown:
+        item = {k: terminal_text(v) if isinstance(v, str) else v for k, v in item.items()}
+        click.echo(f"{item['kind']} {item['name']}: {item['description']}")
+        click.echo(f"  from {item['plugin']} ({item['distribution']} {item['version']})".rstrip())
+        if "elementwise" in item:
+            stacked = item["elementwise"] or item["stacked"]
+            click.echo(f"  elementwise update: {'yes' if item['elementwise'] else 'no'}; stack-aware: {'yes' if item['stacked'] else 'no'} ({'networks train stacked' if stacked else 'one optimizer per network'})")
+            if item["uses_closure"]:
+                click.echo("  owns its step: yes (step(closure) re-evaluates the batch; docs/optimizer-contract.md)")
+        for key, setting in item["settings"].items():
+            click.echo(f"  {terminal_text(key)}: {terminal_text(setting['valid'])}")
+
+
+@main.command("check-plugin")
+@click.argument("names", nargs=-1, required=True)
+def check_plugin(names: tuple[str, ...]) -> None:
+    """Run the conformance checks on the records NAMES (optimizers, samplers, priors, ...).
+
+    Each runs on a tiny task in seconds: settings validate, seeded runs repeat, an optimizer
+    trained by the host equals the plain loop of the documented contract (a declared elementwise
+    update is verified), a sampler's networks fit. Exits 1 when a check fails.
+    """
+    from benchsuite.testing import check
+
+    registry = _registry()
+    reports = [report for name in names for report in check(name, registry=registry)]
+    for report in reports:
+        click.echo("\n".join(terminal_text(line) for line in report.render().splitlines()))
+    if not all(report.passed for report in reports):
+        sys.exit(1)
+
+
+@main.command("new-plugin")
+@click.argument("kind", type=click.Choice(["optimizer", "sampler", "dataset", "metric"]))
+@click.argument("name")
+@click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False), help="Folder to write benchsuite-NAME into.")
+def new_plugin(kind: str, name: str, out: str) -> None:
+    """Write a ready-to-install plugin distribution benchsuite-NAME of KIND (pyproject with the
+    entry point, the module, a conformance test) that passes check-plugin as generated."""
+    from benchsuite.scaffold import new_plugin as write
+
+    folder = write(kind, name, out)
+    click.echo(f"wrote {terminal_text(folder)}; next: pip install -e {terminal_text(folder)} && benchsuite check-plugin {name}")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ rejects duplicate names and owns everything else (loops, devices, batching, seed
 A plugin module implements any subset:
 
     from benchsuite import hookimpl
-    from benchsuite.records import OptimizerSpec
+    from benchsuite.records import Hyperparameter, OptimizerSpec
 
     @hookimpl
     def benchsuite_optimizers():
-        return [OptimizerSpec("lion", Lion, defaults={"lr": 1e-4}, elementwise=True)]
+        return [OptimizerSpec(name="lion", factory=Lion, elementwise=True,
+                              hyperparameters={"lr": Hyperparameter(float, 1e-4, low=0.0)})]
 
 and is announced in its distribution's pyproject.toml:
 
@@ -24,6 +25,9 @@ import pluggy
 from benchsuite.records import (
     ArchitectureSpec,
     DatasetSpec,
+    ExecutorSpec,
+    MetricSpec,
+    ReporterSpec,
     OptimizerSpec,
     PriorSpec,
     SamplerSpec,
@@ -56,11 +60,35 @@ def benchsuite_priors() -> list[PriorSpec]:
 
 @hookspec
 def benchsuite_optimizers() -> list[OptimizerSpec]:
-    """Named gradient optimizers: a torch.optim factory, its hyperparameters with defaults, and
-    whether its update is elementwise (then K stacked networks share one optimizer exactly)."""
+    """Named gradient optimizers: a torch.optim factory, its declared hyperparameters (type,
+    default, valid range), and whether its update is elementwise (then K stacked networks share
+    one optimizer exactly), stack-aware (`stacked`: it keeps the networks of a stack apart
+    itself) or owns its step (`uses_closure`). How the host calls it: OptimizerSpec's docstring
+    and docs/optimizer-contract.md."""
 
 
 @hookspec
 def benchsuite_samplers() -> list[SamplerSpec]:
     """Named random-interpolator baselines (such as Guess & Check): each turns a sampling request
     into a Population of networks drawn from the prior that fit the training set."""
+
+
+@hookspec
+def benchsuite_metrics() -> list[MetricSpec]:
+    """Named per-network metrics a suite may ask for (`metrics: [...]`): each computes one value
+    per network of a population, vectorized over the stacked networks, for optimizers and
+    random interpolators alike. Values are stored per network (table network_metrics)."""
+
+
+@hookspec
+def benchsuite_executors() -> list[ExecutorSpec]:
+    """Named ways to execute the cells of a run (`benchsuite run --executor NAME`): each runs the
+    plan's units (here, in worker processes, on a cluster) and yields every finished cell; the
+    host alone writes the store. Built-in: `local`, one unit after another in this process."""
+
+
+@hookspec
+def benchsuite_reporters() -> list[ReporterSpec]:
+    """Named output formats of a leaderboard (`benchsuite leaderboard OUT --format NAME` prints
+    one and writes leaderboard.<suffix>): each renders the leaderboard rows as text. Built-in: md,
+    csv, json, latex, html (published folders use only these)."""

@@ -1,7 +1,7 @@
-"""Optional per-network metrics a suite can ask for (`metrics: [...]`), stored per network.
+"""The built-in per-network metrics' computations (named by benchsuite.builtins.metrics).
 
-Each metric maps (module, stacked parameters, stacked buffers, task) to a tensor [K], one value
-per stacked network, and is computed in the runner after the host has checked interpolation.
+Each maps a MetricInput (module, stacked parameters and buffers, task tensors) to a tensor [K],
+one value per stacked network; the runner computes them after it has checked interpolation.
 
 The two built-in metrics are protocol.md's normalized training cross-entropies ("Scatter
 studies"). A raw cross-entropy says little about an interpolating ReLU network: scaling its last
@@ -23,13 +23,14 @@ parameters) and chunked over networks and test images so that memory stays bound
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from benchsuite.records import MetricInput
 from benchsuite.stacked import StackedForward
 
 FROBENIUS_DIVISOR = 3.0
@@ -145,26 +146,15 @@ def normalized_cross_entropy(
     return -picked.squeeze(-1).mean(dim=1)
 
 
-def train_loss_lipschitz(module, parameters, buffers, task) -> torch.Tensor:
+def train_loss_lipschitz(data: MetricInput) -> torch.Tensor:
     """Training cross-entropy of the logits divided by the test-set Lipschitz estimate: [K]."""
-    scale = lipschitz_estimate(module, parameters, buffers, task.x_test)
-    logits = train_logits(module, parameters, buffers, task.x_train)
-    return normalized_cross_entropy(logits, task.y_train, scale)
+    scale = lipschitz_estimate(data.module, data.parameters, data.buffers, data.x_test)
+    logits = train_logits(data.module, data.parameters, data.buffers, data.x_train)
+    return normalized_cross_entropy(logits, data.y_train, scale)
 
 
-def train_loss_frobenius(module, parameters, buffers, task) -> torch.Tensor:
+def train_loss_frobenius(data: MetricInput) -> torch.Tensor:
     """Training cross-entropy of the logits divided by prod_l ||W_l||_F / 3: [K]."""
-    scale = frobenius_scale(module, parameters)
-    logits = train_logits(module, parameters, buffers, task.x_train)
-    return normalized_cross_entropy(logits, task.y_train, scale)
-
-
-METRICS: dict[str, Callable] = {
-    "train_loss_lipschitz": train_loss_lipschitz,
-    "train_loss_frobenius": train_loss_frobenius,
-}
-
-METRIC_LABELS: dict[str, str] = {
-    "train_loss_lipschitz": "training cross-entropy, logits / Lipschitz estimate",
-    "train_loss_frobenius": "training cross-entropy, logits / prod ||W_l||_F / 3",
-}
+    scale = frobenius_scale(data.module, data.parameters)
+    logits = train_logits(data.module, data.parameters, data.buffers, data.x_train)
+    return normalized_cross_entropy(logits, data.y_train, scale)

@@ -7,8 +7,8 @@ sampler); the host owns loops, devices, batching, seeds and storage.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -40,7 +40,7 @@ class ImageSplits:
     test_labels: torch.Tensor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetSpec:
     """A named dataset. `load` reads the full splits (all classes); the host builds tasks from it.
 
@@ -61,7 +61,7 @@ class DatasetSpec:
 # Architectures
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ArchitectureSpec:
     """A named architecture: `build(input_shape, width=..., depth=..., bias=...)` -> nn.Module.
 
@@ -81,7 +81,7 @@ class ArchitectureSpec:
 # Priors (initializers)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PriorSpec:
     """A weight prior: every weight i.i.d. from `family` with scale `scale(fan_in)`; biases zero.
 
@@ -114,35 +114,273 @@ def kaiming_uniform_bound(fan_in: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Gradient optimizers
+# Declared settings of optimizers and samplers
+
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer: a larger setting could not be stored
+SETTING_TYPES = (float, int, bool, str)
 
 
 @dataclass(frozen=True)
-class OptimizerSpec:
-    """A gradient optimizer: `factory(params, **hyperparameters)` -> torch.optim.Optimizer.
+class Search:
+    """Where a tuner may look for a value: [low, high] on a log or linear scale."""
 
-    `defaults` names every hyperparameter the factory takes (with its default); the suite may set
-    only these. `elementwise`: the update of each parameter entry depends only on that entry's own
-    history, so one optimizer over K stacked networks equals K independent optimizers. Optimizers
-    that are not (LBFGS, Shampoo, LARS, anything with a norm over a tensor) must say False; the host
-    then runs one optimizer per network.
+    low: float
+    high: float
+    scale: Literal["log", "linear"] = "log"
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("log", "linear"):
+            raise ValueError(f"search scale must be 'log' or 'linear', got {self.scale!r}")
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"search needs finite low < high, got [{self.low}, {self.high}]")
+        if self.scale == "log" and self.low <= 0:
+            raise ValueError(f"a log-scale search needs low > 0, got {self.low}")
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One setting a suite may give an optimizer or sampler, declared rather than guessed.
+
+    `Hyperparameter(float, 0.01, low=0.0)` accepts any finite number >= 0 and stores a float, so
+    `lr: 1` in a suite is the float 1.0 whatever the default's spelling. `low`/`high` bound
+    numbers (inclusive unless `open_low`/`open_high`); `choices` lists valid strings; `words`
+    lists strings that a number or boolean setting also accepts (such as "auto"); `search` is
+    where a tuner may look. The suite's values are checked against this before anything runs.
+    """
+
+    type: type
+    default: Any
+    _: KW_ONLY
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    search: Search | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in SETTING_TYPES:
+            raise TypeError(f"type must be one of float, int, bool, str; got {self.type!r}")
+        if self.choices and self.type is not str:
+            raise TypeError("choices are for str settings; numbers take low/high")
+        try:
+            self.validate(self.default)
+        except ValueError as error:
+            raise ValueError(f"default {self.default!r} is not valid: {error}") from None
+
+    def validate(self, value: Any) -> Any:
+        """`value` as this setting stores it, or ValueError saying what is valid."""
+        if isinstance(value, str) and value in self.words:
+            return value
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            return value
+        if self.type is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+        if self.type is int and not isinstance(value, int):
+            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+        if not math.isfinite(value) or not self._in_range(value):
+            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+        return float(value) if self.type is float else value
+
+    def _in_range(self, value: float) -> bool:
+        low, high = self.low, self.high
+        if self.type is int:
+            low = max(low, -MAX_INTEGER) if low is not None else -MAX_INTEGER
+            high = min(high, MAX_INTEGER) if high is not None else MAX_INTEGER
+        if low is not None and (value < low or (self.open_low and value == low)):
+            return False
+        return high is None or not (value > high or (self.open_high and value == high))
+
+    def _expected(self) -> str:
+        if self.type is bool:
+            options = ["true", "false"]
+        elif self.type is str:
+            options = [f"one of {', '.join(map(repr, self.choices))}" if self.choices else "a string"]
+        else:
+            options = [("an integer" if self.type is int else "a finite number") + self._range()]
+        options += [repr(word) for word in self.words]
+        return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+
+    def _range(self) -> str:
+        if self.low is None and self.high is None:
+            return ""
+        if self.high is None:
+            return f" {'>' if self.open_low else '>='} {self.low:g}"
+        if self.low is None:
+            return f" {'<' if self.open_high else '<='} {self.high:g}"
+        return f" in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+    def describe(self) -> str:
+        """One line for `benchsuite plugins NAME`: type, valid values, default, search, help."""
+        default = str(self.default).lower() if isinstance(self.default, bool) else repr(self.default)
+        text = f"{self.type.__name__}, {self._expected()}; default {default}"
+        if self.search is not None:
+            text += f"; search [{self.search.low:g}, {self.search.high:g}] {self.search.scale}"
+        return text + (f" -- {self.help}" if self.help else "")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {value}".lower()
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return "nothing" if value is None else type(value).__name__
+
+
+def _declared(owner: str, settings: Mapping[str, Any]) -> None:
+    """Every setting a Hyperparameter: a bare default would leave its type to be guessed."""
+    for name, declared in settings.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"{owner}: setting names must be identifiers, got {name!r}")
+        if not isinstance(declared, Hyperparameter):
+            raise TypeError(
+                f"{owner}: setting {name!r} must be declared as "
+                f"benchsuite.records.Hyperparameter(type, default, ...), got {declared!r}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient optimizers
+
+
+@dataclass(frozen=True, kw_only=True)
+class Networks:
+    """What the host tells a stack-aware optimizer (OptimizerSpec.stacked) about its tensors.
+
+    Every tensor the optimizer steps holds `count` networks along `model_axis` (always 0 today):
+    tensor[k] is network k's parameter. `seeds[k]` is network k's own seed for any random numbers
+    the optimizer draws (a pure function of the run's seed and the network's attempt index), so
+    a network gets the same numbers whichever stack it trains in.
+    """
+
+    count: int
+    seeds: tuple[int, ...]
+    model_axis: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) != self.count:
+            raise ValueError(f"Networks: {self.count} networks but {len(self.seeds)} seeds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerSpec:
+    """A gradient optimizer: `factory(params, **hyperparameters)` -> a torch.optim-style optimizer.
+
+    `hyperparameters` declares every setting the factory takes (Hyperparameter: type, default,
+    valid range); the suite may set only these.
+
+    How the host calls the optimizer (docs/optimizer-contract.md), for every network and every
+    mini-batch of the protocol (mean cross-entropy over the batch):
+    1. before the first step, `optimizer.train()` if the optimizer has a `train` method;
+    2. per step: the learning rate of every param group is set from the suite's schedule
+       (`group["lr"] = base_lr * factor(step)`, base_lr the group's lr when built; untouched under
+       the default constant schedule); the host zeroes the gradients, computes the current batch's
+       loss and its gradient (so `p.grad` holds it), then calls `optimizer.step(closure)` when
+       `uses_closure` (or when `step` requires a closure, as LBFGS's does), else
+       `optimizer.step()`. The closure zeroes the gradients, re-evaluates the same batch's loss at
+       the current weights, backpropagates and returns the loss, as torch.optim's convention has
+       it (it may be called any number of times);
+    3. after the last step, `optimizer.eval()` if it has one; the host then checks the fit,
+       evaluates and stores the weights as they are, so an optimizer that averages (schedule-free)
+       is scored at its averaged weights.
+    An exception raised by the factory or by a step becomes benchsuite.errors.OptimizerStepError
+    (one line: optimizer, step, original error).
+
+    `uses_closure`: the step calls the closure (SAM's second gradient, line searches). False (the
+    default): the host calls `step()` alone, so an optimizer that would merely re-evaluate the loss
+    (torch.optim's all do when given a closure) costs one evaluation per step, not two.
+
+    How many networks one optimizer instance sees:
+    - `elementwise`: the update of each parameter entry depends only on that entry's own history,
+      so one optimizer over K stacked networks is exactly K independent optimizers; the host
+      stacks them (the factory is called as usual, on stacked tensors);
+    - `stacked`: the optimizer couples entries (a norm, a random stream), but only within a
+      network: the factory is called as `factory(params, networks=Networks(...), **hyperparameters)`
+      on tensors whose leading axis indexes networks, and must keep the networks independent
+      (per-network norms over all non-leading dimensions of all tensors; random numbers from
+      `networks.seeds`). On this path a closure returns the per-network losses, a tensor [K] (the
+      host backpropagates their sum, so each network's gradient is its own);
+    - neither (LBFGS, Shampoo, LARS, anything with a norm over a tensor that was not written for
+      stacks): the host runs one plain module and one optimizer per network, networks spread over
+      worker threads with single-threaded kernels.
     """
 
     name: str
-    factory: Callable[..., torch.optim.Optimizer]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    factory: Callable[..., Any]
+    hyperparameters: Mapping[str, Hyperparameter] = field(default_factory=dict)
     elementwise: bool = False
     description: str = ""
-    # checks a suite's values at validation; raises ValueError("name: what is valid") for a value
-    # training would not survive (benchsuite.ranges has helpers)
+    # checks what the declarations cannot (one value against another) at validation; raises
+    # ValueError("name: what is valid")
     check: Callable[[Mapping[str, Any]], None] | None = None
+    uses_closure: bool = False
+    stacked: bool = False
+
+    def __post_init__(self) -> None:
+        _declared(f"optimizer {self.name!r}", self.hyperparameters)
+
+    @property
+    def declared(self) -> Mapping[str, Hyperparameter]:
+        return self.hyperparameters
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self.hyperparameters.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-network metrics
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricInput:
+    """What a metric sees: one population's K stacked networks and its task, on the device.
+
+    `module` is the template network in eval mode; `parameters`/`buffers` are stacked along a
+    leading model axis (torch.func style). Every network already fits (x_train, y_train).
+    """
+
+    module: nn.Module
+    parameters: Mapping[str, torch.Tensor]
+    buffers: Mapping[str, torch.Tensor]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    tie_rule: str = DEFAULT_TIE_RULE
+    role: Literal["optimizer", "baseline"] = "optimizer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricSpec:
+    """A named per-network metric: `compute(MetricInput)` -> a [K] tensor, one value per network.
+
+    Compute all K at once (vmap, batched matmuls): the value of network k must not depend on the
+    other networks of the stack (check-plugin compares it with each network computed alone).
+    NaN marks a value that is undefined for that network. `label` names the quantity on axes.
+    """
+
+    name: str
+    compute: Callable[[MetricInput], torch.Tensor]
+    label: str = ""
+    description: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
 # Random-interpolator samplers and their output
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Population:
     """K networks of one architecture, stacked along a leading model axis, all fitting the task.
 
@@ -174,7 +412,7 @@ class ProgressCallback(Protocol):
         """`accepted` networks found so far; `work` candidates tried (samplers) or networks trained."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingRequest:
     """Everything a sampler needs for one cell. The host owns seed, device and budget."""
 
@@ -193,16 +431,97 @@ class SamplingRequest:
     tie_rule: str = DEFAULT_TIE_RULE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplerSpec:
     """A random-interpolator baseline: `sample(SamplingRequest)` -> Population of fitting networks."""
 
     name: str
     sample: Callable[[SamplingRequest], Population]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Hyperparameter] = field(default_factory=dict)
     description: str = ""
     # options that change speed but never which networks are accepted (chunk sizes, threads...):
     # left out of a cell's identity and seed, so tuning them neither reruns nor redraws a cell
     performance_options: frozenset[str] = frozenset()
     # checks a suite's options at validation, like OptimizerSpec.check
     check: Callable[[Mapping[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        _declared(f"sampler {self.name!r}", self.options)
+        unknown = set(self.performance_options) - set(self.options)
+        if unknown:
+            raise ValueError(f"sampler {self.name!r}: performance_options {sorted(unknown)} are not options")
+
+    @property
+    def declared(self) -> Mapping[str, Hyperparameter]:
+        return self.options
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self.options.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporters: output formats of a leaderboard
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReporterSpec:
+    """An output format: `render(rows, title=..., figures=...) -> str`, written as
+    leaderboard.<suffix>. `rows` are the leaderboard's rows (dicts, the columns of
+    leaderboard.csv; with `.comparisons`, `.ranking`, `.win_rates` when statistics were computed);
+    `figures` are (caption, PNG bytes) pairs a format may embed. A format ignores what it does not
+    show. Built-in: md, csv, json, latex, html."""
+
+    name: str
+    suffix: str
+    render: Callable[..., str]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.suffix, str) and self.suffix.isalnum() and self.suffix.isascii() and len(self.suffix) <= 10):
+            raise ValueError(f"reporter {self.name!r}: suffix must be 1-10 ASCII letters or digits, got {self.suffix!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors: how the cells of a run are executed
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionPlan:
+    """The unfinished cells of a run as units, and how to run one unit in this process.
+
+    A unit's cells must run in one process, in order (its gradient cells train in one stack);
+    units are independent of one another, so an executor may run them in any order and anywhere.
+    `run_unit(unit)` yields each of the unit's finished cells (benchsuite.runner.CellOutcome) as
+    it finishes. `device` is the run's device ("cpu", "cuda:0", ...).
+    """
+
+    units: tuple[tuple[Any, ...], ...]
+    run_unit: Callable[[tuple[Any, ...]], Iterator[Any]]
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSpec:
+    """A way to execute a run: `execute(ExecutionPlan)` yields every cell's outcome as it finishes.
+
+    The host alone writes what is yielded to the store, in the order it arrives, so an executor
+    never touches results.sqlite; a cell that is never yielded is simply run again on resume.
+    Results do not depend on the executor: each cell's seed depends only on the cell.
+    """
+
+    name: str
+    execute: Callable[[ExecutionPlan], Iterator[Any]]
+    options: Mapping[str, Hyperparameter] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _declared(f"executor {self.name!r}", self.options)
+
+    @property
+    def declared(self) -> Mapping[str, Hyperparameter]:
+        return self.options
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self.options.items()}

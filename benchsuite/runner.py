@@ -1,15 +1,16 @@
 """The runner: expands a suite into cells, runs the unfinished ones, stores each cell whole.
 
-A notebook calls `run_suite(suite, out)`; the CLI is a thin layer over it. Resuming is free:
-a cell whose id is already in the database is skipped, so a killed run loses at most the cell
-that was in flight, or the group of gradient cells being trained together (`group_cells`).
+A notebook calls `run_suite(suite, out)`; the CLI is a thin layer over it. The unfinished cells
+become units (work_units) that an executor plugin runs; this process stores each finished cell.
+Resuming is free: a cell whose id is already in the database is skipped, so a killed run loses
+at most the cells in flight (a unit of gradient cells trained together: `group_cells`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,15 @@ from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.leaderboard import leaderboard_from_store
-from benchsuite.metrics import METRICS
 from benchsuite.plugins import Registry, default_registry
-from benchsuite.records import DataOptions, Population, SamplingRequest
+from benchsuite.records import (
+    DataOptions,
+    ExecutionPlan,
+    MetricInput,
+    MetricSpec,
+    Population,
+    SamplingRequest,
+)
 from benchsuite.resolved import Cell, Suite, expand
 from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
@@ -88,6 +95,7 @@ def cell_module(cell: Cell, task, registry: Registry, device: torch.device) -> n
 def training_request(cell: Cell, task, registry: Registry, module: nn.Module, device, progress):
     """What train_population(s) needs for a gradient cell."""
     from benchsuite.engine.training import PopulationRequest, TrainingSettings
+    from benchsuite.schedules import from_record
 
     entry = cell.entry
     settings = entry.settings
@@ -97,6 +105,7 @@ def training_request(cell: Cell, task, registry: Registry, module: nn.Module, de
         batch_order=settings.batch_order,
         max_networks=settings.max_networks,
         tie_rule=cell.tie_rule,
+        schedule=from_record(settings.schedule),
     )
     return PopulationRequest(
         module, task.x_train, task.y_train, registry.optimizer(entry.name),
@@ -114,6 +123,20 @@ def training_group_key(cell: Cell) -> str | None:
         [cell.entry.to_json(), cell.architecture.to_json(), cell.dataset, cell.n_train],
         sort_keys=True, default=str,
     )  # fmt: skip
+
+
+def work_units(todo: list[Cell], group_cells: bool = True) -> tuple[tuple[Cell, ...], ...]:
+    """The unfinished cells as units an executor runs whole, in one process: gradient cells that
+    can share a stack together (training_group_key), every other cell alone; in suite order."""
+    units, placed = [], set()
+    for index, cell in enumerate(todo):
+        if cell.cell_id in placed:
+            continue
+        key = training_group_key(cell) if group_cells else None
+        unit = [c for c in todo[index:] if training_group_key(c) == key] if key is not None else [cell]
+        placed.update(c.cell_id for c in unit)
+        units.append(tuple(unit))
+    return tuple(units)
 
 
 def produce_populations(
@@ -187,10 +210,24 @@ def run_cell(
         population.seconds = time.perf_counter() - started
     module.eval()
     with one_cpu_thread(device):
-        return _evaluate(cell, task, population, module, metrics)
+        return _evaluate(cell, task, population, module, [registry.metric(name) for name in metrics])
 
 
-def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics) -> CellOutcome:
+def _metric(metric: MetricSpec, cell: Cell, task, population: Population, module: nn.Module) -> torch.Tensor:
+    """One metric of every network, checked: a plugin's wrong shape stops the cell with one line."""
+    data = MetricInput(
+        module=module, parameters=population.parameters, buffers=population.buffers,
+        x_train=task.x_train, y_train=task.y_train, x_test=task.x_test, y_test=task.y_test,
+        tie_rule=cell.tie_rule, role=cell.entry.role,
+    )  # fmt: skip
+    values = metric.compute(data)
+    if not isinstance(values, torch.Tensor) or tuple(values.shape) != (population.size,):
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise BenchsuiteError(f"metric {metric.name!r} returned {shape}; it must return one value per network, shape ({population.size},)")
+    return values.detach().double().cpu()
+
+
+def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics: list[MetricSpec]) -> CellOutcome:
     if population.size:
         state = (module, population.parameters, population.buffers)
         train_acc, train_ties = evaluate(*state, task.x_train, task.y_train, cell.tie_rule)
@@ -204,15 +241,51 @@ def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metri
             f"{cell.entry.label} returned networks that do not fit the training set "
             f"(train accuracy {train_acc.min().item():.3f}); refusing to store them"
         )
-    values = {
-        name: METRICS[name](module, population.parameters, population.buffers, task).detach().cpu()
-        for name in metrics
-        if population.size
-    }
+    values = {metric.name: _metric(metric, cell, task, population, module) for metric in metrics if population.size}
     return CellOutcome(
         cell, population, train_acc.cpu(), test_acc.cpu(), values, train_ties.cpu(),
         test_ties.cpu(), task.train_indices.tolist(), int(task.x_test.shape[0]),
     )  # fmt: skip
+
+
+def cell_plugins(cell: Cell, registry: Registry, metrics: tuple[str, ...] = ()) -> dict[str, str]:
+    """The distribution and version of every plugin the cell uses ("optimizer sgd": "benchsuite
+    0.1.0"): part of the cell's record, so results never silently mix plugin versions."""
+    used = [
+        ("dataset", cell.dataset), ("architecture", cell.architecture.name),
+        ("prior", cell.entry.settings.prior),
+        ("sampler" if cell.role == "baseline" else "optimizer", cell.entry.name),
+        *(("metric", name) for name in metrics),
+    ]  # fmt: skip
+    origins = {}
+    for kind, name in used:
+        provider = registry.provider(kind, name)
+        origins[f"{kind} {name}"] = " ".join(filter(None, (provider.distribution, provider.version)))
+    return origins
+
+
+def resume_problem(origins: dict[str, dict], cells: list[Cell], suite: Suite, registry: Registry) -> str:
+    """Why the finished cells of a folder should not be mixed with this run's ('' if they may):
+    they ran in another resolved suite, or with other versions of the plugins they used."""
+    other_suites, other_plugins = set(), {}
+    for cell in cells:
+        stored = origins.get(cell.cell_id)
+        if stored is None:
+            continue
+        if stored["suite_id"] != suite.suite_id:
+            other_suites.add(stored["suite_id"])
+        if stored["plugins"] is not None:
+            now = cell_plugins(cell, registry, suite.metrics)
+            for key, version in stored["plugins"].items():
+                if key in now and now[key] != version:
+                    other_plugins[key] = (version, now[key])
+    reasons = []
+    if other_suites:
+        reasons.append(f"they ran in another resolved suite ({', '.join(sorted(other_suites))}; this one is {suite.suite_id})")
+    if other_plugins:
+        changed = "; ".join(f"{key}: {old} then, {new} now" for key, (old, new) in sorted(other_plugins.items()))
+        reasons.append(f"they used other plugin versions ({changed})")
+    return " and ".join(reasons)
 
 
 def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: tuple, device: torch.device) -> dict:
@@ -302,6 +375,30 @@ def preflight(suite: Suite, registry: Registry, data: DataOptions) -> dict[str, 
     return files
 
 
+MISMATCH_POLICIES = ("stop", "restart", "resume")
+
+
+def _check_resumable(path: Path, cells: list[Cell], suite: Suite, registry: Registry, on_mismatch: str) -> None:
+    if on_mismatch not in MISMATCH_POLICIES:
+        raise ValueError(f"on_mismatch must be one of {MISMATCH_POLICIES}, got {on_mismatch!r}")
+    if not path.exists() or on_mismatch == "resume":
+        return
+    with Store(path, read_only=True) as store:
+        origins = store.cell_origins()
+    problem = resume_problem(origins, cells, suite, registry)
+    if not problem:
+        return
+    if on_mismatch == "stop":
+        done = sum(cell.cell_id in origins for cell in cells)
+        raise BenchsuiteError(
+            f"{path}: {done} of this suite's cells are finished there, but {problem}; resuming "
+            "would mix them. Run into a new folder, or pass --restart (the old database is kept "
+            "beside it) or --resume-anyway"
+        )
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path.rename(path.with_name(f"results.superseded-{stamp}.sqlite"))
+
+
 def run_suite(
     suite: Suite,
     out: str | Path,
@@ -310,6 +407,8 @@ def run_suite(
     device: str | None = None,
     command: str = "",
     group_cells: bool = True,
+    executor: str = "local",
+    on_mismatch: str = "stop",
 ) -> list[dict]:
     """Run every unfinished cell of `suite` into `out`; return the leaderboard rows.
 
@@ -317,7 +416,13 @@ def run_suite(
     (benchsuite.reporting.files.write_leaderboard; the CLI writes every format).
 
     group_cells: train gradient cells that differ only in class pair and training set together
-    (identical results; False runs cell by cell, as the benchmarks' reference does)."""
+    (identical results; False runs cell by cell, as the benchmarks' reference does).
+    executor: the plugin that executes the units of cells (`local`: one after another, here);
+    whichever runs them, this process alone writes the store, as each cell finishes.
+    on_mismatch: what to do when `out` holds finished cells of another resolved suite or of other
+    plugin versions: "stop" (a one-line error, nothing written), "restart" (the old database is
+    kept beside as results.superseded-<time>.sqlite, the run starts afresh) or "resume" (keep
+    them, knowingly)."""
     registry = registry or default_registry()
     progress = progress or Progress()
     out = Path(out)
@@ -329,29 +434,37 @@ def run_suite(
     cells = expand(suite)
     data_files = preflight(suite, registry, data)
     environment = {**capture_environment(torch_device, registry), "data_files": data_files}
+    executor = registry.executor(executor)
+    _check_resumable(out / "results.sqlite", cells, suite, registry, on_mismatch)
     with Store(out / "results.sqlite") as store:
         store.check_network_counts()
         finished = store.finished_cell_ids()
         todo = [c for c in cells if c.cell_id not in finished]
         run_id = store.start_run(suite.suite_id, suite.resolved, environment, command)
-        tasks = TaskCache()
         progress.start_run(len(cells), len(cells) - len(todo))
-        produced: dict[str, tuple[Population, nn.Module]] = {}
-        for index, cell in enumerate(todo):
-            unit = "candidates" if cell.role == "baseline" else "networks"
-            progress.start_cell(cell, index, cell.entry.models, unit)
-            key = training_group_key(cell) if group_cells else None
-            if key is not None and cell.cell_id not in produced:
-                # this cell and the unfinished cells it can share a stack with, trained at once
-                # (a killed run then loses the group in flight, not just the cell)
-                group = [c for c in todo[index:] if training_group_key(c) == key]
-                produced.update(produce_populations(group, tasks, registry, data, torch_device))
-            outcome = run_cell(
-                cell, tasks, registry, data, torch_device, progress, suite.metrics,
-                produced.pop(cell.cell_id, None),
-            )  # fmt: skip
-            spec = registry.dataset(cell.dataset)
+        positions = {cell.cell_id: index for index, cell in enumerate(todo)}
+        tasks = TaskCache()
+
+        def run_unit(unit: tuple[Cell, ...]) -> Iterator[CellOutcome]:
+            """One unit here, in this process: its gradient cells trained in one stack, then
+            each cell checked and evaluated, yielded as it finishes."""
+            produced = {}
+            if len(unit) > 1:
+                progress.start_cell(unit[0], positions[unit[0].cell_id], unit[0].entry.models, "networks")
+                produced = produce_populations(list(unit), tasks, registry, data, torch_device)
+            for cell in unit:
+                unit_name = "candidates" if cell.role == "baseline" else "networks"
+                progress.start_cell(cell, positions[cell.cell_id], cell.entry.models, unit_name)
+                yield run_cell(
+                    cell, tasks, registry, data, torch_device, progress, suite.metrics,
+                    produced.pop(cell.cell_id, None),
+                )  # fmt: skip
+
+        plan = ExecutionPlan(units=work_units(todo, group_cells), run_unit=run_unit, device=str(torch_device))
+        for outcome in executor.execute(plan):
+            spec = registry.dataset(outcome.cell.dataset)
             record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
+            record["plugins"] = _json(cell_plugins(outcome.cell, registry, suite.metrics))
             store.add_cell(
                 record, network_results(outcome), outcome.train_indices, outcome.population.estimates
             )

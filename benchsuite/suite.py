@@ -60,6 +60,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 # Keys of a baseline (sampler) entry that belong to the host, with defaults.
 SAMPLER_DEFAULTS: dict[str, Any] = {"prior": DEFAULT_SAMPLER_PRIOR}
 ENTRY_KEYS = ("name", "label", "models", "grid")
+# A gradient-optimizer key stored in the resolved settings only when not the default, so that
+# suites without it keep their ids: the learning-rate schedule (benchsuite/schedules.py).
+SCHEDULE_KEY = "schedule"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,12 +228,10 @@ def validate_suite(
     if reference is not None:
         check.string(reference, "leaderboard.baseline", baseline_labels)
 
-    from benchsuite.metrics import METRICS
-
-    metrics = check.list_of(
-        document.get("metrics", []) or ["__none__"], "metrics", lambda v, k: check.string(v, k, tuple(METRICS) + ("__none__",))
-    )
-    metrics = [m for m in metrics if m != "__none__"]
+    metrics = document.get("metrics", []) or []
+    if not isinstance(metrics, list):
+        metrics = [metrics]
+    metrics = [_plugin_name(check, m, f"metrics[{i}]", registry, "metric") for i, m in enumerate(metrics)]
     _unique(check, metrics, "metrics")
     _check_size(check, tasks, architectures, optimizers + baselines)
     _check_no_repeated_cells(check, tasks, architectures)
@@ -257,10 +258,7 @@ def _task(check: _Checker, value: Any, key: str, registry: Registry) -> Task:
     allowed = ("dataset", "classes", "class_pair_seeds", "n_train", "training_set_seeds", "training_draw")
     value = check.mapping(value, key, allowed, required=("dataset", "n_train"))
     name = check.string(value["dataset"], f"{key}.dataset")
-    try:
-        spec = registry.dataset(name)
-    except PluginError:
-        raise check.fail(f"{key}.dataset", f"unknown dataset {name!r}; {closest(name, registry.names('dataset'))}") from None
+    spec = _lookup(check, registry, "dataset", name, f"{key}.dataset")
     if "classes" not in value and value.get("class_pair_seeds") is None:
         raise check.fail(key, "give `classes` (pairs like [7, 0]) or `class_pair_seeds`")
     pair_seeds = None
@@ -317,10 +315,7 @@ def _even(check: _Checker, value: Any, key: str) -> int:
 def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> ArchitectureGrid:
     value = check.mapping(value, key, ("name", "widths", "depths", "bias"), required=("name",))
     name = check.string(value["name"], f"{key}.name")
-    try:
-        spec = registry.architecture(name)
-    except PluginError:
-        raise check.fail(f"{key}.name", f"unknown architecture {name!r}; {closest(name, registry.names('architecture'))}") from None
+    spec = _lookup(check, registry, "architecture", name, f"{key}.name")
 
     def knob(v, k):
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
@@ -360,13 +355,12 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
     if not isinstance(entry, dict) or "name" not in entry:
         raise check.fail(key, f"expected a mapping with a `name`, got {_kind(entry)}")
     name = check.string(entry["name"], f"{key}.name")
-    try:
-        spec = registry.get(kind, name)
-    except PluginError:
-        raise check.fail(f"{key}.name", f"unknown {kind} {name!r}; {closest(name, registry.names(kind))}") from None
+    spec = _lookup(check, registry, kind, name, f"{key}.name")
     host_defaults = dict(TRAINING_DEFAULTS if kind == "optimizer" else SAMPLER_DEFAULTS)
     budget_key = "max_networks" if kind == "optimizer" else "max_candidates"
     allowed = {**{k: None for k in ENTRY_KEYS}, **host_defaults, budget_key: None, **spec.defaults}
+    if kind == "optimizer":
+        allowed[SCHEDULE_KEY] = None
     check.mapping(entry, key, tuple(allowed))
     grid = check.mapping(entry.get("grid", {}) or {}, f"{key}.grid", tuple(set(allowed) - set(ENTRY_KEYS)))
     axes = {k: check.list_of(v, f"{key}.grid.{k}", lambda x, _: x, False) for k, v in grid.items()}
@@ -391,14 +385,18 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
                 settings["batch_size"] = check.integer(settings["batch_size"], f"{key}.batch_size", 1)
             settings["epochs"] = check.integer(settings["epochs"], f"{key}.epochs", 1)
             check.string(settings["batch_order"], f"{key}.batch_order", BATCH_ORDERS)
+            schedule = _schedule(check, merged.get(SCHEDULE_KEY), f"{key}.{SCHEDULE_KEY}")
+            if schedule is not None:
+                settings[SCHEDULE_KEY] = schedule
             budget = merged.get(budget_key, DEFAULT_BUDGET_PER_TARGET * count)
         else:
             budget = merged.get(budget_key, DEFAULT_MAX_CANDIDATES)
         settings[budget_key] = check.integer(budget, f"{key}.{budget_key}", 1)
         hyperparameters = {
-            k: check.like(merged.get(k, default), default, f"{key}.{k}") for k, default in spec.defaults.items()
+            k: _declared_value(check, declared, merged.get(k, declared.default), f"{key}.{k}")
+            for k, declared in spec.declared.items()
         }
-        _check_hyperparameters(check, spec, kind, hyperparameters, key)
+        _check_hyperparameters(check, spec, kind, hyperparameters, key, settings.get(SCHEDULE_KEY))
         label = merged.get("label") or _default_label(name, combination)
         expanded.append(
             Entry(
@@ -414,11 +412,31 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
     return expanded
 
 
+def _schedule(check: _Checker, value: Any, key: str) -> dict | None:
+    """A learning-rate schedule, resolved (benchsuite/schedules.py); None: the default."""
+    from benchsuite.schedules import ScheduleError, resolve
+
+    if value is None:
+        return None
+    try:
+        return resolve(value)
+    except ScheduleError as error:
+        raise check.fail(_join(key, error.key) if error.key else key, error.reason) from None
+
+
 def _plugin_name(check: _Checker, value: Any, key: str, registry: Registry, kind: str) -> str:
     value = check.string(value, key)
-    if value not in registry.records[kind]:
-        raise check.fail(key, f"unknown {kind} {value!r}; {closest(value, registry.names(kind))}")
+    _lookup(check, registry, kind, value, key)
     return value
+
+
+def _lookup(check: _Checker, registry: Registry, kind: str, name: str, key: str) -> Any:
+    """The named record, or the registry's one line (unknown, with the closest names; or given by
+    two plugins, naming both) under this key."""
+    try:
+        return registry.get(kind, name)
+    except PluginError as error:
+        raise check.fail(key, str(error)) from None
 
 
 def _default_label(name: str, combination: dict) -> str:
@@ -535,10 +553,21 @@ def _check_size(
             raise check.fail(f"{key}.epochs", too_large("epochs", epochs, MAX_EPOCHS))
 
 
-def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: dict, key: str) -> None:
+def _declared_value(check: _Checker, declared, value: Any, key: str) -> Any:
+    """A plugin's setting checked against its declaration (type and valid range)."""
+    try:
+        return declared.validate(value)
+    except ValueError as error:
+        raise check.fail(key, str(error)) from None
+
+
+def _check_hyperparameters(
+    check: _Checker, spec, kind: str, hyperparameters: dict, key: str, schedule: dict | None = None
+) -> None:
     """Values that would crash at run time fail here, before anything is stored: the plugin's own
-    `check` (ranges such as lr >= 0, betas in [0, 1)), and for optimizers the factory itself,
-    built once on a one-entry parameter."""
+    `check` (what one declaration cannot say, such as nesterov needing momentum), and for
+    optimizers the factory itself, built once on a one-entry parameter (a stack-aware one with a
+    stack of one network), which a schedule needs to have an `lr` in each param group."""
     own = getattr(spec, "check", None)
     if own is not None:
         try:
@@ -551,7 +580,13 @@ def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: di
     if kind == "optimizer":
         import torch
 
+        from benchsuite.records import Networks
+
+        extra = {"networks": Networks(count=1, seeds=(0,))} if getattr(spec, "stacked", False) else {}
         try:
-            spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters)
+            built = spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters, **extra)
         except Exception as error:  # noqa: BLE001 - the optimizer's own message says what is wrong
             raise check.fail(key, f"{spec.name} refuses these hyperparameters: {error}") from None
+        groups = getattr(built, "param_groups", None)
+        if schedule is not None and (not groups or any("lr" not in g for g in groups)):
+            raise check.fail(f"{key}.{SCHEDULE_KEY}", f"{spec.name} has no param_groups with an 'lr' to schedule")

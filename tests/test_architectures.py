@@ -24,9 +24,9 @@ from benchsuite.records import PriorSpec, kaiming_uniform_bound
 from benchsuite.stacked import StackedForward, init_stacked
 
 DIGITS, MNIST, CIFAR = (1, 8, 8), (1, 28, 28), (3, 32, 32)
-UNIFORM = PriorSpec("uniform", "uniform", lambda fan_in: 1.0)
+UNIFORM = PriorSpec(name="uniform", family="uniform", scale=lambda fan_in: 1.0)
 # O(1) logits, so that an absolute tolerance of 1e-5 means something (U[-1, 1] logits reach 1e3+).
-KAIMING = PriorSpec("kaiming-uniform", "uniform", kaiming_uniform_bound)
+KAIMING = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -72,7 +72,10 @@ def data(n, shape=(1, 4, 4), seed=0):
 
 def request(module, x, y, prior="uniform", target=20, budget=10**6, seed=3, **options):
     options.setdefault("reuse_nested", False)
-    return SamplingRequest(module, x, y, PRIORS[prior], target, budget, seed, CPU, options=options)
+    return SamplingRequest(
+        module=module, x_train=x, y_train=y, prior=PRIORS[prior], target=target,
+        max_candidates=budget, seed=seed, device=CPU, options=options,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import click
 import pytest
 from stored_results import make_results
 
@@ -18,7 +17,8 @@ from benchsuite.reporting.html_page import to_html
 from benchsuite.reporting.json_rows import to_json
 from benchsuite.reporting.latex import to_latex
 from benchsuite.reporting.markdown import to_markdown
-from benchsuite.reporting.reporters import REPORTERS, Reporter
+from benchsuite.records import ReporterSpec
+from benchsuite.reporting.reporters import REPORTERS
 from benchsuite.store import Store
 
 PACKAGE = Path(__file__).resolve().parents[1] / "benchsuite"
@@ -42,7 +42,7 @@ def test_each_reporter_renders_what_its_format_function_renders(rows):
     }
     assert list(REPORTERS) == list(expected)
     for name, reporter in REPORTERS.items():
-        assert isinstance(reporter, Reporter) and reporter.name == name
+        assert isinstance(reporter, ReporterSpec) and reporter.name == name
         assert reporter.render(rows, title="t", figures=None) == expected[name]
 
 
@@ -56,8 +56,14 @@ def test_write_leaderboard_names_files_by_suffix_and_refuses_unknown_formats(row
 
 def test_the_leaderboard_command_offers_every_reporter():
     (option,) = [p for p in leaderboard_command.params if p.name == "formats"]
-    assert isinstance(option.type, click.Choice)
-    assert list(option.type.choices) == ["terminal", *REPORTERS]
+    assert all(name in option.help for name in ["terminal", *REPORTERS])
+
+
+def test_every_builtin_reporter_is_registered_through_the_hook():
+    from benchsuite.plugins import load_registry
+
+    registry = load_registry(include_entry_points=False)
+    assert {name: registry.get("reporter", name) for name in REPORTERS} == REPORTERS
 
 
 def modules() -> dict[str, ast.Module]:

@@ -205,3 +205,27 @@ def test_cells_trained_together_store_what_cells_trained_one_by_one(tmp_path, fi
     with sqlite3.connect(out / "results.sqlite") as a, sqlite3.connect(tmp_path / "one-by-one" / "results.sqlite") as b:
         for query in queries:
             assert a.execute(query).fetchall() == b.execute(query).fetchall()
+
+
+def test_resuming_into_a_folder_of_another_resolved_suite_stops_unless_told(tmp_path):
+    """Finished cells of suite A are not silently counted as suite B's: B adds a training-set size,
+    so A's cells keep their ids, but B's run stops; on_mismatch="resume" keeps them knowingly."""
+    from benchsuite.errors import BenchsuiteError
+    from benchsuite.plugins import load_registry
+    from benchsuite.runner import run_suite
+    from benchsuite.suite import validate_suite
+
+    registry = load_registry(include_entry_points=False)
+    document = {
+        "models_per_cell": 2,
+        "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4], "training_set_seeds": [200]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"]}], "baselines": ["gnc"],
+    }  # fmt: skip
+    first = validate_suite(document, registry, "a.yaml")
+    run_suite(first, tmp_path, registry=registry)
+    document["tasks"][0]["n_train"] = [4, 6]
+    second = validate_suite(document, registry, "b.yaml")
+    with pytest.raises(BenchsuiteError, match=rf"1 of this suite's cells are finished there, but they ran in another resolved suite \({first.suite_id}"):
+        run_suite(second, tmp_path, registry=registry)
+    run_suite(second, tmp_path, registry=registry, on_mismatch="resume")
+    assert len(cells_in(tmp_path / "results.sqlite")) == 2

@@ -21,11 +21,13 @@ from benchsuite.store import EXPECTED_TABLES, SCHEMA_VERSION, Store, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = sorted(p for p in (ROOT / "leaderboards").iterdir() if p.is_dir()) if (ROOT / "leaderboards").is_dir() else []
-# version 3 -> 2: what a database written before samplers recorded chains and estimates holds
+# version 4 -> 2: what a database written before samplers recorded chains and estimates, and cells
+# their plugins' versions, holds
 DOWNGRADE_TO_2 = """
 DROP VIEW network_rows;
 DROP TABLE cell_estimates;
 ALTER TABLE networks DROP COLUMN chain;
+ALTER TABLE cells DROP COLUMN plugins;
 CREATE VIEW network_rows AS
     SELECT c.dataset, c.classes, c.class_names, c.n_train, c.training_set_seed, c.architecture,
            c.architecture_name, c.width, c.depth, c.optimizer, c.optimizer_name, c.role, c.prior,

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small kernels: see c
 
 
 def request(module, x, y, prior="uniform", target=64, seed=3, budget=10**9, **options):
-    return SamplingRequest(module, x, y, PRIORS[prior], target, budget, seed, CPU, options=options)
+    return SamplingRequest(
+        module=module, x_train=x, y_train=y, prior=PRIORS[prior], target=target,
+        max_candidates=budget, seed=seed, device=CPU, options=options,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +137,8 @@ def test_every_network_fits_and_a_seed_repeats(tie_rule):
     x, y, _, _ = mlp_task(10)
     make = lambda: subset.subset_mcmc(
         SamplingRequest(
-            module, x, y, PRIORS["uniform"], 40, 10**9, 9, CPU,
+            module=module, x_train=x, y_train=y, prior=PRIORS["uniform"], target=40,
+            max_candidates=10**9, seed=9, device=CPU,
             options={"particles": 64, "repeats": 2, "moves": 4, "final_moves": 4},
             tie_rule=tie_rule,
         )

@@ -50,7 +50,7 @@ def error_of(document) -> SuiteError:
         (("optimizers", 0, "learning_rate"), 0.1, "optimizers[0].learning_rate", "unknown key"),
         # wrong types
         (("seed",), "zero", "seed", "expected an integer"),
-        (("optimizers", 0, "lr"), "fast", "optimizers[0].lr", "expected a number"),
+        (("optimizers", 0, "lr"), "fast", "optimizers[0].lr", "expected a finite number"),
         (("architectures", 0, "bias"), "no", "architectures[0].bias", "expected auto, true or false"),
         (("tasks",), {"dataset": "digits"}, "tasks", "expected a list"),
         # impossible values

@@ -106,7 +106,8 @@ def sample(module, x, y, rule, target, seed=5, **options):
     options.setdefault("reuse_nested", False)
     return guess_and_check(
         SamplingRequest(
-            module, x, y, PRIORS["uniform"], target, 10**7, seed, CPU, options=options, tie_rule=rule
+            module=module, x_train=x, y_train=y, prior=PRIORS["uniform"], target=target,
+            max_candidates=10**7, seed=seed, device=CPU, options=options, tie_rule=rule,
         )
     )
 

@@ -15,25 +15,25 @@ from benchsuite.records import ArchitectureSpec
 def _specs() -> list[ArchitectureSpec]:
     specs = [
         ArchitectureSpec(
-            "mlp",
-            build_mlp,
-            "2x2 max-pooled input, hidden [120w, 60w, 30w, 12w], ReLU; depth 1..4 keeps the "
+            name="mlp",
+            build=build_mlp,
+            description="2x2 max-pooled input, hidden [120w, 60w, 30w, 12w], ReLU; depth 1..4 keeps the "
             "last d hidden layers",
             default_width=1,
             default_depth=MLP_FULL,
         ),
         ArchitectureSpec(
-            "lenet",
-            build_lenet,
-            "LeNet-5: conv5x5(6w)-pool-conv5x5(16w)-pool-FC(120w)-FC(84w)-FC(2), no padding; "
+            name="lenet",
+            build=build_lenet,
+            description="LeNet-5: conv5x5(6w)-pool-conv5x5(16w)-pool-FC(120w)-FC(84w)-FC(2), no padding; "
             "depth 1c-1f, 2c-1f, 2c-2f, 2c-3f (full); widths incl. '1/6*'; needs >= 16x16 inputs",
             default_width=1,
             default_depth=LENET_FULL,
         ),
         ArchitectureSpec(
-            "resnet4",
-            build_resnet4,
-            "Page's 4-layer ResNet: prep(6w), layer1(12w)+residual, layer2(24w), "
+            name="resnet4",
+            build=build_resnet4,
+            description="Page's 4-layer ResNet: prep(6w), layer1(12w)+residual, layer2(24w), "
             "layer3(48w)+residual, conv3x3-BN-ReLU, global max-pool, linear x 0.125; depth "
             "layer3, layer2-3, full. Has BatchNorm: see benchsuite.batchnorm",
             default_width=1,

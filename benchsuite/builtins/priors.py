@@ -22,13 +22,13 @@ def _kaiming_normal_std(fan_in: int) -> float:
 @hookimpl
 def benchsuite_priors():
     return [
-        PriorSpec("uniform", "uniform", _constant(1.0), "U[-1, 1] weights (G&C default)"),
-        PriorSpec("uniform-0.2", "uniform", _constant(0.2), "U[-0.2, 0.2] weights"),
+        PriorSpec(name="uniform", family="uniform", scale=_constant(1.0), description="U[-1, 1] weights (G&C default)"),
+        PriorSpec(name="uniform-0.2", family="uniform", scale=_constant(0.2), description="U[-0.2, 0.2] weights"),
         PriorSpec(
-            "kaiming-uniform",
-            "uniform",
-            kaiming_uniform_bound,
-            "U[-b, b], b = sqrt(6 / fan_in) (He, ReLU gain; SGD default)",
+            name="kaiming-uniform",
+            family="uniform",
+            scale=kaiming_uniform_bound,
+            description="U[-b, b], b = sqrt(6 / fan_in) (He, ReLU gain; SGD default)",
         ),
-        PriorSpec("kaiming-normal", "normal", _kaiming_normal_std, "N(0, 2 / fan_in)"),
+        PriorSpec(name="kaiming-normal", family="normal", scale=_kaiming_normal_std, description="N(0, 2 / fan_in)"),
     ]

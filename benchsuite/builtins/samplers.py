@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from benchsuite import hookimpl
-from benchsuite.ranges import boolean_or, integer_at_least, integer_or, interval, positive_fraction
-from benchsuite.records import SamplerSpec
+from benchsuite.records import Hyperparameter, SamplerSpec
 
 
 class _LazyGuessAndCheck:
@@ -22,49 +21,78 @@ class _LazyGuessAndCheck:
         return self._sampler(request)
 
 
-def _check_gnc(options):
-    """G&C's options that are "auto" or a number, checked here instead of deep inside a run."""
-    integer_or(options, "chunk_size", "auto")
-    integer_or(options, "cpu_threads", "auto")
-    boolean_or(options, "early_rejection", "auto")
-    positive_fraction(options, "memory_fraction")
-
-
 def _subset_mcmc(request):
     from benchsuite.engine.subset import subset_mcmc
 
     return subset_mcmc(request)
 
 
-def _check_subset_mcmc(options):
-    for name in ("particles", "repeats", "moves", "final_moves", "particles_per_call"):
-        integer_at_least(options, name, 1)
-    interval(options, "survival", 0.01, 1.0)
-    interval(options, "target_acceptance", 0.01, 1.0)
-    positive_fraction(options, "initial_step")
+def _count(default: int, help: str) -> Hyperparameter:
+    return Hyperparameter(int, default, low=1, help=help)
+
+
+def _auto_count(help: str) -> Hyperparameter:
+    return Hyperparameter(int, "auto", low=1, words=("auto",), help=help)
+
+
+def _switch(default: bool, help: str) -> Hyperparameter:
+    return Hyperparameter(bool, default, help=help)
+
+
+def _share(default: float, help: str) -> Hyperparameter:
+    return Hyperparameter(float, default, low=0.0, high=1.0, open_low=True, help=help)
+
+
+def _rate(default: float, help: str) -> Hyperparameter:
+    return Hyperparameter(float, default, low=0.01, high=1.0, open_high=True, help=help)
+
+
+# Declared here rather than read from the engines, so listing plugins imports no torch; a test
+# keeps these defaults equal to engine.gnc.DEFAULTS and engine.subset.DEFAULTS.
+GNC_OPTIONS = {
+    "chunk_size": _auto_count("candidates per chunk; auto: from free device memory"),
+    "output_swap": _switch(True, "decide the output-row swap of every draw too"),
+    "early_rejection": Hyperparameter(
+        bool, "auto", words=("auto",), help="decide on a few points first (auto: where it pays)"
+    ),
+    "memory_fraction": _share(0.5, "share of free device memory a chunk may use"),
+    "reuse_nested": _switch(True, "reuse decisions made on a subset of the training points"),
+    "fast_path": _switch(True, "specialised forward for plain Sequentials (else vmap)"),
+    "cpu_threads": _auto_count("worker threads on CPU; auto: the CPUs this process may use"),
+    "function_space": _switch(False, "Gaussian priors: draw first-layer pre-activations directly"),
+}
+GNC_PERFORMANCE_OPTIONS = frozenset(
+    {"chunk_size", "early_rejection", "memory_fraction", "reuse_nested", "fast_path", "cpu_threads"}
+)
+SUBSET_MCMC_OPTIONS = {
+    "particles": _count(512, "particles per repeat"),
+    "repeats": _count(4, "independent repeats (interval and agreement check)"),
+    "moves": _count(24, "pCN sweeps after each resampling"),
+    "final_moves": _count(48, "extra sweeps at the last level"),
+    "survival": _rate(0.5, "target share of survivors per level"),
+    "target_acceptance": _rate(0.3, "pCN acceptance rate the step size adapts to"),
+    "initial_step": _share(0.5, "pCN step at the first level"),
+    "particles_per_call": _count(256, "networks evaluated at once (memory; speed only)"),
+}
+SUBSET_MCMC_PERFORMANCE_OPTIONS = frozenset({"particles_per_call"})
 
 
 @hookimpl
 def benchsuite_samplers():
-    from benchsuite.engine import subset
-    from benchsuite.engine.gnc import DEFAULTS, PERFORMANCE_OPTIONS
-
     return [
         SamplerSpec(
-            "gnc",
-            _LazyGuessAndCheck(),
-            defaults=dict(DEFAULTS),
-            performance_options=PERFORMANCE_OPTIONS,
-            check=_check_gnc,
+            name="gnc",
+            sample=_LazyGuessAndCheck(),
+            options=GNC_OPTIONS,
+            performance_options=GNC_PERFORMANCE_OPTIONS,
             description="Guess & Check: exact rejection sampling from the prior (counter-based "
             "Philox stream, output-swap symmetry, staged early rejection, nested reuse across N)",
         ),
         SamplerSpec(
-            "subset-mcmc",
-            _subset_mcmc,
-            defaults=dict(subset.DEFAULTS),
-            performance_options=subset.PERFORMANCE_OPTIONS,
-            check=_check_subset_mcmc,
+            name="subset-mcmc",
+            sample=_subset_mcmc,
+            options=SUBSET_MCMC_OPTIONS,
+            performance_options=SUBSET_MCMC_PERFORMANCE_OPTIONS,
             description="Subset simulation: prior | fit at large N by sequential Monte Carlo over "
             "the nested training sets with pCN moves; estimates P(fit) (docs/samplers.md)",
         ),

@@ -3,10 +3,11 @@ the runner returns rows and writes only the database)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from benchsuite.reporting.json_rows import statistics_json
+from benchsuite.records import ReporterSpec
 from benchsuite.reporting.reporters import REPORTERS, Figures
 
 
@@ -16,8 +17,10 @@ def write_leaderboard(
     title: str = "Leaderboard",
     formats: Sequence[str] = tuple(REPORTERS),
     figures: Figures | None = None,
+    reporters: Mapping[str, ReporterSpec] = REPORTERS,
 ) -> list[Path]:
-    """Write leaderboard.<suffix> for each of `formats` (names in REPORTERS) into `out`; the paths.
+    """Write leaderboard.<suffix> for each of `formats` (names in `reporters`, the built-ins by
+    default) into `out`; the paths.
 
     LeaderboardRows also get statistics.json (comparisons, ranking, win rates, bootstrap settings).
     `figures` are (caption, PNG bytes) pairs to embed in the HTML page.
@@ -26,9 +29,9 @@ def write_leaderboard(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in formats:
-        if name not in REPORTERS:
-            raise ValueError(f"no leaderboard format {name!r}; valid: {', '.join(REPORTERS)}")
-        reporter = REPORTERS[name]
+        if name not in reporters:
+            raise ValueError(f"no leaderboard format {name!r}; valid: {', '.join(reporters)}")
+        reporter = reporters[name]
         path = out / f"leaderboard.{reporter.suffix}"
         path.write_text(reporter.render(rows, title=title, figures=figures))
         written.append(path)

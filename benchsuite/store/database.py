@@ -165,6 +165,15 @@ class Store:
     def finished_cell_ids(self) -> set[str]:
         return {row[0] for row in self.connection.execute("SELECT cell_id FROM cells")}
 
+    def cell_origins(self) -> dict[str, dict[str, Any]]:
+        """Per finished cell: the suite it ran in and the plugins (distribution and version) it
+        used, as recorded (None in databases older than schema 4), for the resume check."""
+        query = "SELECT cell_id, suite_id, plugins FROM cells"
+        return {
+            row["cell_id"]: {"suite_id": row["suite_id"], "plugins": json.loads(row["plugins"]) if row["plugins"] else None}
+            for row in self.connection.execute(query)
+        }
+
     def add_cell(
         self,
         cell: dict[str, Any],
@@ -174,7 +183,7 @@ class Store:
     ) -> None:
         """Write a finished cell, its networks, its training images' indices and what its sampler
         estimated, atomically."""
-        values = {"n_test": None, **cell, "finished_at": now(), "models_found": len(networks)}
+        values = {"n_test": None, "plugins": None, **cell, "finished_at": now(), "models_found": len(networks)}
         missing = set(CELL_COLUMNS) - set(values)
         if missing:
             raise ValueError(f"cell record lacks {sorted(missing)}")

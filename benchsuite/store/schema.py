@@ -30,7 +30,7 @@ from pathlib import Path
 from benchsuite.errors import StoreError
 
 OLDEST_SCHEMA_VERSION = 1
-SCHEMA_VERSION = 3  # 2: ties per network, the test-set size per cell, training_indices
+SCHEMA_VERSION = 4  # 2: ties per network, the test-set size per cell, training_indices
 #                    3: a sampler's chain per network, cell_estimates
 
 SCHEMA = """
@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS cells (
     seed INTEGER NOT NULL,
     device TEXT NOT NULL,
     finished_at TEXT NOT NULL,
-    n_test INTEGER
+    n_test INTEGER,
+    plugins TEXT
 );
 CREATE TABLE IF NOT EXISTS networks (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id),
@@ -129,6 +130,9 @@ DROP VIEW IF EXISTS network_rows;
 ALTER TABLE networks ADD COLUMN chain INTEGER;
 DROP VIEW IF EXISTS network_rows;
 """,
+    3: """
+ALTER TABLE cells ADD COLUMN plugins TEXT;
+""",
 }
 
 CELL_COLUMNS = (
@@ -136,6 +140,7 @@ CELL_COLUMNS = (
     "training_set_seed", "architecture", "architecture_name", "width", "depth", "optimizer",
     "optimizer_name", "role", "prior", "hyperparameters", "models_requested", "models_found",
     "candidates_tried", "epochs", "seconds", "exhausted", "seed", "device", "finished_at", "n_test",
+    "plugins",
 )  # fmt: skip
 
 # The tables and views a results database must hold, each with the columns readers rely on: the
@@ -168,7 +173,7 @@ DERIVED_VIEWS = ("network_rows",)
 ADDED_IN_VERSION: dict[str, int] = {
     "training_indices": 2, "cells.n_test": 2, "networks.train_ties": 2, "networks.test_ties": 2,
     "network_rows.n_test": 2, "network_rows.train_ties": 2, "network_rows.test_ties": 2,
-    "cell_estimates": 3, "networks.chain": 3, "network_rows.chain": 3,
+    "cell_estimates": 3, "networks.chain": 3, "network_rows.chain": 3, "cells.plugins": 4,
 }  # fmt: skip
 
 

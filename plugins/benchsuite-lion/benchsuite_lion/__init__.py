@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from benchsuite import hookimpl
-from benchsuite.records import OptimizerSpec
+from benchsuite.records import Hyperparameter, OptimizerSpec, Search
 
 
 class Lion(torch.optim.Optimizer):
@@ -45,9 +45,14 @@ class Lion(torch.optim.Optimizer):
 def benchsuite_optimizers():
     return [
         OptimizerSpec(
-            "lion",
-            Lion,
-            {"lr": 1e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0},
+            name="lion",
+            factory=Lion,
+            hyperparameters={
+                "lr": Hyperparameter(float, 1e-4, low=0.0, search=Search(1e-6, 1e-2)),
+                "beta1": Hyperparameter(float, 0.9, low=0.0, high=1.0, open_high=True),
+                "beta2": Hyperparameter(float, 0.99, low=0.0, high=1.0, open_high=True),
+                "weight_decay": Hyperparameter(float, 0.0, low=0.0),
+            },
             elementwise=True,
             description="Lion: sign of interpolated momentum (Chen et al. 2023)",
         )
