@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class BenchsuiteError(Exception):
@@ -25,6 +26,19 @@ class PluginError(BenchsuiteError):
 
 class StoreError(BenchsuiteError):
     """A results database is missing, damaged, newer than this code, or not one benchsuite wrote."""
+
+
+def value_kind(value: Any) -> str:
+    """What a suite's value is, as its YAML reads: "number 3", "string 'x'", "boolean true"."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return type(value).__name__
 
 
 def closest(name: str, valid: Iterable[str], n: int = 3) -> str:

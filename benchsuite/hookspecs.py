@@ -27,9 +27,9 @@ from benchsuite.records import (
     DatasetSpec,
     ExecutorSpec,
     MetricSpec,
-    ReporterSpec,
     OptimizerSpec,
     PriorSpec,
+    ReporterSpec,
     SamplerSpec,
 )
 

@@ -10,8 +10,9 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from benchsuite.errors import value_kind
 from benchsuite.protocol import DEFAULT_TIE_RULE
 
 if TYPE_CHECKING:  # annotations only: `import benchsuite` (a plugin's first line, the CLI) needs no torch
@@ -176,18 +177,18 @@ class Hyperparameter:
             return value
         if self.type is bool:
             if not isinstance(value, bool):
-                raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+                raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")
             return value
         if self.type is str:
             if not isinstance(value, str) or (self.choices and value not in self.choices):
-                raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+                raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")  # noqa: TRY004 - the suite reports ValueErrors
         if self.type is int and not isinstance(value, int):
-            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")
         if not math.isfinite(value) or not self._in_range(value):
-            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")
         return float(value) if self.type is float else value
 
     def _in_range(self, value: float) -> bool:
@@ -227,26 +228,31 @@ class Hyperparameter:
         return text + (f" -- {self.help}" if self.help else "")
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"boolean {value}".lower()
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return "nothing" if value is None else type(value).__name__
+class DeclaresSettings:
+    """For records whose settings a suite may give (optimizers, samplers, executors): each is a
+    Hyperparameter (a bare default would leave its type to be guessed), under the field that
+    `SETTINGS_FIELD` names; `declared` and `defaults` read them alike for every kind."""
 
+    SETTINGS_FIELD: ClassVar[str] = "options"
 
-def _declared(owner: str, settings: Mapping[str, Any]) -> None:
-    """Every setting a Hyperparameter: a bare default would leave its type to be guessed."""
-    for name, declared in settings.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise TypeError(f"{owner}: setting names must be identifiers, got {name!r}")
-        if not isinstance(declared, Hyperparameter):
-            raise TypeError(
-                f"{owner}: setting {name!r} must be declared as "
-                f"benchsuite.records.Hyperparameter(type, default, ...), got {declared!r}"
-            )
+    @property
+    def declared(self) -> Mapping[str, Hyperparameter]:
+        return getattr(self, self.SETTINGS_FIELD)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self.declared.items()}
+
+    def __post_init__(self) -> None:
+        owner = f"{type(self).__name__} {getattr(self, 'name', '')!r}"
+        for name, declared in self.declared.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise TypeError(f"{owner}: setting names must be identifiers, got {name!r}")
+            if not isinstance(declared, Hyperparameter):
+                raise TypeError(
+                    f"{owner}: setting {name!r} must be declared as "
+                    f"benchsuite.records.Hyperparameter(type, default, ...), got {declared!r}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +279,7 @@ class Networks:
 
 
 @dataclass(frozen=True, kw_only=True)
-class OptimizerSpec:
+class OptimizerSpec(DeclaresSettings):
     """A gradient optimizer: `factory(params, **hyperparameters)` -> a torch.optim-style optimizer.
 
     `hyperparameters` declares every setting the factory takes (Hyperparameter: type, default,
@@ -326,16 +332,7 @@ class OptimizerSpec:
     uses_closure: bool = False
     stacked: bool = False
 
-    def __post_init__(self) -> None:
-        _declared(f"optimizer {self.name!r}", self.hyperparameters)
-
-    @property
-    def declared(self) -> Mapping[str, Hyperparameter]:
-        return self.hyperparameters
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return {name: h.default for name, h in self.hyperparameters.items()}
+    SETTINGS_FIELD: ClassVar[str] = "hyperparameters"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,7 +429,7 @@ class SamplingRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SamplerSpec:
+class SamplerSpec(DeclaresSettings):
     """A random-interpolator baseline: `sample(SamplingRequest)` -> Population of fitting networks."""
 
     name: str
@@ -446,18 +443,10 @@ class SamplerSpec:
     check: Callable[[Mapping[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
-        _declared(f"sampler {self.name!r}", self.options)
+        super().__post_init__()
         unknown = set(self.performance_options) - set(self.options)
         if unknown:
             raise ValueError(f"sampler {self.name!r}: performance_options {sorted(unknown)} are not options")
-
-    @property
-    def declared(self) -> Mapping[str, Hyperparameter]:
-        return self.options
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return {name: h.default for name, h in self.options.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,7 +491,7 @@ class ExecutionPlan:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExecutorSpec:
+class ExecutorSpec(DeclaresSettings):
     """A way to execute a run: `execute(ExecutionPlan)` yields every cell's outcome as it finishes.
 
     The host alone writes what is yielded to the store, in the order it arrives, so an executor
@@ -515,13 +504,3 @@ class ExecutorSpec:
     options: Mapping[str, Hyperparameter] = field(default_factory=dict)
     description: str = ""
 
-    def __post_init__(self) -> None:
-        _declared(f"executor {self.name!r}", self.options)
-
-    @property
-    def declared(self) -> Mapping[str, Hyperparameter]:
-        return self.options
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return {name: h.default for name, h in self.options.items()}

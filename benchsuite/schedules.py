@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from benchsuite.errors import closest
+from benchsuite.errors import closest, value_kind
 
 SCHEDULES = ("constant", "step", "cosine")
 # each schedule's own keys with their defaults (None: required)
@@ -116,13 +116,13 @@ def resolve(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ScheduleError(
             "",
-            f"expected a name ({', '.join(SCHEDULES)}) or a mapping with a `name`, got {_kind(value)}",
+            f"expected a name ({', '.join(SCHEDULES)}) or a mapping with a `name`, got {value_kind(value)}",
         )
     if "name" not in value:
         raise ScheduleError("name", f"missing required key; valid: {', '.join(SCHEDULES)}")
     name = value["name"]
     if not isinstance(name, str) or name not in SCHEDULES:
-        shown = repr(name) if isinstance(name, str) else _kind(name)
+        shown = repr(name) if isinstance(name, str) else value_kind(name)
         raise ScheduleError("name", f"{shown} is not a schedule; {closest(str(name), SCHEDULES)}")
     own = SCHEDULE_KEYS[name]
     allowed = ("name", *own, *WARMUP_KEYS)
@@ -149,10 +149,10 @@ def _checked(key: str, value: Any) -> Any:
     if key in ("every", "warmup_steps"):
         minimum = 1 if key == "every" else 0
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ScheduleError(key, f"expected an integer >= {minimum}, got {_kind(value)}")
+            raise ScheduleError(key, f"expected an integer >= {minimum}, got {value_kind(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ScheduleError(key, f"expected a finite number, got {_kind(value)}")
+        raise ScheduleError(key, f"expected a finite number, got {value_kind(value)}")
     value = float(value)
     if key == "gamma" and not 0.0 < value <= 1.0:
         raise ScheduleError(key, f"expected a number in (0, 1], got {value:g}")
@@ -165,15 +165,3 @@ def _checked(key: str, value: Any) -> Any:
             key, f"expected a number in [0, 1) (a fraction of all steps), got {value:g}"
         )
     return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"boolean {value}".lower()
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return type(value).__name__

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from benchsuite.architectures.build import check_builds
-from benchsuite.errors import PluginError, SuiteError, closest
+from benchsuite.errors import PluginError, SuiteError, closest, value_kind
 from benchsuite.plugins import Registry
 from benchsuite.protocol import (
     BATCH_ORDERS,
@@ -79,7 +79,7 @@ class _Checker:
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...] | dict, required=()) -> dict:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping with keys {', '.join(allowed)}, got {_kind(value)}")
+            raise self.fail(key, f"expected a mapping with keys {', '.join(allowed)}, got {value_kind(value)}")
         for name in value:
             if name not in allowed:
                 raise self.fail(_join(key, str(name)), f"unknown key; {closest(str(name), allowed)}")
@@ -93,14 +93,14 @@ class _Checker:
             if allow_scalar:
                 value = [value]
             else:
-                raise self.fail(key, f"expected a list, got {_kind(value)}")
+                raise self.fail(key, f"expected a list, got {value_kind(value)}")
         if not value:
             raise self.fail(key, "expected at least one value, got an empty list")
         return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
     def integer(self, value: Any, key: str, minimum: int | None = None, maximum: int | None = MAX_INTEGER) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"expected an integer, got {_kind(value)}")
+            raise self.fail(key, f"expected an integer, got {value_kind(value)}")
         if minimum is not None and value < minimum:
             raise self.fail(key, f"expected an integer >= {minimum}, got {value}")
         if maximum is not None and value > maximum:  # seeds and counts are stored as SQLite integers
@@ -109,14 +109,14 @@ class _Checker:
 
     def number(self, value: Any, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, f"expected a number, got {_kind(value)}")
+            raise self.fail(key, f"expected a number, got {value_kind(value)}")
         if not math.isfinite(value):
             raise self.fail(key, f"expected a finite number, got {value}")
         return value
 
     def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
         if not isinstance(value, str):
-            raise self.fail(key, f"expected a string, got {_kind(value)}")
+            raise self.fail(key, f"expected a string, got {value_kind(value)}")
         if choices is not None and value not in choices:
             raise self.fail(key, f"{value!r} is not valid; {closest(value, choices)}")
         return value
@@ -127,7 +127,7 @@ class _Checker:
             return value
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise self.fail(key, f"expected true or false, got {_kind(value)}")
+                raise self.fail(key, f"expected true or false, got {value_kind(value)}")
             return value
         if isinstance(default, int):
             return self.integer(value, key)
@@ -135,21 +135,9 @@ class _Checker:
             return float(self.number(value, key))
         if isinstance(default, str):
             if not isinstance(value, (str, int, float)):  # bool is an int: "auto" or true/false
-                raise self.fail(key, f"expected a string, number or true/false, got {_kind(value)}")
+                raise self.fail(key, f"expected a string, number or true/false, got {value_kind(value)}")
             return value  # e.g. chunk_size: "auto" or a number; the plugin checks the rest
         return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"boolean {value}"
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return type(value).__name__
 
 
 def _join(key: str, name: str) -> str:
@@ -209,7 +197,7 @@ def validate_suite(
         download=bool(data.get("download", False)),
     )
     if "download" in data and not isinstance(data["download"], bool):
-        raise check.fail("data.download", f"expected true or false, got {_kind(data['download'])}")
+        raise check.fail("data.download", f"expected true or false, got {value_kind(data['download'])}")
 
     tasks = check.list_of(document["tasks"], "tasks", lambda v, k: _task(check, v, k, registry), False)
     architectures = check.list_of(
@@ -291,7 +279,7 @@ def _task(check: _Checker, value: Any, key: str, registry: Registry) -> Task:
 
 def _pair(check: _Checker, value: Any, key: str, spec) -> list[int]:
     if not isinstance(value, list) or len(value) != 2:
-        raise check.fail(key, f"expected a pair of classes like [7, 0], got {_kind(value)}")
+        raise check.fail(key, f"expected a pair of classes like [7, 0], got {value_kind(value)}")
     pair = []
     for i, item in enumerate(value):
         if isinstance(item, str) and item in spec.class_names:
@@ -319,7 +307,7 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
 
     def knob(v, k):
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            raise check.fail(k, f"expected a number or a string like '1/6', got {_kind(v)}")
+            raise check.fail(k, f"expected a number or a string like '1/6', got {value_kind(v)}")
         return v
 
     widths = check.list_of(value.get("widths", [spec.default_width]), f"{key}.widths", knob)
@@ -328,21 +316,21 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
     _unique(check, depths, f"{key}.depths")
     bias = value.get("bias", BIAS_AUTO)
     if not isinstance(bias, bool) and bias != BIAS_AUTO:
-        raise check.fail(f"{key}.bias", f"expected auto, true or false, got {_kind(bias)}")
+        raise check.fail(f"{key}.bias", f"expected auto, true or false, got {value_kind(bias)}")
     return ArchitectureGrid(name, tuple(widths), tuple(depths), bias)
 
 
 def _depth(check: _Checker, value: Any, key: str) -> Any:
     """A depth is an integer or a variant name (the plugin checks which), never a structure."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
-        raise check.fail(key, f"expected an integer or a name like '2c-1f', got {_kind(value)}")
+        raise check.fail(key, f"expected an integer or a name like '2c-1f', got {value_kind(value)}")
     return value
 
 
 def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str) -> list[Entry]:
     """Optimizer or baseline entries, with grids expanded into one resolved entry each."""
     if not isinstance(value, list):
-        raise check.fail(key, f"expected a list of entries, got {_kind(value)}")
+        raise check.fail(key, f"expected a list of entries, got {value_kind(value)}")
     resolved = []
     for index, entry in enumerate(value):
         resolved += _entry(check, entry, f"{key}[{index}]", registry, models, kind)
@@ -353,7 +341,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
-        raise check.fail(key, f"expected a mapping with a `name`, got {_kind(entry)}")
+        raise check.fail(key, f"expected a mapping with a `name`, got {value_kind(entry)}")
     name = check.string(entry["name"], f"{key}.name")
     spec = _lookup(check, registry, kind, name, f"{key}.name")
     host_defaults = dict(TRAINING_DEFAULTS if kind == "optimizer" else SAMPLER_DEFAULTS)
@@ -485,7 +473,7 @@ def _check_sections(check: _Checker, document: dict) -> None:
             continue
         if not isinstance(value, kind):
             wanted = "a mapping" if kind is dict else "a list"
-            raise check.fail(name, f"expected {wanted}, got {_kind(value)}")
+            raise check.fail(name, f"expected {wanted}, got {value_kind(value)}")
 
 
 def _unique(check: _Checker, values: list, key: str) -> None:

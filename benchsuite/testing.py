@@ -181,7 +181,7 @@ def _check_optimizer(spec, registry) -> list[Check]:
 
     from benchsuite.engine.batches import optimizer_seed, round_orders
     from benchsuite.engine.training import choose_path, initial_parameters, train_networks
-    from benchsuite.records import kaiming_uniform_bound, PriorSpec
+    from benchsuite.records import PriorSpec, kaiming_uniform_bound
 
     checks = [_guarded("settings validate", lambda: _settings_validate(spec))]
     if not checks[0].passed:
@@ -199,18 +199,18 @@ def _check_optimizer(spec, registry) -> list[Check]:
 
         runs: list[dict] = []  # the first run is also the one compared with the plain loop
 
-        def train(module=module, parameters=parameters, buffers=buffers, orders=orders, runs=runs):
+        def train(module=module, parameters=parameters, buffers=buffers, orders=orders, runs=runs, seeds=seeds):
             runs.append(train_networks(module, x, y, spec, hyperparameters, parameters, buffers, orders, BATCH, seeds=seeds)[0])
             return runs[-1]
 
-        def repeats(train=train):
+        def repeats(train=train, label=label):
             first, second = train(), train()
             same = all(torch.equal(first[n], second[n]) for n in first)
             finite = all(torch.isfinite(v).all() for v in first.values())
             return Check(f"seeded runs repeat ({label})", same and finite,
                          "" if same and finite else ("results differ between two runs" if not same else "weights not finite"))
 
-        def follows_contract(train=train, module=module, parameters=parameters, buffers=buffers, orders=orders, runs=runs):
+        def follows_contract(train=train, module=module, parameters=parameters, buffers=buffers, orders=orders, runs=runs, seeds=seeds, label=label):
             path = choose_path(module, spec)
             trained = runs[0] if runs else train()
             worst = 0.0
@@ -238,7 +238,7 @@ def _settings_validate(spec) -> Check:
     import torch
 
     declared = spec.declared
-    for name, setting in declared.items():
+    for setting in declared.values():
         setting.validate(setting.default)
     if spec.check is not None:
         spec.check(dict(spec.defaults))

@@ -17,7 +17,7 @@ PRELUDE = "import torch\nfrom benchsuite import hookimpl\nfrom benchsuite.record
 
 
 def plugin_blocks() -> dict[str, str]:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
     found = {}
     for block in blocks:
         if "def benchsuite_optimizers" in block:
