@@ -304,7 +304,7 @@ def _show_record(registry, name: str, as_json: bool) -> None:
         shown.append({
             "kind": kind, "name": name, "plugin": provider.name, "distribution": provider.distribution,
             "version": provider.version, "description": getattr(record, "description", ""),
-            **({"elementwise": record.elementwise} if kind == "optimizer" else {}),
+            **({"elementwise": record.elementwise, "stacked": record.stacked, "uses_closure": record.uses_closure} if kind == "optimizer" else {}),
             "settings": {k: {"type": h.type.__name__, "default": h.default, "valid": h.describe()} for k, h in declared.items()},
         })
     if as_json:
@@ -315,7 +315,10 @@ def _show_record(registry, name: str, as_json: bool) -> None:
         click.echo(f"{item['kind']} {item['name']}: {item['description']}")
         click.echo(f"  from {item['plugin']} ({item['distribution']} {item['version']})".rstrip())
         if "elementwise" in item:
-            click.echo(f"  elementwise update: {'yes (networks train stacked)' if item['elementwise'] else 'no (one optimizer per network)'}")
+            stacked = item["elementwise"] or item["stacked"]
+            click.echo(f"  elementwise update: {'yes' if item['elementwise'] else 'no'}; stack-aware: {'yes' if item['stacked'] else 'no'} ({'networks train stacked' if stacked else 'one optimizer per network'})")
+            if item["uses_closure"]:
+                click.echo("  owns its step: yes (step(closure) re-evaluates the batch; docs/optimizer-contract.md)")
         for key, setting in item["settings"].items():
             click.echo(f"  {terminal_text(key)}: {terminal_text(setting['valid'])}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class BenchsuiteError(Exception):
@@ -27,6 +28,19 @@ class StoreError(BenchsuiteError):
     """A results database is missing, damaged, newer than this code, or not one benchsuite wrote."""
 
 
+def value_kind(value: Any) -> str:
+    """What a suite's value is, as its YAML reads: "number 3", "string 'x'", "boolean true"."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return type(value).__name__
+
+
 def closest(name: str, valid: Iterable[str], n: int = 3) -> str:
     """'did you mean' text listing the closest valid names, then all of them."""
     valid = sorted(valid)
@@ -35,3 +49,21 @@ def closest(name: str, valid: Iterable[str], n: int = 3) -> str:
     if near:
         return f"did you mean {' or '.join(repr(v) for v in near)}? valid: {listed}"
     return f"valid: {listed}"
+
+
+class OptimizerStepError(BenchsuiteError):
+    """An optimizer raised while the host built or stepped it (docs/optimizer-contract.md).
+
+    One line naming the optimizer, the step (counted from 0 within a round of training; None
+    while it was being built) and the original error, which is kept as `__cause__` and `error`.
+    """
+
+    def __init__(self, optimizer: str, step: int | None, error: BaseException, hint: str = ""):
+        self.optimizer, self.step, self.error, self.hint = optimizer, step, error, hint
+        where = "while being built" if step is None else f"at step {step}"
+        reason = " ".join(str(error).split()) or "(no message)"
+        text = f"optimizer {optimizer!r} failed {where}: {type(error).__name__}: {reason}"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+    def __reduce__(self):  # picklable, for executors that run cells in other processes
+        return (type(self), (self.optimizer, self.step, self.error, self.hint))

@@ -27,9 +27,9 @@ from benchsuite.records import (
     DatasetSpec,
     ExecutorSpec,
     MetricSpec,
-    ReporterSpec,
     OptimizerSpec,
     PriorSpec,
+    ReporterSpec,
     SamplerSpec,
 )
 
@@ -62,7 +62,9 @@ def benchsuite_priors() -> list[PriorSpec]:
 def benchsuite_optimizers() -> list[OptimizerSpec]:
     """Named gradient optimizers: a torch.optim factory, its declared hyperparameters (type,
     default, valid range), and whether its update is elementwise (then K stacked networks share
-    one optimizer exactly)."""
+    one optimizer exactly), stack-aware (`stacked`: it keeps the networks of a stack apart
+    itself) or owns its step (`uses_closure`). How the host calls it: OptimizerSpec's docstring
+    and docs/optimizer-contract.md."""
 
 
 @hookspec

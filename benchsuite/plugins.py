@@ -232,7 +232,8 @@ def load_registry(
     everyone = [plugin for _, plugin in loaded]
     for info, plugin in loaded:
         try:
-            records = _records_of(manager, plugin, [p for p in everyone if p is not plugin])
+            others = [p for p in everyone if p is not plugin and manager.is_registered(p)]
+            records = _records_of(manager, plugin, others)
         except Exception as error:  # noqa: BLE001 - same: report the plugin, keep the rest
             manager.unregister(plugin)
             _fail(info, _reason(error))

@@ -10,8 +10,9 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from benchsuite.errors import value_kind
 from benchsuite.protocol import DEFAULT_TIE_RULE
 
 if TYPE_CHECKING:  # annotations only: `import benchsuite` (a plugin's first line, the CLI) needs no torch
@@ -176,18 +177,18 @@ class Hyperparameter:
             return value
         if self.type is bool:
             if not isinstance(value, bool):
-                raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+                raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")
             return value
         if self.type is str:
             if not isinstance(value, str) or (self.choices and value not in self.choices):
-                raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+                raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")  # noqa: TRY004 - the suite reports ValueErrors
         if self.type is int and not isinstance(value, int):
-            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")
         if not math.isfinite(value) or not self._in_range(value):
-            raise ValueError(f"expected {self._expected()}, got {_shown(value)}")
+            raise ValueError(f"expected {self._expected()}, got {value_kind(value)}")
         return float(value) if self.type is float else value
 
     def _in_range(self, value: float) -> bool:
@@ -227,26 +228,31 @@ class Hyperparameter:
         return text + (f" -- {self.help}" if self.help else "")
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"boolean {value}".lower()
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return "nothing" if value is None else type(value).__name__
+class DeclaresSettings:
+    """For records whose settings a suite may give (optimizers, samplers, executors): each is a
+    Hyperparameter (a bare default would leave its type to be guessed), under the field that
+    `SETTINGS_FIELD` names; `declared` and `defaults` read them alike for every kind."""
 
+    SETTINGS_FIELD: ClassVar[str] = "options"
 
-def _declared(owner: str, settings: Mapping[str, Any]) -> None:
-    """Every setting a Hyperparameter: a bare default would leave its type to be guessed."""
-    for name, declared in settings.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise TypeError(f"{owner}: setting names must be identifiers, got {name!r}")
-        if not isinstance(declared, Hyperparameter):
-            raise TypeError(
-                f"{owner}: setting {name!r} must be declared as "
-                f"benchsuite.records.Hyperparameter(type, default, ...), got {declared!r}"
-            )
+    @property
+    def declared(self) -> Mapping[str, Hyperparameter]:
+        return getattr(self, self.SETTINGS_FIELD)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self.declared.items()}
+
+    def __post_init__(self) -> None:
+        owner = f"{type(self).__name__} {getattr(self, 'name', '')!r}"
+        for name, declared in self.declared.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise TypeError(f"{owner}: setting names must be identifiers, got {name!r}")
+            if not isinstance(declared, Hyperparameter):
+                raise TypeError(
+                    f"{owner}: setting {name!r} must be declared as "
+                    f"benchsuite.records.Hyperparameter(type, default, ...), got {declared!r}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,35 +260,79 @@ def _declared(owner: str, settings: Mapping[str, Any]) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class OptimizerSpec:
-    """A gradient optimizer: `factory(params, **hyperparameters)` -> torch.optim.Optimizer.
+class Networks:
+    """What the host tells a stack-aware optimizer (OptimizerSpec.stacked) about its tensors.
+
+    Every tensor the optimizer steps holds `count` networks along `model_axis` (always 0 today):
+    tensor[k] is network k's parameter. `seeds[k]` is network k's own seed for any random numbers
+    the optimizer draws (a pure function of the run's seed and the network's attempt index), so
+    a network gets the same numbers whichever stack it trains in.
+    """
+
+    count: int
+    seeds: tuple[int, ...]
+    model_axis: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) != self.count:
+            raise ValueError(f"Networks: {self.count} networks but {len(self.seeds)} seeds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerSpec(DeclaresSettings):
+    """A gradient optimizer: `factory(params, **hyperparameters)` -> a torch.optim-style optimizer.
 
     `hyperparameters` declares every setting the factory takes (Hyperparameter: type, default,
-    valid range); the suite may set only these. `elementwise`: the update of each parameter entry depends only on that entry's own
-    history, so one optimizer over K stacked networks equals K independent optimizers. Optimizers
-    that are not (LBFGS, Shampoo, LARS, anything with a norm over a tensor) must say False; the host
-    then runs one optimizer per network.
+    valid range); the suite may set only these.
+
+    How the host calls the optimizer (docs/optimizer-contract.md), for every network and every
+    mini-batch of the protocol (mean cross-entropy over the batch):
+    1. before the first step, `optimizer.train()` if the optimizer has a `train` method;
+    2. per step: the learning rate of every param group is set from the suite's schedule
+       (`group["lr"] = base_lr * factor(step)`, base_lr the group's lr when built; untouched under
+       the default constant schedule); the host zeroes the gradients, computes the current batch's
+       loss and its gradient (so `p.grad` holds it), then calls `optimizer.step(closure)` when
+       `uses_closure` (or when `step` requires a closure, as LBFGS's does), else
+       `optimizer.step()`. The closure zeroes the gradients, re-evaluates the same batch's loss at
+       the current weights, backpropagates and returns the loss, as torch.optim's convention has
+       it (it may be called any number of times);
+    3. after the last step, `optimizer.eval()` if it has one; the host then checks the fit,
+       evaluates and stores the weights as they are, so an optimizer that averages (schedule-free)
+       is scored at its averaged weights.
+    An exception raised by the factory or by a step becomes benchsuite.errors.OptimizerStepError
+    (one line: optimizer, step, original error).
+
+    `uses_closure`: the step calls the closure (SAM's second gradient, line searches). False (the
+    default): the host calls `step()` alone, so an optimizer that would merely re-evaluate the loss
+    (torch.optim's all do when given a closure) costs one evaluation per step, not two.
+
+    How many networks one optimizer instance sees:
+    - `elementwise`: the update of each parameter entry depends only on that entry's own history,
+      so one optimizer over K stacked networks is exactly K independent optimizers; the host
+      stacks them (the factory is called as usual, on stacked tensors);
+    - `stacked`: the optimizer couples entries (a norm, a random stream), but only within a
+      network: the factory is called as `factory(params, networks=Networks(...), **hyperparameters)`
+      on tensors whose leading axis indexes networks, and must keep the networks independent
+      (per-network norms over all non-leading dimensions of all tensors; random numbers from
+      `networks.seeds`). On this path a closure returns the per-network losses, a tensor [K] (the
+      host backpropagates their sum, so each network's gradient is its own);
+    - neither (LBFGS, Shampoo, LARS, anything with a norm over a tensor that was not written for
+      stacks): the host runs one plain module and one optimizer per network, networks spread over
+      worker threads with single-threaded kernels.
     """
 
     name: str
-    factory: Callable[..., torch.optim.Optimizer]
+    factory: Callable[..., Any]
     hyperparameters: Mapping[str, Hyperparameter] = field(default_factory=dict)
     elementwise: bool = False
     description: str = ""
     # checks what the declarations cannot (one value against another) at validation; raises
     # ValueError("name: what is valid")
     check: Callable[[Mapping[str, Any]], None] | None = None
+    uses_closure: bool = False
+    stacked: bool = False
 
-    def __post_init__(self) -> None:
-        _declared(f"optimizer {self.name!r}", self.hyperparameters)
-
-    @property
-    def declared(self) -> Mapping[str, Hyperparameter]:
-        return self.hyperparameters
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return {name: h.default for name, h in self.hyperparameters.items()}
+    SETTINGS_FIELD: ClassVar[str] = "hyperparameters"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +441,7 @@ class SamplingRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SamplerSpec:
+class SamplerSpec(DeclaresSettings):
     """A random-interpolator baseline: `sample(SamplingRequest)` -> Population of fitting networks."""
 
     name: str
@@ -405,18 +455,10 @@ class SamplerSpec:
     check: Callable[[Mapping[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
-        _declared(f"sampler {self.name!r}", self.options)
+        super().__post_init__()
         unknown = set(self.performance_options) - set(self.options)
         if unknown:
             raise ValueError(f"sampler {self.name!r}: performance_options {sorted(unknown)} are not options")
-
-    @property
-    def declared(self) -> Mapping[str, Hyperparameter]:
-        return self.options
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return {name: h.default for name, h in self.options.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,7 +503,7 @@ class ExecutionPlan:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExecutorSpec:
+class ExecutorSpec(DeclaresSettings):
     """A way to execute a run: `execute(ExecutionPlan)` yields every cell's outcome as it finishes.
 
     The host alone writes what is yielded to the store, in the order it arrives, so an executor
@@ -474,13 +516,3 @@ class ExecutorSpec:
     options: Mapping[str, Hyperparameter] = field(default_factory=dict)
     description: str = ""
 
-    def __post_init__(self) -> None:
-        _declared(f"executor {self.name!r}", self.options)
-
-    @property
-    def declared(self) -> Mapping[str, Hyperparameter]:
-        return self.options
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return {name: h.default for name, h in self.options.items()}

@@ -119,6 +119,9 @@ class OptimizerSettings:
     epochs: int
     batch_order: str  # benchsuite.protocol.BATCH_ORDERS
     max_networks: int  # the budget: networks trained at most
+    # the learning-rate schedule as resolved (benchsuite.schedules); None: constant. Written into
+    # the resolved JSON only when set, so suites without one keep their ids.
+    schedule: Mapping[str, Any] | None = None
 
     @property
     def budget(self) -> int:
@@ -128,11 +131,13 @@ class OptimizerSettings:
         return n_train if self.batch_size == FULL_BATCH else int(self.batch_size)
 
     def to_json(self) -> dict[str, Any]:
+        scheduled = {} if self.schedule is None else {"schedule": dict(self.schedule)}
         return {
             "prior": self.prior,
             "batch_size": self.batch_size,
             "epochs": self.epochs,
             "batch_order": self.batch_order,
+            **scheduled,
             "max_networks": self.max_networks,
         }
 

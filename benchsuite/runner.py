@@ -95,6 +95,7 @@ def cell_module(cell: Cell, task, registry: Registry, device: torch.device) -> n
 def training_request(cell: Cell, task, registry: Registry, module: nn.Module, device, progress):
     """What train_population(s) needs for a gradient cell."""
     from benchsuite.engine.training import PopulationRequest, TrainingSettings
+    from benchsuite.schedules import from_record
 
     entry = cell.entry
     settings = entry.settings
@@ -104,6 +105,7 @@ def training_request(cell: Cell, task, registry: Registry, module: nn.Module, de
         batch_order=settings.batch_order,
         max_networks=settings.max_networks,
         tie_rule=cell.tie_rule,
+        schedule=from_record(settings.schedule),
     )
     return PopulationRequest(
         module, task.x_train, task.y_train, registry.optimizer(entry.name),

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from benchsuite.architectures.build import check_builds
-from benchsuite.errors import PluginError, SuiteError, closest
+from benchsuite.errors import PluginError, SuiteError, closest, value_kind
 from benchsuite.plugins import Registry
 from benchsuite.protocol import (
     BATCH_ORDERS,
@@ -60,6 +60,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 # Keys of a baseline (sampler) entry that belong to the host, with defaults.
 SAMPLER_DEFAULTS: dict[str, Any] = {"prior": DEFAULT_SAMPLER_PRIOR}
 ENTRY_KEYS = ("name", "label", "models", "grid")
+# A gradient-optimizer key stored in the resolved settings only when not the default, so that
+# suites without it keep their ids: the learning-rate schedule (benchsuite/schedules.py).
+SCHEDULE_KEY = "schedule"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ class _Checker:
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...] | dict, required=()) -> dict:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping with keys {', '.join(allowed)}, got {_kind(value)}")
+            raise self.fail(key, f"expected a mapping with keys {', '.join(allowed)}, got {value_kind(value)}")
         for name in value:
             if name not in allowed:
                 raise self.fail(_join(key, str(name)), f"unknown key; {closest(str(name), allowed)}")
@@ -90,14 +93,14 @@ class _Checker:
             if allow_scalar:
                 value = [value]
             else:
-                raise self.fail(key, f"expected a list, got {_kind(value)}")
+                raise self.fail(key, f"expected a list, got {value_kind(value)}")
         if not value:
             raise self.fail(key, "expected at least one value, got an empty list")
         return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
     def integer(self, value: Any, key: str, minimum: int | None = None, maximum: int | None = MAX_INTEGER) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"expected an integer, got {_kind(value)}")
+            raise self.fail(key, f"expected an integer, got {value_kind(value)}")
         if minimum is not None and value < minimum:
             raise self.fail(key, f"expected an integer >= {minimum}, got {value}")
         if maximum is not None and value > maximum:  # seeds and counts are stored as SQLite integers
@@ -106,14 +109,14 @@ class _Checker:
 
     def number(self, value: Any, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, f"expected a number, got {_kind(value)}")
+            raise self.fail(key, f"expected a number, got {value_kind(value)}")
         if not math.isfinite(value):
             raise self.fail(key, f"expected a finite number, got {value}")
         return value
 
     def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
         if not isinstance(value, str):
-            raise self.fail(key, f"expected a string, got {_kind(value)}")
+            raise self.fail(key, f"expected a string, got {value_kind(value)}")
         if choices is not None and value not in choices:
             raise self.fail(key, f"{value!r} is not valid; {closest(value, choices)}")
         return value
@@ -124,7 +127,7 @@ class _Checker:
             return value
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise self.fail(key, f"expected true or false, got {_kind(value)}")
+                raise self.fail(key, f"expected true or false, got {value_kind(value)}")
             return value
         if isinstance(default, int):
             return self.integer(value, key)
@@ -132,21 +135,9 @@ class _Checker:
             return float(self.number(value, key))
         if isinstance(default, str):
             if not isinstance(value, (str, int, float)):  # bool is an int: "auto" or true/false
-                raise self.fail(key, f"expected a string, number or true/false, got {_kind(value)}")
+                raise self.fail(key, f"expected a string, number or true/false, got {value_kind(value)}")
             return value  # e.g. chunk_size: "auto" or a number; the plugin checks the rest
         return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"boolean {value}"
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return type(value).__name__
 
 
 def _join(key: str, name: str) -> str:
@@ -206,7 +197,7 @@ def validate_suite(
         download=bool(data.get("download", False)),
     )
     if "download" in data and not isinstance(data["download"], bool):
-        raise check.fail("data.download", f"expected true or false, got {_kind(data['download'])}")
+        raise check.fail("data.download", f"expected true or false, got {value_kind(data['download'])}")
 
     tasks = check.list_of(document["tasks"], "tasks", lambda v, k: _task(check, v, k, registry), False)
     architectures = check.list_of(
@@ -288,7 +279,7 @@ def _task(check: _Checker, value: Any, key: str, registry: Registry) -> Task:
 
 def _pair(check: _Checker, value: Any, key: str, spec) -> list[int]:
     if not isinstance(value, list) or len(value) != 2:
-        raise check.fail(key, f"expected a pair of classes like [7, 0], got {_kind(value)}")
+        raise check.fail(key, f"expected a pair of classes like [7, 0], got {value_kind(value)}")
     pair = []
     for i, item in enumerate(value):
         if isinstance(item, str) and item in spec.class_names:
@@ -316,7 +307,7 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
 
     def knob(v, k):
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            raise check.fail(k, f"expected a number or a string like '1/6', got {_kind(v)}")
+            raise check.fail(k, f"expected a number or a string like '1/6', got {value_kind(v)}")
         return v
 
     widths = check.list_of(value.get("widths", [spec.default_width]), f"{key}.widths", knob)
@@ -325,21 +316,21 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
     _unique(check, depths, f"{key}.depths")
     bias = value.get("bias", BIAS_AUTO)
     if not isinstance(bias, bool) and bias != BIAS_AUTO:
-        raise check.fail(f"{key}.bias", f"expected auto, true or false, got {_kind(bias)}")
+        raise check.fail(f"{key}.bias", f"expected auto, true or false, got {value_kind(bias)}")
     return ArchitectureGrid(name, tuple(widths), tuple(depths), bias)
 
 
 def _depth(check: _Checker, value: Any, key: str) -> Any:
     """A depth is an integer or a variant name (the plugin checks which), never a structure."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
-        raise check.fail(key, f"expected an integer or a name like '2c-1f', got {_kind(value)}")
+        raise check.fail(key, f"expected an integer or a name like '2c-1f', got {value_kind(value)}")
     return value
 
 
 def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str) -> list[Entry]:
     """Optimizer or baseline entries, with grids expanded into one resolved entry each."""
     if not isinstance(value, list):
-        raise check.fail(key, f"expected a list of entries, got {_kind(value)}")
+        raise check.fail(key, f"expected a list of entries, got {value_kind(value)}")
     resolved = []
     for index, entry in enumerate(value):
         resolved += _entry(check, entry, f"{key}[{index}]", registry, models, kind)
@@ -350,12 +341,14 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
-        raise check.fail(key, f"expected a mapping with a `name`, got {_kind(entry)}")
+        raise check.fail(key, f"expected a mapping with a `name`, got {value_kind(entry)}")
     name = check.string(entry["name"], f"{key}.name")
     spec = _lookup(check, registry, kind, name, f"{key}.name")
     host_defaults = dict(TRAINING_DEFAULTS if kind == "optimizer" else SAMPLER_DEFAULTS)
     budget_key = "max_networks" if kind == "optimizer" else "max_candidates"
     allowed = {**{k: None for k in ENTRY_KEYS}, **host_defaults, budget_key: None, **spec.defaults}
+    if kind == "optimizer":
+        allowed[SCHEDULE_KEY] = None
     check.mapping(entry, key, tuple(allowed))
     grid = check.mapping(entry.get("grid", {}) or {}, f"{key}.grid", tuple(set(allowed) - set(ENTRY_KEYS)))
     axes = {k: check.list_of(v, f"{key}.grid.{k}", lambda x, _: x, False) for k, v in grid.items()}
@@ -380,6 +373,9 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
                 settings["batch_size"] = check.integer(settings["batch_size"], f"{key}.batch_size", 1)
             settings["epochs"] = check.integer(settings["epochs"], f"{key}.epochs", 1)
             check.string(settings["batch_order"], f"{key}.batch_order", BATCH_ORDERS)
+            schedule = _schedule(check, merged.get(SCHEDULE_KEY), f"{key}.{SCHEDULE_KEY}")
+            if schedule is not None:
+                settings[SCHEDULE_KEY] = schedule
             budget = merged.get(budget_key, DEFAULT_BUDGET_PER_TARGET * count)
         else:
             budget = merged.get(budget_key, DEFAULT_MAX_CANDIDATES)
@@ -388,7 +384,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
             k: _declared_value(check, declared, merged.get(k, declared.default), f"{key}.{k}")
             for k, declared in spec.declared.items()
         }
-        _check_hyperparameters(check, spec, kind, hyperparameters, key)
+        _check_hyperparameters(check, spec, kind, hyperparameters, key, settings.get(SCHEDULE_KEY))
         label = merged.get("label") or _default_label(name, combination)
         expanded.append(
             Entry(
@@ -402,6 +398,18 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
             )
         )
     return expanded
+
+
+def _schedule(check: _Checker, value: Any, key: str) -> dict | None:
+    """A learning-rate schedule, resolved (benchsuite/schedules.py); None: the default."""
+    from benchsuite.schedules import ScheduleError, resolve
+
+    if value is None:
+        return None
+    try:
+        return resolve(value)
+    except ScheduleError as error:
+        raise check.fail(_join(key, error.key) if error.key else key, error.reason) from None
 
 
 def _plugin_name(check: _Checker, value: Any, key: str, registry: Registry, kind: str) -> str:
@@ -465,7 +473,7 @@ def _check_sections(check: _Checker, document: dict) -> None:
             continue
         if not isinstance(value, kind):
             wanted = "a mapping" if kind is dict else "a list"
-            raise check.fail(name, f"expected {wanted}, got {_kind(value)}")
+            raise check.fail(name, f"expected {wanted}, got {value_kind(value)}")
 
 
 def _unique(check: _Checker, values: list, key: str) -> None:
@@ -541,10 +549,13 @@ def _declared_value(check: _Checker, declared, value: Any, key: str) -> Any:
         raise check.fail(key, str(error)) from None
 
 
-def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: dict, key: str) -> None:
+def _check_hyperparameters(
+    check: _Checker, spec, kind: str, hyperparameters: dict, key: str, schedule: dict | None = None
+) -> None:
     """Values that would crash at run time fail here, before anything is stored: the plugin's own
     `check` (what one declaration cannot say, such as nesterov needing momentum), and for
-    optimizers the factory itself, built once on a one-entry parameter."""
+    optimizers the factory itself, built once on a one-entry parameter (a stack-aware one with a
+    stack of one network), which a schedule needs to have an `lr` in each param group."""
     own = getattr(spec, "check", None)
     if own is not None:
         try:
@@ -557,7 +568,13 @@ def _check_hyperparameters(check: _Checker, spec, kind: str, hyperparameters: di
     if kind == "optimizer":
         import torch
 
+        from benchsuite.records import Networks
+
+        extra = {"networks": Networks(count=1, seeds=(0,))} if getattr(spec, "stacked", False) else {}
         try:
-            spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters)
+            built = spec.factory([torch.nn.Parameter(torch.zeros(1))], **hyperparameters, **extra)
         except Exception as error:  # noqa: BLE001 - the optimizer's own message says what is wrong
             raise check.fail(key, f"{spec.name} refuses these hyperparameters: {error}") from None
+        groups = getattr(built, "param_groups", None)
+        if schedule is not None and (not groups or any("lr" not in g for g in groups)):
+            raise check.fail(f"{key}.{SCHEDULE_KEY}", f"{spec.name} has no param_groups with an 'lr' to schedule")

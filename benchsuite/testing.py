@@ -127,9 +127,12 @@ def _modules(bias: bool = True):
 
 
 def contract_loop(module, parameters: dict, k: int, x, y, orders, batch_size: int, spec, hyperparameters: dict):
-    """Network k trained the way docs/writing-plugins.md says the host calls an optimizer: one
-    plain module, the optimizer from `spec.factory`; per batch, gradients of the batch's mean
-    cross-entropy, then `step(closure)` with a closure that re-evaluates the same batch."""
+    """Network k trained the way docs/optimizer-contract.md says the host calls an optimizer, on
+    one plain module: `train()` if the optimizer has it; per batch, the gradient of the batch's
+    mean cross-entropy, then `step(closure)` (when the optimizer uses or requires the closure)
+    or `step()`; `eval()` at the end if it has it. Written apart from the host, as a reference."""
+    import inspect
+
     import torch
     import torch.nn.functional as F
 
@@ -138,6 +141,10 @@ def contract_loop(module, parameters: dict, k: int, x, y, orders, batch_size: in
         for name, value in network.named_parameters():
             value.copy_(parameters[name][k])
     optimizer = spec.factory(list(network.parameters()), **hyperparameters)
+    closure_parameter = inspect.signature(optimizer.step).parameters.get("closure")
+    needs_closure = spec.uses_closure or (
+        closure_parameter is not None and closure_parameter.default is inspect.Parameter.empty
+    )
     if callable(getattr(optimizer, "train", None)):
         optimizer.train()
     for epoch_order in orders[k]:
@@ -152,18 +159,29 @@ def contract_loop(module, parameters: dict, k: int, x, y, orders, batch_size: in
 
             optimizer.zero_grad()
             F.cross_entropy(network(x[indices]), y[indices]).backward()
-            optimizer.step(closure)
+            optimizer.step(closure) if needs_closure else optimizer.step()
     if callable(getattr(optimizer, "eval", None)):
         optimizer.eval()
     return {name: value.detach().clone() for name, value in network.named_parameters()}
 
 
+def _trained_alone(module, parameters, buffers, k, x, y, orders, spec, hyperparameters, seeds):
+    """Network k trained by the host in a stack of one: the reference for a stack-aware optimizer,
+    which steps tensors with a leading network axis and so has no plain single-module form."""
+    from benchsuite.engine.training import train_networks
+
+    one = {n: v[k : k + 1] for n, v in parameters.items()}
+    alone = {n: v[k : k + 1] for n, v in buffers.items()}
+    trained, _ = train_networks(module, x, y, spec, hyperparameters, one, alone, orders[k : k + 1], BATCH, seeds=seeds[k : k + 1])
+    return {n: v[0] for n, v in trained.items()}
+
+
 def _check_optimizer(spec, registry) -> list[Check]:
     import torch
 
-    from benchsuite.engine.batches import round_orders
+    from benchsuite.engine.batches import optimizer_seed, round_orders
     from benchsuite.engine.training import choose_path, initial_parameters, train_networks
-    from benchsuite.records import kaiming_uniform_bound, PriorSpec
+    from benchsuite.records import PriorSpec, kaiming_uniform_bound
 
     checks = [_guarded("settings validate", lambda: _settings_validate(spec))]
     if not checks[0].passed:
@@ -171,37 +189,48 @@ def _check_optimizer(spec, registry) -> list[Check]:
     hyperparameters = dict(spec.defaults)
     prior = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
     x, y = _data()
+    title = ("a network trained in a stack equals it trained alone" if spec.stacked
+             else "host training equals the plain contract loop")  # fmt: skip
     for label, module in _modules().items():
         parameters, buffers = initial_parameters(module, prior, 7, range(NETWORKS), "cpu")
         orders = round_orders(7, range(NETWORKS), N_TRAIN, EPOCHS, "independent")
 
-        def train():
-            return train_networks(module, x, y, spec, hyperparameters, parameters, buffers, orders, BATCH)[0]
+        seeds = [optimizer_seed(7, a) for a in range(NETWORKS)]
 
-        def repeats(train=train):
+        runs: list[dict] = []  # the first run is also the one compared with the plain loop
+
+        def train(module=module, parameters=parameters, buffers=buffers, orders=orders, runs=runs, seeds=seeds):
+            runs.append(train_networks(module, x, y, spec, hyperparameters, parameters, buffers, orders, BATCH, seeds=seeds)[0])
+            return runs[-1]
+
+        def repeats(train=train, label=label):
             first, second = train(), train()
             same = all(torch.equal(first[n], second[n]) for n in first)
             finite = all(torch.isfinite(v).all() for v in first.values())
             return Check(f"seeded runs repeat ({label})", same and finite,
                          "" if same and finite else ("results differ between two runs" if not same else "weights not finite"))
 
-        def follows_contract(train=train, module=module, parameters=parameters, orders=orders):
+        def follows_contract(train=train, module=module, parameters=parameters, buffers=buffers, orders=orders, runs=runs, seeds=seeds, label=label):
             path = choose_path(module, spec)
-            trained = train()
+            trained = runs[0] if runs else train()
             worst = 0.0
             for k in range(NETWORKS):
-                plain = contract_loop(module, parameters, k, x, y, orders, BATCH, spec, hyperparameters)
+                if spec.stacked:
+                    plain = _trained_alone(module, parameters, buffers, k, x, y, orders, spec, hyperparameters, seeds)
+                else:
+                    plain = contract_loop(module, parameters, k, x, y, orders, BATCH, spec, hyperparameters)
                 for name, value in plain.items():
                     difference = (trained[name][k] - value).abs() - RTOL * value.abs()
                     worst = max(worst, float(difference.max()))
             passed = worst <= ATOL
             detail = f"path {path}, worst |host - plain| beyond rtol {RTOL:g}: {worst:.2e} (atol {ATOL:g})"
-            if not passed and spec.elementwise:
-                detail += "; declared elementwise=True but stacked training is not independent training"
-            return Check(f"host training equals the plain contract loop ({label})", passed, detail)
+            if not passed and (spec.elementwise or spec.stacked):
+                promise = "elementwise=True" if spec.elementwise else "stacked=True"
+                detail += f"; declared {promise} but stacked training is not independent training"
+            return Check(f"{title} ({label})", passed, detail)
 
         checks.append(_guarded(f"seeded runs repeat ({label})", repeats))
-        checks.append(_guarded(f"host training equals the plain contract loop ({label})", follows_contract))
+        checks.append(_guarded(f"{title} ({label})", follows_contract))
     return checks
 
 
@@ -209,13 +238,16 @@ def _settings_validate(spec) -> Check:
     import torch
 
     declared = spec.declared
-    for name, setting in declared.items():
+    for setting in declared.values():
         setting.validate(setting.default)
     if spec.check is not None:
         spec.check(dict(spec.defaults))
     factory = getattr(spec, "factory", None)
     if factory is not None:
-        factory([torch.nn.Parameter(torch.zeros(1))], **spec.defaults)
+        from benchsuite.records import Networks
+
+        extra = {"networks": Networks(count=1, seeds=(0,))} if spec.stacked else {}
+        factory([torch.nn.Parameter(torch.zeros(1, 1))], **spec.defaults, **extra)
     return Check("settings validate", True, f"{len(declared)} declared: {', '.join(declared) or 'none'}")
 
 

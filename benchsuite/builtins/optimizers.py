@@ -1,7 +1,9 @@
 """Built-in gradient optimizers: torch.optim classes with the hyperparameters a suite may set.
 
-All five have elementwise updates (no norm or statistic across entries), so the host may train K
-stacked networks with one optimizer and get K independent runs.
+sgd, adam, adamw, rmsprop and adagrad have elementwise updates (no norm or statistic across
+entries), so the host may train K stacked networks with one optimizer and get K independent runs.
+sam and sgld own their step and are stack-aware (builtins/stacked_optimizers.py): SAM's gradient
+norm and SGLD's noise are each network's own, so they train stacked too.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from benchsuite import hookimpl
+from benchsuite.builtins.stacked_optimizers import SAM, SGLD
 from benchsuite.records import Hyperparameter, OptimizerSpec, Search
 
 
@@ -107,5 +110,33 @@ def benchsuite_optimizers():
             },
             elementwise=True,
             description="Adagrad",
+        ),
+        OptimizerSpec(
+            name="sam",
+            factory=SAM,
+            hyperparameters={
+                "lr": _lr(0.01),
+                "momentum": _fraction(0.0, "heavy-ball momentum of the SGD step"),
+                "rho": Hyperparameter(
+                    float, 0.05, low=0.0, search=Search(0.01, 2.0),
+                    help="ascent radius: each step takes its gradient at w + rho g / ||g||",
+                ),
+            },
+            uses_closure=True,
+            stacked=True,
+            description="SAM over SGD (Foret et al. 2021), gradient norm per network",
+        ),
+        OptimizerSpec(
+            name="sgld",
+            factory=SGLD,
+            hyperparameters={
+                "lr": _lr(0.01),
+                "temperature": Hyperparameter(
+                    float, 1e-4, low=0.0, search=Search(1e-8, 1.0),
+                    help="noise N(0, 2 lr temperature) on every entry after each SGD step",
+                ),
+            },
+            stacked=True,
+            description="SGLD: SGD plus Gaussian noise, each network its own noise stream",
         ),
     ]

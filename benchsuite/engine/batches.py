@@ -25,6 +25,12 @@ def init_seed(seed: int, attempt: int) -> int:
     return derive_seed(seed, "init", int(attempt))
 
 
+def optimizer_seed(seed: int, attempt: int) -> int:
+    """Seed of network `attempt`'s own random numbers inside its optimizer (records.Networks.seeds:
+    SGLD's noise), so a network draws the same numbers whichever stack it trains in."""
+    return derive_seed(seed, "optimizer", int(attempt))
+
+
 def epoch_orders(n_train: int, epochs: int, generator_seed: int) -> torch.Tensor:
     """[epochs, n_train] training-point order per epoch: a fresh randperm every epoch.
 

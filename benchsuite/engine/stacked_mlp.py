@@ -203,16 +203,22 @@ def train_stacked_mlp(
     flat_optimizer: bool = False,
     per_step: bool = False,
     direct=None,
+    make_stepper=None,
+    summed_loss: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Train K stacked MLPs: at step t network k takes one optimizer step on features[steps[t][k]].
 
     `parameters`: stacked [K, ...] initial values (not modified). `make_optimizer(list_of_tensors)`
-    builds one torch optimizer over the stacked tensors (valid only for elementwise optimizers).
-    choose_threads: on CPU let the process's ThreadChooser pick the thread count.
+    builds one optimizer over the stacked tensors (valid only for elementwise or stack-aware
+    optimizers). choose_threads: on CPU let the process's ThreadChooser pick the thread count.
     flat_optimizer: hand the optimizer one flat tensor holding all parameters (only for
     FLAT_OPTIMIZER_CLASSES, see flat_optimizer_ok); then `direct(flat)` may give the stepper
     without building a torch.optim object (stacked_optim.direct_optimizer_for). per_step: the earlier loop (one gather per
     step, a fresh tensor per activation), kept as the reference the benchmarks compare against.
+    make_stepper(optimizer): the host's engine.stepping.Stepper (schedule, closure, train/eval,
+    errors); None steps the optimizer plainly. When the stepper passes a closure, the closure
+    recomputes the step's forward and backward at the current weights and returns each network's
+    mean cross-entropy, [K] (summed_loss: their sum, a scalar).
     Returns the trained stacked parameters (views into one buffer).
     """
     with torch.no_grad():
@@ -228,6 +234,7 @@ def train_stacked_mlp(
         for name, value in params.items():
             value.grad = grads[name]
         optimizer = make_optimizer(list(params.values()))
+    stepper = make_stepper(optimizer) if make_stepper is not None else _PlainStepper(optimizer)
     layers = plan.layers
     first_linear = next(i for i, layer in enumerate(layers) if layer.kind == "linear")
     # Views made once: they follow the in-place updates, and save a transpose per use per step.
@@ -239,6 +246,7 @@ def train_stacked_mlp(
         chooser.open()
     run = _run_steps_per_step if per_step else _run_steps
     try:
+        stepper.start()
         run(
             params,
             grads,
@@ -248,9 +256,11 @@ def train_stacked_mlp(
             features,
             labels,
             steps,
-            optimizer,
+            stepper,
             chooser,
+            summed_loss,
         )
+        stepper.finish()
     finally:
         if chooser is not None:
             chooser.close()
@@ -258,6 +268,24 @@ def train_stacked_mlp(
         for value in params.values():
             value.grad = None
     return params
+
+
+class _PlainStepper:
+    """`optimizer.step()` per step, nothing else (callers that give no make_stepper)."""
+
+    closure = False
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def start(self) -> None:
+        pass
+
+    def step(self, closure=None):
+        return self.optimizer.step()
+
+    def finish(self) -> None:
+        pass
 
 
 def _gathered_chunks(features, labels, classes, steps):
@@ -301,8 +329,9 @@ def _step_buffers(params, layers, first_linear, count, batch, classes, dtype, de
 
 
 def _run_steps(
-    params, grads, transposed, layers, first_linear, features, labels, steps, optimizer, chooser
-):
+    params, grads, transposed, layers, first_linear, features, labels, steps, stepper, chooser,
+    summed_loss=False,
+):  # fmt: skip
     classes = next(
         params[layer.weight].shape[1] for layer in reversed(layers) if layer.kind == "linear"
     )
@@ -312,6 +341,39 @@ def _run_steps(
     }
     threshold_backward = torch.ops.aten.threshold_backward.grad_input
     buffers = {}  # (count, batch) -> _step_buffers
+
+    def gradients(x, loss_gradient, step_buffers):
+        """Forward and backward of one step at the current weights: gradients into `grads`."""
+        outputs, backward, log_probs, grad_logits = step_buffers
+        h = x
+        inputs = []  # inputs[i]: what layer i received (a ReLU's input is overwritten)
+        for position, layer in enumerate(layers):
+            inputs.append(h)
+            if layer.kind == "linear":
+                out = outputs[position]
+                if layer.bias is None:
+                    torch.bmm(h, transposed[layer.weight], out=out)
+                else:
+                    torch.baddbmm(biases[layer.bias], h, transposed[layer.weight], out=out)
+                h = out
+            else:
+                h = h.relu_()  # in place: only its output is needed (threshold_backward)
+        torch._log_softmax(h, -1, False, out=log_probs)
+        grad = torch._log_softmax_backward_data(
+            loss_gradient, log_probs, -1, log_probs.dtype, out=grad_logits
+        )
+        for position in range(last, first_linear - 1, -1):
+            layer = layers[position]
+            if layer.kind == "relu":
+                output = inputs[position + 1] if position < last else h
+                grad = threshold_backward(grad, output, 0, grad_input=grad)  # in place
+                continue
+            torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[layer.weight])
+            if layer.bias is not None:
+                torch.sum(grad, 1, out=grads[layer.bias])
+            if position > first_linear:
+                grad = torch.bmm(grad, params[layer.weight], out=backward[position])
+
     with torch.no_grad():
         for x, loss_gradient in _gathered_chunks(features, labels, classes, steps):
             if chooser is not None:
@@ -321,41 +383,35 @@ def _run_steps(
                 buffers[shape] = _step_buffers(
                     params, layers, first_linear, *shape, classes, x.dtype, x.device
                 )
-            outputs, backward, log_probs, grad_logits = buffers[shape]
-            h = x
-            inputs = []  # inputs[i]: what layer i received (a ReLU's input is overwritten)
-            for position, layer in enumerate(layers):
-                inputs.append(h)
-                if layer.kind == "linear":
-                    out = outputs[position]
-                    if layer.bias is None:
-                        torch.bmm(h, transposed[layer.weight], out=out)
-                    else:
-                        torch.baddbmm(biases[layer.bias], h, transposed[layer.weight], out=out)
-                    h = out
-                else:
-                    h = h.relu_()  # in place: only its output is needed (threshold_backward)
-            torch._log_softmax(h, -1, False, out=log_probs)
-            grad = torch._log_softmax_backward_data(
-                loss_gradient, log_probs, -1, log_probs.dtype, out=grad_logits
-            )
-            for position in range(last, first_linear - 1, -1):
-                layer = layers[position]
-                if layer.kind == "relu":
-                    output = inputs[position + 1] if position < last else h
-                    grad = threshold_backward(grad, output, 0, grad_input=grad)  # in place
-                    continue
-                torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[layer.weight])
-                if layer.bias is not None:
-                    torch.sum(grad, 1, out=grads[layer.bias])
-                if position > first_linear:
-                    grad = torch.bmm(grad, params[layer.weight], out=backward[position])
-            optimizer.step()
+            step_buffers = buffers[shape]
+            gradients(x, loss_gradient, step_buffers)
+            if stepper.closure:
+                stepper.step(_closure(gradients, x, loss_gradient, step_buffers, summed_loss))
+            else:
+                stepper.step()
+
+
+def _closure(gradients, x, loss_gradient, step_buffers, summed):
+    """The step's closure: the same batch at the current weights; returns the [K] losses.
+
+    loss_gradient is -1/b at each point's label, so sum(loss_gradient * log_probs) over the
+    batch is each network's mean cross-entropy (to rounding: the value is for the optimizer's
+    information; the gradients are the exact ones)."""
+
+    def closure():
+        with torch.no_grad():
+            gradients(x, loss_gradient, step_buffers)
+            losses = torch.mul(loss_gradient, step_buffers[2]).sum(dim=(1, 2))
+            return losses.sum() if summed else losses
+
+    return closure
 
 
 def _run_steps_per_step(
-    params, grads, transposed, layers, first_linear, features, labels, steps, optimizer, chooser
-):
+    params, grads, transposed, layers, first_linear, features, labels, steps, stepper, chooser,
+    summed_loss=False,
+):  # fmt: skip
+    """The earlier loop (benchmarks' reference): no closure (train_networks keeps closures off it)."""
     feature_count = features.shape[1]
     loss_gradients = {}  # batch size -> [N, classes]: d loss / d log-probabilities of each point
     with torch.no_grad():
@@ -393,4 +449,4 @@ def _run_steps_per_step(
                     torch.sum(grad, 1, out=grads[layer.bias])
                 if position > first_linear:
                     grad = torch.bmm(grad, params[layer.weight])
-            optimizer.step()
+            stepper.step()

@@ -67,7 +67,8 @@ class DirectSGD:
 
     def __init__(self, param: torch.Tensor, group: dict):
         self.param, self.grad = param, param.grad
-        self.lr = float(group["lr"])
+        # the host's learning-rate schedule sets param_groups[0]["lr"] before each step
+        self.param_groups = [{"lr": float(group["lr"])}]
         self.momentum = float(group["momentum"])
         self.dampening = float(group["dampening"])
         self.nesterov = bool(group["nesterov"])
@@ -89,7 +90,7 @@ class DirectSGD:
                 grad = grad.add(self.buffer, alpha=self.momentum)
             else:
                 grad = self.buffer
-        param.add_(grad, alpha=-self.lr)
+        param.add_(grad, alpha=-self.param_groups[0]["lr"])
 
 
 class DirectAdam:
@@ -97,7 +98,7 @@ class DirectAdam:
 
     def __init__(self, param: torch.Tensor, group: dict, decoupled: bool):
         self.param, self.grad = param, param.grad
-        self.lr = float(group["lr"])
+        self.param_groups = [{"lr": float(group["lr"])}]  # set by the host's schedule
         self.beta1, self.beta2 = (float(b) for b in group["betas"])
         self.eps = float(group["eps"])
         self.weight_decay = float(group["weight_decay"])
@@ -123,7 +124,7 @@ class DirectAdam:
 
     @torch.no_grad()
     def step(self) -> None:
-        lr, beta1, beta2 = self.lr, self.beta1, self.beta2
+        lr, beta1, beta2 = self.param_groups[0]["lr"], self.beta1, self.beta2
         self.step_t += 1
         step = self.step_t.item()
         bias_correction1 = 1 - beta1**step

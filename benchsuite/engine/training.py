@@ -10,7 +10,11 @@ Why stacked: one network with batch size 2 keeps no core busy; K networks with a
 do the same arithmetic in the same number of kernel launches. The loss is the sum over networks of
 each network's mean cross-entropy, so each network's gradient is its own. For elementwise
 optimizers (OptimizerSpec.elementwise) one torch.optim over the stacked tensors is exactly K
-independent optimizers; other optimizers train one network at a time (correctness first).
+independent optimizers; stack-aware ones (OptimizerSpec.stacked: sam, sgld) are written to keep
+the networks of a stack apart; other optimizers train one network at a time (correctness first).
+Every path calls the optimizer the same way (engine/stepping.py, docs/optimizer-contract.md):
+gradient of the current batch, then step(closure) or step(), the schedule's learning rate, and
+the optimizer's train()/eval() around the steps.
 
 Populations of several cells (train_populations) with the same MLP, optimizer, N and schedule but
 different training sets and seeds train their rounds in one stack, each network on its own
@@ -21,11 +25,13 @@ Three paths, the same semantics:
   batched forward and backward (engine/stacked_mlp.py) on one flat parameter buffer, stepped by
   SGD/Adam written out in torch.optim's kernels (engine/stacked_optim.py), the fastest;
 - "vmap": any module, torch.func.functional_call under vmap plus autograd;
-- "per_network": one plain module and one optimizer per network (non-elementwise optimizers).
+- "per_network": one plain module and one optimizer per network (optimizers neither elementwise
+  nor stack-aware), networks spread over worker threads with single-threaded kernels.
 
 What "bit-identical" covers (tests/test_training.py), on one device:
 - a network trained in a stack of K has exactly (torch.equal) the parameters it gets trained alone
-  (K = 1) from the same init and batch order, on every path and for all five built-in optimizers;
+  (K = 1) from the same init and batch order, on every path and for all built-in optimizers
+  (sam and sgld: tests/test_optimizer_contract.py);
   bmm, elementwise kernels and elementwise optimizers compute each network by itself, and the
   thread count does not matter either;
 - against the plain way (its own nn.Module, autograd, F.cross_entropy, its own torch.optim) it is
@@ -48,8 +54,10 @@ import contextlib
 import copy
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -60,8 +68,10 @@ from benchsuite.engine.batches import (
     batch_indices,
     init_seed,
     network_orders,
+    optimizer_seed,
     round_orders,
     shared_orders,
+    steps_per_epoch,
 )
 from benchsuite.engine.stacked_mlp import (
     flat_optimizer_ok,
@@ -70,7 +80,8 @@ from benchsuite.engine.stacked_mlp import (
     train_stacked_mlp,
 )
 from benchsuite.engine.stacked_optim import direct_optimizer_for
-from benchsuite.engine.threads import one_cpu_thread
+from benchsuite.engine.stepping import Stepper, build_optimizer
+from benchsuite.engine.threads import cpu_threads, one_cpu_thread, torch_single_threaded
 from benchsuite.protocol import (
     BATCH_ORDERS,
     DEFAULT_BATCH_ORDER,
@@ -79,7 +90,8 @@ from benchsuite.protocol import (
     DEFAULT_EPOCHS,
     DEFAULT_TIE_RULE,
 )
-from benchsuite.records import OptimizerSpec, Population, PriorSpec
+from benchsuite.records import Networks, OptimizerSpec, Population, PriorSpec
+from benchsuite.schedules import Schedule
 from benchsuite.stacked import StackedForward, accuracy, init_stacked
 
 TRAINING_PATHS = ("auto", "mlp", "vmap", "per_network")
@@ -100,6 +112,9 @@ PER_STEP_REFERENCE = False
 # which networks are kept does not depend on round sizes); networks past the last kept one are
 # discarded, as they are in any round.
 SPECULATION = 1.5
+# The per-network path keeps its worker threads when a wave of them trains networks at least this
+# much faster per network than one thread alone (_spread).
+PARALLEL_MARGIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,7 @@ class TrainingSettings:
     device and for the acceptance rate seen so far (rounds then vary).
     max_networks: the budget, networks trained at most (None: DEFAULT_BUDGET_PER_TARGET x target).
     tie_rule: how equal logits are decided when checking the fit (benchsuite.protocol.TIE_RULES).
+    schedule: the learning-rate schedule (benchsuite.schedules); None is constant.
     """
 
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -122,6 +138,7 @@ class TrainingSettings:
     networks_per_round: int | str = "auto"
     max_networks: int | None = None
     tie_rule: str = DEFAULT_TIE_RULE
+    schedule: Schedule | None = None
 
     def __post_init__(self):
         if int(self.batch_size) < 1:
@@ -166,7 +183,7 @@ def per_network_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 def choose_path(module: nn.Module, optimizer: OptimizerSpec) -> str:
     """The fastest exact path for this module and optimizer (see the module docstring)."""
-    if not optimizer.elementwise:
+    if not (optimizer.elementwise or optimizer.stacked):
         return "per_network"
     return "mlp" if plan_mlp(module) is not None else "vmap"
 
@@ -182,26 +199,42 @@ def train_networks(
     orders: torch.Tensor,
     batch_size: int,
     path: str = "auto",
+    *,
+    seeds=None,
+    schedule: Schedule | None = None,
+    workers: int | str = "auto",
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Train K networks from stacked initial state; network k visits the points orders[k, e] in epoch e.
 
+    The optimizer is called as OptimizerSpec's docstring says (docs/optimizer-contract.md).
+    seeds: network k's seed for its optimizer's own random numbers (batches.optimizer_seed of its
+    attempt); required for stack-aware optimizers (OptimizerSpec.stacked). schedule: the
+    learning-rate schedule (None: constant). workers: threads the per-network path spreads the
+    networks over on CPU ("auto": the CPUs this process may use), each running single-threaded
+    kernels; the results do not depend on it.
     Returns the trained stacked (parameters, buffers), detached; the inputs are not modified.
+    Raises OptimizerStepError when the optimizer fails.
     """
     if path not in TRAINING_PATHS:
         raise ValueError(f"path must be one of {TRAINING_PATHS}, got {path!r}")
     chosen_automatically = path == "auto"
     if chosen_automatically:
         path = choose_path(module, optimizer)
-    if path != "per_network" and not optimizer.elementwise:
+    if path != "per_network" and not (optimizer.elementwise or optimizer.stacked):
         raise ValueError(
             f"optimizer {optimizer.name!r} is not elementwise: only 'per_network' is exact"
         )
+    if path == "per_network" and optimizer.stacked and not optimizer.elementwise:
+        raise ValueError(
+            f"optimizer {optimizer.name!r} steps stacks of networks: train it on 'mlp' or 'vmap'"
+        )
+    count = next(iter(parameters.values())).shape[0] if parameters else 0
     steps = batch_indices(orders.to(x_train.device), batch_size)
     labels = y_train.long()
-
-    def make_optimizer(tensors):
-        return optimizer.factory(tensors, **hyperparameters)
-
+    make_optimizer, make_stepper = _host(
+        optimizer, hyperparameters, count, seeds, schedule, len(steps),
+        steps_per_epoch(int(orders.shape[-1]), batch_size),
+    )  # fmt: skip
     was_training = module.training
     module.train()
     try:
@@ -213,13 +246,9 @@ def train_networks(
                 )
             features = input_features(plan, x_train)
             if features is not None:
-                trained = train_stacked_mlp(
-                    plan, features, labels, parameters, steps, make_optimizer,
-                    flat_optimizer=flat_optimizer_ok(optimizer.factory),
-                    per_step=PER_STEP_REFERENCE,
-                    direct=functools.partial(
-                        direct_optimizer_for, optimizer.factory, hyperparameters
-                    ),
+                trained = _train_mlp(
+                    plan, features, labels, parameters, steps, optimizer, hyperparameters,
+                    make_optimizer, make_stepper,
                 )  # fmt: skip
                 return trained, {name: value.clone() for name, value in buffers.items()}
             if not chosen_automatically:
@@ -228,59 +257,182 @@ def train_networks(
                 )
             path = "vmap"  # e.g. Linear over the last axis of an image: the general path
         if path == "vmap":
-            return _train_vmap(module, x_train, labels, parameters, buffers, steps, make_optimizer)
+            return _train_vmap(
+                module, x_train, labels, parameters, buffers, steps, make_optimizer, make_stepper,
+                per_network_closure=optimizer.stacked,
+            )  # fmt: skip
         return _train_per_network(
-            module, x_train, labels, parameters, buffers, steps, make_optimizer
-        )
+            module, x_train, labels, parameters, buffers, steps, make_optimizer, make_stepper,
+            workers,
+        )  # fmt: skip
     finally:
         module.train(was_training)
 
 
-def _train_vmap(module, x_train, labels, parameters, buffers, steps, make_optimizer):
-    """Any module: functional_call under vmap, autograd through the summed per-network losses."""
+def _host(
+    optimizer: OptimizerSpec, hyperparameters: dict, count: int, seeds, schedule, total_steps: int,
+    per_epoch: int,
+):  # fmt: skip
+    """make_optimizer(tensors) and make_stepper(optimizer): how the host builds and drives the
+    optimizer of one round (engine/stepping.py)."""
+    networks = None
+    if optimizer.stacked:
+        if seeds is None:
+            raise ValueError(
+                f"optimizer {optimizer.name!r} is stack-aware: pass seeds=, one per network "
+                "(engine.batches.optimizer_seed)"
+            )
+        networks = Networks(count=count, seeds=tuple(int(seed) for seed in seeds))
+    factors = None
+    if schedule is not None and not schedule.is_default:
+        factors = schedule.factors(total_steps, per_epoch)
+
+    def make_optimizer(tensors):
+        return build_optimizer(optimizer, tensors, hyperparameters, networks)
+
+    def make_stepper(built):
+        return Stepper(built, optimizer, factors)
+
+    return make_optimizer, make_stepper
+
+
+def _train_mlp(
+    plan, features, labels, parameters, steps, optimizer, hyperparameters, make_optimizer,
+    make_stepper,
+):  # fmt: skip
+    """The "mlp" path: the torch.optim kernels on one flat buffer (or written out) for the
+    built-in elementwise optimizers; per-parameter stacked tensors for every other one."""
+    plain = not (optimizer.stacked or optimizer.uses_closure)
+    return train_stacked_mlp(
+        plan, features, labels, parameters, steps, make_optimizer,
+        flat_optimizer=plain and flat_optimizer_ok(optimizer.factory),
+        per_step=PER_STEP_REFERENCE and plain,
+        direct=functools.partial(direct_optimizer_for, optimizer.factory, hyperparameters),
+        make_stepper=make_stepper, summed_loss=not optimizer.stacked,
+    )  # fmt: skip
+
+
+def _train_vmap(
+    module, x_train, labels, parameters, buffers, steps, make_optimizer, make_stepper,
+    per_network_closure=False,
+):  # fmt: skip
+    """Any module: functional_call under vmap, autograd through the summed per-network losses.
+
+    The closure (when the optimizer takes one) returns the [K] per-network losses for a
+    stack-aware optimizer, their sum (a scalar, torch.optim's convention) otherwise."""
     params = {
         name: value.detach().clone().requires_grad_(True) for name, value in parameters.items()
     }
+    tensors = list(params.values())
     state = {name: value.clone() for name, value in buffers.items()}
-    optimizer = make_optimizer(list(params.values()))
+    stepper = make_stepper(make_optimizer(tensors))
     forward = StackedForward(module)
+
+    def gradients(x, y):
+        for tensor in tensors:
+            tensor.grad = None
+        with torch.enable_grad():
+            losses = per_network_loss(forward(params, state, x, per_model_inputs=True), y)
+            total = losses.sum()
+            total.backward()
+        return losses.detach() if per_network_closure else total.detach()
+
+    stepper.start()
     for indices in steps:
-        optimizer.zero_grad()
-        logits = forward(params, state, x_train[indices], per_model_inputs=True)
-        per_network_loss(logits, labels[indices]).sum().backward()
-        optimizer.step()
+        x, y = x_train[indices], labels[indices]
+        gradients(x, y)
+        stepper.step(functools.partial(gradients, x, y) if stepper.closure else None)
+    stepper.finish()
     return {name: value.detach() for name, value in params.items()}, state
 
 
-def _train_per_network(module, x_train, labels, parameters, buffers, steps, make_optimizer):
-    """One plain module and one optimizer per network: exact for any optimizer (LBFGS included)."""
+def _train_per_network(
+    module, x_train, labels, parameters, buffers, steps, make_optimizer, make_stepper, workers
+):
+    """One plain module and one optimizer per network: exact for any optimizer (LBFGS included).
+
+    On CPU the networks are spread over worker threads, each running torch single-threaded:
+    one network's tiny kernels gain nothing from intra-op threads, and on a busy machine their
+    barriers wait for descheduled threads (measured in docs/optimizer-contract.md). Each network
+    is computed by one thread from its own state, so the split does not change any result."""
     count = next(iter(parameters.values())).shape[0]
     trained_params = {name: torch.empty_like(value) for name, value in parameters.items()}
     trained_buffers = {name: torch.empty_like(value) for name, value in buffers.items()}
-    for k in range(count):
+    device = x_train.device
+    threads = min(count, cpu_threads(workers)) if device.type == "cpu" else 1
+    failed = threading.Event()
+
+    def train(k: int) -> None:
+        if failed.is_set():
+            return
         network = copy.deepcopy(module).train()
         with torch.no_grad():
             for name, value in network.named_parameters():
                 value.copy_(parameters[name][k])
             for name, value in network.named_buffers():
                 value.copy_(buffers[name][k])
-        optimizer = make_optimizer(list(network.parameters()))
-        for indices in steps:
-            x, y = x_train[indices[k]], labels[indices[k]]
+        tensors = list(network.parameters())
+        stepper = make_stepper(make_optimizer(tensors))
 
-            def closure(network=network, optimizer=optimizer, x=x, y=y):
-                optimizer.zero_grad()
+        def gradients(x, y):
+            for tensor in tensors:
+                tensor.grad = None
+            with torch.enable_grad():
                 loss = F.cross_entropy(network(x), y)
                 loss.backward()
-                return loss
+            return loss.detach()
 
-            optimizer.step(closure)
+        try:
+            stepper.start()
+            for indices in steps:
+                x, y = x_train[indices[k]], labels[indices[k]]
+                gradients(x, y)
+                stepper.step(functools.partial(gradients, x, y) if stepper.closure else None)
+            stepper.finish()
+        except BaseException:
+            failed.set()
+            raise
         with torch.no_grad():
             for name, value in network.named_parameters():
                 trained_params[name][k] = value
             for name, value in network.named_buffers():
                 trained_buffers[name][k] = value
+
+    # worker threads start with the process's thread count: one, set here before they start
+    with torch_single_threaded(device):
+        _spread(train, count, threads)
     return trained_params, trained_buffers
+
+
+def _spread(train: Callable[[int], None], count: int, threads: int) -> None:
+    """train(k) for k < count, over up to `threads` worker threads when that is faster.
+
+    Why measured: a small network's step is mostly Python (module calls, the optimizer's loop over
+    its tensors), which holds the GIL, so workers gain only what its kernels leave free, and on a
+    busy machine may lose it again (docs/optimizer-contract.md). Network 0 trains alone (warm-up),
+    network 1 alone and timed, then a wave of `threads` networks in parallel, timed; the rest
+    goes whichever way was faster per network (parallel must win by PARALLEL_MARGIN). Which
+    thread trains a network never changes it.
+    """
+    threads = min(threads, (count - 2) // 2)
+    if threads < 2:
+        for k in range(count):
+            train(k)
+        return
+    train(0)
+    started = time.perf_counter()
+    train(1)
+    alone = time.perf_counter() - started
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.perf_counter()
+        list(pool.map(train, range(2, 2 + threads)))
+        wave = time.perf_counter() - started
+        rest = range(2 + threads, count)
+        if wave < PARALLEL_MARGIN * threads * alone:
+            list(pool.map(train, rest))
+            return
+    for k in rest:
+        train(k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,10 +618,18 @@ def train_population(
         attempts, parameters, buffers, orders = run.next_round()
         parameters, buffers = train_networks(
             run.module, run.x_train, run.y_train, optimizer, hyperparameters, parameters, buffers,
-            orders, settings.batch_size,
+            orders, settings.batch_size, seeds=optimizer_seeds(optimizer, seed, attempts),
+            schedule=settings.schedule,
         )  # fmt: skip
         run.finish_round(attempts, parameters, buffers)
     return run.population()
+
+
+def optimizer_seeds(optimizer: OptimizerSpec, seed: int, attempts) -> list[int] | None:
+    """Networks.seeds of networks `attempts` for a stack-aware optimizer (None for the others)."""
+    if not optimizer.stacked:
+        return None
+    return [optimizer_seed(seed, a) for a in attempts]
 
 
 def _stack_key(run: _PopulationRun):
@@ -489,6 +649,7 @@ def _stack_key(run: _PopulationRun):
         repr(sorted(request.hyperparameters.items())),
         int(settings.batch_size),
         int(settings.epochs),
+        repr(settings.schedule),
         str(run.device),
         run.n_train,
         tuple(run.x_train.shape),
@@ -541,11 +702,8 @@ def _train_stacked_rounds(group: list[_PopulationRun]) -> bool:
     all_features = torch.cat(features)
     all_labels = torch.cat([run.y_train for run in group])
     n_train = first.n_train
-    flat = flat_optimizer_ok(request.optimizer.factory)
-
-    def make_optimizer(tensors):
-        return request.optimizer.factory(tensors, **request.hyperparameters)
-
+    settings = request.settings
+    per_epoch = steps_per_epoch(n_train, settings.batch_size)
     if request.settings.batch_order == "independent":
         for run in group:  # populations do not depend on round sizes (module docstring)
             run.speculation = SPECULATION
@@ -563,13 +721,21 @@ def _train_stacked_rounds(group: list[_PopulationRun]) -> bool:
         parameters = {name: torch.cat([r[3][name] for r in rounds]) for name in names}
         # each network's indices point into its own population's block of all_features
         orders = torch.cat([o.to(all_features.device) + j * n_train for j, *_, o in rounds])
-        steps = batch_indices(orders, request.settings.batch_size)
-        trained = train_stacked_mlp(
-            plan, all_features, all_labels, parameters, steps, make_optimizer,
-            flat_optimizer=flat, per_step=PER_STEP_REFERENCE,
-            direct=functools.partial(
-                direct_optimizer_for, request.optimizer.factory, request.hyperparameters
-            ),
+        steps = batch_indices(orders, settings.batch_size)
+        seeds = None
+        if request.optimizer.stacked:  # each network's own, from its own population's seed
+            seeds = [
+                seed
+                for _, run, attempts, *_ in rounds
+                for seed in optimizer_seeds(request.optimizer, run.request.seed, attempts)
+            ]
+        make_optimizer, make_stepper = _host(
+            request.optimizer, request.hyperparameters, int(orders.shape[0]), seeds,
+            settings.schedule, len(steps), per_epoch,
+        )  # fmt: skip
+        trained = _train_mlp(
+            plan, all_features, all_labels, parameters, steps, request.optimizer,
+            request.hyperparameters, make_optimizer, make_stepper,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         total = sum(len(r[2]) for r in rounds)
@@ -626,7 +792,8 @@ def regenerate(
         )
     return train_networks(
         module, x_train.to(device), y_train.to(device), optimizer, hyperparameters, parameters, buffers,
-        orders, settings.batch_size,
+        orders, settings.batch_size, seeds=optimizer_seeds(optimizer, seed, attempts),
+        schedule=settings.schedule,
     )  # fmt: skip
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from benchsuite.reporting.json_rows import statistics_json
 from benchsuite.records import ReporterSpec
+from benchsuite.reporting.json_rows import statistics_json
 from benchsuite.reporting.reporters import REPORTERS, Figures
 
 

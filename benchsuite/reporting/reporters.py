@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from benchsuite.records import ReporterSpec
 from benchsuite.reporting.csv_table import to_csv
 from benchsuite.reporting.html_page import to_html
 from benchsuite.reporting.json_rows import to_json
 from benchsuite.reporting.latex import to_latex
 from benchsuite.reporting.markdown import to_markdown
-from benchsuite.records import ReporterSpec
 
 Figures = Sequence[tuple[str, bytes]]  # (caption, PNG bytes) for formats that embed figures
 
