@@ -230,6 +230,30 @@ def plot(out: str) -> None:
 
 
 @main.command()
+@click.argument("out", type=click.Path(exists=False))
+@click.option("--baseline", help="Label of the baseline that gains are measured against (default: the suite's).")
+@click.option("--format", "fmt", type=click.Choice(["terminal", "md", "csv", "json"]), default="terminal", show_default=True)
+@click.option("--resamples", type=click.IntRange(100, 1_000_000), default=2000, show_default=True, help="Bootstrap resamples of the cells.")
+@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the bootstrap.")
+def explain(out: str, baseline: str | None, fmt: str, resamples: int, confidence: float, seed: int) -> None:
+    """Which diagnostic tracks the gain over the random interpolators, in the result folder OUT.
+
+    Across the run's cells (an optimizer on one training set of one task, N and architecture),
+    per architecture family: Spearman's rank correlation of the cell's mean metric with its gain
+    over the baseline, with a bootstrap interval over cells (docs/diagnostics.md).
+    """
+    from benchsuite import explain as explaining
+    from benchsuite.statistics import BootstrapSettings
+
+    explanation = explaining.explain(out, baseline, BootstrapSettings(resamples=resamples, confidence=confidence, seed=seed))
+    if fmt == "terminal":
+        explaining.to_terminal(explanation, stdout)
+    else:
+        click.echo(explaining.RENDERERS[fmt](explanation), nl=False)
+
+
+@main.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(name: str | None, as_json: bool) -> None:

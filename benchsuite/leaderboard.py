@@ -5,6 +5,9 @@ optimizer): mean and std (ddof 0) of those per-training-set means, the networks 
 gain over the reference baseline in percentage points, paired over the training sets both have.
 For baselines: -log2 P(train err = 0) per training set (accepted / candidates tried), averaged.
 
+Per-network metrics a suite asked for (table network_metrics) are summarized per row the same
+way: mean over training sets of per-set means, with a hierarchical bootstrap interval.
+
 On top of the protocol's numbers (benchsuite.statistics): bootstrap intervals for the mean and the
 gain, a paired sign-flip test of the gain with Holm's correction across the leaderboard, the
 probability of improvement over the baseline, all pairwise comparisons within each task, and mean
@@ -18,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from statistics import fmean, pstdev
 from typing import Any
+
+import numpy as np
 
 from benchsuite import statistics as stats
 from benchsuite.statistics import BootstrapSettings
@@ -105,21 +110,63 @@ def neg_log2_p_fit(found: int, tried: int) -> float | None:
     return -math.log2(found / tried)
 
 
+def metric_sets(cells: Iterable[dict], metric_rows: Iterable[dict]) -> dict[tuple, dict[str, dict[int, list[float]]]]:
+    """group key -> metric -> training-set seed -> the finite values of its networks, in stored
+    (cell, model index) order. A metric stored for a group appears even when none of its values
+    is finite (init_distance of a random interpolator), so that every row shows the column."""
+    where = {c["cell_id"]: (tuple(c[k] for k in GROUP_KEYS), int(c["training_set_seed"])) for c in cells}
+    collected: dict[tuple, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for row in sorted(metric_rows, key=lambda r: (r["cell_id"], r["model_index"], r["metric"])):
+        if row["cell_id"] not in where:
+            continue
+        key, seed = where[row["cell_id"]]
+        values = collected[key][row["metric"]][seed]
+        if row["value"] is not None and math.isfinite(row["value"]):
+            values.append(float(row["value"]))
+    return collected
+
+
+def metric_summaries(
+    by_metric: Mapping[str, Mapping[int, list[float]]], order: Sequence[str], settings: BootstrapSettings, key: tuple
+) -> dict[str, dict[str, Any]]:
+    """Per metric: the mean over training sets of each set's mean (NaN values left out), its
+    hierarchical bootstrap interval (as test accuracy's; its own random stream), and how many
+    networks had a value; metrics in the suite's order, then any others by name."""
+    names = [m for m in order if m in by_metric] + sorted(m for m in by_metric if m not in order)
+    summaries = {}
+    for name in names:
+        sets = {seed: np.asarray(values) for seed, values in by_metric[name].items() if values}
+        interval = stats.mean_interval(sets, settings, ("metric", name, *key)) if sets else None
+        summaries[name] = {
+            "mean": fmean(float(np.mean(v)) for v in sets.values()) if sets else None,
+            "ci_low": interval[0] if interval else None,
+            "ci_high": interval[1] if interval else None,
+            "networks": sum(len(v) for v in sets.values()),
+        }
+    return summaries
+
+
 def build_rows(
     cells: list[dict],
     networks: list[dict],
     reference_baseline: str | None,
     settings: BootstrapSettings | None = None,
     cache: dict | None = None,
+    metric_rows: Iterable[dict] = (),
+    metric_order: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """One leaderboard row per (dataset, classes, n_train, architecture, optimizer).
 
     `cache` (identity -> comparison) lets build_comparisons reuse the gains' bootstraps.
+    `metric_rows` (the store's network_metrics) add `metrics` to the rows of groups that have
+    them: name -> mean, interval and networks counted (metric_summaries); rows without stored
+    metrics are exactly as before.
     """
     settings = settings or BootstrapSettings()
     cache = {} if cache is None else cache
     accuracies = stats.group_test_accuracies(networks)
     grouped = _per_training_set(cells, networks)
+    metrics = metric_sets(cells, metric_rows)
     means = {
         key: {seed: fmean(ts["test"]) for seed, ts in sets.items() if ts["test"]}
         for key, sets in grouped.items()
@@ -157,6 +204,8 @@ def build_rows(
             "seconds": sum(ts["cell"]["seconds"] for ts in sets.values()),
             **_interval_keys(accuracies.get(key, {}), settings, key),
         }
+        if key in metrics:
+            row["metrics"] = metric_summaries(metrics[key], metric_order, settings, key)
         if first["role"] == "baseline":
             per_set = [_set_neg_log2_p_fit(ts["cell"]) for ts in sets.values()]
             known = [v for v in per_set if v is not None]
@@ -323,11 +372,15 @@ def build_leaderboard(
     reference_baseline: str | None,
     settings: BootstrapSettings | None = None,
     runs: Sequence[dict] = (),
+    metric_rows: Iterable[dict] = (),
+    metric_order: Sequence[str] = (),
 ) -> LeaderboardRows:
     """Rows plus comparisons and cross-task aggregates, all from the stored rows."""
     settings = settings or BootstrapSettings()
     cache: dict = {}
-    rows = LeaderboardRows(build_rows(cells, networks, reference_baseline, settings, cache))
+    rows = LeaderboardRows(
+        build_rows(cells, networks, reference_baseline, settings, cache, metric_rows, metric_order)
+    )
     rows.comparisons = build_comparisons(rows, networks, settings, cache)
     rows.ranking = stats.mean_ranks(rows)
     rows.win_rates = stats.win_rates(rows)
@@ -346,4 +399,7 @@ def leaderboard_from_store(
         reference_baseline = runs[-1]["suite"].get("leaderboard", {}).get("baseline")
     estimates = store.cell_estimates()
     cells = [{**cell, "estimates": estimates.get(cell["cell_id"], {})} for cell in store.cells()]
-    return build_leaderboard(cells, store.network_rows(), reference_baseline, settings, runs)
+    order = runs[-1]["suite"].get("metrics", []) if runs else []
+    return build_leaderboard(
+        cells, store.network_rows(), reference_baseline, settings, runs, store.network_metrics(), order
+    )

@@ -8,6 +8,10 @@
   independent coin flips would give.
 - scatter: each network's normalized training cross-entropy (benchsuite.metrics) against its
   test accuracy, one panel per normalization, for suites that asked for those metrics.
+- metric: for each metric a suite asked for (docs/diagnostics.md), each leaderboard row's mean
+  metric (x, with its interval) against its mean test accuracy (y, with its interval), one panel
+  per method, optimizers and the baseline side by side on shared axes; colour by architecture
+  variant, marker size by N.
 
 The numbers come from benchsuite.leaderboard's rows (the same aggregation as the leaderboard, so a
 figure and a table never disagree) and, for the scatter, from the per-network rows. Figures are
@@ -327,11 +331,67 @@ def scatter_figure(group: Group, metric_rows: list[dict], data: PlotData, n_trai
     return figure
 
 
+def metric_figure(group: Group, rows: list[dict], data: PlotData, metric: str):
+    """Mean metric (x) against mean test accuracy (y) per leaderboard row, a panel per method."""
+    Figure = _matplotlib()
+    rows = [r for r in rows if (r.get("metrics") or {}).get(metric, {}).get("mean") is not None and r["test_acc_mean"] is not None]
+    methods = method_labels(rows, data)
+    architectures = sorted_variants(rows, data)
+    variants = data.variants()
+    sweep = sweep_of([variants[a] for a in architectures])
+    n_values = sorted({r["n_train"] for r in rows})
+    figure = Figure(figsize=(PANEL_SIZE[0] * max(len(methods), 1), PANEL_SIZE[1] + 0.3), layout="constrained")
+    panels = figure.subplots(1, max(len(methods), 1), sharex=True, sharey=True, squeeze=False)[0]
+    means = [r["metrics"][metric]["mean"] for r in rows]
+    logarithmic = bool(means) and min(means) > 0 and max(means) > 100 * min(means)
+    for axes, method in zip(panels, methods):
+        for arch, color in zip(architectures, _colors(len(architectures))):
+            points = sorted((r for r in rows if r["optimizer"] == method and r["architecture"] == arch), key=lambda r: r["n_train"])
+            for i, point in enumerate(points):
+                summary = point["metrics"][metric]
+                x, y = summary["mean"], 100 * point["test_acc_mean"]
+                xerr = _error(x, summary.get("ci_low"), summary.get("ci_high"), 1)
+                yerr = _error(y, point.get("test_acc_ci_low"), point.get("test_acc_ci_high"), 100)
+                axes.errorbar(
+                    [x], [y], xerr=xerr, yerr=yerr, fmt="o", color=color, capsize=2, elinewidth=0.8,
+                    markersize=3 + 2 * n_values.index(point["n_train"]),
+                    label=variant_label(variants[arch], sweep) if i == 0 else None,
+                )  # fmt: skip
+        axes.set_title(plot_text(method))
+        axes.set_xlabel(plot_text(metric))
+        axes.grid(alpha=0.3)
+        if logarithmic:
+            axes.set_xscale("log")
+    panels[0].set_ylabel("test accuracy (%)")
+    panels[-1].legend(fontsize=7, title=sweep or None, title_fontsize=7)
+    sizes = ", ".join(str(n) for n in n_values)
+    figure.suptitle(f"{group.title}: {plot_text(metric)} (marker size: N = {sizes}; bars: intervals)", fontsize=9)
+    return figure
+
+
+def _error(value: float, low: float | None, high: float | None, scale: float):
+    """An asymmetric error bar [[below], [above]] from an interval, or None."""
+    if low is None or high is None:
+        return None
+    return [[max(value - scale * low, 0.0)], [max(scale * high - value, 0.0)]]
+
+
+def row_metrics(rows: list[dict]) -> list[str]:
+    """The metrics with a mean in at least one of the rows (a metric undefined everywhere has
+    nothing to draw), in the rows' order."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(m for m, summary in (row.get("metrics") or {}).items() if summary.get("mean") is not None))
+    return list(names)
+
+
 def figures(data: PlotData) -> dict[str, Any]:
     """File stem -> Figure, for every figure the data supports."""
     made: dict[str, Any] = {}
     metric_groups: dict[Group, list[dict]] = defaultdict(list)
     for r in data.metric_rows:
+        if r["metric"] not in SCATTER_METRICS:  # the scatter draws the normalized losses only
+            continue
         metric_groups[
             Group(
                 r["dataset"],
@@ -350,6 +410,8 @@ def figures(data: PlotData) -> dict[str, Any]:
             made[f"scatter_{group.stem}_N{n}"] = scatter_figure(
                 group, metric_groups[group], data, n
             )
+        for metric in row_metrics(rows):
+            made[f"metric_{re.sub(r'[^A-Za-z0-9_.-]+', '-', metric)}_{group.stem}"] = metric_figure(group, rows, data, metric)
     return made
 
 

@@ -345,6 +345,9 @@ class MetricInput:
 
     `module` is the template network in eval mode; `parameters`/`buffers` are stacked along a
     leading model axis (torch.func style). Every network already fits (x_train, y_train).
+    `initial_parameters`: for gradient methods, each network's parameters before training, stacked
+    the same way (the host regenerates them from the cell's seed and Population.found_at); None
+    for random interpolators, which have no initialization.
     """
 
     module: nn.Module
@@ -356,6 +359,7 @@ class MetricInput:
     y_test: torch.Tensor
     tie_rule: str = DEFAULT_TIE_RULE
     role: Literal["optimizer", "baseline"] = "optimizer"
+    initial_parameters: Mapping[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -365,12 +369,20 @@ class MetricSpec:
     Compute all K at once (vmap, batched matmuls): the value of network k must not depend on the
     other networks of the stack (check-plugin compares it with each network computed alone).
     NaN marks a value that is undefined for that network. `label` names the quantity on axes.
+    `scope="population"` declares a value that compares network k with the other networks of its
+    population (such as their disagreement): the host always passes the whole population, and
+    check-plugin checks that reordering the networks reorders the values instead.
     """
 
     name: str
     compute: Callable[[MetricInput], torch.Tensor]
     label: str = ""
     description: str = ""
+    scope: Literal["network", "population"] = "network"
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("network", "population"):
+            raise ValueError(f"metric {self.name!r}: scope must be 'network' or 'population', got {self.scope!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -209,16 +209,29 @@ def run_cell(
     if population.seconds <= 0:
         population.seconds = time.perf_counter() - started
     module.eval()
+    initial = initial_state(cell, population, module, registry, device) if metrics else None
     with one_cpu_thread(device):
-        return _evaluate(cell, task, population, module, [registry.metric(name) for name in metrics])
+        return _evaluate(cell, task, population, module, [registry.metric(name) for name in metrics], initial)
 
 
-def _metric(metric: MetricSpec, cell: Cell, task, population: Population, module: nn.Module) -> torch.Tensor:
+def initial_state(cell: Cell, population: Population, module: nn.Module, registry: Registry, device) -> dict | None:
+    """A gradient cell's networks before training (MetricInput.initial_parameters), regenerated
+    from the cell's seed and each network's attempt (Population.found_at), as training drew them;
+    None for samplers, whose networks have no initialization."""
+    if cell.role == "baseline" or not population.size:
+        return None
+    from benchsuite.engine.training import initial_parameters
+
+    prior = registry.prior(cell.entry.settings.prior)
+    return initial_parameters(module, prior, cell.seed, population.found_at.tolist(), device)[0]
+
+
+def _metric(metric: MetricSpec, cell: Cell, task, population: Population, module: nn.Module, initial: dict | None = None) -> torch.Tensor:
     """One metric of every network, checked: a plugin's wrong shape stops the cell with one line."""
     data = MetricInput(
         module=module, parameters=population.parameters, buffers=population.buffers,
         x_train=task.x_train, y_train=task.y_train, x_test=task.x_test, y_test=task.y_test,
-        tie_rule=cell.tie_rule, role=cell.entry.role,
+        tie_rule=cell.tie_rule, role=cell.entry.role, initial_parameters=initial,
     )  # fmt: skip
     values = metric.compute(data)
     if not isinstance(values, torch.Tensor) or tuple(values.shape) != (population.size,):
@@ -227,7 +240,7 @@ def _metric(metric: MetricSpec, cell: Cell, task, population: Population, module
     return values.detach().double().cpu()
 
 
-def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics: list[MetricSpec]) -> CellOutcome:
+def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metrics: list[MetricSpec], initial: dict | None = None) -> CellOutcome:
     if population.size:
         state = (module, population.parameters, population.buffers)
         train_acc, train_ties = evaluate(*state, task.x_train, task.y_train, cell.tie_rule)
@@ -241,7 +254,7 @@ def _evaluate(cell: Cell, task, population: Population, module: nn.Module, metri
             f"{cell.entry.label} returned networks that do not fit the training set "
             f"(train accuracy {train_acc.min().item():.3f}); refusing to store them"
         )
-    values = {metric.name: _metric(metric, cell, task, population, module) for metric in metrics if population.size}
+    values = {metric.name: _metric(metric, cell, task, population, module, initial) for metric in metrics if population.size}
     return CellOutcome(
         cell, population, train_acc.cpu(), test_acc.cpu(), values, train_ties.cpu(),
         test_ties.cpu(), task.train_indices.tolist(), int(task.x_test.shape[0]),

@@ -366,33 +366,62 @@ def _check_metric(spec, registry) -> list[Check]:
     from benchsuite.records import MetricInput
     from benchsuite.stacked import init_stacked
 
-    module = _modules(bias=False)["mlp"].eval()
-    parameters, buffers = init_stacked(module, registry.prior("kaiming-uniform"), [3, 4, 5, 6], "cpu")
     x, y = _data(N_TRAIN)
     x_test, y_test = _data(2 * N_TRAIN)
+    prior = registry.prior("kaiming-uniform")
+    # an optimizer's MLP (biases, initial weights known) and a sampler's conv net (neither)
+    cases = []
+    for label, bias, role in (("mlp", True, "optimizer"), ("conv", False, "baseline")):
+        module = _modules(bias=bias)[label].eval()
+        parameters, buffers = init_stacked(module, prior, [3, 4, 5, 6], "cpu")
+        initial = init_stacked(module, prior, [13, 14, 15, 16], "cpu")[0] if role == "optimizer" else None
+        cases.append((module, parameters, buffers, initial, role))
 
-    def on(p, b):
-        return spec.compute(MetricInput(module=module, parameters=p, buffers=b, x_train=x, y_train=y,
-                                        x_test=x_test, y_test=y_test))  # fmt: skip
+    def on(case, keep=None):
+        module, parameters, buffers, initial, role = case
+
+        def pick(stacked):
+            return None if stacked is None else {n: v[keep] for n, v in stacked.items()} if keep is not None else stacked
+
+        return spec.compute(MetricInput(module=module, parameters=pick(parameters), buffers=pick(buffers), x_train=x,
+                                        y_train=y, x_test=x_test, y_test=y_test, role=role,
+                                        initial_parameters=pick(initial)))  # fmt: skip
 
     def vectorized():
-        values = on(parameters, buffers)
-        if not isinstance(values, torch.Tensor) or tuple(values.shape) != (4,):
-            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-            return Check("one value per network, equal to each network alone", False, f"returned {shape} for 4 networks")
-        alone = torch.cat([
-            on({n: v[k : k + 1] for n, v in parameters.items()}, {n: v[k : k + 1] for n, v in buffers.items()}).reshape(1)
-            for k in range(4)
-        ]).to(values.dtype)  # fmt: skip
-        close = torch.allclose(values, alone, rtol=RTOL, atol=ATOL, equal_nan=True)
-        worst = float((values - alone).abs().nan_to_num(0).max())
+        worst, close = 0.0, True
+        for case in cases:
+            values = on(case)
+            if not isinstance(values, torch.Tensor) or tuple(values.shape) != (4,):
+                shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+                return Check("one value per network, equal to each network alone", False, f"returned {shape} for 4 networks")
+            alone = torch.cat([on(case, torch.tensor([k])).reshape(1) for k in range(4)]).to(values.dtype)
+            close &= torch.allclose(values, alone, rtol=RTOL, atol=ATOL, equal_nan=True)
+            worst = max(worst, float((values - alone).abs().nan_to_num(0).max()))
         return Check("one value per network, equal to each network alone", close,
                      f"worst |stacked - alone| {worst:.2e} (rtol {RTOL:g}, atol {ATOL:g})")
 
+    def reordered():
+        """A population metric: the networks in another order give the same values, reordered."""
+        worst, close = 0.0, True
+        order = torch.tensor([2, 0, 3, 1])
+        for case in cases:
+            values = on(case)
+            if not isinstance(values, torch.Tensor) or tuple(values.shape) != (4,):
+                shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+                return Check("one value per network, reordered with the networks", False, f"returned {shape} for 4 networks")
+            permuted = on(case, order).to(values.dtype)
+            close &= torch.allclose(values[order], permuted, rtol=RTOL, atol=ATOL, equal_nan=True)
+            worst = max(worst, float((values[order] - permuted).abs().nan_to_num(0).max()))
+        return Check("one value per network, reordered with the networks", close,
+                     f"worst |reordered - recomputed| {worst:.2e} (population scope: the values may depend on the "
+                     "other networks of the population)")
+
     def repeats():
-        same = torch.equal(on(parameters, buffers).nan_to_num(-1), on(parameters, buffers).nan_to_num(-1))
+        same = all(torch.equal(on(case).nan_to_num(-1), on(case).nan_to_num(-1)) for case in cases)
         return Check("repeats", same, "" if same else "two calls on the same networks differ")
 
+    if spec.scope == "population":
+        return [_guarded("one value per network, reordered with the networks", reordered), _guarded("repeats", repeats)]
     return [_guarded("one value per network, equal to each network alone", vectorized), _guarded("repeats", repeats)]
 
 

@@ -72,11 +72,14 @@ def make_results(
     rng_seed: int = 0,
     skip: set[tuple] = frozenset(),
     skip_optimizers: tuple[str, ...] = (),
+    metrics=None,
 ) -> Path:
     """Write folder/results.sqlite with one cell per (pair, N, width, optimizer, training set).
 
     Skipped cells (by key, or all cells of `skip_optimizers`) still draw their random numbers, so
     two folders made with complementary skips split one and the same data set.
+    `metrics(optimizer, n_train, test_acc, model_index) -> {name: value}` adds per-network
+    metrics (drawing no random numbers, so the accuracies stay those of a folder without them).
     """
     rng = np.random.default_rng(rng_seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,6 +113,7 @@ def make_results(
                                 models,
                                 rng,
                                 write,
+                                metrics,
                             )
         store.finish_run(run_id)
     return folder
@@ -128,6 +132,7 @@ def _add_cell(
     models,
     rng,
     write=True,
+    metrics=None,
 ) -> None:
     baseline = optimizer == "gnc"
     level = (
@@ -177,5 +182,9 @@ def _add_cell(
     }
     if write:
         store.add_cell(
-            cell, [NetworkResult(int(f), 1.0, float(a)) for f, a in zip(found, accuracies)]
+            cell,
+            [
+                NetworkResult(int(f), 1.0, float(a), metrics(optimizer, n_train, float(a), k) if metrics else {})
+                for k, (f, a) in enumerate(zip(found, accuracies))
+            ],
         )

@@ -23,8 +23,21 @@ COMPARISON_COLUMNS = (
 )  # fmt: skip
 
 
-def to_csv(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:
-    """`columns` of every row (others ignored); classes as 'a vs b', spreadsheet formulas defused."""
+METRIC_FIELDS = ("mean", "ci_low", "ci_high", "networks")
+
+
+def metric_columns(rows: Sequence[dict]) -> list[str]:
+    """NAME_mean, NAME_ci_low, NAME_ci_high, NAME_networks for every metric the rows carry."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row.get("metrics") or {}))
+    return [csv_cell(f"{name}_{field}") for name in names for field in METRIC_FIELDS]
+
+
+def to_csv(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """`columns` of every row (others ignored; by default CSV_COLUMNS, then the metric columns when
+    the rows carry metrics); classes as 'a vs b', spreadsheet formulas defused."""
+    columns = [*CSV_COLUMNS, *metric_columns(rows)] if columns is None else columns
     buffer = io.StringIO()
     writer = csv.DictWriter(
         buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
@@ -35,6 +48,11 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:
             **row,
             "classes": " vs ".join(str(c) for c in row["classes"]),
             "unreliable": "; ".join(row.get("unreliable") or []),
+            **{
+                csv_cell(f"{name}_{field}"): summary.get(field)
+                for name, summary in (row.get("metrics") or {}).items()
+                for field in METRIC_FIELDS
+            },
         }
         writer.writerow({key: csv_cell(value) for key, value in record.items()})
     return buffer.getvalue()

@@ -8,14 +8,16 @@ from collections.abc import Sequence
 from benchsuite.reporting.formatting import (
     confidence_label,
     interval,
+    metric_interval,
     number,
     p_value,
     percent,
     signed,
+    significant,
     task_label,
 )
 
-TEXT_COLUMNS = ("task", "architecture", "optimizer", "method", "A", "B")  # left-aligned
+TEXT_COLUMNS = ("task", "architecture", "optimizer", "method", "A", "B", "family", "metric")  # left-aligned
 
 
 def display_rows(rows: Sequence[dict]) -> list[dict[str, str]]:
@@ -146,3 +148,48 @@ def method_notes(rows: Sequence[dict]) -> list[str]:
             f"training sets), Holm-corrected across the rows; smallest possible p: {smallest}."
         )
     return notes
+
+
+def metric_names(rows: Sequence[dict]) -> list[str]:
+    """The per-network metrics the rows carry, in the order the rows list them."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row.get("metrics") or {}))
+    return list(names)
+
+
+def metric_display(rows: Sequence[dict], intervals: bool = True) -> list[dict[str, str]]:
+    """The diagnostics table: one line per leaderboard row with metrics, a column per metric
+    holding its mean (three significant digits) and, with `intervals`, its interval."""
+    names = metric_names(rows)
+    ci = confidence_label(rows)
+    shown = []
+    for row in rows:
+        if not row.get("metrics"):
+            continue
+        line = {
+            "task": task_label(row),
+            "N": str(row["n_train"]),
+            "architecture": row["architecture"],
+            "optimizer": row["optimizer"] + (" (baseline)" if row["role"] == "baseline" else ""),
+        }
+        for name in names:
+            summary = row["metrics"].get(name) or {}
+            text = significant(summary.get("mean"))
+            if intervals:
+                text = f"{text} {metric_interval(summary.get('ci_low'), summary.get('ci_high'))}".strip()
+            line[f"{name} [{ci}]" if intervals else name] = text
+        shown.append(line)
+    return shown
+
+
+def metric_note(rows: Sequence[dict]) -> str:
+    """How the diagnostics table's numbers were obtained."""
+    first = next((r for r in rows if r.get("bootstrap_resamples")), {})
+    return (
+        "Diagnostics (docs/diagnostics.md): each metric's mean over training sets of the per-set mean over "
+        "networks, with its percentile bootstrap interval (training sets, then networks"
+        + (f"; {first['bootstrap_resamples']} resamples" if first else "")
+        + "); networks whose value is undefined (NaN, such as init_distance of a random interpolator) are "
+        "left out, and — marks a row with none."
+    )

@@ -43,6 +43,18 @@ def interval(
     return f"[{form.format(scale * low)}, {form.format(scale * high)}]"
 
 
+def significant(value: float | None, digits: int = 3) -> str:
+    """A metric of any magnitude with `digits` significant digits: 0.0123, 45.6, 1.23e+04."""
+    return MISSING if value is None else f"{value:.{digits}g}"
+
+
+def metric_interval(low: float | None, high: float | None) -> str:
+    """'[low, high]' of a metric with three significant digits, '' when either end is missing."""
+    if low is None or high is None:
+        return ""
+    return f"[{low:.3g}, {high:.3g}]"
+
+
 def task_label(row: dict) -> str:
     """'dataset a vs b' of a leaderboard or comparison row."""
     a, b = row["classes"]

@@ -17,8 +17,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from benchsuite.reporting.display import method_notes
-from benchsuite.reporting.formatting import p_value, percent, signed, task_label
+from benchsuite.reporting.display import method_notes, metric_names, metric_note
+from benchsuite.reporting.formatting import metric_interval, p_value, percent, signed, significant, task_label
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #1b1b1b; }
@@ -218,6 +218,33 @@ def leaderboard_table(rows: Sequence[dict]) -> str:
     )
 
 
+def diagnostics_table(rows: Sequence[dict]) -> str:
+    """The metrics' means with intervals, one line per row that has them; sortable."""
+    names = metric_names(rows)
+    columns = [("task", "task", "text"), ("n_train", "N", "number"), ("architecture", "architecture", "text"),
+               ("optimizer", "method", "text"), *((f"metric{i}", name, "number") for i, name in enumerate(names))]  # fmt: skip
+    body = []
+    for row in rows:
+        if not row.get("metrics"):
+            continue
+        method = _e(row["optimizer"]) + (" (baseline)" if row["role"] == "baseline" else "")
+        cells = [
+            f'<td class="text">{_e(task_label(row))}</td>', _number_cell(row["n_train"], str(row["n_train"])),
+            f'<td class="text">{_e(row["architecture"])}</td>', f'<td class="text">{method}</td>',
+        ]  # fmt: skip
+        for name in names:
+            summary = row["metrics"].get(name) or {}
+            interval = metric_interval(summary.get("ci_low"), summary.get("ci_high"))
+            extra = f' <span class="ci">{_e(interval)}</span>' if interval else ""
+            cells.append(_number_cell(summary.get("mean"), _e(significant(summary.get("mean"))), extra))
+        css = ' class="baseline"' if row["role"] == "baseline" else ""
+        body.append(f"<tr{css}>{''.join(cells)}</tr>")
+    return (
+        f'<div class="scroll"><table id="diagnostics" class="sortable">{_header(columns)}'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
 COMPARISON_COLUMNS = (
     ("task", "task", "text"), ("n_train", "N", "number"), ("architecture", "architecture", "text"),
     ("optimizer_a", "A", "text"), ("optimizer_b", "B", "text"), ("training_sets", "sets", "number"),
@@ -391,6 +418,8 @@ def to_html(
         leaderboard_table(rows) if rows else "<p>(no finished cells)</p>",
         '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in method_notes(rows)) + "</ul>",
     ]
+    if metric_names(rows):
+        parts += ['<h2 id="diagnostics-heading">Diagnostics</h2>', f"<p>{_e(metric_note(rows))}</p>", diagnostics_table(rows)]
     ranking = getattr(rows, "ranking", None)
     if ranking and len(tasks) > 1:
         parts += [

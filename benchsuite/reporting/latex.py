@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from benchsuite.reporting.display import metric_names
 from benchsuite.reporting.formatting import (
     confidence_label,
+    metric_interval,
     number,
     p_value,
     percent,
     signed,
+    significant,
     task_label,
 )
 
@@ -73,4 +76,33 @@ def to_latex(
         ]  # fmt: skip
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    if metric_names(rows):
+        lines += diagnostics_latex(rows, title, f"{label}-diagnostics")
     return "\n".join(lines)
+
+
+def diagnostics_latex(rows: Sequence[dict], title: str, label: str) -> list[str]:
+    """A second booktabs table: each metric's mean with its interval (scriptsize), per row."""
+    names = metric_names(rows)
+    ci = confidence_label(rows).replace("%", r"\%")
+    lines = [
+        "\\begin{table}[t]", "\\centering",
+        f"\\caption{{{latex_escape(title)}: diagnostics (mean [{ci}])}}", f"\\label{{{label}}}",
+        "\\begin{tabular}{lrll" + "r" * len(names) + "}", "\\toprule",
+        " & ".join(["Task", "$N$", "Architecture", "Method", *(latex_escape(n) for n in names)]) + " \\\\",
+        "\\midrule",
+    ]  # fmt: skip
+    for row in rows:
+        if not row.get("metrics"):
+            continue
+        method = latex_escape(row["optimizer"])
+        if row["role"] == "baseline":
+            method = f"\\textit{{{method}}}"
+        cells = [latex_escape(task_label(row)), str(row["n_train"]), latex_escape(row["architecture"]), method]
+        for name in names:
+            summary = row["metrics"].get(name) or {}
+            interval = metric_interval(summary.get("ci_low"), summary.get("ci_high"))
+            text = significant(summary.get("mean")).replace("—", "--")
+            cells.append(text + (f" {{\\scriptsize{interval}}}" if interval else ""))
+        lines.append(" & ".join(cells) + " \\\\")
+    return lines + ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]

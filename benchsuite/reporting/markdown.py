@@ -11,6 +11,8 @@ from benchsuite.reporting.display import (
     comparison_display,
     display_rows,
     method_notes,
+    metric_display,
+    metric_note,
     ranking_display,
     win_rate_display,
 )
@@ -41,6 +43,10 @@ def to_markdown(rows: Sequence[dict], title: str = "Leaderboard") -> str:
     lines += markdown_table(shown)
     lines.append("")
     lines += [f"- {note}" for note in method_notes(rows)]
+    diagnostics = metric_display(rows)
+    if diagnostics:
+        lines += ["", "## Diagnostics", "", metric_note(rows), ""]
+        lines += markdown_table(diagnostics)
     ranking = getattr(rows, "ranking", None)
     if ranking and task_count(rows) > 1:
         lines += [

@@ -15,6 +15,7 @@ from benchsuite.reporting.display import (
     TEXT_COLUMNS,
     display_rows,
     method_notes,
+    metric_display,
     ranking_display,
 )
 from benchsuite.reporting.formatting import confidence_label, task_count
@@ -98,6 +99,7 @@ def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboar
     )
     for note in notes:
         console.print(f"[dim]{note}[/]", highlight=False, width=width)
+    _diagnostics(rows, console, width)
     ranking = getattr(rows, "ranking", None)
     if ranking and len(ranking) > 1 and task_count(rows) > 1:
         summary = Table(
@@ -120,3 +122,25 @@ def _gain_colour(row: dict) -> str | None:
     if high < 0:
         return "red"
     return None
+
+
+def _diagnostics(rows: Sequence[dict], console: Console, width: int) -> None:
+    """The metrics' means, one table per (task, architecture); intervals are in leaderboard.md."""
+    shown = metric_display(rows, intervals=False)
+    if not shown:
+        return
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for line in shown:
+        groups.setdefault((line["task"], line["architecture"]), []).append(line)
+    for (task, architecture), lines in groups.items():
+        table = Table(
+            title=escape(terminal_text(f"Diagnostics (means; intervals in leaderboard.md): {task} · {architecture}")),
+            title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+        )  # fmt: skip
+        headers = [h for h in lines[0] if h not in GROUP_COLUMNS]
+        for header in headers:
+            table.add_column(escape(terminal_text(header)), justify="left" if header in TEXT_COLUMNS else "right", overflow="fold")
+        for line in lines:
+            style = "dim" if line["optimizer"].endswith("(baseline)") else None
+            table.add_row(*(escape(terminal_text(line[h])) for h in headers), style=style)
+        console.print(table, width=width)
