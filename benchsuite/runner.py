@@ -198,7 +198,7 @@ MISMATCH_POLICIES = ("stop", "restart", "resume")
 def _check_resumable(path: Path, cells: list[Cell], suite: Suite, registry: Registry, on_mismatch: str) -> None:
     if on_mismatch not in MISMATCH_POLICIES:
         raise ValueError(f"on_mismatch must be one of {MISMATCH_POLICIES}, got {on_mismatch!r}")
-    if not path.exists() or on_mismatch == "resume":
+    if Store.is_empty(path) or on_mismatch == "resume":
         return
     with Store(path, read_only=True) as store:
         origins = store.cell_origins()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -24,9 +25,18 @@ COMPARED = {
 NOT_COMPARED = {"run_id", "seconds", "finished_at"}
 
 
+def reader(database: Path) -> sqlite3.Connection:
+    """A connection that refuses writes and, as the Store's readers, leaves no -wal/-shm behind."""
+    if not Path(database).is_file():
+        raise sqlite3.OperationalError(f"{database}: no database yet")
+    db = sqlite3.connect(database)
+    db.execute("PRAGMA query_only = ON")
+    return db
+
+
 def comparable_rows(database: Path) -> dict[str, list[tuple]]:
     """table -> its rows (every column but NOT_COMPARED), read through a read-only connection."""
-    with sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True) as db:
+    with contextlib.closing(reader(database)) as db:
         tables = {}
         for table, query in COMPARED.items():
             cursor = db.execute(query)
@@ -37,7 +47,7 @@ def comparable_rows(database: Path) -> dict[str, list[tuple]]:
 
 def cell_count(database: Path) -> int:
     try:
-        with sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True) as db:
+        with contextlib.closing(reader(database)) as db:
             return db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
     except sqlite3.DatabaseError:  # not created yet, or its schema not yet written
         return 0

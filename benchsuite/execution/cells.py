@@ -3,13 +3,15 @@ and evaluation, and what the store keeps of it as plain data (CellOutcome).
 
 Why plain data: a cell's outcome crosses a process boundary (a worker process, a Ray task) to the
 one process that writes the store, which needs its rows, not its networks' tensors. The time
-budget (a suite's `max_seconds_per_cell`) is kept here, through the progress callback that every
-built-in optimizer and sampler calls after each round or chunk: past the deadline it raises
-CellTimedOut, which stops the cell where it stands.
+budget (a suite's `max_seconds_per_cell`) is kept here (Budget): past the deadline CellTimedOut
+stops the cell where it stands, and the cell is recorded as timed out.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,19 +100,51 @@ class CellContext:
         )  # fmt: skip
 
 
-class CellTimedOut(Exception):
-    """A cell's time budget ran out; raised from its progress callback, so it stops the cell."""
+class CellTimedOut(BaseException):
+    """A cell's time budget ran out. A BaseException, like KeyboardInterrupt, so that no plugin's
+    `except Exception` swallows it; `finally` blocks still run."""
 
 
 class Budget:
     """The deadline of a cell, or of the cells of a unit trained together (each cell's budget
-    times their number), and the work each cell had done when it last reported."""
+    times their number), and the work each cell had done when it last reported.
+
+    Two ways to stop a cell at the deadline: its progress callback raises CellTimedOut (after
+    every G&C chunk, every training round), and, inside `enforced()`, a timer raises it in the
+    running thread itself (CPython's PyThreadState_SetAsyncExc: it lands between two Python
+    bytecodes, so within a training step, without the engines knowing)."""
 
     def __init__(self, seconds: float | None, cells: int = 1):
         self.started = time.perf_counter()
         self.seconds = seconds
         self.deadline = None if seconds is None else self.started + seconds * cells
         self.work: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def enforced(self):
+        """Raise CellTimedOut in this thread at the deadline if the block is still running."""
+        if self.deadline is None:
+            yield
+            return
+        thread, lock, state = threading.get_ident(), threading.Lock(), {"active": True, "fired": False}
+
+        def fire() -> None:
+            with lock:
+                if state["active"]:
+                    state["fired"] = True
+                    _raise_in(thread, CellTimedOut)
+
+        timer = threading.Timer(max(0.0, self.deadline - time.perf_counter()), fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            with lock:
+                state["active"] = False
+                if state["fired"]:
+                    _raise_in(thread, None)  # not raised yet (the block just ended): withdraw it
+            timer.cancel()
 
     def callback(self, cell: Cell, report: Report, shown: bool = True) -> Callable[[int, int], None]:
         def progress(accepted: int, work: int) -> None:
@@ -132,6 +166,11 @@ class Budget:
             train_indices=tuple(task.train_indices.tolist()), n_test=int(task.x_test.shape[0]),
             status="timed_out", detail=f"stopped after {elapsed:.1f} s (max_seconds_per_cell {self.seconds:g})",
         )  # fmt: skip
+
+
+def _raise_in(thread: int, exception: type[BaseException] | None) -> None:
+    """Raise `exception` in `thread` at its next bytecode (None: withdraw a pending one)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exception) if exception else None)
 
 
 def cell_module(cell: Cell, task, registry: Registry, device: torch.device) -> nn.Module:
@@ -233,7 +272,8 @@ def run_cell(
             population, module = produced
             report(("update", cell.cell_id, population.size, population.candidates_tried))
         else:
-            population, module = produce_population(cell, task, context, budget.callback(cell, report))
+            with budget.enforced():
+                population, module = produce_population(cell, task, context, budget.callback(cell, report))
     except CellTimedOut:
         return budget.timed_out(cell, task, context.device)
     if population.seconds <= 0:

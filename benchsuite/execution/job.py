@@ -41,7 +41,8 @@ def run_unit(unit: tuple[Cell, ...], context: CellContext, report: Report = igno
         report(("start", unit[0].cell_id))
         budget = Budget(context.max_seconds, len(unit))
         try:
-            produced = produce_populations(list(unit), context, budget, report)
+            with budget.enforced():
+                produced = produce_populations(list(unit), context, budget, report)
         except CellTimedOut:
             for cell in unit:
                 yield budget.timed_out(cell, context.task(cell), context.device)

@@ -26,6 +26,7 @@ from benchsuite.store.schema import (
 
 
 WRITER_TIMEOUT = 60.0  # seconds a writer waits for a reader's snapshot to end (switching journal mode)
+AT_REST_TIMEOUT = 2.0  # seconds a closing writer waits to leave the database without -wal/-shm
 
 
 def now() -> str:
@@ -97,6 +98,21 @@ class Store:
             self.connection.close()
             raise
 
+    @staticmethod
+    def is_empty(path: str | Path) -> bool:
+        """No database at `path`, or one without tables (a run killed as it created the file):
+        nothing to resume from or to check."""
+        path = Path(path)
+        if not path.is_file() or path.stat().st_size == 0:
+            return True
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return not tables(connection)
+        except sqlite3.DatabaseError:
+            return False  # not a database: the writing open says so
+        finally:
+            connection.close()
+
     @classmethod
     def open_existing(cls, path: str | Path) -> Store:
         """Open a database that must already exist, read-only (reading commands never create one
@@ -141,7 +157,7 @@ class Store:
             # at rest the database keeps no -wal/-shm files beside it, so readers (which open it
             # read-only) create none either; skipped while a reader holds a snapshot
             try:
-                self.connection.execute("PRAGMA busy_timeout = 200")
+                self.connection.execute(f"PRAGMA busy_timeout = {int(1000 * AT_REST_TIMEOUT)}")
                 self.connection.execute("PRAGMA journal_mode = DELETE")
             except sqlite3.OperationalError:
                 pass

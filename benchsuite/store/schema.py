@@ -268,10 +268,19 @@ def newer_columns(connection: sqlite3.Connection, version: int) -> dict[str, tup
 
 def bring_up_to_date(connection: sqlite3.Connection, version: int | None) -> None:
     """On a writing open: migrate a database of `version` (None: a new one) one version at a
-    time, rebuild the views (they hold no data), create what is missing and record SCHEMA_VERSION."""
+    time, rebuild the views (they hold no data), create what is missing and record SCHEMA_VERSION,
+    all in one transaction: a process killed half-way (kill -9 while a run starts) leaves the
+    database as it was, never tables without a schema version."""
+    script = ["BEGIN;"]
     for old in range(SCHEMA_VERSION if version is None else version, SCHEMA_VERSION):
-        connection.executescript(MIGRATIONS[old])
-    for view in DERIVED_VIEWS:  # an old or altered view is harmless: rebuilt
-        connection.execute(f"DROP VIEW IF EXISTS {view}")
-    connection.executescript(SCHEMA)
-    connection.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        script.append(MIGRATIONS[old])
+    script += [f"DROP VIEW IF EXISTS {view};" for view in DERIVED_VIEWS]  # an old or altered view is harmless: rebuilt
+    script.append(SCHEMA)
+    script.append(f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{int(SCHEMA_VERSION)}');")
+    script.append("COMMIT;")
+    try:
+        connection.executescript("\n".join(script))
+    except BaseException:
+        if connection.in_transaction:
+            connection.rollback()
+        raise
