@@ -92,11 +92,13 @@ ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, model
 @click.option("--device", help="Override the suite's device: auto, cpu, cuda, cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no leaderboard on the terminal.")
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
-@click.option("--executor", default="local", show_default=True, help="How cells are executed: an executor plugin (benchsuite plugins lists them). Results do not depend on it.")
+@click.option("--executor", default="local", show_default=True, help="How cells are executed: local (here), processes (local worker processes), ray (a Ray cluster), or an executor plugin (benchsuite plugins lists them). Results do not depend on it.")
+@click.option("--jobs", "-j", help="Workers (processes; ray: CPUs of the local cluster): a number or auto (the CPUs this process may use). Only for executors that declare `jobs`.")
+@click.option("--address", help="ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT); without it a local cluster starts on 127.0.0.1. Only for executors that declare `address`.")
 @click.option("--restart", "on_mismatch", flag_value="restart", help="If the folder's finished cells came from another resolved suite or other plugin versions: keep that database beside (results.superseded-<time>.sqlite) and start afresh.")
 @click.option("--resume-anyway", "on_mismatch", flag_value="resume", help="Keep such cells and resume, knowingly mixing them.")
 @click.pass_context
-def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, on_mismatch: str | None) -> None:
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, jobs: str | None, address: str | None, on_mismatch: str | None) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
 
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
@@ -107,13 +109,16 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     from benchsuite.progress import RichCellProgress
     from benchsuite.reporting.files import write_leaderboard
     from benchsuite.reporting.terminal import to_terminal
-    from benchsuite.runner import Progress, run_suite
+    from benchsuite.runner import Progress, resolve_executor_options, run_suite
     from benchsuite.suite import DEVICE_PATTERN
 
     if device is not None and not DEVICE_PATTERN.fullmatch(device):
         raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     loaded = _load(suite, allow_large)
-    _registry().executor(executor)  # an unknown executor stops here, before anything is written
+    # an unknown executor, or an option it does not take, stops here, before anything is written
+    given = {"jobs": int(jobs) if jobs is not None and jobs.isdigit() else jobs, "address": address}
+    options = {name: value for name, value in given.items() if value is not None}
+    resolve_executor_options(_registry().executor(executor), options)
     check_memory(loaded, _registry(), device, allow_large)
     out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
     console.print(f"output folder: {terminal_text(out_dir)}", highlight=False, markup=False, soft_wrap=True)
@@ -122,7 +127,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
         rows = run_suite(
             loaded, out_dir, _registry(), progress, device,
             command=shell_command(["benchsuite", *ctx.meta["benchsuite.words"]]), executor=executor,
-            on_mismatch=on_mismatch or "stop",
+            on_mismatch=on_mismatch or "stop", executor_options=options,
         )  # fmt: skip
     finally:
         if isinstance(progress, RichCellProgress):

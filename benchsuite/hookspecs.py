@@ -84,7 +84,8 @@ def benchsuite_metrics() -> list[MetricSpec]:
 def benchsuite_executors() -> list[ExecutorSpec]:
     """Named ways to execute the cells of a run (`benchsuite run --executor NAME`): each runs the
     plan's units (here, in worker processes, on a cluster) and yields every finished cell; the
-    host alone writes the store. Built-in: `local`, one unit after another in this process."""
+    host alone writes the store. Built-in: `local` (one unit after another in this process),
+    `processes` (local worker processes) and `ray` (a Ray cluster)."""
 
 
 @hookspec

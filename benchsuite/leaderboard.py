@@ -103,6 +103,11 @@ def unreliable_reasons(estimates: Mapping[str, float], test: Sequence[float], ch
     return reasons
 
 
+def _status(cell: Mapping) -> str:
+    """How a cell ended; "ok" for databases older than schema 5."""
+    return cell.get("status") or "ok"
+
+
 def neg_log2_p_fit(found: int, tried: int) -> float | None:
     """-log2(found / tried); None when nothing was found (only a lower bound log2(tried) is known)."""
     if found <= 0 or tried <= 0:
@@ -202,12 +207,16 @@ def build_rows(
             "candidates": None,
             "epochs": first["epochs"],
             "seconds": sum(ts["cell"]["seconds"] for ts in sets.values()),
+            # cells that ended otherwise than ok hold no networks (protocol.CELL_STATUSES)
+            "diverged": sum(_status(ts["cell"]) == "diverged" for ts in sets.values()),
+            "timed_out": sum(_status(ts["cell"]) == "timed_out" for ts in sets.values()),
+            "diverged_networks": sum(ts["cell"].get("diverged") or 0 for ts in sets.values()),
             **_interval_keys(accuracies.get(key, {}), settings, key),
         }
         if key in metrics:
             row["metrics"] = metric_summaries(metrics[key], metric_order, settings, key)
         if first["role"] == "baseline":
-            per_set = [_set_neg_log2_p_fit(ts["cell"]) for ts in sets.values()]
+            per_set = [_set_neg_log2_p_fit(ts["cell"]) for ts in sets.values() if _status(ts["cell"]) == "ok"]
             known = [v for v in per_set if v is not None]
             row["neg_log2_p_fit"] = fmean(known) if known and len(known) == len(per_set) else None
             row["candidates"] = tried

@@ -20,7 +20,8 @@ from benchsuite.runner import Progress
 
 
 class RichCellProgress(Progress):
-    """Rich display: one bar over cells, one for the cell in flight (accepted, rate, ETA)."""
+    """Rich display: one bar over cells, one per cell in flight (accepted, rate, ETA); with worker
+    processes several cells are in flight at once, each with its own bar."""
 
     def __init__(self, console: Console):
         self.display = RichProgress(
@@ -35,9 +36,8 @@ class RichCellProgress(Progress):
             transient=False,
         )
         self.cells = None
-        self.current = None
-        self.unit = ""
-        self.started = 0.0
+        self.current = None  # the cell started last
+        self.bars: dict[str, tuple] = {}  # cell id -> (task, unit, started)
 
     def start_run(self, total: int, skipped: int) -> None:
         self.display.start()
@@ -47,23 +47,34 @@ class RichCellProgress(Progress):
 
     def start_cell(self, cell, index: int, target: int, unit: str) -> None:
         label = f"{cell.dataset} {cell.classes[0]}v{cell.classes[1]} N={cell.n_train} s={cell.training_set_seed} {cell.architecture_label} {cell.entry.label}"
-        if self.current is not None:
-            self.display.remove_task(self.current)
-        self.current = self.display.add_task(terminal_text(label), total=target, rate="")
-        self.unit, self.started = unit, time.perf_counter()
+        self._remove(cell.cell_id)
+        if len(self.bars) >= MAX_BARS:  # a cell whose end we missed (a worker died): drop the oldest
+            self._remove(next(iter(self.bars)))
+        task = self.display.add_task(terminal_text(label), total=target, rate="")
+        self.bars[cell.cell_id] = (task, unit, time.perf_counter())
+        self.current = cell.cell_id
 
-    def update_cell(self, accepted: int, work: int) -> None:
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = f"{work / elapsed:,.0f} {self.unit}/s"
-        self.display.update(self.current, completed=accepted, rate=rate)
+    def update_cell(self, accepted: int, work: int, cell=None) -> None:
+        bar = self.bars.get(cell.cell_id if cell is not None else self.current)
+        if bar is None:
+            return
+        task, unit, started = bar
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        self.display.update(task, completed=accepted, rate=f"{work / elapsed:,.0f} {unit}/s")
 
     def finish_cell(self, outcome) -> None:
-        population = outcome.population
-        self.display.update(self.current, completed=population.size)
+        self._remove(outcome.cell.cell_id)
         self.display.advance(self.cells)
 
     def finish_run(self) -> None:
-        if self.current is not None:
-            self.display.remove_task(self.current)
-            self.current = None
+        for cell_id in list(self.bars):
+            self._remove(cell_id)
         self.display.stop()
+
+    def _remove(self, cell_id: str) -> None:
+        bar = self.bars.pop(cell_id, None)
+        if bar is not None:
+            self.display.remove_task(bar[0])
+
+
+MAX_BARS = 64

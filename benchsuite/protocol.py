@@ -45,3 +45,10 @@ DEFAULT_SAMPLER_PRIOR = "uniform"
 BIAS_AUTO = "auto"
 """Architecture `bias: auto`: gradient optimizers train biases initialised at zero; random
 interpolators have none (the reference keeps them at zero, the same function)."""
+
+CELL_STATUSES = ("ok", "diverged", "timed_out")
+"""How a finished cell ended (results.sqlite `cells.status`). "ok": its population is stored.
+"diverged": the optimizer found no interpolating network and some of its networks ended with a
+NaN or inf loss (training stops early when every network so far did).
+"timed_out": the suite's `max_seconds_per_cell` ran out first. Cells that are not "ok" store no
+networks, so nothing they produced is ever counted as an interpolator."""

@@ -410,6 +410,9 @@ class Population:
     # independent chain network k came from (the host checks agreement between chains).
     estimates: dict[str, float] = field(default_factory=dict)
     chains: torch.Tensor | None = None
+    # gradient training: networks whose parameters ended NaN or inf (a diverged loss); they never
+    # fit, and a cell that found no network but had some diverge is recorded as "diverged"
+    diverged: int = 0
 
     @property
     def size(self) -> int:
@@ -487,18 +490,40 @@ class ReporterSpec:
 # Executors: how the cells of a run are executed
 
 
+def _no_report(_event: tuple) -> None:
+    return None
+
+
+def _no_job() -> Callable:
+    raise NotImplementedError("this plan has no job to run elsewhere")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExecutionPlan:
-    """The unfinished cells of a run as units, and how to run one unit in this process.
+    """The unfinished cells of a run as units, and how to run one unit here or elsewhere.
 
-    A unit's cells must run in one process, in order (its gradient cells train in one stack);
-    units are independent of one another, so an executor may run them in any order and anywhere.
-    `run_unit(unit)` yields each of the unit's finished cells (benchsuite.runner.CellOutcome) as
-    it finishes. `device` is the run's device ("cpu", "cuda:0", ...).
+    A unit's cells must run in one process, in order (gradient cells that train in one stack, or
+    a sampler's cells that differ only in N and reuse its decisions); units are independent of
+    one another, so an executor may run them in any order and anywhere. Every finished cell is
+    a benchsuite.execution.cells.CellOutcome: plain, picklable data, what the store keeps.
+    - `run_unit(unit)` runs a unit in this process and yields each cell as it finishes.
+    - `make_job()` returns a picklable job to send to another process (raising a one-line
+      error if the run's plugins cannot be loaded there): `job(unit, report)` rebuilds the
+      plugins, data and device it needs (once per process) and yields the same outcomes;
+      `report` takes its progress events (small tuples), which the executor hands back to
+      `report` here (so the display stays live; dropping them loses nothing but the display).
+    - `options`: the executor's declared options as given (`--jobs`, `--address`), validated.
+    - `memory(unit)`: bytes the unit plans to hold on the device (None: unknown), to size a
+      scheduler's resource request (a GPU fraction).
+    - `device`: the run's device ("cpu", "cuda:0", ...).
     """
 
     units: tuple[tuple[Any, ...], ...]
     run_unit: Callable[[tuple[Any, ...]], Iterator[Any]]
+    make_job: Callable[[], Callable[..., Iterator[Any]]] = _no_job
+    report: Callable[[tuple], None] = _no_report
+    options: Mapping[str, Any] = field(default_factory=dict)
+    memory: Callable[[tuple[Any, ...]], int | None] = lambda unit: None
     device: str = "cpu"
 
 
@@ -507,8 +532,11 @@ class ExecutorSpec(DeclaresSettings):
     """A way to execute a run: `execute(ExecutionPlan)` yields every cell's outcome as it finishes.
 
     The host alone writes what is yielded to the store, in the order it arrives, so an executor
-    never touches results.sqlite; a cell that is never yielded is simply run again on resume.
-    Results do not depend on the executor: each cell's seed depends only on the cell.
+    never touches results.sqlite; a cell yielded twice (a retried unit) is written once, and a
+    cell never yielded is simply run again on resume. Results do not depend on the executor:
+    each cell's seed depends only on the cell. `options` declares the settings the executor takes
+    (`benchsuite run --jobs N` sets `jobs`, `--address` sets `address`); their values arrive in
+    `ExecutionPlan.options`.
     """
 
     name: str

@@ -178,6 +178,13 @@ class Entry:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hyperparameters", MappingProxyType(dict(self.hyperparameters)))
 
+    def __reduce__(self):
+        """Pickled with a plain dict (a mappingproxy does not pickle): cells travel to workers."""
+        return (Entry, (
+            self.name, self.label, self.role, self.performance_options, self.models, self.settings,
+            dict(self.hyperparameters),
+        ))  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -212,6 +219,7 @@ class Suite:
     baselines: tuple[Entry, ...]
     reference_baseline: str | None  # the leaderboard's baseline label
     metrics: tuple[str, ...]
+    max_seconds_per_cell: float | None = None  # a cell past it is stopped and recorded timed_out
 
     @property
     def entries(self) -> tuple[Entry, ...]:
@@ -234,6 +242,8 @@ class Suite:
             "baselines": [entry.to_json() for entry in self.baselines],
             "leaderboard": {"baseline": self.reference_baseline},
             "metrics": list(self.metrics),
+            # only when set: a suite without it keeps the resolved JSON, and so the id, it had
+            **({"max_seconds_per_cell": self.max_seconds_per_cell} if self.max_seconds_per_cell is not None else {}),
         }
 
     @property

@@ -176,6 +176,7 @@ def load_suite(path: str | Path, registry: Registry, *, allow_large: bool = Fals
 TOP_KEYS = (
     "name", "description", "seed", "device", "models_per_cell", "data", "tasks",
     "architectures", "optimizers", "baselines", "leaderboard", "metrics", "tie_rule",
+    "max_seconds_per_cell",
 )  # fmt: skip
 
 
@@ -221,6 +222,11 @@ def validate_suite(
         metrics = [metrics]
     metrics = [_plugin_name(check, m, f"metrics[{i}]", registry, "metric") for i, m in enumerate(metrics)]
     _unique(check, metrics, "metrics")
+    max_seconds = document.get("max_seconds_per_cell")
+    if max_seconds is not None:
+        max_seconds = float(check.number(max_seconds, "max_seconds_per_cell"))
+        if max_seconds <= 0:
+            raise check.fail("max_seconds_per_cell", f"expected a number of seconds > 0, got {max_seconds:g}")
     _check_size(check, tasks, architectures, optimizers + baselines)
     _check_no_repeated_cells(check, tasks, architectures)
     _check_shapes(check, tasks, architectures, registry)
@@ -239,6 +245,7 @@ def validate_suite(
         baselines=tuple(baselines),
         reference_baseline=reference,
         metrics=tuple(metrics),
+        max_seconds_per_cell=max_seconds,
     )
 
 

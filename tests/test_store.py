@@ -28,6 +28,9 @@ DROP VIEW network_rows;
 DROP TABLE cell_estimates;
 ALTER TABLE networks DROP COLUMN chain;
 ALTER TABLE cells DROP COLUMN plugins;
+ALTER TABLE cells DROP COLUMN status;
+ALTER TABLE cells DROP COLUMN status_detail;
+ALTER TABLE cells DROP COLUMN diverged;
 CREATE VIEW network_rows AS
     SELECT c.dataset, c.classes, c.class_names, c.n_train, c.training_set_seed, c.architecture,
            c.architecture_name, c.width, c.depth, c.optimizer, c.optimizer_name, c.role, c.prior,

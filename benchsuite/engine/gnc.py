@@ -278,7 +278,11 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
 
         while len(accepted) < request.target and next_draw < draws_budget:
             count = min(chunk, draws_budget - next_draw)
-            fits, swap_fits = chunks.decide(next_draw, count)
+            try:
+                fits, swap_fits = chunks.decide(next_draw, count)
+            except MEMORY_ERRORS as error:
+                chunk = halved_chunk(chunk, error, device)  # decisions do not depend on it
+                continue
             draw_index = torch.arange(next_draw, next_draw + count, dtype=torch.int64)
             found = 2 * draw_index[fits]
             if swap:
@@ -306,6 +310,24 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
         seconds=time.perf_counter() - start_time,
         exhausted=len(accepted) < request.target,
     )
+
+
+# What running out of memory raises: torch on a device (OutOfMemoryError), torch's CPU allocator
+# (a RuntimeError), numpy while filling random words (MemoryError).
+MEMORY_ERRORS = (torch.OutOfMemoryError, MemoryError, RuntimeError)
+
+
+def halved_chunk(chunk: int, error: BaseException, device: torch.device) -> int:
+    """The chunk to retry with after `error`: half of it when memory ran out (and memory freed),
+    else the error again. A chunk of one draw that does not fit is a real failure."""
+    out_of_memory = isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+        "can't allocate memory" in str(error) or "out of memory" in str(error).lower()
+    )
+    if not out_of_memory or chunk <= 1:
+        raise error
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return chunk // 2
 
 
 def _tried(accepted: list[int], target: int, next_draw: int, swap: bool, budget: int) -> int:

@@ -36,8 +36,23 @@ def torch_single_threaded(device: torch.device):
         torch.set_num_threads(saved)
 
 
+SHARE: int | None = None  # set by share_cpus in a worker that shares the CPUs with others
+
+
+def share_cpus(threads: int) -> None:
+    """This process is one of several workers on the same CPUs (the `processes` and `ray`
+    executors): torch, and G&C's worker threads for "auto", use `threads` (1 when there are as
+    many workers as CPUs), so workers do not oversubscribe the cores."""
+    global SHARE
+    SHARE = max(1, int(threads))
+    torch.set_num_threads(SHARE)
+
+
 def cpu_threads(option) -> int:
-    """Worker threads: `option`, or for "auto" the CPUs this process may use."""
+    """Worker threads: `option`, or for "auto" the CPUs this process may use (its share of them
+    in a worker, share_cpus)."""
+    if option == "auto" and SHARE is not None:
+        return SHARE
     if option == "auto":
         try:
             return max(1, len(os.sched_getaffinity(0)))

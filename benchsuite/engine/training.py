@@ -514,6 +514,7 @@ class _PopulationRun:
         self.kept_buffers: list[dict[str, torch.Tensor]] = []
         self.found_at: list[int] = []
         self.trained = 0
+        self.diverged = 0  # networks whose parameters ended NaN or inf (a diverged loss)
         self.own_seconds = 0.0  # setup and checks of this population (train_populations)
         self.shared_seconds = 0.0  # its share of the rounds trained with others
         self.result: Population | None = None
@@ -523,7 +524,8 @@ class _PopulationRun:
 
     @property
     def done(self) -> bool:
-        return len(self.found_at) >= self.target or self.trained >= self.budget
+        every_network_diverged = self.trained > 0 and self.diverged == self.trained
+        return len(self.found_at) >= self.target or self.trained >= self.budget or every_network_diverged
 
     def next_round(self) -> tuple[range, dict, dict, torch.Tensor]:
         """The next round's attempts with their initial (parameters, buffers) and batch orders."""
@@ -563,6 +565,7 @@ class _PopulationRun:
                 )
         finally:
             module.train(was_training)
+        self.diverged += non_finite_networks(parameters, buffers)
         keep = fits.nonzero().flatten()[: self.target - len(self.found_at)]
         self.kept_parameters.append(_select(parameters, keep))
         self.kept_buffers.append(_select(buffers, keep))
@@ -583,7 +586,18 @@ class _PopulationRun:
             seconds=time.perf_counter() - self.started if seconds is None else seconds,
             epochs=self.request.settings.epochs,
             exhausted=not reached,
+            diverged=self.diverged,
         )
+
+
+def non_finite_networks(parameters: dict, buffers: dict) -> int:
+    """Networks of a stack with a NaN or inf anywhere in their state: their loss diverged."""
+    bad = None
+    for tensor in (*parameters.values(), *buffers.values()):
+        if tensor.is_floating_point() and tensor.dim() > 0:
+            row = ~torch.isfinite(tensor.detach()).flatten(1).all(dim=1) if tensor.dim() > 1 else ~torch.isfinite(tensor.detach())
+            bad = row if bad is None else bad | row
+    return 0 if bad is None else int(bad.sum())
 
 
 def train_population(

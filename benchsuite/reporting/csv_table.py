@@ -15,6 +15,7 @@ CSV_COLUMNS = (
     "baseline", "p_value", "p_value_holm", "test", "prob_improvement", "baseline_percentile",
     "neg_log2_p_fit", "candidates", "epochs", "seconds", "confidence", "bootstrap_resamples",
     "bootstrap_seed", "tied_fit_share", "tied_test_share", "neg_log2_p_fit_se", "unreliable",
+    "diverged", "timed_out", "diverged_networks",
 )  # fmt: skip
 COMPARISON_COLUMNS = (
     "dataset", "classes", "class_names", "n_train", "architecture", "optimizer_a", "optimizer_b",

@@ -37,7 +37,8 @@ def display_rows(rows: Sequence[dict]) -> list[dict[str, str]]:
                 "architecture": row["architecture"],
                 "optimizer": row["optimizer"]
                 + (" (baseline)" if row["role"] == "baseline" else "")
-                + (" (unreliable)" if row.get("unreliable") else ""),
+                + (" (unreliable)" if row.get("unreliable") else "")
+                + ended(row),
                 f"test acc % [{ci}]": f"{percent(row['test_acc_mean'])} {test_ci}".strip(),
                 "± std": percent(row["test_acc_std"]),
                 f"gain pp [{ci}]": f"{signed(row['gain_pp'])} {gain_ci}".strip(),
@@ -53,6 +54,12 @@ def display_rows(rows: Sequence[dict]) -> list[dict[str, str]]:
             }
         )
     return shown
+
+
+def ended(row: dict) -> str:
+    """' (2 diverged, 1 timed out)' for a row with cells that ended otherwise than ok."""
+    parts = [f"{row[key]} {words}" for key, words in (("diverged", "diverged"), ("timed_out", "timed out")) if row.get(key)]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def comparison_display(
@@ -103,7 +110,7 @@ def method_notes(rows: Sequence[dict]) -> list[str]:
     """Plain sentences saying how every interval and p-value was obtained."""
     first = next((r for r in rows if r.get("bootstrap_resamples")), None)
     if first is None:
-        return []
+        return status_notes(rows)
     sets = sorted({r["training_sets"] for r in rows if r.get("p_value") is not None})
     notes = [
         (
@@ -135,6 +142,7 @@ def method_notes(rows: Sequence[dict]) -> list[str]:
             f"{count} row(s) marked unreliable: the sampler's diagnostics failed a threshold "
             f"(benchsuite.leaderboard.RELIABILITY): {'; '.join(reasons)}."
         )
+    notes += status_notes(rows)
     if any(r.get("tied_fit_share") is not None for r in rows):
         notes.append(
             "Ties: tied fits % is the share of networks with a training point whose two logits were "
@@ -193,3 +201,23 @@ def metric_note(rows: Sequence[dict]) -> str:
         + "); networks whose value is undefined (NaN, such as init_distance of a random interpolator) are "
         "left out, and — marks a row with none."
     )
+
+
+def status_notes(rows: Sequence[dict]) -> list[str]:
+    """Sentences on cells that ended otherwise than ok (diverged, timed out), if any."""
+    notes = []
+    diverged = sum(r.get("diverged") or 0 for r in rows)
+    timed_out = sum(r.get("timed_out") or 0 for r in rows)
+    diverged_networks = sum(r.get("diverged_networks") or 0 for r in rows)
+    if diverged or diverged_networks:
+        notes.append(
+            f"Diverged: {diverged} cell(s) where the optimizer found no interpolating network and its loss "
+            f"became NaN or inf (marked \"diverged\"); {diverged_networks:,} network(s) diverged in all. A "
+            "diverged network never fits, so it is never counted as an interpolator."
+        )
+    if timed_out:
+        notes.append(
+            f"Timed out: {timed_out} cell(s) stopped at the suite's max_seconds_per_cell (marked \"timed "
+            "out\"); what they had found is not counted, so their rows rest on fewer training sets."
+        )
+    return notes

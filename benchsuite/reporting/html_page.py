@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from benchsuite.reporting.display import method_notes, metric_names, metric_note
+from benchsuite.reporting.display import ended, method_notes, metric_names, metric_note
 from benchsuite.reporting.formatting import metric_interval, p_value, percent, signed, significant, task_label
 
 STYLE = """
@@ -187,6 +187,7 @@ def leaderboard_table(rows: Sequence[dict]) -> str:
             _e(row["optimizer"])
             + (" (baseline)" if row["role"] == "baseline" else "")
             + (" (unreliable)" if row.get("unreliable") else "")
+            + _e(ended(row))
         )
         found = f"{row['models']}" + (
             "" if row["models"] >= row["models_requested"] else f"/{row['models_requested']}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from benchsuite.reporting.display import metric_names
+from benchsuite.reporting.display import ended, metric_names
 from benchsuite.reporting.formatting import (
     confidence_label,
     metric_interval,
@@ -57,7 +57,7 @@ def to_latex(
         if previous is not None and group != previous:
             lines.append("\\midrule")
         previous = group
-        method = latex_escape(row["optimizer"])
+        method = latex_escape(row["optimizer"] + ended(row))
         if row["role"] == "baseline":
             method = f"\\textit{{{method}}}"
         test = percent(row["test_acc_mean"]) + _latex_interval(

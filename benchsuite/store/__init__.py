@@ -1,9 +1,11 @@
 """The results database (SQLite) and every piece of SQL that touches it: schema (tables, version,
-migrations, the check on open), database (Store: writes and reads), merge (publish's copy).
+migrations, the check on open), database (Store: writes and reads), merge (publish's copy), lock
+(one writing run per folder).
 Callers import from here; the modules below never import this package back."""
 
 from benchsuite.errors import StoreError
 from benchsuite.store.database import NetworkResult, Store, now
+from benchsuite.store.lock import FolderLock, lock_path
 from benchsuite.store.schema import (
     ADDED_IN_VERSION,
     CELL_COLUMNS,
@@ -17,7 +19,19 @@ from benchsuite.store.schema import (
 )
 
 __all__ = [
-    "ADDED_IN_VERSION", "CELL_COLUMNS", "DERIVED_VIEWS", "EXPECTED_TABLES", "MIGRATIONS",
-    "OLDEST_SCHEMA_VERSION", "SCHEMA", "SCHEMA_VERSION", "NetworkResult", "Store", "StoreError",
-    "check_schema", "now",
+    "ADDED_IN_VERSION",
+    "CELL_COLUMNS",
+    "DERIVED_VIEWS",
+    "EXPECTED_TABLES",
+    "MIGRATIONS",
+    "OLDEST_SCHEMA_VERSION",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "FolderLock",
+    "NetworkResult",
+    "Store",
+    "StoreError",
+    "check_schema",
+    "lock_path",
+    "now",
 ]  # fmt: skip

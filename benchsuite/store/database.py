@@ -4,6 +4,7 @@ all. Every read and write goes through Store, so no other module holds SQL (tabl
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,10 @@ from benchsuite.store.schema import (
     newer_columns,
     tables,
 )
+
+
+WRITER_TIMEOUT = 60.0  # seconds a writer waits for a reader's snapshot to end (switching journal mode)
+AT_REST_TIMEOUT = 2.0  # seconds a closing writer waits to leave the database without -wal/-shm
 
 
 def now() -> str:
@@ -58,12 +63,21 @@ class Store:
             raise StoreError(f"{self.path}: no results database here (run `benchsuite run` first)")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(self.path)
+            self.connection = sqlite3.connect(self.path, timeout=WRITER_TIMEOUT)
+        elif os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
+            # writes refused (query_only below); unlike SQLite's mode=ro, the last connection to
+            # close still removes the -wal/-shm files it needed, so reading leaves nothing behind
+            self.connection = sqlite3.connect(self.path)
+        else:  # a file or folder we may not write: SQLite's read-only mode
+            self.connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         self.connection.row_factory = sqlite3.Row
         try:
-            if read_only:  # refuses every write; unlike mode=ro it still tidies the WAL files on close
-                self.connection.execute("PRAGMA query_only = ON")
             self.connection.execute("PRAGMA foreign_keys = ON")
+            if read_only:
+                self.connection.execute("PRAGMA query_only = ON")
+                # one read transaction for the Store's life: every read sees one snapshot, so a
+                # leaderboard taken while a run writes never mixes cells of two moments
+                self.connection.execute("BEGIN")
             fresh = not tables(self.connection)
             version = None
             if not fresh or read_only:
@@ -83,6 +97,21 @@ class Store:
         except BaseException:
             self.connection.close()
             raise
+
+    @staticmethod
+    def is_empty(path: str | Path) -> bool:
+        """No database at `path`, or one without tables (a run killed as it created the file):
+        nothing to resume from or to check."""
+        path = Path(path)
+        if not path.is_file() or path.stat().st_size == 0:
+            return True
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return not tables(connection)
+        except sqlite3.DatabaseError:
+            return False  # not a database: the writing open says so
+        finally:
+            connection.close()
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Store:
@@ -124,6 +153,14 @@ class Store:
             )
 
     def close(self) -> None:
+        if not self.read_only:
+            # at rest the database keeps no -wal/-shm files beside it, so readers (which open it
+            # read-only) create none either; skipped while a reader holds a snapshot
+            try:
+                self.connection.execute(f"PRAGMA busy_timeout = {int(1000 * AT_REST_TIMEOUT)}")
+                self.connection.execute("PRAGMA journal_mode = DELETE")
+            except sqlite3.OperationalError:
+                pass
         self.connection.close()
 
     def __enter__(self) -> Store:  # noqa: PYI034 - Python 3.10 has no typing.Self
@@ -180,14 +217,18 @@ class Store:
         networks: Sequence[NetworkResult],
         train_indices: Sequence[int] | None = None,
         estimates: dict[str, float] | None = None,
-    ) -> None:
+    ) -> bool:
         """Write a finished cell, its networks, its training images' indices and what its sampler
-        estimated, atomically."""
-        values = {"n_test": None, "plugins": None, **cell, "finished_at": now(), "models_found": len(networks)}
+        estimated, atomically; return False (writing nothing) if the cell is already stored, so a
+        cell delivered twice (a retried unit) is written once."""
+        defaults = {"n_test": None, "plugins": None, "status": "ok", "status_detail": None, "diverged": None}
+        values = {**defaults, **cell, "finished_at": now(), "models_found": len(networks)}
         missing = set(CELL_COLUMNS) - set(values)
         if missing:
             raise ValueError(f"cell record lacks {sorted(missing)}")
         with self._transaction() as db:
+            if db.execute("SELECT 1 FROM cells WHERE cell_id = ?", (cell["cell_id"],)).fetchone():
+                return False
             db.execute(
                 f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) "
                 f"VALUES ({', '.join('?' for _ in CELL_COLUMNS)})",
@@ -223,6 +264,7 @@ class Store:
                     for name, value in sorted(n.metrics.items())
                 ],
             )
+        return True
 
     def cells(self) -> list[dict[str, Any]]:
         return self._rows("cells", "SELECT * FROM cells ORDER BY rowid")

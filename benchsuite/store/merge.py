@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from benchsuite.store.schema import CELL_COLUMNS, EXPECTED_TABLES, columns
+from benchsuite.store.schema import CELL_COLUMNS, EXPECTED_TABLES, MERGE_DEFAULTS, columns
 
 
 def merge_database(db: sqlite3.Connection, source: Path) -> int:
@@ -48,7 +48,7 @@ def merge_database(db: sqlite3.Connection, source: Path) -> int:
             selected = ", ".join(
                 "m.new" if c == "run_id"
                 else f"c.{c}" if c in source_cells
-                else "NULL"  # a column newer than the source's schema
+                else MERGE_DEFAULTS.get(c, "NULL")  # a column newer than the source's schema
                 for c in CELL_COLUMNS
             )  # fmt: skip
             db.execute(

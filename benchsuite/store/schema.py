@@ -5,7 +5,9 @@ than this code, is refused in one line instead of read wrong.
 Tables
 - runs:     one per `benchsuite run` invocation: the resolved suite (JSON) and the environment.
 - cells:    one per finished cell: its identity, how the networks were found (candidates tried,
-            epochs, seconds) and whether the budget ran out.
+            epochs, seconds), whether the budget ran out, and how the cell ended (`status`:
+            ok, diverged or timed_out, with `status_detail`; a cell that is not ok holds no
+            networks) and, for gradient optimizers, how many networks diverged (`diverged`).
 - networks: one per interpolating network: train and test accuracy, `found_at` (candidate or
             attempt index, from which the network can be regenerated with the cell's seed), and
             how many training and test points it gave two equal logits (`train_ties`,
@@ -30,8 +32,9 @@ from pathlib import Path
 from benchsuite.errors import StoreError
 
 OLDEST_SCHEMA_VERSION = 1
-SCHEMA_VERSION = 4  # 2: ties per network, the test-set size per cell, training_indices
+SCHEMA_VERSION = 5  # 2: ties per network, the test-set size per cell, training_indices
 #                    3: a sampler's chain per network, cell_estimates
+#                    4: the plugins each cell used; 5: cell status, status_detail, diverged
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,7 +75,10 @@ CREATE TABLE IF NOT EXISTS cells (
     device TEXT NOT NULL,
     finished_at TEXT NOT NULL,
     n_test INTEGER,
-    plugins TEXT
+    plugins TEXT,
+    status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'diverged', 'timed_out')),
+    status_detail TEXT,
+    diverged INTEGER
 );
 CREATE TABLE IF NOT EXISTS networks (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id),
@@ -133,14 +139,21 @@ DROP VIEW IF EXISTS network_rows;
     3: """
 ALTER TABLE cells ADD COLUMN plugins TEXT;
 """,
+    4: """
+ALTER TABLE cells ADD COLUMN status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'diverged', 'timed_out'));
+ALTER TABLE cells ADD COLUMN status_detail TEXT;
+ALTER TABLE cells ADD COLUMN diverged INTEGER;
+""",
 }
+# A column newer than a source database gets this value when merged (publish), else NULL.
+MERGE_DEFAULTS = {"status": "'ok'"}
 
 CELL_COLUMNS = (
     "cell_id", "run_id", "suite_id", "dataset", "classes", "class_names", "n_train",
     "training_set_seed", "architecture", "architecture_name", "width", "depth", "optimizer",
     "optimizer_name", "role", "prior", "hyperparameters", "models_requested", "models_found",
     "candidates_tried", "epochs", "seconds", "exhausted", "seed", "device", "finished_at", "n_test",
-    "plugins",
+    "plugins", "status", "status_detail", "diverged",
 )  # fmt: skip
 
 # The tables and views a results database must hold, each with the columns readers rely on: the
@@ -174,6 +187,7 @@ ADDED_IN_VERSION: dict[str, int] = {
     "training_indices": 2, "cells.n_test": 2, "networks.train_ties": 2, "networks.test_ties": 2,
     "network_rows.n_test": 2, "network_rows.train_ties": 2, "network_rows.test_ties": 2,
     "cell_estimates": 3, "networks.chain": 3, "network_rows.chain": 3, "cells.plugins": 4,
+    "cells.status": 5, "cells.status_detail": 5, "cells.diverged": 5,
 }  # fmt: skip
 
 
@@ -254,10 +268,19 @@ def newer_columns(connection: sqlite3.Connection, version: int) -> dict[str, tup
 
 def bring_up_to_date(connection: sqlite3.Connection, version: int | None) -> None:
     """On a writing open: migrate a database of `version` (None: a new one) one version at a
-    time, rebuild the views (they hold no data), create what is missing and record SCHEMA_VERSION."""
+    time, rebuild the views (they hold no data), create what is missing and record SCHEMA_VERSION,
+    all in one transaction: a process killed half-way (kill -9 while a run starts) leaves the
+    database as it was, never tables without a schema version."""
+    script = ["BEGIN;"]
     for old in range(SCHEMA_VERSION if version is None else version, SCHEMA_VERSION):
-        connection.executescript(MIGRATIONS[old])
-    for view in DERIVED_VIEWS:  # an old or altered view is harmless: rebuilt
-        connection.execute(f"DROP VIEW IF EXISTS {view}")
-    connection.executescript(SCHEMA)
-    connection.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        script.append(MIGRATIONS[old])
+    script += [f"DROP VIEW IF EXISTS {view};" for view in DERIVED_VIEWS]  # an old or altered view is harmless: rebuilt
+    script.append(SCHEMA)
+    script.append(f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{int(SCHEMA_VERSION)}');")
+    script.append("COMMIT;")
+    try:
+        connection.executescript("\n".join(script))
+    except BaseException:
+        if connection.in_transaction:
+            connection.rollback()
+        raise

@@ -1,0 +1,291 @@
+"""Faults, nothing lost and nothing counted twice (docs/reliability.md lists each with its test):
+the driver killed with kill -9 at several points, two runs on one folder, a leaderboard taken
+while a run writes, an optimizer that diverges, a cell over its time budget, G&C running out of
+memory, a cell delivered twice. Real processes, real kills, a real allocation failure.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from cli_runner import cli
+from fault_helpers import alive, cell_count, comparable_rows, descendants, environment, start_run
+
+from benchsuite.plugins import load_registry
+from benchsuite.runner import run_suite
+from benchsuite.store import Store, lock_path
+from benchsuite.suite import validate_suite
+
+REGISTRY = load_registry(include_entry_points=False)
+# 16 cells in 6 units: two stacks of 4 sgd cells (N = 4, 6), four G&C streams of 2 cells
+FAULTS = {
+    "name": "faults",
+    "seed": 11,
+    "device": "cpu",
+    "models_per_cell": 6,
+    "tasks": [{"dataset": "digits", "classes": [[0, 1], [3, 8]], "n_train": [4, 6], "training_set_seeds": [200, 201]}],
+    "architectures": [{"name": "mlp", "widths": ["2/6"], "depths": [2]}],
+    "optimizers": [{"name": "sgd", "epochs": 150}],
+    "baselines": [{"name": "gnc", "max_candidates": 5_000_000}],
+}
+
+
+def write_suite(folder, document=FAULTS):
+    path = folder / "suite.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run_suite(validate_suite(FAULTS, REGISTRY, "faults.yaml"), out, REGISTRY)
+    return comparable_rows(out / "results.sqlite")
+
+
+def kill_when(process: subprocess.Popen, database, cells: int, timeout: float = 300) -> list[int]:
+    """SIGKILL the driver (only it) once the database holds `cells` cells; returns the pids that
+    were below it then (its workers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if database.exists() and cell_count(database) >= cells:
+            break
+        time.sleep(0.02)
+    below = descendants(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return below
+
+
+def test_the_driver_killed_at_several_points_resumes_to_the_database_of_an_uninterrupted_run(uninterrupted, tmp_path):
+    suite, out = write_suite(tmp_path), tmp_path / "out"
+    database = out / "results.sqlite"
+    seen = []
+    # in-process, processes with two workers (they must die with their driver), in-process again
+    for executor, cells in (("processes", 0), ("local", 4), ("processes", 10)):
+        jobs = ("--jobs", "2") if executor == "processes" else ()
+        process = start_run(suite, "--out", out, "--executor", executor, *jobs)
+        workers = kill_when(process, database, cells)
+        seen.append(cell_count(database) if database.exists() else 0)
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if alive(pid)], "workers outlived their driver"
+        assert lock_path(database).exists()  # left behind by the killed run: stale, taken over next
+    assert seen == sorted(seen) and seen[-1] < 16, seen  # each kill landed before the end
+    result = cli("run", str(suite), "--out", str(out), "--executor", "processes", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    assert comparable_rows(database) == uninterrupted
+    assert not lock_path(database).exists()
+
+
+def test_a_second_run_into_a_folder_being_written_refuses_and_the_first_is_unharmed(uninterrupted, tmp_path):
+    suite, out = write_suite(tmp_path), tmp_path / "out"
+    first = start_run(suite, "--out", out)
+    deadline = time.monotonic() + 120
+    while not lock_path(out / "results.sqlite").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = cli("run", str(suite), "--out", str(out))
+    assert second.returncode == 2, second.stderr
+    message = " ".join(second.stderr.split())
+    assert f"another benchsuite run is writing here (pid {first.pid} on" in message and "wait for it to finish" in message
+    assert first.wait(300) == 0, first.stderr.read()
+    assert comparable_rows(out / "results.sqlite") == uninterrupted
+
+
+def test_a_lock_left_by_a_dead_run_is_stale_and_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    lock_path(out / "results.sqlite").write_text(json.dumps({"pid": int(dead.stdout), "host": "here", "started": "then"}))
+    small = dict(FAULTS, tasks=[dict(FAULTS["tasks"][0], classes=[[0, 1]], n_train=[4], training_set_seeds=[200])])
+    result = cli("run", str(write_suite(tmp_path, small)), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert cell_count(out / "results.sqlite") == 2 and not lock_path(out / "results.sqlite").exists()
+
+
+def test_leaderboards_taken_while_a_run_writes_read_consistent_snapshots(uninterrupted, tmp_path):
+    from benchsuite.leaderboard import leaderboard_from_store
+
+    suite, out = write_suite(tmp_path), tmp_path / "out"
+    database = out / "results.sqlite"
+    run = start_run(suite, "--out", out)
+    taken = []
+    while run.poll() is None:
+        if cell_count(database) == 0:
+            time.sleep(0.05)
+            continue
+        with Store.open_existing(out) as store:
+            before = store.cell_count()
+            time.sleep(0.3)  # the run goes on writing meanwhile
+            store.check_network_counts()  # every cell with all its networks, none half written
+            rows = leaderboard_from_store(store)
+            assert store.cell_count() == before == len(store.cells())  # one snapshot throughout
+            assert sum(r["training_sets"] for r in rows) == before
+        taken.append(before)
+    assert run.returncode == 0, run.stderr.read()
+    assert any(0 < n < 16 for n in taken), taken  # some were taken mid-run
+    assert comparable_rows(database) == uninterrupted
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("results")) == ["results.sqlite"]
+    before = database.read_bytes()
+    assert cli("leaderboard", str(out)).returncode == 0
+    assert database.read_bytes() == before  # read-only: not a byte changed, no -wal left beside
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("results")) == ["results.sqlite"]
+    with Store.open_existing(out) as store, pytest.raises(sqlite3.OperationalError, match="readonly|read-only"):
+        store.connection.execute("DELETE FROM networks")
+
+
+def test_a_cell_delivered_twice_is_written_once(tmp_path):
+    small = dict(FAULTS, tasks=[dict(FAULTS["tasks"][0], classes=[[0, 1]], n_train=[4], training_set_seeds=[200])])
+    suite = validate_suite(small, REGISTRY, "small.yaml")
+
+    def twice(plan):
+        for unit in plan.units:
+            outcomes = list(plan.run_unit(unit))
+            yield from outcomes
+            yield from outcomes  # a retried unit delivers its cells again
+
+    from types import ModuleType
+
+    from benchsuite import hookimpl
+    from benchsuite.records import ExecutorSpec
+
+    module = ModuleType("twice")
+    module.benchsuite_executors = hookimpl(lambda: [ExecutorSpec(name="twice", execute=twice)])
+    registry = load_registry(include_entry_points=False, extra=[("twice", module)])
+    run_suite(suite, tmp_path, registry, executor="twice")
+    with Store.open_existing(tmp_path) as store:
+        assert store.cell_count() == 2 and len(store.network_rows()) == 12
+        store.check_network_counts()
+
+
+def test_an_optimizer_that_diverges_is_recorded_so_and_the_suite_goes_on(tmp_path):
+    """SGD with lr 1e30: its loss becomes inf and its weights NaN. Those cells are recorded as
+    diverged, with no network; the leaderboard says how many; every other cell runs as usual."""
+    document = dict(FAULTS, optimizers=[{"name": "sgd", "epochs": 20}, {"name": "sgd", "label": "sgd-lr-1e30", "lr": 1e30, "epochs": 20}])
+    suite = validate_suite(document, REGISTRY, "diverges.yaml")
+    rows = run_suite(suite, tmp_path, REGISTRY)
+    with Store.open_existing(tmp_path) as store:
+        cells = {(c["optimizer"], c["n_train"], c["classes"], c["training_set_seed"]): c for c in store.cells()}
+        networks = store.network_rows()
+    bad = [c for key, c in cells.items() if key[0] == "sgd-lr-1e30"]
+    assert len(bad) == 8 and sum(c["status"] == "diverged" for c in bad) >= 6
+    for cell in bad:
+        assert cell["models_found"] == 0 and cell["diverged"] > 0
+        if cell["status"] == "diverged":
+            assert "NaN or inf" in cell["status_detail"]
+    assert not [n for n in networks if n["optimizer"] == "sgd-lr-1e30"]  # never an interpolator
+    assert all(c["status"] == "ok" and c["models_found"] == 6 for k, c in cells.items() if k[0] != "sgd-lr-1e30")
+    board = {(r["optimizer"], r["n_train"], tuple(r["classes"])): r for r in rows}
+    assert sum(r["diverged"] for r in rows) == sum(c["status"] == "diverged" for c in bad)
+    assert all(board[("sgd-lr-1e30", n, p)]["test_acc_mean"] is None for n in (4, 6) for p in ((0, 1), (3, 8)))
+    markdown = (tmp_path / "leaderboard.md")
+    from benchsuite.reporting.files import write_leaderboard
+
+    write_leaderboard(rows, tmp_path)
+    text = markdown.read_text()
+    assert "diverged)" in text and "Diverged:" in text and "never counted as an interpolator" in text
+
+
+def test_a_cell_over_its_time_budget_is_stopped_and_recorded_as_timed_out(tmp_path):
+    """max_seconds_per_cell 1: a G&C cell asking for 200,000 networks and a stack of two sgd
+    cells training 100,000 epochs (one round would take minutes) are stopped, the stack after
+    twice the budget, and recorded as timed out; the cells within budget are as usual; a suite
+    without the key keeps its resolved JSON (tests/test_suite_ids.py keeps the ids)."""
+    document = {
+        "name": "budget", "seed": 1, "device": "cpu", "models_per_cell": 4, "max_seconds_per_cell": 1,
+        "tasks": [{"dataset": "digits", "classes": [[0, 1], [3, 8]], "n_train": [4], "training_set_seeds": [200]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [4]}],
+        "optimizers": [{"name": "sgd", "epochs": 100_000}, {"name": "adam", "epochs": 5}],
+        "baselines": [{"name": "gnc", "max_candidates": 10**12}, {"name": "gnc", "label": "gnc-many", "models": 200_000, "max_candidates": 10**12}],
+    }  # fmt: skip
+    suite = validate_suite(document, REGISTRY, "budget.yaml")
+    assert suite.resolved["max_seconds_per_cell"] == 1.0
+    assert "max_seconds_per_cell" not in validate_suite(dict(document, max_seconds_per_cell=None), REGISTRY, "b.yaml").resolved
+    started = time.monotonic()
+    rows = run_suite(suite, tmp_path, REGISTRY)
+    elapsed = time.monotonic() - started
+    with Store.open_existing(tmp_path) as store:
+        cells = store.cells()
+        networks = store.network_rows()
+    status = {(c["optimizer"], c["classes"]): c for c in cells}
+    for label in ("sgd", "gnc-many"):
+        for pair in ("0,1", "3,8"):
+            cell = status[(label, pair)]
+            assert cell["status"] == "timed_out" and cell["models_found"] == 0, cell
+            assert "max_seconds_per_cell 1" in cell["status_detail"]
+            assert cell["seconds"] < (2 if label == "sgd" else 1) + 5  # stopped mid-round, not at its end
+            # the work reported before the deadline: G&C's chunks; no training round ended in time
+            assert (cell["candidates_tried"] > 0) == (label == "gnc-many")
+    assert all(status[(label, pair)]["status"] == "ok" for label in ("adam", "gnc") for pair in ("0,1", "3,8"))
+    assert not [n for n in networks if n["optimizer"] in ("sgd", "gnc-many")]
+    assert sum(r["timed_out"] for r in rows) == 4 and elapsed < 120
+    from benchsuite.reporting.display import display_rows, method_notes
+
+    assert sum(r["optimizer"].endswith("(1 timed out)") for r in display_rows(rows)) == 4
+    assert any(note.startswith("Timed out: 4 cell(s)") for note in method_notes(rows))
+
+
+OOM_SCRIPT = """
+import resource, sys
+import torch
+from benchsuite.engine.gnc import guess_and_check
+from benchsuite.engine.layout import build_layout
+from benchsuite.engine.sizing import chunk_bytes_per_draw
+from benchsuite.execution.cells import CellContext, run_cell
+from benchsuite.plugins import load_registry
+from benchsuite.records import DataOptions
+from benchsuite.resolved import expand
+from benchsuite.suite import validate_suite
+
+registry = load_registry(include_entry_points=False)
+chunk, limit = int(sys.argv[1]), sys.argv[2] == "limit"
+suite = validate_suite({"models_per_cell": 10, "device": "cpu",
+    "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [8], "training_set_seeds": [200]}],
+    "architectures": [{"name": "mlp", "widths": [1], "depths": [4]}],
+    "baselines": [{"name": "gnc", "max_candidates": 20000000, "chunk_size": chunk, "memory_fraction": 1.0,
+                   "cpu_threads": 1, "early_rejection": False}]}, registry, "oom.yaml")
+(cell,) = expand(suite)
+context = CellContext(registry, DataOptions(), torch.device("cpu"))
+task = context.task(cell)
+if limit:  # a real allocation failure: the address space this process may still grow by
+    status = open("/proc/self/status").read()
+    size = int(status.split("VmSize:")[1].split()[0]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + (768 << 20), resource.RLIM_INFINITY))
+    from benchsuite.execution.cells import cell_module
+    module = cell_module(cell, task, registry, context.device)
+    layout = build_layout(module, registry.prior("uniform"))
+    wanted = (chunk // 2) * chunk_bytes_per_draw(layout, module, task.x_train, None, False)
+    try:
+        torch.empty(wanted // 4, dtype=torch.float32).fill_(1)
+        print("fits", wanted)
+    except RuntimeError:
+        print("too large", wanted)
+outcome = run_cell(cell, context)
+print(outcome.candidates_tried, [n.found_at for n in outcome.networks])
+"""
+
+
+def test_gnc_halves_its_chunk_when_memory_runs_out_and_the_cell_goes_on(tmp_path):
+    """A chunk of 4 million draws under an address-space limit of 768 MB more than the process
+    has: the allocation really fails (shown first), G&C halves the chunk until it fits, and the
+    cell's networks are the ones an unconstrained run with small chunks finds."""
+    script = tmp_path / "oom.py"
+    script.write_text(OOM_SCRIPT)
+
+    def run(*args):
+        done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=environment(), timeout=600, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    first, constrained = run("8000000", "limit")
+    (free,) = run("256", "free")
+    assert first.startswith("too large")
+    assert constrained == free and "[]" not in free
