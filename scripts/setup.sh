@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up benchsuite on a fresh Debian/Ubuntu machine: system data, a virtual environment in .venv,
-# the package with its test extras and the example plugin, at the versions in constraints.txt.
+# the package with its test extras, the example plugin and the optimizer zoo, at the versions in constraints.txt.
 # Idempotent: running it again is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +21,6 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]" -e plugins/benchsuite-lion
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]" -e plugins/benchsuite-lion \
+    -e plugins/benchsuite-zoo
 .venv/bin/benchsuite --version
