@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up benchsuite on a fresh Debian/Ubuntu machine: system data, a virtual environment in .venv,
-# the package with its test extras, Ray (the `ray` executor, tested in CI) and the example plugin, at
-# the versions in constraints.txt.
+# the package with its test extras, Ray (the `ray` executor, tested in CI), the example plugin and
+# the optimizer zoo, at the versions in constraints.txt.
 # Idempotent: running it again is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +22,6 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,ray]" -e plugins/benchsuite-lion
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,ray]" -e plugins/benchsuite-lion \
+    -e plugins/benchsuite-zoo
 .venv/bin/benchsuite --version

@@ -223,4 +223,5 @@ def test_plugins_name_shows_the_declared_settings():
     assert "beta2: float, a finite number in [0, 1); default 0.999" in result.stdout
     assert "elementwise update: yes" in result.stdout
     unknown = cli("plugins", "adma")
-    assert unknown.returncode == 2 and "did you mean 'adam'" in unknown.stderr
+    # installed plugins add names (benchsuite-zoo: adan, radam), so adam is among the suggestions
+    assert unknown.returncode == 2 and "did you mean" in unknown.stderr and "'adam'" in unknown.stderr
