@@ -294,15 +294,8 @@ def _safe(text: str) -> str:
 
 
 def _show_record(registry, name: str, as_json: bool) -> None:
-    from benchsuite.errors import closest
-    from benchsuite.plugins import KINDS
-
-    kinds = [kind for kind in KINDS if name in registry.records[kind]]
-    if not kinds:
-        every = {n for kind in KINDS for n in registry.records[kind]}
-        raise BenchsuiteError(f"no plugin provides {name!r}; {closest(name, every)}")
     shown = []
-    for kind in kinds:
+    for kind in registry.kinds_of(name):
         record = registry.get(kind, name)
         provider = registry.provider(kind, name)
         declared = getattr(record, "declared", {})

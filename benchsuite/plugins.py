@@ -136,6 +136,15 @@ class Registry:
             )
         return record
 
+    def kinds_of(self, name: str) -> list[str]:
+        """The kinds of record called `name` (a name may be, say, both a dataset and a metric);
+        none is an error listing the closest names of any kind."""
+        kinds = [kind for kind in KINDS if name in self.records[kind]]
+        if not kinds:
+            every = {n for kind in KINDS for n in self.records[kind]}
+            raise PluginError(f"no plugin provides {name!r}; {closest(name, every)}")
+        return kinds
+
     def provider(self, kind: str, name: str) -> PluginInfo:
         """The plugin that gave `name` (its distribution and version go into each cell's record)."""
         self.get(kind, name)

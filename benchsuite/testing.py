@@ -63,14 +63,11 @@ class Report:
 
 def check(name: str, kind: str | None = None, registry=None) -> list[Report]:
     """Check every record called `name` (of `kind`, if given) that the installed plugins provide."""
-    from benchsuite.errors import PluginError, closest
-    from benchsuite.plugins import KINDS, default_registry
+    from benchsuite.plugins import default_registry
 
     registry = registry or default_registry()
-    kinds = [kind] if kind else [k for k in KINDS if name in registry.records[k]]
-    if not kinds or name not in registry.records[kinds[0]]:
-        every = {n for k in KINDS for n in registry.records[k]}
-        raise PluginError(f"no plugin provides {name!r}; {closest(name, every)}")
+    kinds = [kind] if kind else registry.kinds_of(name)
+    registry.get(kinds[0], name)  # one line if `name` is not a record of that kind
     reports = []
     for k in kinds:
         record = registry.get(k, name)
