@@ -6,6 +6,7 @@ order; the CLI's --jobs and --address reach the executor's declared options.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -71,7 +72,8 @@ class KillWhenStarted(Progress):
 
 
 def worker_processes() -> list[int]:
-    return [pid for pid in descendants(os.getpid()) if "multiprocessing" in command_of(pid) and "spawn_main" in command_of(pid)]
+    """The `processes` executor's workers: children of this process (forked or spawned)."""
+    return [p.pid for p in multiprocessing.active_children() if p.name == "benchsuite-worker"]
 
 
 def ray_task_processes() -> list[int]:
