@@ -95,10 +95,11 @@ ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, model
 @click.option("--executor", default="local", show_default=True, help="How cells are executed: local (here), processes (local worker processes), ray (a Ray cluster), or an executor plugin (benchsuite plugins lists them). Results do not depend on it.")
 @click.option("--jobs", "-j", help="Workers (processes; ray: CPUs of the local cluster): a number or auto (the CPUs this process may use). Only for executors that declare `jobs`.")
 @click.option("--address", help="ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT); without it a local cluster starts on 127.0.0.1. Only for executors that declare `address`.")
+@click.option("--executor-option", "-X", "executor_settings", multiple=True, metavar="NAME=VALUE", help="Any option the executor declares (benchsuite plugins NAME lists them), e.g. -X retries=5 -X gpus_per_unit=0.25.")
 @click.option("--restart", "on_mismatch", flag_value="restart", help="If the folder's finished cells came from another resolved suite or other plugin versions: keep that database beside (results.superseded-<time>.sqlite) and start afresh.")
 @click.option("--resume-anyway", "on_mismatch", flag_value="resume", help="Keep such cells and resume, knowingly mixing them.")
 @click.pass_context
-def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, jobs: str | None, address: str | None, on_mismatch: str | None) -> None:
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, jobs: str | None, address: str | None, executor_settings: tuple[str, ...], on_mismatch: str | None) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
 
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
@@ -116,8 +117,13 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
         raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     loaded = _load(suite, allow_large)
     # an unknown executor, or an option it does not take, stops here, before anything is written
-    given = {"jobs": int(jobs) if jobs is not None and jobs.isdigit() else jobs, "address": address}
+    given = {"jobs": _option_value(jobs), "address": address}
     options = {name: value for name, value in given.items() if value is not None}
+    for setting in executor_settings:
+        name, equals, value = setting.partition("=")
+        if not equals or not name:
+            raise BenchsuiteError(f"--executor-option: expected NAME=VALUE, got {setting!r}")
+        options[name.strip()] = _option_value(value.strip())
     resolve_executor_options(_registry().executor(executor), options)
     check_memory(loaded, _registry(), device, allow_large)
     out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
@@ -136,6 +142,18 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     if not quiet:
         to_terminal(rows, stdout, title=f"Leaderboard: {loaded.name}")
     console.print(f"results: {terminal_text(out_dir / 'results.sqlite')}  leaderboard: {terminal_text(out_dir / 'leaderboard.md')}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _option_value(text: str | None):
+    """A command-line word as an option value: an integer, a number, true/false, or the text."""
+    if text is None:
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 @main.command()

@@ -72,12 +72,12 @@ def resolve_executor_options(spec: ExecutorSpec, given: Mapping[str, Any] | None
     values = dict(spec.defaults)
     for name, value in (given or {}).items():
         if name not in spec.options:
-            declared = ", ".join(f"--{n}" for n in spec.options) or "none"
-            raise BenchsuiteError(f"--{name}: executor {spec.name!r} takes no such option (its options: {declared})")
+            declared = ", ".join(spec.options) or "none"
+            raise BenchsuiteError(f"executor {spec.name!r} takes no option {name!r} (its options: {declared})")
         try:
             values[name] = spec.options[name].validate(value)
         except ValueError as error:
-            raise BenchsuiteError(f"--{name}: {error}") from None
+            raise BenchsuiteError(f"executor {spec.name!r}, option {name!r}: {error}") from None
     return values
 
 

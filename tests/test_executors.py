@@ -6,6 +6,7 @@ order; the CLI's --jobs and --address reach the executor's declared options.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -71,7 +72,8 @@ class KillWhenStarted(Progress):
 
 
 def worker_processes() -> list[int]:
-    return [pid for pid in descendants(os.getpid()) if "multiprocessing" in command_of(pid) and "spawn_main" in command_of(pid)]
+    """The `processes` executor's workers: children of this process (forked or spawned)."""
+    return [p.pid for p in multiprocessing.active_children() if p.name == "benchsuite-worker"]
 
 
 def ray_task_processes() -> list[int]:
@@ -137,13 +139,19 @@ def test_the_cli_joins_a_running_ray_cluster_with_address(local_rows, tmp_path):
 def test_executor_options_are_checked_before_anything_is_written(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(SUITE))
-    result = cli("run", str(path), "--out", str(tmp_path / "a"), "--jobs", "2")
-    assert result.returncode == 2 and "--jobs: executor 'local' takes no such option (its options: none)" in result.stderr
-    result = cli("run", str(path), "--out", str(tmp_path / "b"), "--executor", "processes", "--address", "x:1")
-    assert result.returncode == 2 and "--address: executor 'processes' takes no such option (its options: --jobs, --retries)" in result.stderr
-    result = cli("run", str(path), "--out", str(tmp_path / "c"), "--executor", "processes", "--jobs", "0")
-    assert result.returncode == 2 and "--jobs: expected" in result.stderr
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    def one_line(*words):
+        result = cli("run", str(path), *words)
+        assert result.returncode == 2
+        return " ".join(result.stderr.split())
+
+    assert "executor 'local' takes no option 'jobs' (its options: none)" in one_line("--out", str(tmp_path / "a"), "--jobs", "2")
+    message = one_line("--out", str(tmp_path / "b"), "--executor", "processes", "--address", "x:1")
+    assert "executor 'processes' takes no option 'address' (its options: jobs, retries)" in message
+    assert "executor 'processes', option 'jobs': expected" in one_line("--out", str(tmp_path / "c"), "--executor", "processes", "--jobs", "0")
+    message = one_line("--out", str(tmp_path / "d"), "--executor", "ray", "-X", "gpus_per_unit=2")
+    assert "executor 'ray', option 'gpus_per_unit': expected" in message
+    assert "--executor-option: expected NAME=VALUE" in one_line("--out", str(tmp_path / "e"), "-X", "retries")
+    assert not [p for p in tmp_path.iterdir() if p.name != "suite.yaml"]  # nothing written
 
 
 def test_a_plugin_that_workers_cannot_import_is_one_line(tmp_path):

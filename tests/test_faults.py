@@ -289,3 +289,23 @@ def test_gnc_halves_its_chunk_when_memory_runs_out_and_the_cell_goes_on(tmp_path
     (free,) = run("256", "free")
     assert first.startswith("too large")
     assert constrained == free and "[]" not in free
+
+
+def test_a_worker_that_dies_every_time_fails_its_unit_alone_and_a_plugins_error_stays_one_line(tmp_path):
+    """`exits` ends its worker in every attempt: after the retries the run stops in one line
+    naming the unit, every other cell saved. A plugin's BenchsuiteError raised in a worker
+    reaches the driver as the same one line."""
+    import crashing_plugin
+
+    from benchsuite.errors import BenchsuiteError
+
+    registry = load_registry(include_entry_points=False, extra=[("crashing", crashing_plugin)])
+    small = dict(FAULTS, tasks=[dict(FAULTS["tasks"][0], classes=[[0, 1]], n_train=[4], training_set_seeds=[200])])
+    dying = validate_suite(dict(small, optimizers=[{"name": "sgd", "epochs": 20}, {"name": "exits"}]), registry, "dies.yaml")
+    with pytest.raises(BenchsuiteError, match=r"1 unit\(s\) of cells never finished: their worker died 2 times \(exits on digits 0 vs 1 N=4 training set 200: exit code 3\)"):
+        run_suite(dying, tmp_path / "dies", registry, executor="processes", executor_options={"jobs": 2, "retries": 1})
+    with Store.open_existing(tmp_path / "dies") as store:
+        assert sorted(c["optimizer"] for c in store.cells()) == ["gnc", "sgd"]
+    failing = validate_suite(dict(small, optimizers=[{"name": "fails"}]), registry, "fails.yaml")
+    with pytest.raises(BenchsuiteError, match="^the optimizer 'fails' refuses to build"):
+        run_suite(failing, tmp_path / "fails", registry, executor="processes", executor_options={"jobs": 1})

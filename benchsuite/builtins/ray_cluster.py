@@ -149,12 +149,14 @@ class LocalCluster:
 
 
 def _reload_ray_config() -> None:
-    """Ray reads its authentication mode from the environment once; make it read it again (what
-    Ray itself does when it turns token authentication on)."""
+    """Ray reads its authentication mode and token from the environment once per process; make
+    it read them again (what Ray itself does when it turns token authentication on), so a second
+    run in one process speaks to its own cluster with its own token."""
     try:
-        from ray._raylet import Config
+        from ray._raylet import AuthenticationTokenLoader, Config
 
         Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
     except (ImportError, AttributeError):  # pragma: no cover - another Ray version
         pass
 
@@ -258,15 +260,13 @@ def _gpu_share(plan, unit, gpus) -> float:
 
 def _run_unit(job, unit, board):
     """The Ray task: run the unit where Ray placed it, one yielded object per cell."""
-    last = [0.0]
+    from benchsuite.execution.cells import Forwarder
 
-    def report(event: tuple) -> None:
-        now = time.monotonic()
-        if event[0] == "start" or now - last[0] >= REPORT_INTERVAL:
-            last[0] = now
-            board.add.remote(event)
-
-    yield from job(unit, report)
+    report = Forwarder(board.add.remote, REPORT_INTERVAL)
+    try:
+        yield from job(unit, report)
+    finally:
+        report.close()  # a Ray worker runs many tasks: one forwarding thread per task, ended
 
 
 class _Board:

@@ -39,13 +39,15 @@ def torch_single_threaded(device: torch.device):
 SHARE: int | None = None  # set by share_cpus in a worker that shares the CPUs with others
 
 
-def share_cpus(threads: int) -> None:
+def share_cpus(threads: int, torch_threads: int | None = None) -> None:
     """This process is one of several workers on the same CPUs (the `processes` and `ray`
-    executors): torch, and G&C's worker threads for "auto", use `threads` (1 when there are as
-    many workers as CPUs), so workers do not oversubscribe the cores."""
+    executors): G&C's worker threads for "auto" and torch use `threads` (1 when there are as many
+    workers as CPUs), so workers do not oversubscribe the cores. `torch_threads` overrides
+    torch's count: a forked worker must keep torch on one thread (OpenMP's thread pool does not
+    survive fork: a second thread deadlocks, seen in the first kernel)."""
     global SHARE
     SHARE = max(1, int(threads))
-    torch.set_num_threads(SHARE)
+    torch.set_num_threads(SHARE if torch_threads is None else max(1, int(torch_threads)))
 
 
 def cpu_threads(option) -> int:

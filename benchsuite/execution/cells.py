@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,41 @@ Report = Callable[[tuple], None]
 
 def ignore(_event: tuple) -> None:
     """A Report that shows nothing."""
+
+
+class Forwarder:
+    """A Report for a worker process: keeps starts and at most one update per `interval`
+    seconds, and hands them to `send` from a thread of its own.
+
+    Why a thread: a cell's time budget may raise CellTimedOut in the running thread between any
+    two bytecodes (Budget.enforced); if that thread were writing a message to the driver, the
+    message would be cut in half. Here the running thread only puts the event in a queue, one C
+    call that happens whole or not at all."""
+
+    def __init__(self, send: Callable[[tuple], None], interval: float = 0.25):
+        self.send, self.interval, self.last = send, interval, 0.0
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._forward, daemon=True, name="benchsuite-progress").start()
+
+    def __call__(self, event: tuple) -> None:
+        now = time.monotonic()
+        if event[0] == "start" or now - self.last >= self.interval:
+            self.last = now
+            self.events.put(event)
+
+    def close(self) -> None:
+        """Send what is queued, then end the thread."""
+        self.events.put(None)
+
+    def _forward(self) -> None:
+        while True:
+            event = self.events.get()
+            if event is None:
+                return
+            try:
+                self.send(event)
+            except Exception:  # noqa: BLE001 - the driver is gone or busy: progress is only a display
+                return
 
 
 def resolve_device(name: str) -> torch.device:

@@ -59,7 +59,8 @@ class UnitJob:
     device: the device as asked ("auto" is resolved by each worker, on its own machine);
     plugins: (name, module) of plugins the run was given beyond the installed ones, imported
     by name in the worker; sys_path: where the run found them; cpu_threads: torch and G&C threads
-    per worker when several share the CPUs (None: the worker's default)."""
+    per worker when several share the CPUs (None: the worker's default); torch_threads: torch's
+    alone, where it must differ (engine.threads.share_cpus)."""
 
     device: str
     data: DataOptions
@@ -68,6 +69,7 @@ class UnitJob:
     plugins: tuple[tuple[str, str], ...] = ()
     sys_path: tuple[str, ...] = ()
     cpu_threads: int | None = None
+    torch_threads: int | None = None  # None: cpu_threads (a forked worker: 1, share_cpus)
 
     def __call__(self, unit: tuple[Cell, ...], report: Report = ignore) -> Iterator[CellOutcome]:
         yield from run_unit(unit, worker_context(self), report)
@@ -84,7 +86,7 @@ def worker_context(job: UnitJob) -> CellContext:
             if entry not in sys.path:
                 sys.path.append(entry)
         if job.cpu_threads is not None:
-            share_cpus(job.cpu_threads)
+            share_cpus(job.cpu_threads, job.torch_threads)
         registry = default_registry()
         if job.plugins:
             extra = [(name, importlib.import_module(module)) for name, module in job.plugins]
