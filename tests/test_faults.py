@@ -294,7 +294,7 @@ def test_gnc_halves_its_chunk_when_memory_runs_out_and_the_cell_goes_on(tmp_path
 def test_a_worker_that_dies_every_time_fails_its_unit_alone_and_a_plugins_error_stays_one_line(tmp_path):
     """`exits` ends its worker in every attempt: after the retries the run stops in one line
     naming the unit, every other cell saved. A plugin's BenchsuiteError raised in a worker
-    reaches the driver as the same one line."""
+    reaches the driver as the one line the optimizer contract gives it (errors.OptimizerStepError)."""
     import crashing_plugin
 
     from benchsuite.errors import BenchsuiteError
@@ -307,5 +307,5 @@ def test_a_worker_that_dies_every_time_fails_its_unit_alone_and_a_plugins_error_
     with Store.open_existing(tmp_path / "dies") as store:
         assert sorted(c["optimizer"] for c in store.cells()) == ["gnc", "sgd"]
     failing = validate_suite(dict(small, optimizers=[{"name": "fails"}]), registry, "fails.yaml")
-    with pytest.raises(BenchsuiteError, match="^the optimizer 'fails' refuses to build"):
+    with pytest.raises(BenchsuiteError, match=r"^optimizer 'fails' failed while being built: BenchsuiteError: the optimizer 'fails' refuses to build \(a plugin's one-line error\)$"):
         run_suite(failing, tmp_path / "fails", registry, executor="processes", executor_options={"jobs": 1})
