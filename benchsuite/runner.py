@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from benchsuite.architectures.build import bias_for, build_module
+from benchsuite.engine.evaluation import evaluate
 from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
@@ -32,7 +33,6 @@ from benchsuite.records import (
     SamplingRequest,
 )
 from benchsuite.resolved import Cell, Suite, expand
-from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult, Store
 from benchsuite.tasks import TaskCache, dataset_files, load_splits
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -63,3 +65,15 @@ def one_cpu_thread(device):
     finally:
         if saved != 1:
             torch.set_num_threads(saved)
+
+
+def spread(function: Callable, items: Iterable, workers: int, device="cpu") -> list:
+    """[function(item) for item in items] over up to `workers` threads, each running torch on
+    one intra-op thread (set before the threads start: they begin with the process's count)."""
+    items = list(items)
+    workers = max(1, min(int(workers), len(items)))
+    with torch_single_threaded(torch.device(device)):
+        if workers == 1:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(function, items))

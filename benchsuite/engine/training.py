@@ -73,6 +73,7 @@ from benchsuite.engine.batches import (
     shared_orders,
     steps_per_epoch,
 )
+from benchsuite.engine.evaluation import accuracy
 from benchsuite.engine.stacked_mlp import (
     flat_optimizer_ok,
     input_features,
@@ -92,7 +93,7 @@ from benchsuite.protocol import (
 )
 from benchsuite.records import Networks, OptimizerSpec, Population, PriorSpec
 from benchsuite.schedules import Schedule
-from benchsuite.stacked import StackedForward, accuracy, init_stacked
+from benchsuite.stacked import StackedForward, init_stacked
 
 TRAINING_PATHS = ("auto", "mlp", "vmap", "per_network")
 # CPU rounds: parameters + gradients of a round should stay in the last-level cache. Measured on
