@@ -71,3 +71,19 @@ def competing_load(processes: int | None = None):
             process.kill()
         for process in started:
             process.wait()
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op threads for the block (a reference side of a same-thread-count ratio)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def thread_counts() -> list[int]:
+    """The thread counts a ratio is measured at: one, and every CPU of this process."""
+    return sorted({1, cpus()})

@@ -23,6 +23,7 @@ import time
 
 import pytest
 import torch
+from machine import competing_load, cpus, describe
 
 from benchsuite.architectures.lenet import build_lenet
 from benchsuite.engine import evaluation
@@ -30,7 +31,6 @@ from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
 from benchsuite.stacked import evaluate as old_evaluate
 from benchsuite.stacked import init_stacked
-from machine import competing_load, cpus, describe
 
 NETWORKS = 100
 TEST_IMAGES = 2000

@@ -19,16 +19,15 @@ so the thread count never changes a number (tests/test_evaluation.py).
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import threading
 
-import numpy as np
 import torch
 from torch import nn
 
 from benchsuite.engine.blocks import Block, SubChunk, Workspace
 from benchsuite.engine.blocks import logits as block_logits
+from benchsuite.engine.parts import bounds
 from benchsuite.engine.sizing import _activation_numbers, free_memory_bytes
 from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.engine.wide import WidePlan, formulations
@@ -45,12 +44,6 @@ NETWORKS_PER_CALL = 32  # networks per sub-chunk (measured: 16-50 alike on LeNet
 BLOCK_ROWS = 128  # images per block of the flat (Linear) part
 CONV_BYTES = 16 * 2**20  # largest activation of a convolutional sub-block (measured: 2-32 MB alike)
 OLD_PATH_MEMORY_FRACTION = 0.5  # StackedForward chunks run in parallel only within this
-
-
-def _bounds(total: int, parts: int) -> list[tuple[int, int]]:
-    """`parts` contiguous ranges covering 0..total, sizes differing by at most one."""
-    edges = np.linspace(0, total, max(1, parts) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _chunks(total: int, size: int) -> list[tuple[int, int]]:
@@ -70,7 +63,7 @@ def _sub_chunks(plan: WidePlan, size: int, workers: int):
     networks, enough for every worker; one sub-chunk (the old call's group count) when some
     layer computes other bits at the smaller size (engine.wide.formulations)."""
     parts = max(math.ceil(size / NETWORKS_PER_CALL), min(workers, size // 2))
-    ranges = _bounds(size, parts)
+    ranges = bounds(size, parts)
     hows = {b - a: formulations(plan, b - a, size) for a, b in ranges}
     if any(h is None for h in hows.values()):
         ranges = [(0, size)]
@@ -108,10 +101,10 @@ def _wide_task(plan, parameters, x, sink, image_chunks, share):
     per_image = 4 * largest * plan.activation_numbers()
     for i0, i1 in image_chunks:
         rows = max(BLOCK_ROWS, plan.min_rows)
-        for b0, b1 in _bounds(i1 - i0, max(1, (i1 - i0) // rows)):
+        for b0, b1 in bounds(i1 - i0, max(1, (i1 - i0) // rows)):
             images = b1 - b0
             sub = max(2, min(images, CONV_BYTES // max(1, per_image)))
-            block = Block(plan, x[i0 + b0 : i0 + b1], _bounds(images, math.ceil(images / sub)))
+            block = Block(plan, x[i0 + b0 : i0 + b1], bounds(images, math.ceil(images / sub)))
             for a, chunk in chunks:
                 sink(a, a + chunk.count, i0 + b0, i0 + b1, block_logits(plan, chunk, block, work))
 
@@ -146,7 +139,7 @@ def run(module, parameters, buffers, x, sink, workers: int | str = "auto") -> No
                 old.append((m0, m1, i0, i1))
         if shares is not None:
             shifted = [(m0 + a, m0 + b, hows) for a, b, hows in shares]
-            wide += [shifted[a:b] for a, b in _bounds(len(shifted), threads)]
+            wide += [shifted[a:b] for a, b in bounds(len(shifted), threads)]
     params = {k: v.detach() for k, v in parameters.items()}
     tasks = [lambda s=s: _wide_task(plan, params, x, sink, wide_images, s) for s in wide]
     old_tasks = [lambda c=c: _old_task(module, params, buffers, x, sink, *c) for c in old]
