@@ -4,8 +4,10 @@
 
 Task: Fashion-MNIST T-shirt/top (0) vs sneaker (1), N = 16, training-set seed 200; paper MLP,
 width 1; prior U[-1, 1]. Each benchmark decides a fixed budget of candidates (target never
-reached), so candidates/s is budget / time. extra_info records candidates/s, accepted/s and the
-ratio to the reference measured in this session. The reference runs first (file order).
+reached), so candidates/s is budget / time. extra_info records candidates/s, accepted/s, the
+machine and the ratio to the reference measured in this session at the same thread count: the
+reference on `threads` intra-op threads, gnc on `threads` workers (each kernel on one thread);
+the variants run at every CPU of this process. The reference runs first (file order).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import RESULTS
+from machine import cpus, describe, thread_counts, torch_threads
 from reference import reference_guess_and_check
 
 from benchsuite.builtins.priors import benchsuite_priors
@@ -33,7 +36,8 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def test_reference_published_approach(benchmark, task, mlp, device):
+@pytest.mark.parametrize("threads", thread_counts())
+def test_reference_published_approach(benchmark, task, mlp, device, threads):
     x, y = task
     b = _budgets(device)
     outcome = {}
@@ -43,37 +47,42 @@ def test_reference_published_approach(benchmark, task, mlp, device):
             mlp, x, y, b["reference_chunk"], b["reference_chunks"]
         )
 
-    benchmark.pedantic(run, rounds=b["rounds"], iterations=1, warmup_rounds=1)
+    with torch_threads(threads):
+        benchmark.pedantic(run, rounds=b["rounds"], iterations=1, warmup_rounds=1)
     candidates, accepted, _ = outcome["result"]
     seconds = benchmark.stats.stats.median
-    RESULTS["reference"] = candidates / seconds
+    RESULTS[("reference", threads)] = candidates / seconds
     benchmark.extra_info.update(
         candidates_per_s=candidates / seconds,
         accepted_per_s=accepted / seconds,
         device=str(device),
         chunk=b["reference_chunk"],
+        threads=threads,
+        machine=describe(),
     )
-    print(f"\nreference: {candidates / seconds:,.0f} candidates/s on {device}")
+    print(f"\nreference, {threads} threads: {candidates / seconds:,.0f} candidates/s on {device}")
 
 
-@pytest.mark.parametrize(
-    "variant",
-    [
-        {},
-        {"output_swap": False},
-        {"early_rejection": True},
-        {"early_rejection": False},
-        {"fast_path": False, "early_rejection": False, "output_swap": False},
-    ],
-    ids=["default", "no-swap", "staged", "unstaged", "generic-vmap-no-swap"],
-)
-def test_gnc_paper_mlp(benchmark, task, mlp, device, variant):
+VARIANTS = [
+    ({}, "default"),
+    ({"output_swap": False}, "no-swap"),
+    ({"early_rejection": True}, "staged"),
+    ({"early_rejection": False}, "unstaged"),
+    ({"fast_path": False, "early_rejection": False, "output_swap": False}, "generic-vmap-no-swap"),
+]
+CASES = [({}, t, f"default-{t}-threads") for t in thread_counts()] + [
+    (variant, cpus(), name) for variant, name in VARIANTS[1:]
+]
+
+
+@pytest.mark.parametrize("variant, threads", [c[:2] for c in CASES], ids=[c[2] for c in CASES])
+def test_gnc_paper_mlp(benchmark, task, mlp, device, variant, threads):
     x, y = task
     b = _budgets(device)
     budget = b["gnc"]
     if variant.get("fast_path") is False:
         budget //= 10 if device.type == "cpu" else 40
-    options = {"reuse_nested": False, **variant}
+    options = {"reuse_nested": False, "cpu_threads": threads, **variant}
     outcome = {}
 
     def run():
@@ -94,12 +103,15 @@ def test_gnc_paper_mlp(benchmark, task, mlp, device, variant):
         "acceptance": population.size / population.candidates_tried,
         "device": str(device),
         "options": str(variant),
+        "threads": threads,
+        "machine": describe(),
     }
-    if "reference" in RESULTS:
-        info["ratio_to_reference"] = rate / RESULTS["reference"]
+    if ("reference", threads) in RESULTS:
+        info["ratio_to_reference"] = rate / RESULTS[("reference", threads)]
     benchmark.extra_info.update(info)
     ratio = f", {info['ratio_to_reference']:.1f}x reference" if "ratio_to_reference" in info else ""
     accepted = population.size / seconds
     print(
-        f"\ngnc {variant or 'default'}: {rate:,.0f} candidates/s, {accepted:,.1f} accepted/s{ratio}"
+        f"\ngnc {variant or 'default'}, {threads} threads: {rate:,.0f} candidates/s, "
+        f"{accepted:,.1f} accepted/s{ratio}"
     )

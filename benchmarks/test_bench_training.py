@@ -8,8 +8,10 @@ T-shirt/top vs sneaker, N = 16, training-set seed 200), batch 2, SGD lr 0.01, 10
 A network-step is one optimizer step of one network; rates use the fastest round (least disturbed
 by other processes on the machine). The reference (benchmarks/reference_training.py) is 100
 networks as one model of grouped 1x1 convolutions with the batch repeated across networks.
-Each engine benchmark records its rate and its ratio to the reference in extra_info.
-Uses CUDA when available.
+Both sides run at each thread count of machine.thread_counts() (one, and every CPU of this
+process): the reference on that many intra-op threads, the engine on that many workers with
+single-threaded kernels (engine/threads.py). Each engine benchmark records its rate, its ratio to
+the reference at the same thread count and the machine in extra_info. Uses CUDA when available.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe, thread_counts, torch_threads
 from reference_training import GroupedConvolutionMLPs, train_grouped
 
 from benchsuite.builtins.optimizers import benchsuite_optimizers
+from benchsuite.engine import threads as engine_threads
 from benchsuite.engine.batches import round_orders, steps_per_epoch
 from benchsuite.engine.training import (
     TrainingSettings,
@@ -44,7 +48,7 @@ PROTOCOL_EPOCHS = 60  # the end-to-end benchmark trains as suites/bench/sgd-mlp.
 ROUNDS = 7
 SGD = next(spec for spec in benchsuite_optimizers() if spec.name == "sgd")
 KAIMING = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
-RATES: dict[str, float] = {}
+RATES: dict[tuple[str, int], float] = {}
 
 
 def paper_mlp() -> nn.Sequential:
@@ -63,20 +67,21 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-def record(benchmark, name: str, network_steps: int) -> float:
+def record(benchmark, name: str, network_steps: int, threads: int) -> float:
     rate = network_steps / benchmark.stats.stats.min
-    RATES[name] = rate
+    RATES[(name, threads)] = rate
     benchmark.extra_info.update(
-        device=str(DEVICE), threads=torch.get_num_threads(), networks=NETWORKS, n_train=N_TRAIN,
+        device=str(DEVICE), threads=threads, networks=NETWORKS, n_train=N_TRAIN,
         batch_size=BATCH_SIZE, epochs=EPOCHS, network_steps=network_steps,
-        network_steps_per_second=round(rate),
+        network_steps_per_second=round(rate), machine=describe(),
     )  # fmt: skip
-    if "reference" in RATES and name != "reference":
-        benchmark.extra_info["ratio_to_reference"] = round(rate / RATES["reference"], 2)
+    if ("reference", threads) in RATES and name != "reference":
+        benchmark.extra_info["ratio_to_reference"] = round(rate / RATES[("reference", threads)], 2)
     return rate
 
 
-def test_reference_grouped_convolutions(benchmark, task):
+@pytest.mark.parametrize("threads", thread_counts())
+def test_reference_grouped_convolutions(benchmark, task, threads):
     images, labels = task
     model = GroupedConvolutionMLPs(NETWORKS, generator=torch.Generator().manual_seed(0)).to(DEVICE)
     generator = torch.Generator().manual_seed(1)
@@ -88,12 +93,14 @@ def test_reference_grouped_convolutions(benchmark, task):
         synchronize()
         return steps
 
-    steps = benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
-    record(benchmark, "reference", NETWORKS * steps)
+    with torch_threads(threads):
+        steps = benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    record(benchmark, "reference", NETWORKS * steps, threads)
 
 
+@pytest.mark.parametrize("threads", thread_counts())
 @pytest.mark.parametrize("networks_per_round", ["auto", 25, 50, 100])
-def test_engine_stacked_training(benchmark, task, networks_per_round):
+def test_engine_stacked_training(benchmark, task, networks_per_round, threads):
     """train_networks on 100 networks in rounds of networks_per_round: the training kernels alone."""
     images, labels = task
     module = paper_mlp().to(DEVICE)
@@ -118,6 +125,7 @@ def test_engine_stacked_training(benchmark, task, networks_per_round):
                 buffers,
                 orders,
                 BATCH_SIZE,
+                workers=threads,
             )
         synchronize()
 
@@ -127,10 +135,12 @@ def test_engine_stacked_training(benchmark, task, networks_per_round):
         benchmark,
         f"engine-{networks_per_round}",
         NETWORKS * EPOCHS * steps_per_epoch(N_TRAIN, BATCH_SIZE),
+        threads,
     )
 
 
-def test_engine_population_end_to_end(benchmark, task):
+@pytest.mark.parametrize("threads", thread_counts())
+def test_engine_population_end_to_end(benchmark, task, threads):
     """train_population with the protocol (60 epochs): init, orders, training, acceptance; 100 wanted."""
     images, labels = task
     module = paper_mlp().to(DEVICE)
@@ -146,10 +156,11 @@ def test_engine_population_end_to_end(benchmark, task):
         synchronize()
         trained.append(calls[-1])
 
-    benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
+    with engine_threads.limited(threads):
+        benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
     steps = PROTOCOL_EPOCHS * steps_per_epoch(N_TRAIN, BATCH_SIZE)
     benchmark.extra_info.update(
         networks_trained=trained[-1], population_seconds=benchmark.stats.stats.min
     )
-    record(benchmark, "population", trained[-1] * steps)
+    record(benchmark, "population", trained[-1] * steps, threads)
     benchmark.extra_info["epochs"] = PROTOCOL_EPOCHS

@@ -19,6 +19,10 @@ from benchsuite.records import PriorSpec
 # BatchNorm affine parameters under every prior (protocol.md).
 BATCHNORM_WEIGHT_RANGE = (0.9, 1.1)
 BATCHNORM_BIAS_RANGE = (-0.05, 0.05)
+# evaluate()'s chunks. They are part of its numbers: a kernel may sum in another order for another
+# batch shape (engine/wide.py), so engine/evaluation.py keeps these boundaries.
+IMAGES_PER_CALL = 4096
+MODELS_PER_CALL = 256
 
 
 def fan_in(weight: torch.Tensor) -> int:
@@ -135,12 +139,13 @@ def evaluate(
     x: torch.Tensor,
     y: torch.Tensor,
     tie_rule: str = DEFAULT_TIE_RULE,
-    images_per_call: int = 4096,
-    models_per_call: int = 256,
+    images_per_call: int = IMAGES_PER_CALL,
+    models_per_call: int = MODELS_PER_CALL,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(accuracy in [0, 1], number of tied points) of each stacked network on (x, y).
 
-    Chunked over networks and images to bound memory.
+    Chunked over networks and images to bound memory. The definition of evaluation; the host
+    evaluates through engine.evaluation.evaluate, which computes the same numbers faster.
     """
     forward = StackedForward(module)
     count = next(iter(parameters.values())).shape[0]
@@ -165,8 +170,8 @@ def accuracy(
     x: torch.Tensor,
     y: torch.Tensor,
     tie_rule: str = DEFAULT_TIE_RULE,
-    images_per_call: int = 4096,
-    models_per_call: int = 256,
+    images_per_call: int = IMAGES_PER_CALL,
+    models_per_call: int = MODELS_PER_CALL,
 ) -> torch.Tensor:
     """Accuracy in [0, 1] of each stacked network on (x, y) under `tie_rule`."""
     return evaluate(

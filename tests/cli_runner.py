@@ -6,7 +6,7 @@ per call; in-process the modules are loaded once. What a fresh process would hav
 gets fresh and gives back afterwards: the working directory; the environment (variables a call
 sets, and any that the command or a library it imports sets); warning filters (`main` adds one);
 torch's thread count (the engine sets and restores it; a failure half-way must not leak); the
-engine's thread chooser; the cached plugin registry; and the two rich consoles of benchsuite.cli,
+cached plugin registry; and the two rich consoles of benchsuite.cli,
 built for the captured streams as a process with piped output builds them at import (no colour,
 width 80). A run records the words it was given (click's args), not this process's sys.argv.
 
@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from benchsuite import cli as cli_module
-from benchsuite.engine import stacked_mlp, threads
+from benchsuite.engine import threads
 from benchsuite.plugins import default_registry
 
 
@@ -49,12 +49,10 @@ def cli(
         os.getcwd(),
         torch.get_num_threads(),
         threads.ENABLED,
-        stacked_mlp.CHOOSER,
         cli_module.console,
         cli_module.stdout,
     )
     default_registry.cache_clear()  # a process loads its plugins (and reads the environment) once
-    stacked_mlp.CHOOSER = stacked_mlp.ThreadChooser()
     runner = CliRunner()
     alarm = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -75,7 +73,7 @@ def cli(
         os.chdir(saved[0])
         _restore(environment)
         torch.set_num_threads(saved[1])
-        threads.ENABLED, stacked_mlp.CHOOSER, cli_module.console, cli_module.stdout = saved[2:]
+        threads.ENABLED, cli_module.console, cli_module.stdout = saved[2:]
         default_registry.cache_clear()
     return subprocess.CompletedProcess(["benchsuite", *words], code, out_text, err_text)
 

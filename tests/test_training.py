@@ -465,11 +465,13 @@ def test_settings_are_validated():
 
 
 def test_the_thread_count_does_not_change_the_results():
-    """The engine may switch between one and all threads (ThreadChooser) mid-training."""
+    """The torch thread count, and the engine's worker threads (one sub-stack each on the mlp
+    path), do not change a network."""
     module, (x, y) = large_product_mlp(), data()
     plan = plan_mlp(module)
-    parameters, _ = initial_parameters(module, KAIMING, 2, range(6), "cpu")
-    steps = batch_indices(round_orders(2, range(6), N_TRAIN, 2, "independent"), 2)
+    parameters, buffers = initial_parameters(module, KAIMING, 2, range(6), "cpu")
+    orders = round_orders(2, range(6), N_TRAIN, 2, "independent")
+    steps = batch_indices(orders, 2)
     spec = OPTIMIZERS["adam"]
 
     def make_optimizer(tensors):
@@ -481,14 +483,55 @@ def test_the_thread_count_does_not_change_the_results():
         for count in (1, 2):
             torch.set_num_threads(count)
             results.append(
-                train_stacked_mlp(
-                    plan, input_features(plan, x), y, parameters, steps, make_optimizer, False
-                )
+                train_stacked_mlp(plan, input_features(plan, x), y, parameters, steps, make_optimizer)
             )
     finally:
         torch.set_num_threads(threads)
-    for name in results[0]:
-        assert torch.equal(results[0][name], results[-1][name])
+    for workers in (1, 2, 4):
+        trained, _ = train_networks(
+            module, x, y, spec, dict(spec.defaults), parameters, buffers, orders, 2,
+            workers=workers,
+        )  # fmt: skip
+        results.append(trained)
+    for result in results[1:]:
+        for name in results[0]:
+            assert torch.equal(results[0][name], result[name])
+
+
+@pytest.mark.parametrize(
+    "shape, width, count",
+    [((1, 28, 28), "1/6", 100), ((1, 28, 28), 1, 40), ((3, 32, 32), "3/6", 64)],
+)
+def test_vmap_rounds_split_by_size_alone_give_the_whole_rounds_numbers(shape, width, count):
+    """The vmap path's convolutions run grouped over the stack and oneDNN chooses its algorithm by
+    the group count (a LeNet alone gets other bits than in a stack of 8), so a round is split by
+    its size only (engine/parts.py); those parts give the bits of the whole round, whatever the
+    number of workers."""
+    from benchsuite.architectures.lenet import build_lenet
+    from benchsuite.engine import training
+    from benchsuite.engine.batches import steps_per_epoch
+    from benchsuite.engine.parts import round_parts
+
+    module = build_lenet(shape, width, bias=True)
+    assert len(round_parts("vmap", module, count, 2)) == 2
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, *shape, generator=generator), torch.arange(8) % 2
+    parameters, buffers = initial_parameters(module, KAIMING, 0, range(count), "cpu")
+    orders = round_orders(0, range(count), 8, 1, "independent")
+    spec = OPTIMIZERS["adam"]
+    steps = batch_indices(orders, 2)
+    make_optimizer, make_stepper = training._host(
+        spec, dict(spec.defaults), count, None, None, len(steps), steps_per_epoch(8, 2)
+    )
+    whole, _ = training._train_vmap(  # the round as one stack, as before the split
+        module.train(), x, y, parameters, buffers, steps, make_optimizer, make_stepper
+    )
+    for workers in (1, 2, 3):
+        split, _ = train_networks(
+            module, x, y, spec, dict(spec.defaults), parameters, buffers, orders, 2, path="vmap",
+            workers=workers,
+        )  # fmt: skip
+        assert all(torch.equal(split[name], whole[name]) for name in whole)
 
 
 def test_round_sizes_follow_the_acceptance_rate_and_split_evenly():
@@ -673,3 +716,19 @@ def test_direct_steppers_are_built_from_the_specs_without_torch_optim():
     with pytest.raises(ValueError, match="Nesterov"):
         direct_optimizer_for(OPTIMIZERS["sgd"].factory, {"nesterov": True}, param)
     assert direct_optimizer_for(torch.optim.SGD, {"lr": 0.1, "amsgrad": True}, param) is None
+
+
+def test_mlp_rounds_go_split_or_whole_by_measured_speed():
+    """Both ways give the same bits (test_the_thread_count_does_not_change_the_results); the
+    choice tries each, keeps the faster per network-step and tries the other now and then."""
+    from benchsuite.engine.parts import SplitChoice
+
+    choice, key = SplitChoice(), ("paper", 2)
+    assert choice.split(key) is True
+    choice.record(key, True, seconds=2.0, network_steps=100)
+    assert choice.split(key) is False
+    choice.record(key, False, seconds=1.0, network_steps=100)  # whole is faster
+    picks = [choice.split(key) for _ in range(14)]  # rounds 2..15
+    assert picks.count(True) == 1 and picks[6] is True  # round 8 re-checks the slower way
+    choice.record(key, True, seconds=0.5, network_steps=100)  # the load went: split is faster
+    assert [choice.split(key) for _ in range(2)] == [False, True]  # round 16 re-checks, then split

@@ -7,5 +7,10 @@ Importing this package loads nothing: each engine is its own module, imported wh
   random.py and triton_rng.py: the counter-based Philox stream; function_space.py: Gaussian priors
   drawn in function space.
 - training.py: many-model gradient training (stacked_mlp.py, stacked_optim.py, batches.py),
-  calling every optimizer as stepping.py says (docs/optimizer-contract.md).
+  calling every optimizer as stepping.py says (docs/optimizer-contract.md); parts.py splits its
+  rounds over workers.
+- evaluation.py: the host's accuracy and ties, stacked.evaluate's numbers faster (wide.py:
+  formulations checked bit for bit against the old calls; blocks.py: the inner loop).
+- threads.py: the one threading policy of every path (workers across networks, one thread per
+  kernel).
 """

@@ -64,13 +64,13 @@ from benchsuite.engine.draws import (
     swap_is_exact,
     swap_rows,
 )
+from benchsuite.engine.evaluation import accuracy
 from benchsuite.engine.layout import Layout, build_layout
 from benchsuite.engine.reuse import DecisionCache
 from benchsuite.engine.sequential import SequentialPlan
 from benchsuite.engine.sizing import draws_per_chunk, resolve_early_rejection
 from benchsuite.engine.threads import cpu_threads, torch_single_threaded
 from benchsuite.records import Population, PriorSpec, SamplingRequest
-from benchsuite.stacked import accuracy
 
 DEFAULTS: dict[str, Any] = {
     "chunk_size": "auto",  # candidates per chunk, or "auto" (from free device memory)

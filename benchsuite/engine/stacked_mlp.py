@@ -22,7 +22,6 @@ uses MKL, which may round the last bit differently (see tests/test_training.py).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -88,74 +87,6 @@ def _loss_gradient_table(labels: torch.Tensor, classes: int, batch: int, dtype) 
     return table.scatter_(1, labels.view(-1, 1), negative_inverse.expand(labels.shape[0], 1))
 
 
-class ThreadChooser:
-    """Picks, by timing a few steps, all intra-op threads or one, and re-checks now and then.
-
-    Why: on a CPU shared with other busy processes every multi-threaded kernel waits for a
-    descheduled thread; for these tiny kernels a step then took 20-200x longer (measured on the
-    2-core machine), while one thread loses only about a third on an idle machine. One thread is
-    timed first; the multi-threaded probe stops as soon as it is slower. Each time one thread wins
-    the next check waits twice as long (a lost probe costs about one slow step); a win for all
-    threads resets the wait. One chooser lives per process (CHOOSER), so what it learnt carries
-    across rounds. Results do not depend on the thread count (tests/test_training.py).
-    """
-
-    SHORTEST_WAIT, LONGEST_WAIT = 160, 5120  # steps between checks
-
-    def __init__(self, probe_steps: int = 6):
-        self.probe_steps = probe_steps
-        self.wait = self.SHORTEST_WAIT
-        self.next_check = 1  # step 0 warms up
-        self.step = 0
-        self.use_all = True
-        self.state = "idle"
-        self.started = self.one_thread_seconds = 0.0
-        self.threads = 1
-
-    def open(self) -> None:
-        """Start a run of steps: remember the caller's thread count and apply the current choice."""
-        self.threads = torch.get_num_threads()
-        if self.threads > 1 and not self.use_all:
-            torch.set_num_threads(1)
-
-    def before_step(self) -> None:
-        self.step += 1
-        if self.threads <= 1:
-            return
-        now = time.perf_counter()
-        if self.state == "idle" and self.step >= self.next_check:
-            torch.set_num_threads(1)
-            self.state, self.started = "one", now
-        elif (
-            self.state == "one"
-            and now > self.started
-            and self.step >= self.next_check + self.probe_steps
-        ):
-            self.one_thread_seconds = now - self.started
-            torch.set_num_threads(self.threads)
-            self.state, self.started = "all", now
-        elif self.state == "all":
-            if now - self.started > self.one_thread_seconds:
-                self._decide(use_all=False)
-            elif self.step >= self.next_check + 2 * self.probe_steps:
-                self._decide(use_all=True)
-
-    def _decide(self, use_all: bool) -> None:
-        self.use_all, self.state = use_all, "idle"
-        torch.set_num_threads(self.threads if use_all else 1)
-        self.wait = self.SHORTEST_WAIT if use_all else min(2 * self.wait, self.LONGEST_WAIT)
-        self.next_check = self.step + self.wait
-
-    def close(self) -> None:
-        """End a run of steps: an unfinished probe restarts next time; the caller's setting returns."""
-        if self.state != "idle":
-            self.state, self.next_check = "idle", self.step + 1
-        torch.set_num_threads(self.threads)
-
-
-CHOOSER = ThreadChooser()
-
-
 # Optimizers whose update reads nothing but each entry's own gradient and state, and not the shape
 # of the tensor it sits in: one instance over a single flat buffer holding every stacked parameter
 # is exactly the same arithmetic as one over the separate tensors (or K separate networks), in one
@@ -199,7 +130,6 @@ def train_stacked_mlp(
     parameters: dict[str, torch.Tensor],
     steps: list[torch.Tensor],
     make_optimizer,
-    choose_threads: bool = True,
     flat_optimizer: bool = False,
     per_step: bool = False,
     direct=None,
@@ -210,7 +140,7 @@ def train_stacked_mlp(
 
     `parameters`: stacked [K, ...] initial values (not modified). `make_optimizer(list_of_tensors)`
     builds one optimizer over the stacked tensors (valid only for elementwise or stack-aware
-    optimizers). choose_threads: on CPU let the process's ThreadChooser pick the thread count.
+    optimizers). Kernels run on the caller's torch threads (engine/threads.py: one).
     flat_optimizer: hand the optimizer one flat tensor holding all parameters (only for
     FLAT_OPTIMIZER_CLASSES, see flat_optimizer_ok); then `direct(flat)` may give the stepper
     without building a torch.optim object (stacked_optim.direct_optimizer_for). per_step: the earlier loop (one gather per
@@ -241,9 +171,6 @@ def train_stacked_mlp(
     transposed = {
         layer.weight: params[layer.weight].transpose(1, 2) for layer in layers if layer.weight
     }
-    chooser = CHOOSER if choose_threads and features.device.type == "cpu" else None
-    if chooser is not None:
-        chooser.open()
     run = _run_steps_per_step if per_step else _run_steps
     try:
         stepper.start()
@@ -257,13 +184,10 @@ def train_stacked_mlp(
             labels,
             steps,
             stepper,
-            chooser,
             summed_loss,
         )
         stepper.finish()
     finally:
-        if chooser is not None:
-            chooser.close()
         flat.grad = None
         for value in params.values():
             value.grad = None
@@ -329,7 +253,7 @@ def _step_buffers(params, layers, first_linear, count, batch, classes, dtype, de
 
 
 def _run_steps(
-    params, grads, transposed, layers, first_linear, features, labels, steps, stepper, chooser,
+    params, grads, transposed, layers, first_linear, features, labels, steps, stepper,
     summed_loss=False,
 ):  # fmt: skip
     classes = next(
@@ -376,8 +300,6 @@ def _run_steps(
 
     with torch.no_grad():
         for x, loss_gradient in _gathered_chunks(features, labels, classes, steps):
-            if chooser is not None:
-                chooser.before_step()
             shape = tuple(x.shape[:2])
             if shape not in buffers:
                 buffers[shape] = _step_buffers(
@@ -408,7 +330,7 @@ def _closure(gradients, x, loss_gradient, step_buffers, summed):
 
 
 def _run_steps_per_step(
-    params, grads, transposed, layers, first_linear, features, labels, steps, stepper, chooser,
+    params, grads, transposed, layers, first_linear, features, labels, steps, stepper,
     summed_loss=False,
 ):  # fmt: skip
     """The earlier loop (benchmarks' reference): no closure (train_networks keeps closures off it)."""
@@ -416,8 +338,6 @@ def _run_steps_per_step(
     loss_gradients = {}  # batch size -> [N, classes]: d loss / d log-probabilities of each point
     with torch.no_grad():
         for indices in steps:
-            if chooser is not None:
-                chooser.before_step()
             count, batch = indices.shape
             flat = indices.view(-1)
             h = features.index_select(0, flat).view(count, batch, feature_count)

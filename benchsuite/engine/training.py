@@ -27,13 +27,19 @@ Three paths, the same semantics:
 - "vmap": any module, torch.func.functional_call under vmap plus autograd;
 - "per_network": one plain module and one optimizer per network (optimizers neither elementwise
   nor stack-aware), networks spread over worker threads with single-threaded kernels.
+On CPU the rounds of torch.optim's elementwise optimizers train as sub-stacks over worker threads
+(engine/parts.py), every kernel on one thread (engine/threads.py).
 
 What "bit-identical" covers (tests/test_training.py), on one device:
 - a network trained in a stack of K has exactly (torch.equal) the parameters it gets trained alone
-  (K = 1) from the same init and batch order, on every path and for all built-in optimizers
-  (sam and sgld: tests/test_optimizer_contract.py);
-  bmm, elementwise kernels and elementwise optimizers compute each network by itself, and the
-  thread count does not matter either;
+  (K = 1) from the same init and batch order, on the "mlp" and "per_network" paths and for all
+  built-in optimizers (sam and sgld: tests/test_optimizer_contract.py); bmm, elementwise kernels
+  and elementwise optimizers compute each network by itself. Not so on the "vmap" path for
+  convolutional networks: oneDNN picks its grouped-convolution algorithm by the number of
+  networks, and a LeNet alone (or 2-3 of them with 3-channel layers) gets other bits than in a
+  stack of 8 (measured, torch 2.14); engine/parts.py splits those rounds by size alone;
+- the number of worker threads does not matter (kernels run on one thread each, engine/threads.py;
+  rounds split into sub-stacks as engine/parts.py says);
 - against the plain way (its own nn.Module, autograd, F.cross_entropy, its own torch.optim) it is
   exact whenever PyTorch runs the same GEMM kernel for the batched product (bmm) and the single
   one (mm). On CPU that holds for products of at least 400 multiply-adds; below that bmm loops
@@ -73,6 +79,8 @@ from benchsuite.engine.batches import (
     shared_orders,
     steps_per_epoch,
 )
+from benchsuite.engine.evaluation import accuracy
+from benchsuite.engine.parts import CHOICE, joined, round_parts
 from benchsuite.engine.stacked_mlp import (
     flat_optimizer_ok,
     input_features,
@@ -81,7 +89,7 @@ from benchsuite.engine.stacked_mlp import (
 )
 from benchsuite.engine.stacked_optim import direct_optimizer_for
 from benchsuite.engine.stepping import Stepper, build_optimizer
-from benchsuite.engine.threads import cpu_threads, one_cpu_thread, torch_single_threaded
+from benchsuite.engine.threads import cpu_threads, one_cpu_thread, spread, torch_single_threaded
 from benchsuite.protocol import (
     BATCH_ORDERS,
     DEFAULT_BATCH_ORDER,
@@ -92,7 +100,7 @@ from benchsuite.protocol import (
 )
 from benchsuite.records import Networks, OptimizerSpec, Population, PriorSpec
 from benchsuite.schedules import Schedule
-from benchsuite.stacked import StackedForward, accuracy, init_stacked
+from benchsuite.stacked import StackedForward, init_stacked
 
 TRAINING_PATHS = ("auto", "mlp", "vmap", "per_network")
 # CPU rounds: parameters + gradients of a round should stay in the last-level cache. Measured on
@@ -231,10 +239,18 @@ def train_networks(
     count = next(iter(parameters.values())).shape[0] if parameters else 0
     steps = batch_indices(orders.to(x_train.device), batch_size)
     labels = y_train.long()
-    make_optimizer, make_stepper = _host(
-        optimizer, hyperparameters, count, seeds, schedule, len(steps),
-        steps_per_epoch(int(orders.shape[-1]), batch_size),
-    )  # fmt: skip
+    device = x_train.device
+    threads = cpu_threads(workers) if device.type == "cpu" else 1
+    splittable = device.type == "cpu" and _splittable(optimizer)
+    if not splittable:
+        threads = 1  # one stack; the per-network path has its own workers (`workers`)
+
+    def host(a: int, b: int):
+        return _host(
+            optimizer, hyperparameters, b - a, None if seeds is None else list(seeds)[a:b],
+            schedule, len(steps), steps_per_epoch(int(orders.shape[-1]), batch_size),
+        )  # fmt: skip
+
     was_training = module.training
     module.train()
     try:
@@ -246,9 +262,9 @@ def train_networks(
                 )
             features = input_features(plan, x_train)
             if features is not None:
-                trained = _train_mlp(
-                    plan, features, labels, parameters, steps, optimizer, hyperparameters,
-                    make_optimizer, make_stepper,
+                trained = _train_mlp_parts(
+                    plan, features, labels, parameters, steps, optimizer, hyperparameters, host,
+                    threads, device,
                 )  # fmt: skip
                 return trained, {name: value.clone() for name, value in buffers.items()}
             if not chosen_automatically:
@@ -257,16 +273,60 @@ def train_networks(
                 )
             path = "vmap"  # e.g. Linear over the last axis of an image: the general path
         if path == "vmap":
-            return _train_vmap(
-                module, x_train, labels, parameters, buffers, steps, make_optimizer, make_stepper,
-                per_network_closure=optimizer.stacked,
-            )  # fmt: skip
+
+            def part(a: int, b: int):
+                return _train_vmap(
+                    copy.deepcopy(module), x_train, labels, _part(parameters, a, b),
+                    _part(buffers, a, b), [s[a:b] for s in steps], *host(a, b),
+                    per_network_closure=optimizer.stacked,
+                )  # fmt: skip
+
+            # a function of the round alone, so that the worker count changes no bit (parts.py)
+            ranges = round_parts("vmap", module, count, threads) if splittable else [(0, count)]
+            results = spread(lambda r: part(*r), ranges, threads, device)
+            return joined([r[0] for r in results]), joined([r[1] for r in results])
         return _train_per_network(
-            module, x_train, labels, parameters, buffers, steps, make_optimizer, make_stepper,
-            workers,
+            module, x_train, labels, parameters, buffers, steps, *host(0, count), workers,
         )  # fmt: skip
     finally:
         module.train(was_training)
+
+
+def _splittable(optimizer: OptimizerSpec) -> bool:
+    """Whether a round may train as sub-stacks on worker threads: torch.optim's elementwise
+    classes (SGD, Adam, ...) without a closure. A plugin's optimizer trains its round as one
+    stack: its thread safety is not part of the contract, and a stack-aware one is handed the
+    whole round (docs/optimizer-contract.md)."""
+    plain = not (optimizer.stacked or optimizer.uses_closure)
+    return plain and flat_optimizer_ok(optimizer.factory)
+
+
+def _part(stacked: dict[str, torch.Tensor], a: int, b: int) -> dict[str, torch.Tensor]:
+    return {name: value[a:b] for name, value in stacked.items()}
+
+
+def _train_mlp_parts(
+    plan, features, labels, parameters, steps, optimizer, hyperparameters, host, threads, device
+):  # fmt: skip
+    """The "mlp" path over engine/threads.py's workers, one sub-stack each (engine/parts.py);
+    host(a, b): make_optimizer, make_stepper of networks a..b."""
+    count = next(iter(parameters.values())).shape[0]
+
+    def part(a: int, b: int):
+        return _train_mlp(
+            plan, features, labels, _part(parameters, a, b), [s[a:b] for s in steps], optimizer,
+            hyperparameters, *host(a, b),
+        )  # fmt: skip
+
+    if threads == 1:
+        return joined(spread(lambda r: part(*r), [(0, count)], 1, device))
+    key = (tuple(tuple(v.shape[1:]) for v in parameters.values()), threads)
+    split = CHOICE.split(key)
+    started = time.perf_counter()
+    ranges = round_parts("mlp", None, count, threads if split else 1)
+    trained = joined(spread(lambda r: part(*r), ranges, threads, device))
+    CHOICE.record(key, split, time.perf_counter() - started, count * len(steps))
+    return trained
 
 
 def _host(
@@ -743,13 +803,18 @@ def _train_stacked_rounds(group: list[_PopulationRun]) -> bool:
                 for _, run, attempts, *_ in rounds
                 for seed in optimizer_seeds(request.optimizer, run.request.seed, attempts)
             ]
-        make_optimizer, make_stepper = _host(
-            request.optimizer, request.hyperparameters, int(orders.shape[0]), seeds,
-            settings.schedule, len(steps), per_epoch,
-        )  # fmt: skip
-        trained = _train_mlp(
+        def host(a: int, b: int, seeds=seeds, steps=steps):
+            return _host(
+                request.optimizer, request.hyperparameters, b - a,
+                None if seeds is None else seeds[a:b], settings.schedule, len(steps), per_epoch,
+            )  # fmt: skip
+
+        device = all_features.device
+        threads = cpu_threads("auto") if device.type == "cpu" else 1
+        threads = threads if _splittable(request.optimizer) else 1
+        trained = _train_mlp_parts(
             plan, all_features, all_labels, parameters, steps, request.optimizer,
-            request.hyperparameters, make_optimizer, make_stepper,
+            request.hyperparameters, host, threads, device,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         total = sum(len(r[2]) for r in rounds)

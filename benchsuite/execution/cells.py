@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from benchsuite.architectures.build import bias_for, build_module
+from benchsuite.engine.evaluation import evaluate
 from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.errors import BenchsuiteError
 from benchsuite.plugins import Registry
 from benchsuite.records import DataOptions, MetricInput, MetricSpec, Population, SamplingRequest
 from benchsuite.resolved import Cell
-from benchsuite.stacked import evaluate
 from benchsuite.store import NetworkResult
 from benchsuite.tasks import TaskCache
 
