@@ -33,8 +33,9 @@ from benchsuite.records import (
 )
 from benchsuite.resolved import Cell, Suite, expand
 from benchsuite.stacked import evaluate
-from benchsuite.store import NetworkResult, Store
-from benchsuite.tasks import TaskCache, dataset_files, load_splits
+from benchsuite.store import NetworkResult, Store, TuningRecord, TuningTrial
+from benchsuite.tasks import TaskCache, build_validation, dataset_files, load_splits
+from benchsuite.tuning import TuningResult, tune_cell
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,6 +65,7 @@ class CellOutcome:
     test_ties: torch.Tensor  # per network: test points with two equal logits
     train_indices: list[int]  # the task's training images, positions in the training split
     n_test: int
+    tuning: TuningResult | None = None  # how a tuned cell's values were chosen
 
 
 class Progress:
@@ -116,13 +118,50 @@ def training_request(cell: Cell, task, registry: Registry, module: nn.Module, de
 
 def training_group_key(cell: Cell) -> str | None:
     """Gradient cells with equal keys may train their networks in one stack (train_populations):
-    same optimizer entry, architecture, dataset and N; they differ in class pair and training set."""
+    same optimizer entry (and values: a tuned entry's placeholders until tuned), architecture,
+    dataset and N; they differ in class pair and training set."""
     if cell.role == "baseline":
         return None
     return json.dumps(
-        [cell.entry.to_json(), cell.architecture.to_json(), cell.dataset, cell.n_train],
+        [cell.entry.to_json(), dict(cell.entry.hyperparameters), cell.architecture.to_json(), cell.dataset, cell.n_train],
         sort_keys=True, default=str,
     )  # fmt: skip
+
+
+def tune_cells(
+    cells: tuple[Cell, ...], tasks: TaskCache, registry: Registry, data: DataOptions, device: torch.device
+) -> tuple[tuple[Cell, ...], dict[str, TuningResult]]:
+    """The cells with every tuned cell's values chosen (tuning.tune_cell, on the validation split
+    of its own held-out images), and each tuned cell's tuning by cell id. Untuned cells pass."""
+    resolved, results = [], {}
+    for cell in cells:
+        if not cell.tuned:
+            resolved.append(cell)
+            continue
+        task = _task(cell, tasks, registry, data, device)
+        spec = registry.dataset(cell.dataset)
+        validation = build_validation(spec, load_splits(spec, data), task, cell.tuning.validation_per_class, device)
+        entry = cell.entry
+        result = tune_cell(
+            cell, task, validation, cell_module(cell, task, registry, device),
+            registry.optimizer(entry.name), registry.prior(entry.settings.prior), device,
+        )  # fmt: skip
+        results[cell.cell_id] = result
+        resolved.append(cell.with_values(result.values))
+    return tuple(resolved), results
+
+
+def tuning_record(outcome: CellOutcome) -> TuningRecord | None:
+    """What the store keeps of a cell's tuning (None for an untuned cell)."""
+    result, cell = outcome.tuning, outcome.cell
+    if result is None:
+        return None
+    protocol = cell.identity["tuning"]
+    trials = [
+        TuningTrial(t.index, t.values, t.networks, t.fitted, t.validation_accuracy, t.index == result.chosen, t.seconds)
+        for t in result.trials
+    ]
+    return TuningRecord(protocol, result.values, result.validation_indices, trials)
 
 
 def work_units(todo: list[Cell], group_cells: bool = True) -> tuple[tuple[Cell, ...], ...]:
@@ -448,6 +487,7 @@ def run_suite(
         def run_unit(unit: tuple[Cell, ...]) -> Iterator[CellOutcome]:
             """One unit here, in this process: its gradient cells trained in one stack, then
             each cell checked and evaluated, yielded as it finishes."""
+            unit, tunings = tune_cells(unit, tasks, registry, data, torch_device)
             produced = {}
             if len(unit) > 1:
                 progress.start_cell(unit[0], positions[unit[0].cell_id], unit[0].entry.models, "networks")
@@ -455,10 +495,12 @@ def run_suite(
             for cell in unit:
                 unit_name = "candidates" if cell.role == "baseline" else "networks"
                 progress.start_cell(cell, positions[cell.cell_id], cell.entry.models, unit_name)
-                yield run_cell(
+                outcome = run_cell(
                     cell, tasks, registry, data, torch_device, progress, suite.metrics,
                     produced.pop(cell.cell_id, None),
                 )  # fmt: skip
+                outcome.tuning = tunings.get(cell.cell_id)
+                yield outcome
 
         plan = ExecutionPlan(units=work_units(todo, group_cells), run_unit=run_unit, device=str(torch_device))
         for outcome in executor.execute(plan):
@@ -466,8 +508,9 @@ def run_suite(
             record = cell_record(outcome, run_id, suite.suite_id, spec.class_names, torch_device)
             record["plugins"] = _json(cell_plugins(outcome.cell, registry, suite.metrics))
             store.add_cell(
-                record, network_results(outcome), outcome.train_indices, outcome.population.estimates
-            )
+                record, network_results(outcome), outcome.train_indices, outcome.population.estimates,
+                tuning_record(outcome),
+            )  # fmt: skip
             progress.finish_cell(outcome)
         store.finish_run(run_id)
         progress.finish_run()

@@ -3,7 +3,7 @@ migrations, the check on open), database (Store: writes and reads), merge (publi
 Callers import from here; the modules below never import this package back."""
 
 from benchsuite.errors import StoreError
-from benchsuite.store.database import NetworkResult, Store, now
+from benchsuite.store.database import NetworkResult, Store, TuningRecord, TuningTrial, now
 from benchsuite.store.schema import (
     ADDED_IN_VERSION,
     CELL_COLUMNS,
@@ -19,5 +19,5 @@ from benchsuite.store.schema import (
 __all__ = [
     "ADDED_IN_VERSION", "CELL_COLUMNS", "DERIVED_VIEWS", "EXPECTED_TABLES", "MIGRATIONS",
     "OLDEST_SCHEMA_VERSION", "SCHEMA", "SCHEMA_VERSION", "NetworkResult", "Store", "StoreError",
-    "check_schema", "now",
+    "TuningRecord", "TuningTrial", "check_schema", "now",
 ]  # fmt: skip
