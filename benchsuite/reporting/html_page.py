@@ -7,6 +7,7 @@ benchsuite.plots.figures_from_store), and the environment and resolved suite of 
 
 Sorting: click a column header (again to reverse). A URL hash `#sort=TABLE.COLUMN[.asc|.desc]`
 sorts on load by clicking that header, e.g. `leaderboard.html#sort=leaderboard.gain_pp.desc`.
+Filtering by task, architecture and N, and a paired comparison of any two methods: html_explore.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from benchsuite.reporting import html_explore
 from benchsuite.reporting.display import method_notes
 from benchsuite.reporting.formatting import p_value, percent, signed, task_label
 
@@ -211,9 +213,9 @@ def leaderboard_table(rows: Sequence[dict]) -> str:
             _number_cell(row.get("tied_test_share"), percent(row.get("tied_test_share"))),
         ]  # fmt: skip
         css = ' class="baseline"' if row["role"] == "baseline" else ""
-        body.append(f"<tr{css}>{''.join(cells)}</tr>")
+        body.append(f"<tr{css}{html_explore.row_attributes(row)}>{''.join(cells)}</tr>")
     return (
-        f'<div class="scroll"><table id="leaderboard" class="sortable">{_header(LEADERBOARD_COLUMNS)}'
+        f'<div class="scroll"><table id="leaderboard" class="sortable filterable">{_header(LEADERBOARD_COLUMNS)}'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -241,8 +243,8 @@ def comparisons_table(comparisons: Sequence[dict]) -> str:
             _number_cell(c["p_value"], p_value(c["p_value"])),
             _number_cell(c.get("p_value_holm"), p_value(c.get("p_value_holm"))),
         ]  # fmt: skip
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f'<div class="scroll"><table id="comparisons" class="sortable">{_header(COMPARISON_COLUMNS)}<tbody>{"".join(body)}</tbody></table></div>'
+        body.append(f"<tr{html_explore.row_attributes(c)}>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table id="comparisons" class="sortable filterable">{_header(COMPARISON_COLUMNS)}<tbody>{"".join(body)}</tbody></table></div>'
 
 
 def ranking_table(ranking: Sequence[dict]) -> str:
@@ -377,7 +379,7 @@ def to_html(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>",
+        f"<title>{_e(title)}</title><style>{STYLE}{html_explore.STYLE}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         meta,
         f"<p>{_e(description)}</p>" if description else "",
@@ -388,6 +390,7 @@ def to_html(
             "training sets. Click a column header to sort.</p>"
         ),
         '<h2 id="leaderboard-heading">Leaderboard</h2>',
+        html_explore.explorer_section(rows, getattr(rows, "set_means", None)) if rows else "",
         leaderboard_table(rows) if rows else "<p>(no finished cells)</p>",
         '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in method_notes(rows)) + "</ul>",
     ]
@@ -418,6 +421,7 @@ def to_html(
         '<h2 id="suite-heading">Resolved suite</h2>',
         suite_section(runs),
         f"<script>{SCRIPT}</script>",
+        f"<script>{html_explore.SCRIPT}</script>",
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p) + "\n"
