@@ -343,14 +343,27 @@ def suite_section(runs: Sequence[dict]) -> str:
 # Figures
 
 
-def figures_section(figures: Sequence[tuple[str, bytes]] | None) -> str:
-    if not figures:
-        return ""
-    items = "".join(
-        f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+SUMMARY_FIGURE = "summary"  # benchsuite.plots' figure of every optimizer's gain across tasks: shown first
+
+
+def _figure(caption: str, png: bytes, element_id: str = "") -> str:
+    ident = f' id="{element_id}"' if element_id else ""
+    return (
+        f'<figure{ident}><img alt="{_e(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{_e(caption)}</figcaption></figure>"
-        for caption, png in figures
     )
+
+
+def summary_figure(figures: Sequence[tuple[str, bytes]] | None) -> str:
+    """The summary figure, at the top of the page (many optimizers: plots.figures makes one)."""
+    return "".join(_figure(c, png, "summary-figure") for c, png in figures or () if c == SUMMARY_FIGURE)
+
+
+def figures_section(figures: Sequence[tuple[str, bytes]] | None) -> str:
+    rest = [(c, png) for c, png in figures or () if c != SUMMARY_FIGURE]
+    if not rest:
+        return ""
+    items = "".join(_figure(caption, png) for caption, png in rest)
     return f'<h2 id="figures-heading">Figures</h2><div id="figures">{items}</div>'
 
 
@@ -389,6 +402,7 @@ def to_html(
             "training sets of each set's mean; the gain is in percentage points over the baseline on the same "
             "training sets. Click a column header to sort.</p>"
         ),
+        summary_figure(figures),
         '<h2 id="leaderboard-heading">Leaderboard</h2>',
         html_explore.explorer_section(rows, getattr(rows, "set_means", None)) if rows else "",
         leaderboard_table(rows) if rows else "<p>(no finished cells)</p>",
