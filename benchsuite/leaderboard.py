@@ -359,17 +359,32 @@ def build_comparisons(
     return comparisons
 
 
+def training_set_means(networks: list[dict]) -> list[dict[str, Any]]:
+    """Per (task, N, architecture, method): each training set's mean test accuracy, the unit of
+    every paired comparison (what the HTML page compares any two methods with, in the browser)."""
+    return [
+        {
+            "dataset": dataset, "classes": [int(c) for c in str(classes).split(",")], "n_train": n_train,
+            "architecture": architecture, "optimizer": optimizer,
+            "means": {str(seed): float(values.mean()) for seed, values in sets.items() if len(values)},
+        }
+        for (dataset, classes, n_train, architecture, optimizer), sets in stats.group_test_accuracies(networks).items()
+    ]  # fmt: skip
+
+
 class LeaderboardRows(list):
     """The leaderboard rows (a plain list, as before) carrying what the richer reports add.
 
     Attributes: `comparisons` (pairwise, per task), `ranking` (mean ranks across tasks),
-    `win_rates` (matrix), `settings` (the bootstrap's), `runs` (the runs table: resolved suite and
-    environment) and `reference_baseline`. JSON and CSV writers see only the rows.
+    `win_rates` (matrix), `set_means` (training_set_means), `settings` (the bootstrap's), `runs`
+    (the runs table: resolved suite and environment) and `reference_baseline`. JSON and CSV writers
+    see only the rows.
     """
 
     comparisons: list[dict]
     ranking: list[dict]
     win_rates: dict
+    set_means: list[dict]
     settings: BootstrapSettings
     runs: list[dict]
     reference_baseline: str | None
@@ -393,6 +408,7 @@ def build_leaderboard(
     rows.comparisons = build_comparisons(rows, networks, settings, cache)
     rows.ranking = stats.mean_ranks(rows)
     rows.win_rates = stats.win_rates(rows)
+    rows.set_means = training_set_means(networks)
     rows.settings = settings
     rows.runs = list(runs)
     rows.reference_baseline = reference_baseline

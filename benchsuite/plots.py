@@ -30,6 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from benchsuite import plot_gains
 from benchsuite.errors import BenchsuiteError
 from benchsuite.escaping import plot_text
 
@@ -40,6 +41,7 @@ SCATTER_TITLES = {
     "train_loss_frobenius": "logits / prod ||W_l||_F / 3",
 }
 PANEL_SIZE = (4.2, 3.4)  # inches per panel
+MAX_METHOD_PANELS = 8  # beyond this the accuracy figure's panel per method is not drawn (plot_gains)
 # matplotlib salts SVG element ids with a random uuid unless given a salt: a fixed one, so files repeat
 REPRODUCIBLE = {"svg.hashsalt": "benchsuite"}
 
@@ -109,7 +111,11 @@ class Group:
 
     @property
     def title(self) -> str:
-        return plot_text(f"{self.dataset} {self.class_names} ({self.classes[0]} vs {self.classes[1]}), {self.architecture}")
+        return plot_text(self.raw_title)
+
+    @property
+    def raw_title(self) -> str:
+        return f"{self.dataset} {self.class_names} ({self.classes[0]} vs {self.classes[1]}), {self.architecture}"
 
 
 def _width_key(width: str) -> tuple:
@@ -386,8 +392,13 @@ def row_metrics(rows: list[dict]) -> list[str]:
 
 
 def figures(data: PlotData) -> dict[str, Any]:
-    """File stem -> Figure, for every figure the data supports."""
+    """File stem -> Figure, for every figure the data supports. With many optimizers
+    (plot_gains.MANY_METHODS) a summary comes first and every group gets gain and ranking figures;
+    the accuracy figure's panel per method is drawn only up to MAX_METHOD_PANELS methods."""
     made: dict[str, Any] = {}
+    many = len({r["optimizer"] for r in plot_gains.gained(data.rows)}) >= plot_gains.MANY_METHODS
+    if many:
+        made["summary"] = plot_gains.summary_figure(_matplotlib(), "gain over the baseline across all tasks", data.rows)
     metric_groups: dict[Group, list[dict]] = defaultdict(list)
     for r in data.metric_rows:
         if r["metric"] not in SCATTER_METRICS:  # the scatter draws the normalized losses only
@@ -401,7 +412,10 @@ def figures(data: PlotData) -> dict[str, Any]:
             )
         ].append(r)
     for group, rows in grouped_rows(data).items():
-        made[f"accuracy_{group.stem}"] = accuracy_figure(group, rows, data)
+        if len(method_labels(rows, data)) <= MAX_METHOD_PANELS:
+            made[f"accuracy_{group.stem}"] = accuracy_figure(group, rows, data)
+        if many and plot_gains.gained(rows):
+            made.update(_gain_figures(group, rows, data))
         baselines = [r for r in rows if r["role"] == "baseline" and r["neg_log2_p_fit"] is not None]
         if baselines and len({r["n_train"] for r in rows}) > 1:
             made[f"fit_probability_{group.stem}"] = fit_probability_figure(group, baselines, data)
@@ -412,6 +426,20 @@ def figures(data: PlotData) -> dict[str, Any]:
             )
         for metric in row_metrics(rows):
             made[f"metric_{re.sub(r'[^A-Za-z0-9_.-]+', '-', metric)}_{group.stem}"] = metric_figure(group, rows, data, metric)
+    return made
+
+
+def _gain_figures(group: Group, rows: list[dict], data: PlotData) -> dict[str, Any]:
+    """A group's gain-against-N figure (more than one N) and its ranked dot plot."""
+    Figure = _matplotlib()
+    variants = sorted_variants(rows, data)
+    described = data.variants()
+    sweep = sweep_of([described[a] for a in variants])
+    names = {a: _variant_label(described[a], sweep) for a in variants}
+    made = {}
+    if len({r["n_train"] for r in rows}) > 1:
+        made[f"gain_{group.stem}"] = plot_gains.gain_figure(Figure, group.raw_title, rows, variants, names)
+    made[f"ranking_{group.stem}"] = plot_gains.ranking_figure(Figure, group.raw_title, rows, variants, names)
     return made
 
 

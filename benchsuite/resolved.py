@@ -9,10 +9,11 @@ byte (tests/test_suite_ids.py). No torch here: `publish` and `compare` import th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -158,6 +159,36 @@ class SamplerSettings:
 
 
 BUDGET_KEYS = ("max_networks", "max_candidates")
+TUNING_CRITERIA = ("validation_accuracy",)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """A suite's tuning protocol (docs/tuning.md), the same for every tuned optimizer entry: per
+    cell, `trials` values drawn from each tuned hyperparameter's declared search space (a Latin
+    hypercube from `seed`, identical unit points for every entry), each tried on `networks`
+    networks trained on the cell's training set and scored on a validation split of the cell's
+    held-out images (`validation_per_class` per class; None: all of them); the best by `criterion`
+    among trials where at least `min_fit` of the networks interpolate is the cell's value."""
+
+    trials: int
+    hyperparameters: tuple[str, ...]  # tuned by default in every gradient-optimizer entry
+    networks: int
+    validation_per_class: int | None
+    seed: int
+    min_fit: float
+    criterion: str = "validation_accuracy"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trials": self.trials,
+            "hyperparameters": list(self.hyperparameters),
+            "networks": self.networks,
+            "validation_per_class": self.validation_per_class,
+            "seed": self.seed,
+            "min_fit": self.min_fit,
+            "criterion": self.criterion,
+        }
 
 
 @dataclass(frozen=True)
@@ -165,7 +196,11 @@ class Entry:
     """One optimizer or baseline entry, a grid already expanded: the method and its settings.
 
     `hyperparameters` are the plugin's (read-only); `performance_options` name those among them
-    that change speed, never results, and so stay out of the cell id and seed."""
+    that change speed, never results, and so stay out of the cell id and seed. `tuned` maps the
+    hyperparameters the suite's tuning chooses per cell to their search spaces ({"low", "high",
+    "scale"}); their values here are placeholders (the plugin's defaults) until a cell's tuning
+    replaces them (Cell.with_values), and they are written into the JSON as `tuned`, not as
+    values. Empty (the default): the JSON is exactly what it was before tuning existed."""
 
     name: str
     label: str
@@ -174,9 +209,15 @@ class Entry:
     models: int
     settings: OptimizerSettings | SamplerSettings
     hyperparameters: Mapping[str, Any]
+    tuned: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hyperparameters", MappingProxyType(dict(self.hyperparameters)))
+        object.__setattr__(self, "tuned", MappingProxyType({k: dict(v) for k, v in self.tuned.items()}))
+
+    def fixed_hyperparameters(self) -> dict[str, Any]:
+        """The hyperparameters the suite fixes (all but the tuned ones)."""
+        return {k: v for k, v in self.hyperparameters.items() if k not in self.tuned}
 
     def __reduce__(self):
         """Pickled with a plain dict (a mappingproxy does not pickle): cells travel to workers."""
@@ -186,6 +227,7 @@ class Entry:
         ))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
+        tuned = {"tuned": {k: dict(v) for k, v in self.tuned.items()}} if self.tuned else {}
         return {
             "name": self.name,
             "label": self.label,
@@ -193,7 +235,8 @@ class Entry:
             "performance_options": list(self.performance_options),
             "models": self.models,
             "settings": self.settings.to_json(),
-            "hyperparameters": dict(self.hyperparameters),
+            "hyperparameters": self.fixed_hyperparameters(),
+            **tuned,
         }
 
 
@@ -220,6 +263,7 @@ class Suite:
     reference_baseline: str | None  # the leaderboard's baseline label
     metrics: tuple[str, ...]
     max_seconds_per_cell: float | None = None  # a cell past it is stopped and recorded timed_out
+    tuning: Tuning | None = None  # written into the JSON only when set (suite ids stay)
 
     @property
     def entries(self) -> tuple[Entry, ...]:
@@ -244,6 +288,7 @@ class Suite:
             "metrics": list(self.metrics),
             # only when set: a suite without it keeps the resolved JSON, and so the id, it had
             **({"max_seconds_per_cell": self.max_seconds_per_cell} if self.max_seconds_per_cell is not None else {}),
+            **({} if self.tuning is None else {"tuning": self.tuning.to_json()}),
         }
 
     @property
@@ -260,8 +305,11 @@ def runnable_document(resolved: dict[str, Any]) -> dict[str, Any]:
     """The input form of a resolved suite (a stored record too): entries flattened, grids already
     expanded."""
 
+    tuning = "tuning" in resolved  # then every optimizer entry says what it tunes, even nothing
+
     def entry(e: dict[str, Any]) -> dict[str, Any]:
-        return {"name": e["name"], "label": e["label"], "models": e["models"], **e["settings"], **e["hyperparameters"]}
+        tuned = {"tune": list(e.get("tuned", {}))} if tuning and e["role"] == "optimizer" else {}
+        return {"name": e["name"], "label": e["label"], "models": e["models"], **e["settings"], **e["hyperparameters"], **tuned}
 
     document = {k: v for k, v in resolved.items() if k not in ("optimizers", "baselines")}
     document["optimizers"] = [entry(e) for e in resolved["optimizers"]]
@@ -287,12 +335,30 @@ class Cell:
     training_draw: str = DEFAULT_TRAINING_DRAW  # benchsuite.protocol.TRAINING_DRAWS
     class_pair_seed: int | None = None  # seeds the reference draw when the pair came from one
     tie_rule: str = DEFAULT_TIE_RULE
+    tuning: Tuning | None = None  # the suite's, on cells whose entry tunes something
+
+    @property
+    def tuned(self) -> bool:
+        return self.tuning is not None and bool(self.entry.tuned)
+
+    def with_values(self, values: Mapping[str, Any]) -> Cell:
+        """This cell with its tuned hyperparameters set to `values` (its tuning's choice): the same
+        identity, id and seed, since a tuned cell's identity names how its values are chosen, not
+        the values."""
+        unknown = set(values) - set(self.entry.tuned)
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} are not tuned in {self.entry.label}")
+        entry = dataclasses.replace(self.entry, hyperparameters={**self.entry.hyperparameters, **values})
+        return dataclasses.replace(self, entry=entry)
 
     @cached_property
     def identity(self) -> dict[str, Any]:
         """What the cell id hashes: everything that decides the cell's results, nothing else
-        (a performance option or the suite's name does not)."""
+        (a performance option or the suite's name does not). A tuned cell's identity holds the
+        tuning protocol and search spaces instead of the tuned values (docs/tuning.md)."""
         entry = self.entry
+        tuned = self.tuned
+        tuning = {"tuning": {**self.tuning.to_json(), "search": {k: dict(v) for k, v in entry.tuned.items()}}} if tuned else {}
         return {
             "dataset": self.dataset,
             "classes": list(self.classes),
@@ -306,13 +372,15 @@ class Cell:
                 "label": entry.label,
                 "role": entry.role,
                 "hyperparameters": {
-                    k: v for k, v in entry.hyperparameters.items() if k not in entry.performance_options
+                    k: v for k, v in entry.hyperparameters.items()
+                    if k not in entry.performance_options and not (tuned and k in entry.tuned)
                 },
             },
             "settings": {k: v for k, v in entry.settings.to_json().items() if k not in BUDGET_KEYS},
             "models": entry.models,
             "budget": entry.settings.budget,
             "seed": self.suite_seed,
+            **tuning,
         }
 
     @cached_property
@@ -353,5 +421,6 @@ def expand(suite: Suite) -> list[Cell]:
                                 cells.append(Cell(
                                     task.dataset, classes, n_train, training_set_seed, architecture,
                                     entry, suite.seed, task.training_draw, class_pair_seed, suite.tie_rule,
+                                    suite.tuning if entry.tuned else None,
                                 ))  # fmt: skip
     return cells

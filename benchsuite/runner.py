@@ -288,7 +288,9 @@ def run_suite(
                 class_names = registry.dataset(outcome.cell.dataset).class_names
                 record = cell_record(outcome, run_id, suite.suite_id, class_names)
                 record["plugins"] = _json(cell_plugins(outcome.cell, registry, suite.metrics))
-                store.add_cell(record, network_results(outcome), outcome.train_indices, outcome.estimates)
+                store.add_cell(
+                    record, network_results(outcome), outcome.train_indices, outcome.estimates, outcome.tuning
+                )
                 stored.add(cell_id)
                 progress.finish_cell(outcome)
             missing = [c for c in todo if c.cell_id not in stored]

@@ -36,6 +36,7 @@ from benchsuite.protocol import (
     TRAINING_DRAWS,
 )
 from benchsuite.resolved import (
+    TUNING_CRITERIA,
     ArchitectureGrid,
     DataSource,
     Entry,
@@ -43,6 +44,7 @@ from benchsuite.resolved import (
     SamplerSettings,
     Suite,
     Task,
+    Tuning,
 )
 
 DEFAULT_MODELS_PER_CELL = 20
@@ -63,6 +65,12 @@ ENTRY_KEYS = ("name", "label", "models", "grid")
 # A gradient-optimizer key stored in the resolved settings only when not the default, so that
 # suites without it keep their ids: the learning-rate schedule (benchsuite/schedules.py).
 SCHEDULE_KEY = "schedule"
+# The tuning protocol (docs/tuning.md): the suite's `tuning` section and an entry's `tune` list.
+TUNE_KEY = "tune"
+TUNING_KEYS = ("trials", "hyperparameters", "networks", "validation_per_class", "seed", "min_fit", "criterion")
+TUNING_DEFAULTS = {"trials": 8, "hyperparameters": ["lr"], "networks": 4, "min_fit": 0.5}
+MAX_TUNED = 2  # the learning rate and at most one more
+MAX_TRIALS = 1_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +183,7 @@ def load_suite(path: str | Path, registry: Registry, *, allow_large: bool = Fals
 
 TOP_KEYS = (
     "name", "description", "seed", "device", "models_per_cell", "data", "tasks",
-    "architectures", "optimizers", "baselines", "leaderboard", "metrics", "tie_rule",
+    "architectures", "optimizers", "baselines", "leaderboard", "metrics", "tie_rule", "tuning",
     "max_seconds_per_cell",
 )  # fmt: skip
 
@@ -204,7 +212,9 @@ def validate_suite(
     architectures = check.list_of(
         document["architectures"], "architectures", lambda v, k: _architecture(check, v, k, registry), False
     )
-    optimizers = _entries(check, document.get("optimizers") or [], "optimizers", registry, models, "optimizer")
+    seed = check.integer(document.get("seed", 0), "seed", 0)
+    tuning = _tuning(check, document.get("tuning"), seed, tasks, registry)
+    optimizers = _entries(check, document.get("optimizers") or [], "optimizers", registry, models, "optimizer", tuning)
     baselines = _entries(check, document.get("baselines") or [], "baselines", registry, models, "sampler")
     labels = Counter(e.label for e in optimizers + baselines)
     for label, count in labels.items():
@@ -234,7 +244,7 @@ def validate_suite(
         path=file,
         name=check.string(document.get("name", default_name), "name"),
         description=check.string(document.get("description", ""), "description"),
-        seed=check.integer(document.get("seed", 0), "seed", 0),
+        seed=seed,
         device=device,
         tie_rule=check.string(document.get("tie_rule", DEFAULT_TIE_RULE), "tie_rule", TIE_RULES),
         models_per_cell=models,
@@ -246,6 +256,7 @@ def validate_suite(
         reference_baseline=reference,
         metrics=tuple(metrics),
         max_seconds_per_cell=max_seconds,
+        tuning=tuning,
     )
 
 
@@ -334,17 +345,21 @@ def _depth(check: _Checker, value: Any, key: str) -> Any:
     return value
 
 
-def _entries(check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str) -> list[Entry]:
+def _entries(
+    check: _Checker, value: Any, key: str, registry: Registry, models: int, kind: str, tuning: Tuning | None = None
+) -> list[Entry]:
     """Optimizer or baseline entries, with grids expanded into one resolved entry each."""
     if not isinstance(value, list):
         raise check.fail(key, f"expected a list of entries, got {value_kind(value)}")
     resolved = []
     for index, entry in enumerate(value):
-        resolved += _entry(check, entry, f"{key}[{index}]", registry, models, kind)
+        resolved += _entry(check, entry, f"{key}[{index}]", registry, models, kind, tuning)
     return resolved
 
 
-def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: int, kind: str) -> list[Entry]:
+def _entry(
+    check: _Checker, entry: Any, key: str, registry: Registry, models: int, kind: str, tuning: Tuning | None = None
+) -> list[Entry]:
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
@@ -356,8 +371,10 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
     allowed = {**{k: None for k in ENTRY_KEYS}, **host_defaults, budget_key: None, **spec.defaults}
     if kind == "optimizer":
         allowed[SCHEDULE_KEY] = None
+        allowed[TUNE_KEY] = None
     check.mapping(entry, key, tuple(allowed))
-    grid = check.mapping(entry.get("grid", {}) or {}, f"{key}.grid", tuple(set(allowed) - set(ENTRY_KEYS)))
+    grid_keys = tuple(set(allowed) - set(ENTRY_KEYS) - {TUNE_KEY})
+    grid = check.mapping(entry.get("grid", {}) or {}, f"{key}.grid", grid_keys)
     axes = {k: check.list_of(v, f"{key}.grid.{k}", lambda x, _: x, False) for k, v in grid.items()}
     _check_grid(check, axes, f"{key}.grid")
     combinations: list[dict] = [{}]
@@ -392,6 +409,7 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
             for k, declared in spec.declared.items()
         }
         _check_hyperparameters(check, spec, kind, hyperparameters, key, settings.get(SCHEDULE_KEY))
+        tuned = _tuned(check, spec, merged, key, tuning) if kind == "optimizer" else {}
         label = merged.get("label") or _default_label(name, combination)
         expanded.append(
             Entry(
@@ -402,9 +420,80 @@ def _entry(check: _Checker, entry: Any, key: str, registry: Registry, models: in
                 models=count,
                 settings=OptimizerSettings(**settings) if kind == "optimizer" else SamplerSettings(**settings),
                 hyperparameters=hyperparameters,
+                tuned=tuned,
             )
         )
     return expanded
+
+
+def _tuning(check: _Checker, value: Any, seed: int, tasks: list[Task], registry: Registry) -> Tuning | None:
+    """The suite's tuning protocol, every default filled in (docs/tuning.md); None: no tuning."""
+    if value is None:
+        return None
+    value = check.mapping(value, "tuning", TUNING_KEYS)
+    names = value.get("hyperparameters", TUNING_DEFAULTS["hyperparameters"])
+    names = [] if names == [] else check.list_of(names, "tuning.hyperparameters", check.string)
+    _unique(check, names, "tuning.hyperparameters")
+    if len(names) > MAX_TUNED:
+        raise check.fail("tuning.hyperparameters", f"at most {MAX_TUNED} (the learning rate and one more), got {len(names)}")
+    per_class = value.get("validation_per_class")
+    if per_class is not None:
+        per_class = check.integer(per_class, "tuning.validation_per_class", 1)
+        for task in tasks:
+            held_out = registry.dataset(task.dataset).holdout_per_class
+            if per_class > held_out:
+                raise check.fail(
+                    "tuning.validation_per_class",
+                    f"{task.dataset} holds out {held_out} images per class (the validation split is drawn "
+                    f"from them, never from training or test images); got {per_class}",
+                )
+    min_fit = check.number(value.get("min_fit", TUNING_DEFAULTS["min_fit"]), "tuning.min_fit")
+    if not 0 <= min_fit <= 1:
+        raise check.fail("tuning.min_fit", f"expected a share in [0, 1], got {min_fit}")
+    return Tuning(
+        trials=check.integer(value.get("trials", TUNING_DEFAULTS["trials"]), "tuning.trials", 1, MAX_TRIALS),
+        hyperparameters=tuple(names),
+        networks=check.integer(value.get("networks", TUNING_DEFAULTS["networks"]), "tuning.networks", 1, MAX_TRIALS),
+        validation_per_class=per_class,
+        seed=check.integer(value.get("seed", seed), "tuning.seed", 0),
+        min_fit=float(min_fit),
+        criterion=check.string(value.get("criterion", TUNING_CRITERIA[0]), "tuning.criterion", TUNING_CRITERIA),
+    )
+
+
+def _tuned(check: _Checker, spec, entry: dict, key: str, tuning: Tuning | None) -> dict[str, dict]:
+    """What this gradient-optimizer entry tunes, each with its declared search space: its `tune`
+    list, else the suite's `tuning.hyperparameters`. A tuned setting cannot also be given a value."""
+    if TUNE_KEY in entry and tuning is None:
+        raise check.fail(f"{key}.{TUNE_KEY}", "needs the suite's `tuning` section (the protocol the values are chosen by)")
+    if tuning is None:
+        return {}
+    names = entry.get(TUNE_KEY, list(tuning.hyperparameters))
+    if names is False or names is None:
+        names = []
+    names = [] if names == [] else check.list_of(names, f"{key}.{TUNE_KEY}", check.string)
+    _unique(check, names, f"{key}.{TUNE_KEY}")
+    if len(names) > MAX_TUNED:
+        raise check.fail(f"{key}.{TUNE_KEY}", f"at most {MAX_TUNED} (the learning rate and one more), got {len(names)}")
+    tuned = {}
+    for name in names:
+        declared = spec.declared.get(name)
+        if declared is None:
+            raise check.fail(f"{key}.{TUNE_KEY}", f"{spec.name} has no setting {name!r}; {closest(name, spec.declared)}")
+        if declared.search is None or declared.type not in (int, float):
+            raise check.fail(f"{key}.{TUNE_KEY}", f"{spec.name} declares no search space for {name!r}; it cannot be tuned")
+        if name in entry:
+            raise check.fail(
+                f"{key}.{name}", f"{name} is tuned (tuning.hyperparameters or `tune`); drop the value, or give the entry `tune: []`"
+            )
+        search = declared.search
+        for bound in (search.low, search.high):
+            try:
+                declared.validate(declared.type(bound) if declared.type is int else float(bound))
+            except ValueError as error:
+                raise check.fail(f"{key}.{TUNE_KEY}", f"{spec.name}'s search space for {name} lies outside its valid values: {error}") from None
+        tuned[name] = {"low": search.low, "high": search.high, "scale": search.scale}
+    return tuned
 
 
 def _schedule(check: _Checker, value: Any, key: str) -> dict | None:

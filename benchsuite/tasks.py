@@ -103,6 +103,33 @@ def training_indices(
     return torch.cat([permuted[holdout_per_class:needed] for permuted in permutations])
 
 
+def validation_indices(
+    train_labels: torch.Tensor,
+    classes: Sequence[int],
+    training_set_seed: int,
+    holdout_per_class: int,
+    per_class: int | None = None,
+    *,
+    draw: str = DEFAULT_TRAINING_DRAW,
+    test_labels: torch.Tensor | None = None,
+    class_pair_seed: int | None = None,
+) -> torch.Tensor:
+    """Indices into the training split of a training set's validation split (docs/tuning.md),
+    class 0's first: per class, the first `per_class` (None: all) of the `holdout_per_class`
+    indices that training_indices skips in the same draw. So it is disjoint from the training set
+    at every N (training takes the positions after the held-out ones) and from the test split."""
+    per_class = holdout_per_class if per_class is None else per_class
+    if not 1 <= per_class <= holdout_per_class:
+        raise BenchsuiteError(f"a validation split takes 1 to {holdout_per_class} held-out images per class, got {per_class}")
+    permutations = class_permutations(
+        train_labels, test_labels, classes, training_set_seed, draw, class_pair_seed
+    )
+    for label, permuted in zip(classes, permutations):
+        if permuted.numel() < holdout_per_class:
+            raise BenchsuiteError(f"class {label} has {permuted.numel()} training images, fewer than the {holdout_per_class} held out")
+    return torch.cat([permuted[:per_class] for permuted in permutations])
+
+
 # ---------------------------------------------------------------------------------------------
 # Normalization
 
@@ -340,6 +367,34 @@ def build_task(
         class_pair_seed=class_pair_seed,
     )
     return task.to(device)
+
+
+@dataclass(frozen=True, eq=False)
+class ValidationSplit:
+    """A task's validation split: held-out training-split images (indices), normalized as the
+    task's, labelled 0/1 as the task's."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    indices: torch.Tensor
+
+
+def build_validation(
+    spec: DatasetSpec,
+    splits: ImageSplits,
+    task: Task,
+    per_class: int | None = None,
+    device: str | torch.device = "cpu",
+) -> ValidationSplit:
+    """The validation split of `task`'s training set (validation_indices), on `device`."""
+    indices = validation_indices(
+        splits.train_labels, task.classes, task.training_set_seed, spec.holdout_per_class, per_class,
+        draw=task.draw, test_labels=splits.test_labels, class_pair_seed=task.class_pair_seed,
+    )  # fmt: skip
+    statistics = training_statistics(spec.name, splits)
+    x = normalize(splits.train_images[indices], statistics)
+    y = binary_labels(splits.train_labels[indices], task.classes)
+    return ValidationSplit(x.to(device), y.to(device), indices)
 
 
 class TaskCache:

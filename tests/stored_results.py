@@ -136,12 +136,12 @@ def _add_cell(
 ) -> None:
     baseline = optimizer == "gnc"
     level = (
-        LEVELS[optimizer]
+        LEVELS.get(optimizer, 0.78 + (zlib.crc32(optimizer.encode()) % 160) / 1000)  # any other label
         + set_effect
         + (0.01 if width == "1" and not baseline else 0)
         + 0.005 * n_train
     )
-    accuracies = np.clip(rng.normal(level, SPREAD[optimizer], size=models), 0.3, 1.0)
+    accuracies = np.clip(rng.normal(level, SPREAD.get(optimizer, 0.04), size=models), 0.3, 1.0)
     accuracies = np.round(accuracies * TEST_IMAGES) / TEST_IMAGES
     found = (
         np.sort(rng.choice(10**6, size=models, replace=False)) if baseline else np.arange(models)

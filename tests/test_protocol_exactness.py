@@ -109,6 +109,7 @@ def test_a_version_1_database_is_migrated_when_opened_for_writing(tmp_path):
         (row,) = store.connection.execute("SELECT test_acc, train_ties, test_ties, chain FROM networks").fetchall()
         assert tuple(row) == (0.75, None, None, None)  # old rows keep their values; ties unknown
         assert store.training_indices() == {} and store.cell_estimates() == {}
+        assert store.tuning() == {} and store.tuning_trials() == []  # schema 6's tables, empty
         view = store.connection.execute("PRAGMA table_info(network_rows)").fetchall()
         assert {"train_ties", "test_ties", "n_test", "chain"} <= {column[1] for column in view}
 

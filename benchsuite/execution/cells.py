@@ -27,7 +27,7 @@ from benchsuite.errors import BenchsuiteError
 from benchsuite.plugins import Registry
 from benchsuite.records import DataOptions, MetricInput, MetricSpec, Population, SamplingRequest
 from benchsuite.resolved import Cell
-from benchsuite.store import NetworkResult
+from benchsuite.store import NetworkResult, TuningRecord
 from benchsuite.tasks import TaskCache
 
 Report = Callable[[tuple], None]
@@ -111,6 +111,7 @@ class CellOutcome:
     status: str = "ok"
     detail: str = ""
     diverged: int | None = None
+    tuning: TuningRecord | None = None  # how a tuned cell's values were chosen (execution.tuned)
 
     @property
     def size(self) -> int:

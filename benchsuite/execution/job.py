@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from benchsuite.engine.threads import share_cpus
 from benchsuite.errors import BenchsuiteError
@@ -28,14 +28,17 @@ from benchsuite.execution.cells import (
     resolve_device,
     run_cell,
 )
+from benchsuite.execution.tuned import tune_unit
 from benchsuite.plugins import Registry, default_registry, load_registry
 from benchsuite.records import DataOptions
 from benchsuite.resolved import Cell
 
 
 def run_unit(unit: tuple[Cell, ...], context: CellContext, report: Report = ignore) -> Iterator[CellOutcome]:
-    """A unit in this process: its gradient cells trained in one stack (one budget for all of
-    them), then each cell checked, evaluated and yielded as it finishes; or its cells in order."""
+    """A unit in this process: its tuned cells' values chosen (execution.tuned), its gradient
+    cells trained in one stack (one budget for all of them), then each cell checked, evaluated and
+    yielded as it finishes; or its cells in order."""
+    unit, tunings = tune_unit(unit, context)
     produced = {}
     if len(unit) > 1 and unit[0].role != "baseline":
         report(("start", unit[0].cell_id))
@@ -45,11 +48,16 @@ def run_unit(unit: tuple[Cell, ...], context: CellContext, report: Report = igno
                 produced = produce_populations(list(unit), context, budget, report)
         except CellTimedOut:
             for cell in unit:
-                yield budget.timed_out(cell, context.task(cell), context.device)
+                yield _with(budget.timed_out(cell, context.task(cell), context.device), tunings)
             return
     for cell in unit:
         report(("start", cell.cell_id))
-        yield run_cell(cell, context, report, produced.pop(cell.cell_id, None))
+        yield _with(run_cell(cell, context, report, produced.pop(cell.cell_id, None)), tunings)
+
+
+def _with(outcome: CellOutcome, tunings: dict) -> CellOutcome:
+    tuning = tunings.get(outcome.cell.cell_id)
+    return outcome if tuning is None else replace(outcome, tuning=tuning)
 
 
 @dataclass(frozen=True)

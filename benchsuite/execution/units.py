@@ -17,11 +17,12 @@ from benchsuite.resolved import Cell
 
 def training_group_key(cell: Cell) -> str | None:
     """Gradient cells with equal keys may train their networks in one stack (train_populations):
-    same optimizer entry, architecture, dataset and N; they differ in class pair and training set."""
+    same optimizer entry (and values: a tuned entry's placeholders until tuned), architecture,
+    dataset and N; they differ in class pair and training set."""
     if cell.role == "baseline":
         return None
     return json.dumps(
-        [cell.entry.to_json(), cell.architecture.to_json(), cell.dataset, cell.n_train],
+        [cell.entry.to_json(), dict(cell.entry.hyperparameters), cell.architecture.to_json(), cell.dataset, cell.n_train],
         sort_keys=True, default=str,
     )  # fmt: skip
 

@@ -7,6 +7,7 @@ benchsuite.plots.figures_from_store), and the environment and resolved suite of 
 
 Sorting: click a column header (again to reverse). A URL hash `#sort=TABLE.COLUMN[.asc|.desc]`
 sorts on load by clicking that header, e.g. `leaderboard.html#sort=leaderboard.gain_pp.desc`.
+Filtering by task, architecture and N, and a paired comparison of any two methods: html_explore.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from benchsuite.reporting import html_explore
 from benchsuite.reporting.display import ended, method_notes, metric_names, metric_note
 from benchsuite.reporting.formatting import metric_interval, p_value, percent, signed, significant, task_label
 
@@ -212,9 +214,9 @@ def leaderboard_table(rows: Sequence[dict]) -> str:
             _number_cell(row.get("tied_test_share"), percent(row.get("tied_test_share"))),
         ]  # fmt: skip
         css = ' class="baseline"' if row["role"] == "baseline" else ""
-        body.append(f"<tr{css}>{''.join(cells)}</tr>")
+        body.append(f"<tr{css}{html_explore.row_attributes(row)}>{''.join(cells)}</tr>")
     return (
-        f'<div class="scroll"><table id="leaderboard" class="sortable">{_header(LEADERBOARD_COLUMNS)}'
+        f'<div class="scroll"><table id="leaderboard" class="sortable filterable">{_header(LEADERBOARD_COLUMNS)}'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -269,8 +271,8 @@ def comparisons_table(comparisons: Sequence[dict]) -> str:
             _number_cell(c["p_value"], p_value(c["p_value"])),
             _number_cell(c.get("p_value_holm"), p_value(c.get("p_value_holm"))),
         ]  # fmt: skip
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f'<div class="scroll"><table id="comparisons" class="sortable">{_header(COMPARISON_COLUMNS)}<tbody>{"".join(body)}</tbody></table></div>'
+        body.append(f"<tr{html_explore.row_attributes(c)}>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table id="comparisons" class="sortable filterable">{_header(COMPARISON_COLUMNS)}<tbody>{"".join(body)}</tbody></table></div>'
 
 
 def ranking_table(ranking: Sequence[dict]) -> str:
@@ -369,14 +371,27 @@ def suite_section(runs: Sequence[dict]) -> str:
 # Figures
 
 
-def figures_section(figures: Sequence[tuple[str, bytes]] | None) -> str:
-    if not figures:
-        return ""
-    items = "".join(
-        f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+SUMMARY_FIGURE = "summary"  # benchsuite.plots' figure of every optimizer's gain across tasks: shown first
+
+
+def _figure(caption: str, png: bytes, element_id: str = "") -> str:
+    ident = f' id="{element_id}"' if element_id else ""
+    return (
+        f'<figure{ident}><img alt="{_e(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{_e(caption)}</figcaption></figure>"
-        for caption, png in figures
     )
+
+
+def summary_figure(figures: Sequence[tuple[str, bytes]] | None) -> str:
+    """The summary figure, at the top of the page (many optimizers: plots.figures makes one)."""
+    return "".join(_figure(c, png, "summary-figure") for c, png in figures or () if c == SUMMARY_FIGURE)
+
+
+def figures_section(figures: Sequence[tuple[str, bytes]] | None) -> str:
+    rest = [(c, png) for c, png in figures or () if c != SUMMARY_FIGURE]
+    if not rest:
+        return ""
+    items = "".join(_figure(caption, png) for caption, png in rest)
     return f'<h2 id="figures-heading">Figures</h2><div id="figures">{items}</div>'
 
 
@@ -405,7 +420,7 @@ def to_html(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>",
+        f"<title>{_e(title)}</title><style>{STYLE}{html_explore.STYLE}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         meta,
         f"<p>{_e(description)}</p>" if description else "",
@@ -415,7 +430,9 @@ def to_html(
             "training sets of each set's mean; the gain is in percentage points over the baseline on the same "
             "training sets. Click a column header to sort.</p>"
         ),
+        summary_figure(figures),
         '<h2 id="leaderboard-heading">Leaderboard</h2>',
+        html_explore.explorer_section(rows, getattr(rows, "set_means", None)) if rows else "",
         leaderboard_table(rows) if rows else "<p>(no finished cells)</p>",
         '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in method_notes(rows)) + "</ul>",
     ]
@@ -448,6 +465,7 @@ def to_html(
         '<h2 id="suite-heading">Resolved suite</h2>',
         suite_section(runs),
         f"<script>{SCRIPT}</script>",
+        f"<script>{html_explore.SCRIPT}</script>",
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p) + "\n"

@@ -4,7 +4,7 @@ migrations, the check on open), database (Store: writes and reads), merge (publi
 Callers import from here; the modules below never import this package back."""
 
 from benchsuite.errors import StoreError
-from benchsuite.store.database import NetworkResult, Store, now
+from benchsuite.store.database import NetworkResult, Store, TuningRecord, TuningTrial, now
 from benchsuite.store.lock import FolderLock, lock_path
 from benchsuite.store.schema import (
     ADDED_IN_VERSION,
@@ -31,6 +31,8 @@ __all__ = [
     "NetworkResult",
     "Store",
     "StoreError",
+    "TuningRecord",
+    "TuningTrial",
     "check_schema",
     "lock_path",
     "now",

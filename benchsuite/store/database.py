@@ -46,6 +46,49 @@ class NetworkResult:
     chain: int | None = None  # the sampler's independent chain it came from, if it has chains
 
 
+@dataclass(frozen=True)
+class TuningTrial:
+    """One tuning trial as stored (benchsuite.tuning.Trial)."""
+
+    trial: int
+    hyperparameters: dict[str, Any]
+    networks: int
+    fitted: int
+    validation_accuracy: float | None
+    chosen: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TuningRecord:
+    """How a tuned cell's values were chosen: the protocol and search spaces, the values, the
+    validation images (training-split positions) and every trial."""
+
+    protocol: dict[str, Any]
+    chosen: dict[str, Any]
+    validation_indices: Sequence[int]
+    trials: Sequence[TuningTrial]
+
+
+def _add_tuning(db: sqlite3.Connection, cell_id: str, tuning: TuningRecord) -> None:
+    db.execute(
+        "INSERT INTO tuning (cell_id, protocol, chosen, validation_indices) VALUES (?, ?, ?, ?)",
+        (
+            cell_id, json.dumps(tuning.protocol, sort_keys=True), json.dumps(tuning.chosen, sort_keys=True),
+            json.dumps([int(i) for i in tuning.validation_indices]),
+        ),
+    )  # fmt: skip
+    db.executemany(
+        "INSERT INTO tuning_trials (cell_id, trial, hyperparameters, networks, fitted, validation_accuracy, "
+        "chosen, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (cell_id, t.trial, json.dumps(t.hyperparameters, sort_keys=True), t.networks, t.fitted,
+             t.validation_accuracy, int(t.chosen), float(t.seconds))
+            for t in tuning.trials
+        ],
+    )  # fmt: skip
+
+
 class Store:
     """A results database; every cell is one transaction.
 
@@ -217,10 +260,11 @@ class Store:
         networks: Sequence[NetworkResult],
         train_indices: Sequence[int] | None = None,
         estimates: dict[str, float] | None = None,
+        tuning: TuningRecord | None = None,
     ) -> bool:
-        """Write a finished cell, its networks, its training images' indices and what its sampler
-        estimated, atomically; return False (writing nothing) if the cell is already stored, so a
-        cell delivered twice (a retried unit) is written once."""
+        """Write a finished cell, its networks, its training images' indices, what its sampler
+        estimated and how its tuned values were chosen, atomically; return False (writing nothing)
+        if the cell is already stored, so a cell delivered twice (a retried unit) is written once."""
         defaults = {"n_test": None, "plugins": None, "status": "ok", "status_detail": None, "diverged": None}
         values = {**defaults, **cell, "finished_at": now(), "models_found": len(networks)}
         missing = set(CELL_COLUMNS) - set(values)
@@ -264,6 +308,8 @@ class Store:
                     for name, value in sorted(n.metrics.items())
                 ],
             )
+            if tuning is not None:
+                _add_tuning(db, cell["cell_id"], tuning)
         return True
 
     def cells(self) -> list[dict[str, Any]]:
@@ -295,6 +341,27 @@ class Store:
         for cell_id, name, value in self.connection.execute("SELECT cell_id, name, value FROM cell_estimates"):
             out.setdefault(cell_id, {})[name] = value
         return out
+
+    def tuning(self) -> dict[str, dict[str, Any]]:
+        """cell id -> its tuning (protocol, chosen values, validation indices), for tuned cells
+        (none before schema 6)."""
+        if "tuning" not in tables(self.connection):
+            return {}
+        rows = self.connection.execute("SELECT * FROM tuning ORDER BY rowid")
+        return {
+            row["cell_id"]: {
+                "protocol": json.loads(row["protocol"]), "chosen": json.loads(row["chosen"]),
+                "validation_indices": json.loads(row["validation_indices"]),
+            }
+            for row in rows
+        }  # fmt: skip
+
+    def tuning_trials(self) -> list[dict[str, Any]]:
+        """Every tuning trial (none before schema 6), values decoded, in cell and trial order."""
+        if "tuning_trials" not in tables(self.connection):
+            return []
+        rows = self.connection.execute("SELECT * FROM tuning_trials ORDER BY cell_id, trial")
+        return [{**dict(row), "hyperparameters": json.loads(row["hyperparameters"]), "chosen": bool(row["chosen"])} for row in rows]
 
     def network_rows(self) -> list[dict[str, Any]]:
         return self._rows("network_rows", "SELECT * FROM network_rows ORDER BY cell_id, model_index")

@@ -10,7 +10,7 @@ from benchsuite.store.schema import CELL_COLUMNS, EXPECTED_TABLES, MERGE_DEFAULT
 
 
 def merge_database(db: sqlite3.Connection, source: Path) -> int:
-    """Copy the runs, cells, networks, estimates, training indices and metrics of the database at
+    """Copy the runs, cells, networks, estimates, training indices, tuning and metrics of the database at
     `source` into `db` in one transaction; return the cells skipped as duplicates.
 
     Runs get new ids (cells follow them). A cell id already present is kept as it is: cell ids
@@ -63,7 +63,7 @@ def merge_database(db: sqlite3.Connection, source: Path) -> int:
                 f"INSERT INTO main.networks ({network_columns}) SELECT {network_columns} "
                 "FROM source.networks WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)"
             )
-            for table in ("training_indices", "cell_estimates"):
+            for table in ("training_indices", "cell_estimates", "tuning", "tuning_trials"):
                 if columns(db, table, "source"):  # absent from older sources
                     db.execute(
                         f"INSERT INTO main.{table} SELECT * FROM source.{table} "

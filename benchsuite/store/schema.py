@@ -19,6 +19,11 @@ Tables
             split (JSON, label-0 class first) and how they were drawn: anyone can audit which
             images a row was trained on.
 - network_metrics: optional per-network metrics a suite asks for (benchsuite.metrics), long format.
+- tuning:   per tuned cell (docs/tuning.md): the protocol and search spaces (JSON), the values chosen
+            (JSON; also in cells.hyperparameters) and the validation split's images (JSON positions
+            in the training split, label-0 class first: held-out images, never training or test).
+- tuning_trials: per tuned cell and trial: the values tried, networks trained and fitted, their
+            mean validation accuracy (NULL when none fit), whether it was chosen, its seconds.
 - network_rows (view): networks joined with their cell, the flat table most analyses want.
 - meta:     key/value facts about the database: `schema_version` (checked on every open) and,
             for a published one, `published_from`.
@@ -32,9 +37,10 @@ from pathlib import Path
 from benchsuite.errors import StoreError
 
 OLDEST_SCHEMA_VERSION = 1
-SCHEMA_VERSION = 5  # 2: ties per network, the test-set size per cell, training_indices
+SCHEMA_VERSION = 6  # 2: ties per network, the test-set size per cell, training_indices
 #                    3: a sampler's chain per network, cell_estimates
 #                    4: the plugins each cell used; 5: cell status, status_detail, diverged
+#                    6: tuning, tuning_trials
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,6 +121,23 @@ CREATE TABLE IF NOT EXISTS network_metrics (
     PRIMARY KEY (cell_id, model_index, metric),
     FOREIGN KEY (cell_id, model_index) REFERENCES networks(cell_id, model_index)
 );
+CREATE TABLE IF NOT EXISTS tuning (
+    cell_id TEXT PRIMARY KEY REFERENCES cells(cell_id),
+    protocol TEXT NOT NULL,
+    chosen TEXT NOT NULL,
+    validation_indices TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tuning_trials (
+    cell_id TEXT NOT NULL REFERENCES tuning(cell_id),
+    trial INTEGER NOT NULL,
+    hyperparameters TEXT NOT NULL,
+    networks INTEGER NOT NULL,
+    fitted INTEGER NOT NULL,
+    validation_accuracy REAL,
+    chosen INTEGER NOT NULL CHECK (chosen IN (0, 1)),
+    seconds REAL NOT NULL,
+    PRIMARY KEY (cell_id, trial)
+);
 CREATE VIEW IF NOT EXISTS network_rows AS
     SELECT c.dataset, c.classes, c.class_names, c.n_train, c.training_set_seed, c.architecture,
            c.architecture_name, c.width, c.depth, c.optimizer, c.optimizer_name, c.role, c.prior,
@@ -144,6 +167,7 @@ ALTER TABLE cells ADD COLUMN status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN 
 ALTER TABLE cells ADD COLUMN status_detail TEXT;
 ALTER TABLE cells ADD COLUMN diverged INTEGER;
 """,
+    5: "",  # tuning and tuning_trials are new tables: SCHEMA creates them
 }
 # A column newer than a source database gets this value when merged (publish), else NULL.
 MERGE_DEFAULTS = {"status": "'ok'"}
@@ -173,6 +197,10 @@ EXPECTED_TABLES: dict[str, tuple[str, ...]] = {
         "n_train", "indices",
     ),
     "network_metrics": ("cell_id", "model_index", "metric", "value"),
+    "tuning": ("cell_id", "protocol", "chosen", "validation_indices"),
+    "tuning_trials": (
+        "cell_id", "trial", "hyperparameters", "networks", "fitted", "validation_accuracy", "chosen", "seconds",
+    ),
     "network_rows": (
         "dataset", "classes", "class_names", "n_train", "training_set_seed", "architecture",
         "architecture_name", "width", "depth", "optimizer", "optimizer_name", "role", "prior",
@@ -187,7 +215,7 @@ ADDED_IN_VERSION: dict[str, int] = {
     "training_indices": 2, "cells.n_test": 2, "networks.train_ties": 2, "networks.test_ties": 2,
     "network_rows.n_test": 2, "network_rows.train_ties": 2, "network_rows.test_ties": 2,
     "cell_estimates": 3, "networks.chain": 3, "network_rows.chain": 3, "cells.plugins": 4,
-    "cells.status": 5, "cells.status_detail": 5, "cells.diverged": 5,
+    "cells.status": 5, "cells.status_detail": 5, "cells.diverged": 5, "tuning": 6, "tuning_trials": 6,
 }  # fmt: skip
 
 

@@ -11,8 +11,20 @@ import pytorch_optimizer as po
 from benchsuite.records import Hyperparameter, OptimizerSpec, Search
 from benchsuite_zoo.factories import asam, muon, plain, with_betas
 from benchsuite_zoo.settings import (
-    LARGE_SGD, MULTIPLIER, SGD_LIKE, betas, choice, count, eps, flag, fraction, lr, positive, steps,
-    unit, weight_decay,
+    LARGE_SGD,
+    MULTIPLIER,
+    SGD_LIKE,
+    betas,
+    choice,
+    count,
+    eps,
+    flag,
+    fraction,
+    lr,
+    positive,
+    steps,
+    unit,
+    weight_decay,
 )  # fmt: skip
 
 

@@ -10,7 +10,18 @@ import pytorch_optimizer as po
 from benchsuite.records import OptimizerSpec
 from benchsuite_zoo.factories import lookahead_adam, plain, with_betas
 from benchsuite_zoo.settings import (
-    LARGE_SGD, SGD_LIKE, betas, count, eps, flag, fraction, lr, nonnegative, positive, steps, unit,
+    LARGE_SGD,
+    SGD_LIKE,
+    betas,
+    count,
+    eps,
+    flag,
+    fraction,
+    lr,
+    nonnegative,
+    positive,
+    steps,
+    unit,
     weight_decay,
 )  # fmt: skip
 

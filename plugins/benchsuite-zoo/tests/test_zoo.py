@@ -16,7 +16,7 @@ import pytest
 from benchsuite.testing import assert_conforms
 
 pytest.importorskip("benchsuite_zoo", reason="benchsuite-zoo is not installed (scripts/setup.sh installs it)")
-from benchsuite_zoo import optimizer_specs  # noqa: E402
+from benchsuite_zoo import optimizer_specs
 
 ALL = [spec.name for spec in optimizer_specs()]
 REPRESENTATIVE = ["adabelief", "schedulefree-adamw", "lookahead", "lamb", "muon", "prodigy", "asam"]
