@@ -223,7 +223,7 @@ class Entry:
         """Pickled with a plain dict (a mappingproxy does not pickle): cells travel to workers."""
         return (Entry, (
             self.name, self.label, self.role, self.performance_options, self.models, self.settings,
-            dict(self.hyperparameters),
+            dict(self.hyperparameters), {k: dict(v) for k, v in self.tuned.items()},
         ))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:

@@ -245,3 +245,31 @@ def test_a_tuned_run_merges_with_its_trials(tmp_path):
         merged.merge(tmp_path / "run" / "results.sqlite")
         assert len(merged.tuning()) == 2 and len(merged.tuning_trials()) == 6
         merged.verify()
+
+
+def test_a_tuned_suite_in_worker_processes_stores_what_it_stores_here(tmp_path):
+    """Tuning runs where its unit runs (execution.tuned): in worker processes it chooses the same
+    values, and its record (choices, trials) reaches the driver's store intact."""
+    suite = suite_of(optimizers=[{"name": "sam", "epochs": 10, "tune": ["lr", "rho"]}])
+    run_suite(suite, tmp_path / "here", registry=REGISTRY)
+    run_suite(suite, tmp_path / "workers", registry=REGISTRY, executor="processes", executor_options={"jobs": 2})
+
+    def stored(folder):
+        with Store.open_existing(folder) as store:
+            trials = [{k: v for k, v in t.items() if k != "seconds"} for t in store.tuning_trials()]
+            networks = sorted((n["cell_id"], n["model_index"], n["test_acc"]) for n in store.network_rows())
+            return store.tuning(), trials, networks
+
+    here, workers = stored(tmp_path / "here"), stored(tmp_path / "workers")
+    assert len(here[0]) == 2 and len(here[1]) == 6
+    assert here == workers
+
+
+def test_tuned_cells_survive_pickling_whole():
+    """Cells travel to worker processes pickled: every field arrives, the tuned search spaces too
+    (an Entry once pickled without them, and workers trained with the placeholders)."""
+    import pickle
+
+    for cell in expand(suite_of()):
+        again = pickle.loads(pickle.dumps(cell))
+        assert again == cell and again.tuned == cell.tuned and dict(again.entry.tuned) == dict(cell.entry.tuned)
