@@ -28,7 +28,7 @@ from torch import nn
 from benchsuite.engine.blocks import Block, SubChunk, Workspace
 from benchsuite.engine.blocks import logits as block_logits
 from benchsuite.engine.parts import bounds
-from benchsuite.engine.sizing import _activation_numbers, free_memory_bytes
+from benchsuite.engine.sizing import activation_numbers, free_memory_bytes
 from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.engine.wide import WidePlan, formulations
 from benchsuite.protocol import DEFAULT_TIE_RULE
@@ -189,7 +189,7 @@ def _old_in_parallel(module, x, chunks, threads: int) -> bool:
     if threads < 2 or len(chunks) < 2:
         return True
     largest = max((m1 - m0) * (i1 - i0) for m0, m1, i0, i1 in chunks)
-    needed = 12 * _activation_numbers(module, x) * largest * threads
+    needed = 12 * activation_numbers(module, x) * largest * threads
     return needed <= OLD_PATH_MEMORY_FRACTION * free_memory_bytes(x.device)
 
 

@@ -11,7 +11,7 @@ from benchsuite.engine.layout import Layout
 from benchsuite.engine.sequential import SequentialPlan
 
 
-def _activation_numbers(module: nn.Module, x: torch.Tensor) -> int:
+def activation_numbers(module: nn.Module, x: torch.Tensor) -> int:
     """Numbers of all intermediate outputs (every submodule's) of one network on one input."""
     total = 0
 
@@ -62,9 +62,9 @@ def chunk_bytes_per_draw(
     normal = sum(e.count for e in layout.entries if e.kind == "normal")
     n = x.shape[0]
     if plan is not None:
-        per_point = _activation_numbers(nn.Sequential(*plan.layers), plan.features(x[:1]))
+        per_point = activation_numbers(nn.Sequential(*plan.layers), plan.features(x[:1]))
         return 4 * numbers * (2 if staged else 1) + 40 * normal + 8 * per_point * n + 64
-    activations = _activation_numbers(module, x) * n
+    activations = activation_numbers(module, x) * n
     return 16 * numbers + 40 * normal + 12 * activations + 64
 
 
