@@ -194,6 +194,57 @@ def test_an_optimizer_that_diverges_is_recorded_so_and_the_suite_goes_on(tmp_pat
     assert "diverged)" in text and "Diverged:" in text and "never counted as an interpolator" in text
 
 
+class _SpectralSGD:
+    """An optimizer that takes an SVD of every gradient matrix (as Shampoo and SOAP do): on a NaN
+    gradient torch.linalg raises, which ends the optimizer's step with an error."""
+
+    def __init__(self, params, lr):
+        self.param_groups = [{"params": list(params), "lr": lr}]
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.param_groups[0]["params"]:
+            p.grad = None
+
+    def step(self, closure=None):
+        import torch
+
+        with torch.no_grad():
+            for p in self.param_groups[0]["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.dim() == 2:
+                    torch.linalg.svd(p.grad)  # LinAlgError on NaN or inf entries
+                p.add_(p.grad, alpha=-self.param_groups[0]["lr"])
+
+
+def test_an_optimizer_that_fails_on_its_diverged_network_records_divergence_and_the_suite_goes_on(tmp_path):
+    """At lr 1e30 the loss blows up and the optimizer's SVD raises on the NaN gradient (Shampoo
+    in the zoo did so and stopped a whole suite): that network diverged, the cell is recorded as
+    such, and the suite goes on. At a sane lr the same optimizer trains as usual; an error on a
+    finite network is still the plugin's error, in one line (tests/test_optimizer_contract.py)."""
+    from types import ModuleType
+
+    from benchsuite import hookimpl
+    from benchsuite.records import Hyperparameter, OptimizerSpec
+
+    spec = OptimizerSpec(
+        name="spectral-sgd", factory=lambda params, lr: _SpectralSGD(params, lr),
+        hyperparameters={"lr": Hyperparameter(float, 0.01, low=0.0)},
+    )  # one network at a time (neither elementwise nor stacked), as Shampoo
+    module = ModuleType("spectral")
+    module.benchsuite_optimizers = hookimpl(lambda: [spec])
+    registry = load_registry(include_entry_points=False, extra=[("spectral", module)])
+    optimizers = [{"name": "spectral-sgd", "epochs": 20}, {"name": "spectral-sgd", "label": "blows-up", "lr": 1e30, "epochs": 20}]
+    rows = run_suite(validate_suite(dict(FAULTS, optimizers=optimizers), registry, "spectral.yaml"), tmp_path, registry)
+    with Store.open_existing(tmp_path) as store:
+        cells = store.cells()
+    bad = [c for c in cells if c["optimizer"] == "blows-up"]
+    assert len(bad) == 8 and all(c["models_found"] == 0 and c["diverged"] > 0 for c in bad)
+    assert sum(c["status"] == "diverged" for c in bad) >= 6
+    assert all(c["status"] == "ok" and c["models_found"] == 6 for c in cells if c["optimizer"] != "blows-up")
+    assert sum(r["diverged"] for r in rows) == sum(c["status"] == "diverged" for c in bad)
+
+
 def test_a_cell_over_its_time_budget_is_stopped_and_recorded_as_timed_out(tmp_path):
     """max_seconds_per_cell 1: a G&C cell asking for 200,000 networks and a stack of two sgd
     cells training 100,000 epochs (one round would take minutes) are stopped, the stack after

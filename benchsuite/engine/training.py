@@ -90,6 +90,7 @@ from benchsuite.engine.stacked_mlp import (
 from benchsuite.engine.stacked_optim import direct_optimizer_for
 from benchsuite.engine.stepping import Stepper, build_optimizer
 from benchsuite.engine.threads import cpu_threads, one_cpu_thread, spread, torch_single_threaded
+from benchsuite.errors import OptimizerStepError
 from benchsuite.protocol import (
     BATCH_ORDERS,
     DEFAULT_BATCH_ORDER,
@@ -433,6 +434,7 @@ def _train_per_network(
                 value.copy_(buffers[name][k])
         tensors = list(network.parameters())
         stepper = make_stepper(make_optimizer(tensors))
+        losses = []
 
         def gradients(x, y):
             for tensor in tensors:
@@ -440,6 +442,7 @@ def _train_per_network(
             with torch.enable_grad():
                 loss = F.cross_entropy(network(x), y)
                 loss.backward()
+            losses.append(loss.detach())
             return loss.detach()
 
         try:
@@ -449,6 +452,18 @@ def _train_per_network(
                 gradients(x, y)
                 stepper.step(functools.partial(gradients, x, y) if stepper.closure else None)
             stepper.finish()
+        except OptimizerStepError:
+            if not _blew_up(tensors, losses[-1:]):
+                failed.set()
+                raise
+            # the loss blew up and the optimizer failed on it (an SVD of NaNs): the network
+            # diverged; NaN state says so (non_finite_networks counts it, it never fits)
+            with torch.no_grad():
+                for name in trained_params:
+                    trained_params[name][k] = float("nan")
+                for name, value in network.named_buffers():
+                    trained_buffers[name][k] = value
+            return
         except BaseException:
             failed.set()
             raise
@@ -462,6 +477,13 @@ def _train_per_network(
     with torch_single_threaded(device):
         _spread(train, count, threads)
     return trained_params, trained_buffers
+
+
+def _blew_up(tensors: list[torch.Tensor], losses: list[torch.Tensor]) -> bool:
+    """Whether a network's last loss, a parameter or a gradient is NaN or inf: an optimizer that
+    raises then failed on a diverged network (recorded as diverged), not on its own bug (raised)."""
+    values = [*losses, *tensors, *(t.grad for t in tensors if t.grad is not None)]
+    return any(not bool(torch.isfinite(v.detach()).all()) for v in values)
 
 
 def _spread(train: Callable[[int], None], count: int, threads: int) -> None:
