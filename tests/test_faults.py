@@ -7,6 +7,7 @@ memory, a cell delivered twice. Real processes, real kills, a real allocation fa
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -109,6 +110,37 @@ def test_a_lock_left_by_a_dead_run_is_stale_and_taken_over(tmp_path):
     result = cli("run", str(write_suite(tmp_path, small)), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert cell_count(out / "results.sqlite") == 2 and not lock_path(out / "results.sqlite").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_worker_does_not_keep_its_drivers_lock(tmp_path):
+    """flock belongs to the open file, which fork shares: a `processes` worker that outlives its
+    killed driver by a moment must not keep the folder locked against the rerun (it did, under
+    load). The child closes the lock at fork; the parent's lock holds until it lets go."""
+    from benchsuite.store import FolderLock
+    from benchsuite.store.database import StoreError
+
+    database = tmp_path / "results.sqlite"
+    driver = FolderLock(database).__enter__()
+    ready, started = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker (fork's handlers have run): lives on after its driver is gone
+        os.write(started, b"1")
+        time.sleep(5)
+        os._exit(0)
+    os.read(ready, 1)
+    try:
+        with pytest.raises(StoreError, match="another benchsuite run is writing here"):
+            FolderLock(database).__enter__()  # the driver's lock holds while the driver lives
+        os.close(driver.fd)  # the driver dies as kill -9 ends it: the lock file stays behind
+        assert lock_path(database).exists() and alive(child)
+        with FolderLock(database):  # the child lives, and the folder is free
+            assert alive(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.close(ready)
+        os.close(started)
+        os.waitpid(child, 0)
 
 
 def test_leaderboards_taken_while_a_run_writes_read_consistent_snapshots(uninterrupted, tmp_path):

@@ -23,6 +23,25 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
 
+_HELD: set[int] = set()  # lock descriptors this process holds
+
+
+def _close_held_in_child() -> None:
+    """A forked child (a `processes` worker) must not keep the lock: an flock belongs to the
+    open file, which fork shares, so a worker that outlived a killed driver by a moment kept the
+    folder locked against the rerun. The parent's lock is unaffected."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 def lock_path(database: Path) -> Path:
     return database.with_name(database.name + ".lock")
 
@@ -58,6 +77,7 @@ class FolderLock:
         os.pwrite(fd, json.dumps(record).encode(), 0)
         os.fsync(fd)
         self.fd = fd
+        _HELD.add(fd)
         return self
 
     def _lock(self, fd: int) -> bool:
@@ -76,6 +96,7 @@ class FolderLock:
         try:
             self.path.unlink(missing_ok=True)  # still locked: a newcomer that opened it re-checks
         finally:
+            _HELD.discard(self.fd)
             os.close(self.fd)
             self.fd = None
 
