@@ -74,6 +74,7 @@ EXPECTED = {
 WITH_PLUGINS = {
     "suites/zoo/digits.yaml": ("f23e266d4fe3712b", 2176, "462a326bac9cd238"),
     "suites/zoo/fashion-mnist.yaml": ("69a8f6c0923cfae7", 4896, "07e18428160eb963"),
+    "suites/zoo/fashion-mnist-slice.yaml": ("56e3decf1692396d", 204, "83f1f5f0f0d7c878"),
 }  # fmt: skip
 
 # Published before the protocol-exactness change: their READMEs say that suite.yaml now resolves to
