@@ -10,8 +10,8 @@ stack of 8 (measured, torch 2.14). So that split depends on the round and the ne
 never on the worker count: parts of at least 16 networks, a power of two of them (even work for
 1, 2, 4, ... workers), which measured bit-identical to the whole round for the built-in LeNets
 and ResNet4 (tests/test_training.py); a round under 32 networks stays whole. The hand-written
-"conv" path (stacked_conv.py) runs the same grouped convolutions and splits the same way, so it
-gives the vmap path's numbers (tests/test_stacked_conv.py).
+"conv" path (stacked_conv.py) splits the same way: its patches formulation computes each network
+by itself (any split would do), its grouped one is vmap's and needs this rule.
 """
 
 from __future__ import annotations

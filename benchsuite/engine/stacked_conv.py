@@ -1,23 +1,25 @@
 """Hand-written forward and backward of many stacked convolutional networks (the LeNet family).
 
 Why by hand: the generic path (torch.func.vmap of functional_call plus autograd) spends a LeNet
-step at batch size 2 in bookkeeping: vmap's layout moves, autograd's graph, a torch.optim call per
-tensor. The arithmetic is few kernels. Here K networks keep their convolutional activations as
-[b, K*C, H, W] (network k owns channels k*C..k*C+C-1), so each Conv2d is one convolution with
-groups = K (the formulation vmap's batching rule also uses), pools, ReLUs and their backward act
-on all networks at once, and the Linear layers after Flatten are batched matmuls as in
-engine/stacked_mlp.py. Each network draws its own batch (batch_order "independent"): the
-gathered images of step t are [b, K*C, H, W] with network k's own images in its channels.
-Gradients go into one flat buffer, which the written-out SGD/Adam (engine/stacked_optim.py) steps
-as one tensor. The first layer computes no input gradient.
+step at batch size 2 in bookkeeping (vmap's layout moves, autograd's graph, a torch.optim call per
+tensor) and in oneDNN's grouped convolutions, slow for a few channels per group. Here each network
+draws its own batch (batch_order "independent") and keeps its activations as [K, C, b, H, W]; a
+unit-stride unpadded Conv2d (LeNet's) is one bmm of the stacked kernels [K, C_out, C*kh*kw] with
+the patches [K, C*kh*kw, b*Ho*Wo] (im2col by one strided copy; the input gradient summed back by
+one strided add per kernel offset); pools, ReLUs and their backward act on all networks at once;
+the Linear layers after Flatten are batched matmuls as in engine/stacked_mlp.py. The first layer
+computes no input gradient. Gradients go into one flat buffer, which the written-out SGD/Adam
+(engine/stacked_optim.py) steps as one tensor. Measured (docs/performance.md, one thread, LeNet
+28x28): 2-2.5x the vmap path's network-steps/s; the largest remaining costs are the bmm products,
+the im2col and flatten copies, max_pool2d_with_indices and the col2im adds.
 
-Exactness (tests/test_training.py): ReLU, max-pool and their backward, the bias additions and
-reductions, log-softmax and bmm compute each network by itself; the grouped convolution does not
-promise it: oneDNN picks its algorithm by the group count, so a network's bits may depend on the
-number of networks in its stack. For a fixed stack size the result is deterministic (one thread
-per kernel, engine/threads.py), rounds are split into sub-stacks by size alone (engine/parts.py),
-so the worker count never changes a bit. Against the vmap path and against a network trained
-alone: equal to float32 rounding, with the same networks accepted on the test fixtures.
+Exactness (tests/test_stacked_conv.py): every kernel computes each network by itself (bmm, as on
+the "mlp" path), so a network trained in a stack equals it trained alone, bit for bit, whatever
+the stack size or worker count. Against the vmap path (oneDNN's direct convolution sums in
+another order): equal to float32 rounding (differences grow with training, as any rounding
+change does), the same networks accepted on the test fixtures. Strided, padded or dilated
+convolutions take the grouped formulation (`_run_steps`: vmap's own batching rule, its numbers
+bit for bit for the same sub-stack, which engine/parts.py splits by size alone).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from benchsuite.engine.stacked_mlp import _loss_gradient_table, _PlainStepper, f
 from benchsuite.engine.stacked_optim import direct_optimizer
 
 GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
+PATCHES = True  # unit-stride, unpadded convolutions as patches x kernels (see _run_patches)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class ConvPlan:
     """A Sequential seen as conv-stage ops ([b, K*C, H, W]), one Flatten, then Linear/ReLU ops."""
 
     ops: tuple[Op, ...]
+    patches: bool = False  # convolutions as im2col patches times stacked kernels (bmm)
 
 
 def _pair(value) -> tuple[int, int]:
@@ -90,7 +94,8 @@ def plan_conv(module: nn.Module) -> ConvPlan | None:
     weighted = [op for op in ops if op.weight is not None]
     if not flattened or not weighted or weighted[0].kind != "conv" or ops[-1].kind != "linear":
         return None
-    return ConvPlan(tuple(ops))
+    plain = all(op.options == ((1, 1), (0, 0), (1, 1)) for op in ops if op.kind == "conv")
+    return ConvPlan(tuple(ops), PATCHES and plain)
 
 
 def train_stacked_conv(
@@ -124,9 +129,10 @@ def train_stacked_conv(
             value.grad = grads[name]
         optimizer = make_optimizer(list(params.values()))
     stepper = make_stepper(optimizer) if make_stepper is not None else _PlainStepper(optimizer)
+    run = _run_patches if plan.patches else _run_steps
     try:
         stepper.start()
-        _run_steps(plan, params, grads, images, labels, steps, stepper, summed_loss)
+        run(plan, params, grads, images, labels, steps, stepper, summed_loss)
         stepper.finish()
     finally:
         flat.grad = None
@@ -263,3 +269,127 @@ def _closure(gradients, x, loss_gradient, summed):
             return losses.sum() if summed else losses
 
     return closure
+
+
+def _im2col(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """[K, C, b, H, W] (any strides) -> patches [K, C*kh*kw, b*Ho*Wo], rows in (c, i, j) order."""
+    count, channels, batch, height, width = x.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    windows = x.unfold(3, kh, 1).unfold(4, kw, 1)  # [K, C, b, Ho, Wo, kh, kw]
+    return windows.permute(0, 1, 5, 6, 2, 3, 4).reshape(count, channels * kh * kw, batch * rows * cols)
+
+
+def _col2im(patches: torch.Tensor, shape, kh: int, kw: int) -> torch.Tensor:
+    """The adjoint of _im2col: patch gradients summed back onto [K, C, b, H, W] (one strided
+    add per kernel offset, in a fixed order)."""
+    count, channels, batch, height, width = shape
+    rows, cols = height - kh + 1, width - kw + 1
+    view = patches.view(count, channels, kh, kw, batch, rows, cols)
+    out = torch.zeros(shape, dtype=patches.dtype, device=patches.device)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, :, i : i + rows, j : j + cols].add_(view[:, :, i, j])
+    return out
+
+
+def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_loss):
+    """_run_steps with each network's activations as [K, C, b, H, W] and every convolution as one
+    bmm of its kernels [K, C_out, C*kh*kw] with its patches: each network computed by itself."""
+    ops = plan.ops
+    classes = params[ops[-1].weight].shape[1]
+    count = steps[0].shape[0] if steps else 0
+    kernels, grad_kernels, transposed, biases = {}, {}, {}, {}
+    for op in ops:
+        if op.kind == "conv":
+            w = params[op.weight]
+            kernels[op.weight] = w.view(count, w.shape[1], -1)
+            grad_kernels[op.weight] = grads[op.weight].view(count, w.shape[1], -1)
+            transposed[op.weight] = kernels[op.weight].transpose(1, 2)
+            if op.bias is not None:
+                biases[op.bias] = params[op.bias].unsqueeze(2)
+        elif op.kind == "linear":
+            transposed[op.weight] = params[op.weight].transpose(1, 2)
+            if op.bias is not None:
+                biases[op.bias] = params[op.bias].unsqueeze(1)
+    first = next(i for i, op in enumerate(ops) if op.weight is not None)
+    last = len(ops) - 1
+    threshold_backward = torch.ops.aten.threshold_backward
+    pool_forward = torch.ops.aten.max_pool2d_with_indices
+    pool_backward = torch.ops.aten.max_pool2d_with_indices_backward
+
+    def gradients(x, loss_gradient):
+        h, owned = x, False  # h: [K, C, b, H, W] before Flatten, [K, b, F] after
+        inputs, saved = [], {}  # inputs[i]: what op i received; saved: patches, pool indices
+        for position, op in enumerate(ops):
+            inputs.append(h)
+            if op.kind == "conv":
+                kh, kw = params[op.weight].shape[-2:]
+                patches = _im2col(h, kh, kw)
+                saved[position] = patches
+                rows, cols = h.shape[3] - kh + 1, h.shape[4] - kw + 1
+                if op.bias is None:
+                    h = torch.bmm(kernels[op.weight], patches)
+                else:
+                    h = torch.baddbmm(biases[op.bias], kernels[op.weight], patches)
+                h = h.view(count, -1, x.shape[2], rows, cols)
+                owned = True
+            elif op.kind == "relu":
+                h = h.relu_() if owned else torch.relu(h)
+                owned = True
+            elif op.kind == "pool":
+                shape = h.shape
+                pooled, saved[position] = pool_forward(h.flatten(0, 1), *op.options)
+                h = pooled.view(*shape[:3], *pooled.shape[2:])
+                owned = True
+            elif op.kind == "flatten":
+                h = h.transpose(1, 2).reshape(count, h.shape[2], -1)  # [K, b, C*H*W]
+                owned = True
+            else:
+                if op.bias is None:
+                    h = torch.bmm(h, transposed[op.weight])
+                else:
+                    h = torch.baddbmm(biases[op.bias], h, transposed[op.weight])
+                owned = True
+        log_probs = torch._log_softmax(h, -1, False)
+        grad = torch._log_softmax_backward_data(loss_gradient, log_probs, -1, log_probs.dtype)
+        for position in range(last, first - 1, -1):
+            op = ops[position]
+            if op.kind == "relu":
+                output = inputs[position + 1] if position < last else h
+                grad = threshold_backward(grad, output, 0)
+            elif op.kind == "linear":
+                torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[op.weight])
+                if op.bias is not None:
+                    torch.sum(grad, 1, out=grads[op.bias])
+                grad = torch.bmm(grad, params[op.weight])
+            elif op.kind == "flatten":
+                shape = inputs[position].shape  # [K, C, b, H, W]
+                grad = grad.view(count, shape[2], shape[1], *shape[3:]).transpose(1, 2).contiguous()
+            elif op.kind == "pool":
+                source = inputs[position]
+                grad = pool_backward(
+                    grad.flatten(0, 1), source.flatten(0, 1), *op.options, saved[position]
+                ).view(source.shape)
+            else:
+                patches = saved[position]
+                flat = grad.reshape(count, grad.shape[1], -1)  # [K, C_out, b*Ho*Wo]
+                torch.bmm(flat, patches.transpose(1, 2), out=grad_kernels[op.weight])
+                if op.bias is not None:
+                    torch.sum(flat, 2, out=grads[op.bias])
+                if position > first:
+                    kh, kw = params[op.weight].shape[-2:]
+                    grad = _col2im(
+                        torch.bmm(transposed[op.weight], flat), inputs[position].shape, kh, kw
+                    )
+        return log_probs
+
+    with torch.no_grad():
+        for x, loss_gradient in _gathered(images, labels, classes, steps):
+            # gathered [b, K*C, H, W] -> [K, C, b, H, W] (a view; the first im2col reads it)
+            batch = x.shape[0]
+            x = x.view(batch, count, -1, *x.shape[2:]).permute(1, 2, 0, 3, 4)
+            gradients(x, loss_gradient)
+            if stepper.closure:
+                stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
+            else:
+                stepper.step()

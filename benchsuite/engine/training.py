@@ -25,9 +25,9 @@ Three paths, the same semantics:
   batched forward and backward (engine/stacked_mlp.py) on one flat parameter buffer, stepped by
   SGD/Adam written out in torch.optim's kernels (engine/stacked_optim.py), the fastest;
 - "conv": Sequential of Conv2d/ReLU/MaxPool2d, Flatten, Linear/ReLU (the LeNet family): hand-written
-  batched forward and backward over the stack (engine/stacked_conv.py: grouped convolutions, bmm),
-  the flat buffer and written-out optimizers of "mlp"; the vmap path's numbers bit for bit, 1.6-2x
-  faster (docs/performance.md);
+  batched forward and backward over the stack (engine/stacked_conv.py: convolutions as patches
+  times kernels in bmm), the flat buffer and written-out optimizers of "mlp"; 2-2.5x the vmap
+  path on LeNet (docs/performance.md);
 - "vmap": any module, torch.func.functional_call under vmap plus autograd;
 - "per_network": one plain module and one optimizer per network (optimizers neither elementwise
   nor stack-aware), networks spread over worker threads with single-threaded kernels.
@@ -38,11 +38,13 @@ What "bit-identical" covers (tests/test_training.py), on one device:
 - a network trained in a stack of K has exactly (torch.equal) the parameters it gets trained alone
   (K = 1) from the same init and batch order, on the "mlp" and "per_network" paths and for all
   built-in optimizers (sam and sgld: tests/test_optimizer_contract.py); bmm, elementwise kernels
-  and elementwise optimizers compute each network by itself. Not so on the "conv" and "vmap" paths for
+  and elementwise optimizers compute each network by itself; also on "conv" for unit-stride
+  unpadded convolutions (the LeNet family: patches x kernels in bmm). Not so on the "vmap" path for
   convolutional networks: oneDNN picks its grouped-convolution algorithm by the number of
   networks, and a LeNet alone (or 2-3 of them with 3-channel layers) gets other bits than in a
-  stack of 8 (measured, torch 2.14); engine/parts.py splits those rounds by size alone, and "conv"
-  gives exactly the numbers of "vmap" for the same sub-stack (tests/test_stacked_conv.py);
+  stack of 8 (measured, torch 2.14); engine/parts.py splits those rounds by size alone. "conv"
+  and "vmap" agree to float32 rounding and accepted the same networks on the test fixtures
+  (tests/test_stacked_conv.py);
 - the number of worker threads does not matter (kernels run on one thread each, engine/threads.py;
   rounds split into sub-stacks as engine/parts.py says);
 - against the plain way (its own nn.Module, autograd, F.cross_entropy, its own torch.optim) it is
