@@ -17,6 +17,7 @@ the reference at the same thread count and the machine in extra_info. Uses CUDA 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,45 @@ def test_engine_population_end_to_end(benchmark, task, threads):
     )
     record(benchmark, "population", trained[-1] * steps, threads)
     benchmark.extra_info["epochs"] = PROTOCOL_EPOCHS
+
+
+CONV_NETWORKS = 32  # one round; the conv and vmap paths split it alike (engine/parts.py)
+CONV_EPOCHS = 4
+
+
+@pytest.mark.parametrize("width", ["1/6", "1"])
+def test_conv_path_against_vmap(benchmark, task, width):
+    """LeNet (28x28, biases, SGD) on the "conv" path against the generic "vmap" path, one thread
+    each, alternating within every round; extra_info: both rates and their ratio (fastest rounds)."""
+    from benchsuite.architectures.lenet import build_lenet
+
+    images, labels = task
+    module = build_lenet((1, 28, 28), width, bias=True).to(DEVICE)
+    attempts = range(CONV_NETWORKS)
+    parameters, buffers = initial_parameters(module, KAIMING, 0, attempts, DEVICE)
+    orders = round_orders(0, attempts, N_TRAIN, CONV_EPOCHS, "independent")
+    seconds: dict[str, list[float]] = {"conv": [], "vmap": []}
+
+    def train(path: str) -> None:
+        started = time.perf_counter()
+        train_networks(
+            module, images, labels, SGD, dict(SGD.defaults), parameters, buffers, orders,
+            BATCH_SIZE, path=path, workers=1,
+        )  # fmt: skip
+        synchronize()
+        seconds[path].append(time.perf_counter() - started)
+
+    def run():
+        train("vmap")
+        train("conv")
+
+    with torch_threads(1):
+        benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)
+    network_steps = CONV_NETWORKS * CONV_EPOCHS * steps_per_epoch(N_TRAIN, BATCH_SIZE)
+    conv, vmap = (network_steps / min(seconds[p][1:]) for p in ("conv", "vmap"))
+    benchmark.extra_info.update(
+        device=str(DEVICE), threads=1, width=width, networks=CONV_NETWORKS, epochs=CONV_EPOCHS,
+        network_steps=network_steps, conv_network_steps_per_second=round(conv),
+        vmap_network_steps_per_second=round(vmap), ratio_to_vmap=round(conv / vmap, 2),
+        machine=describe(),
+    )  # fmt: skip

@@ -108,7 +108,7 @@ def _data(n: int = N_TRAIN):
 
 
 def _modules(bias: bool = True):
-    """A plain MLP (the hand-written stacked path) and a small conv net (the vmap path)."""
+    """A plain MLP and a small conv net (the hand-written "mlp" and "conv" stacked paths)."""
     from torch import nn
 
     mlp = nn.Sequential(

@@ -6,7 +6,8 @@ Importing this package loads nothing: each engine is its own module, imported wh
   reuse.py (nested reuse across N), sizing.py (chunk sizes), threads.py (CPU threads);
   random.py and triton_rng.py: the counter-based Philox stream; function_space.py: Gaussian priors
   drawn in function space.
-- training.py: many-model gradient training (stacked_mlp.py, stacked_optim.py, batches.py),
+- training.py: many-model gradient training (stacked_mlp.py, stacked_conv.py, stacked_optim.py,
+  batches.py),
   calling every optimizer as stepping.py says (docs/optimizer-contract.md); parts.py splits its
   rounds over workers.
 - evaluation.py: the host's accuracy and ties, stacked.evaluate's numbers faster (wide.py:

@@ -9,7 +9,9 @@ count: a LeNet trained alone (1 group) or in 2-3 of 3-channel layers gets other 
 stack of 8 (measured, torch 2.14). So that split depends on the round and the network alone,
 never on the worker count: parts of at least 16 networks, a power of two of them (even work for
 1, 2, 4, ... workers), which measured bit-identical to the whole round for the built-in LeNets
-and ResNet4 (tests/test_training.py); a round under 32 networks stays whole.
+and ResNet4 (tests/test_training.py); a round under 32 networks stays whole. The hand-written
+"conv" path (stacked_conv.py) splits the same way: its patches formulation computes each network
+by itself (any split would do), its grouped one is vmap's and needs this rule.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 
 VMAP_PART_BYTES = 2 * 2**20  # parameters of one vmap sub-stack: 16 networks of LeNet w=1
 VMAP_PART_NETWORKS = (16, 32)  # bounds: fewer cost per-step overhead, more gained nothing
+CONV_PART_NETWORKS = (16, 32)  # the same for the hand-written "conv" path (stacked_conv.py)
 
 
 def bounds(total: int, parts: int) -> list[tuple[int, int]]:
@@ -39,12 +42,26 @@ def vmap_parts(module: nn.Module, count: int) -> int:
     return 1 << (parts.bit_length() - 1)
 
 
+def conv_parts(module: nn.Module, count: int) -> int:
+    """Sub-stacks of a "conv" round of `count` networks (a function of the round alone)."""
+    low, high = CONV_PART_NETWORKS
+    size = max(low, min(high, VMAP_PART_BYTES // max(1, _parameter_bytes(module))))
+    parts = max(1, count // size)
+    return 1 << (parts.bit_length() - 1)
+
+
+def _parameter_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
 def round_parts(path: str, module: nn.Module, count: int, workers: int) -> list[tuple[int, int]]:
     """The (start, stop) sub-stacks of a round on `path` with `workers` CPU workers."""
     if count == 0:
         return [(0, 0)]
     if path == "mlp":
         return bounds(count, workers)
+    if path == "conv":
+        return bounds(count, conv_parts(module, count))
     return bounds(count, vmap_parts(module, count))
 
 

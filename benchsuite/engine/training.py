@@ -24,6 +24,10 @@ Three paths, the same semantics:
 - "mlp": Sequential of Linear/ReLU after a parameter-free prefix (MaxPool2d, Flatten): hand-written
   batched forward and backward (engine/stacked_mlp.py) on one flat parameter buffer, stepped by
   SGD/Adam written out in torch.optim's kernels (engine/stacked_optim.py), the fastest;
+- "conv": Sequential of Conv2d/ReLU/MaxPool2d, Flatten, Linear/ReLU (the LeNet family): hand-written
+  batched forward and backward over the stack (engine/stacked_conv.py: convolutions as patches
+  times kernels in bmm), the flat buffer and written-out optimizers of "mlp"; 2-2.5x the vmap
+  path on LeNet (docs/performance.md);
 - "vmap": any module, torch.func.functional_call under vmap plus autograd;
 - "per_network": one plain module and one optimizer per network (optimizers neither elementwise
   nor stack-aware), networks spread over worker threads with single-threaded kernels.
@@ -34,10 +38,13 @@ What "bit-identical" covers (tests/test_training.py), on one device:
 - a network trained in a stack of K has exactly (torch.equal) the parameters it gets trained alone
   (K = 1) from the same init and batch order, on the "mlp" and "per_network" paths and for all
   built-in optimizers (sam and sgld: tests/test_optimizer_contract.py); bmm, elementwise kernels
-  and elementwise optimizers compute each network by itself. Not so on the "vmap" path for
+  and elementwise optimizers compute each network by itself; also on "conv" for unit-stride
+  unpadded convolutions (the LeNet family: patches x kernels in bmm). Not so on the "vmap" path for
   convolutional networks: oneDNN picks its grouped-convolution algorithm by the number of
   networks, and a LeNet alone (or 2-3 of them with 3-channel layers) gets other bits than in a
-  stack of 8 (measured, torch 2.14); engine/parts.py splits those rounds by size alone;
+  stack of 8 (measured, torch 2.14); engine/parts.py splits those rounds by size alone. "conv"
+  and "vmap" agree to float32 rounding and accepted the same networks on the test fixtures
+  (tests/test_stacked_conv.py);
 - the number of worker threads does not matter (kernels run on one thread each, engine/threads.py;
   rounds split into sub-stacks as engine/parts.py says);
 - against the plain way (its own nn.Module, autograd, F.cross_entropy, its own torch.optim) it is
@@ -81,6 +88,7 @@ from benchsuite.engine.batches import (
 )
 from benchsuite.engine.evaluation import accuracy
 from benchsuite.engine.parts import CHOICE, joined, round_parts
+from benchsuite.engine.stacked_conv import plan_conv, train_stacked_conv
 from benchsuite.engine.stacked_mlp import (
     flat_optimizer_ok,
     input_features,
@@ -103,7 +111,7 @@ from benchsuite.records import Networks, OptimizerSpec, Population, PriorSpec
 from benchsuite.schedules import Schedule
 from benchsuite.stacked import StackedForward, init_stacked
 
-TRAINING_PATHS = ("auto", "mlp", "vmap", "per_network")
+TRAINING_PATHS = ("auto", "mlp", "conv", "vmap", "per_network")
 # CPU rounds: parameters + gradients of a round should stay in the last-level cache. Measured on
 # the 2-core EPYC (benchmarks/test_bench_training.py, SGD, batch 2): the paper MLP at width 1
 # (132 KB of weights) ran at 110k network-steps/s with 50-64 networks per round and 83k with 100;
@@ -194,7 +202,9 @@ def choose_path(module: nn.Module, optimizer: OptimizerSpec) -> str:
     """The fastest exact path for this module and optimizer (see the module docstring)."""
     if not (optimizer.elementwise or optimizer.stacked):
         return "per_network"
-    return "mlp" if plan_mlp(module) is not None else "vmap"
+    if plan_mlp(module) is not None:
+        return "mlp"
+    return "conv" if plan_conv(module) is not None else "vmap"
 
 
 def train_networks(
@@ -273,6 +283,22 @@ def train_networks(
                     "path 'mlp' needs the prefix (pooling, Flatten) to give [N, features]"
                 )
             path = "vmap"  # e.g. Linear over the last axis of an image: the general path
+        if path == "conv":
+            plan = plan_conv(module)
+            if plan is None:
+                raise ValueError(
+                    "path 'conv' needs a Sequential of Conv2d/ReLU/MaxPool2d, Flatten, Linear/ReLU"
+                )
+
+            def conv_part(a: int, b: int):
+                return _train_conv(
+                    plan, x_train, labels, _part(parameters, a, b), [s[a:b] for s in steps],
+                    optimizer, hyperparameters, *host(a, b),
+                )  # fmt: skip
+
+            ranges = round_parts("conv", module, count, threads) if splittable else [(0, count)]
+            results = spread(lambda r: conv_part(*r), ranges, threads, device)
+            return joined(results), {name: value.clone() for name, value in buffers.items()}
         if path == "vmap":
 
             def part(a: int, b: int):
@@ -368,6 +394,20 @@ def _train_mlp(
         plan, features, labels, parameters, steps, make_optimizer,
         flat_optimizer=plain and flat_optimizer_ok(optimizer.factory),
         per_step=PER_STEP_REFERENCE and plain,
+        direct=functools.partial(direct_optimizer_for, optimizer.factory, hyperparameters),
+        make_stepper=make_stepper, summed_loss=not optimizer.stacked,
+    )  # fmt: skip
+
+
+def _train_conv(
+    plan, images, labels, parameters, steps, optimizer, hyperparameters, make_optimizer,
+    make_stepper,
+):  # fmt: skip
+    """The "conv" path (engine/stacked_conv.py), the optimizer handed to it as on "mlp"."""
+    plain = not (optimizer.stacked or optimizer.uses_closure)
+    return train_stacked_conv(
+        plan, images, labels, parameters, steps, make_optimizer,
+        flat_optimizer=plain and flat_optimizer_ok(optimizer.factory),
         direct=functools.partial(direct_optimizer_for, optimizer.factory, hyperparameters),
         make_stepper=make_stepper, summed_loss=not optimizer.stacked,
     )  # fmt: skip

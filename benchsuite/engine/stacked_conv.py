@@ -1,0 +1,395 @@
+"""Hand-written forward and backward of many stacked convolutional networks (the LeNet family).
+
+Why by hand: the generic path (torch.func.vmap of functional_call plus autograd) spends a LeNet
+step at batch size 2 in bookkeeping (vmap's layout moves, autograd's graph, a torch.optim call per
+tensor) and in oneDNN's grouped convolutions, slow for a few channels per group. Here each network
+draws its own batch (batch_order "independent") and keeps its activations as [K, C, b, H, W]; a
+unit-stride unpadded Conv2d (LeNet's) is one bmm of the stacked kernels [K, C_out, C*kh*kw] with
+the patches [K, C*kh*kw, b*Ho*Wo] (im2col by one strided copy; the input gradient summed back by
+one strided add per kernel offset); pools, ReLUs and their backward act on all networks at once;
+the Linear layers after Flatten are batched matmuls as in engine/stacked_mlp.py. The first layer
+computes no input gradient. Gradients go into one flat buffer, which the written-out SGD/Adam
+(engine/stacked_optim.py) steps as one tensor. Measured (docs/performance.md, one thread, LeNet
+28x28): 2-2.5x the vmap path's network-steps/s; the largest remaining costs are the bmm products,
+the im2col and flatten copies, max_pool2d_with_indices and the col2im adds.
+
+Exactness (tests/test_stacked_conv.py): every kernel computes each network by itself (bmm, as on
+the "mlp" path), so a network trained in a stack equals it trained alone, bit for bit, whatever
+the stack size or worker count. Against the vmap path (oneDNN's direct convolution sums in
+another order): equal to float32 rounding (differences grow with training, as any rounding
+change does), the same networks accepted on the test fixtures. Strided, padded or dilated
+convolutions take the grouped formulation (`_run_steps`: vmap's own batching rule, its numbers
+bit for bit for the same sub-stack, which engine/parts.py splits by size alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchsuite.engine.stacked_mlp import _loss_gradient_table, _PlainStepper, flat_views
+from benchsuite.engine.stacked_optim import direct_optimizer
+
+GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
+PATCHES = True  # unit-stride, unpadded convolutions as patches x kernels (see _run_patches)
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # "conv", "relu", "pool", "flatten", "linear"
+    weight: str | None = None
+    bias: str | None = None
+    options: tuple = ()  # conv: (stride, padding, dilation); pool: (kernel, stride, pad, dil, ceil)
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """A Sequential seen as conv-stage ops ([b, K*C, H, W]), one Flatten, then Linear/ReLU ops."""
+
+    ops: tuple[Op, ...]
+    patches: bool = False  # convolutions as im2col patches times stacked kernels (bmm)
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value), int(value))
+
+
+def plan_conv(module: nn.Module) -> ConvPlan | None:
+    """The ConvPlan of `module`, or None: a plain Sequential of Conv2d (zeros padding, groups 1),
+    ReLU and MaxPool2d, one Flatten, then Linear and ReLU; the first weighted layer a Conv2d."""
+    if type(module) is not nn.Sequential or any(True for _ in module.buffers()):
+        return None
+    ops, flattened = [], False
+    for name, child in module.named_children():
+        kind = type(child)
+        if kind is nn.Conv2d and not flattened:
+            if child.groups != 1 or child.padding_mode != "zeros" or isinstance(child.padding, str):
+                return None
+            bias = f"{name}.bias" if child.bias is not None else None
+            options = (_pair(child.stride), _pair(child.padding), _pair(child.dilation))
+            ops.append(Op("conv", f"{name}.weight", bias, options))
+        elif kind is nn.MaxPool2d and not flattened:
+            if child.return_indices:
+                return None
+            kernel = _pair(child.kernel_size)
+            stride = _pair(child.stride if child.stride is not None else kernel)
+            options = (kernel, stride, _pair(child.padding), _pair(child.dilation), child.ceil_mode)
+            ops.append(Op("pool", options=options))
+        elif kind is nn.Flatten and not flattened:
+            if child.start_dim != 1 or child.end_dim != -1:
+                return None
+            ops.append(Op("flatten"))
+            flattened = True
+        elif kind is nn.Linear and flattened:
+            bias = f"{name}.bias" if child.bias is not None else None
+            ops.append(Op("linear", f"{name}.weight", bias))
+        elif kind is nn.ReLU:
+            ops.append(Op("relu"))
+        elif kind is nn.Identity:
+            continue
+        else:
+            return None
+    weighted = [op for op in ops if op.weight is not None]
+    if not flattened or not weighted or weighted[0].kind != "conv" or ops[-1].kind != "linear":
+        return None
+    plain = all(op.options == ((1, 1), (0, 0), (1, 1)) for op in ops if op.kind == "conv")
+    return ConvPlan(tuple(ops), PATCHES and plain)
+
+
+def train_stacked_conv(
+    plan: ConvPlan,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    parameters: dict[str, torch.Tensor],
+    steps: list[torch.Tensor],
+    make_optimizer,
+    flat_optimizer: bool = False,
+    direct=None,
+    make_stepper=None,
+    summed_loss: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Train K stacked networks: at step t network k takes one step on images[steps[t][k]].
+
+    The arguments are those of stacked_mlp.train_stacked_mlp (images [N, C, H, W] in place of its
+    features). Returns the trained stacked parameters (views into one buffer).
+    """
+    with torch.no_grad():
+        flat, params = flat_views(parameters)
+        flat_grad, grads = flat_views(parameters)
+    if flat_optimizer:
+        flat.grad = flat_grad
+        optimizer = direct(flat) if direct is not None else None
+        if optimizer is None:
+            optimizer = make_optimizer([flat])
+            optimizer = direct_optimizer(optimizer) or optimizer
+    else:
+        for name, value in params.items():
+            value.grad = grads[name]
+        optimizer = make_optimizer(list(params.values()))
+    stepper = make_stepper(optimizer) if make_stepper is not None else _PlainStepper(optimizer)
+    run = _run_patches if plan.patches else _run_steps
+    try:
+        stepper.start()
+        run(plan, params, grads, images, labels, steps, stepper, summed_loss)
+        stepper.finish()
+    finally:
+        flat.grad = None
+        for value in params.values():
+            value.grad = None
+    return params
+
+
+def _gathered(images, labels, classes, steps):
+    """Per step (images [b, K*C, H, W], loss gradients [K, b, classes]), gathered for a chunk of
+    equally shaped steps at once (one index_select each per chunk)."""
+    per_image = images[0].numel()
+    tables = {}
+    start = 0
+    while start < len(steps):
+        count, batch = steps[start].shape
+        per_step = count * batch * (per_image + classes) * images.element_size()
+        limit = max(1, GATHER_BYTES // max(1, per_step))
+        stop = start + 1
+        while stop < len(steps) and stop - start < limit and steps[stop].shape == (count, batch):
+            stop += 1
+        indices = torch.stack(steps[start:stop])  # [T, K, b]
+        if batch not in tables:
+            tables[batch] = _loss_gradient_table(labels, classes, batch, images.dtype)
+        gathered = images.index_select(0, indices.transpose(1, 2).reshape(-1))
+        gathered = gathered.view(stop - start, batch, count * images.shape[1], *images.shape[2:])
+        gradients = tables[batch].index_select(0, indices.view(-1))
+        gradients = gradients.view(stop - start, count, batch, classes)
+        for s in range(stop - start):
+            yield gathered[s], gradients[s]
+        start = stop
+
+
+def _run_steps(plan, params, grads, images, labels, steps, stepper, summed_loss):
+    ops = plan.ops
+    classes = params[ops[-1].weight].shape[1]
+    count = steps[0].shape[0] if steps else 0
+    # weights and biases as the stacked kernels take them, views made once (they follow updates)
+    weights, biases, grad_weights = {}, {}, {}
+    for op in ops:
+        if op.kind == "conv":
+            w = params[op.weight]
+            weights[op.weight] = w.view(count * w.shape[1], *w.shape[2:])
+            grad_weights[op.weight] = grads[op.weight].view_as(weights[op.weight])
+            if op.bias is not None:
+                biases[op.bias] = params[op.bias].view(1, -1, 1, 1)
+        elif op.kind == "linear":
+            weights[op.weight] = params[op.weight].transpose(1, 2)
+            if op.bias is not None:
+                biases[op.bias] = params[op.bias].unsqueeze(1)
+    first = next(i for i, op in enumerate(ops) if op.weight is not None)
+    last = len(ops) - 1
+    threshold_backward = torch.ops.aten.threshold_backward
+    pool_forward = torch.ops.aten.max_pool2d_with_indices
+    pool_backward = torch.ops.aten.max_pool2d_with_indices_backward
+    conv_backward = torch.ops.aten.convolution_backward
+
+    def gradients(x, loss_gradient):
+        """Forward and backward of one step at the current weights: gradients into `grads`.
+        Returns the log-probabilities [K, b, classes]."""
+        h, owned = x, False
+        inputs, saved = [], {}  # inputs[i]: what op i received; saved: pool indices
+        for position, op in enumerate(ops):
+            inputs.append(h)
+            if op.kind == "conv":
+                stride, padding, dilation = op.options
+                h = torch.conv2d(h, weights[op.weight], None, stride, padding, dilation, count)
+                if op.bias is not None:
+                    h.add_(biases[op.bias])
+                owned = True
+            elif op.kind == "relu":
+                h = h.relu_() if owned else torch.relu(h)
+                owned = True
+            elif op.kind == "pool":
+                h, saved[position] = pool_forward(h, *op.options)
+                owned = True
+            elif op.kind == "flatten":
+                batch = h.shape[0]
+                h = h.reshape(batch, count, -1).transpose(0, 1)  # [K, b, F] (a view)
+                owned = False
+            else:
+                if op.bias is None:
+                    h = torch.bmm(h, weights[op.weight])
+                else:
+                    h = torch.baddbmm(biases[op.bias], h, weights[op.weight])
+                owned = True
+        log_probs = torch._log_softmax(h, -1, False)
+        grad = torch._log_softmax_backward_data(loss_gradient, log_probs, -1, log_probs.dtype)
+        for position in range(last, first - 1, -1):
+            op = ops[position]
+            if op.kind == "relu":
+                output = inputs[position + 1] if position < last else h
+                grad = threshold_backward(grad, output, 0)
+            elif op.kind == "linear":
+                torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[op.weight])
+                if op.bias is not None:
+                    torch.sum(grad, 1, out=grads[op.bias])
+                grad = torch.bmm(grad, params[op.weight])
+            elif op.kind == "flatten":
+                grad = grad.transpose(0, 1).reshape(inputs[position].shape)
+            elif op.kind == "pool":
+                grad = pool_backward(grad, inputs[position], *op.options, saved[position])
+            else:
+                stride, padding, dilation = op.options
+                mask = [position > first, True, False]
+                grad_input, grad_weight, _ = conv_backward(
+                    grad, inputs[position], weights[op.weight], None, stride, padding, dilation,
+                    False, [0, 0], count, mask,
+                )  # fmt: skip
+                grad_weights[op.weight].copy_(grad_weight)
+                if op.bias is not None:
+                    torch.sum(grad.view(grad.shape[0], count, -1, *grad.shape[2:]), (0, 3, 4),
+                              out=grads[op.bias])  # fmt: skip
+                grad = grad_input
+        return log_probs
+
+    with torch.no_grad():
+        for x, loss_gradient in _gathered(images, labels, classes, steps):
+            gradients(x, loss_gradient)
+            if stepper.closure:
+                stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
+            else:
+                stepper.step()
+
+
+def _closure(gradients, x, loss_gradient, summed):
+    """The step's closure: the same batch at the current weights; each network's mean
+    cross-entropy [K] (summed: their sum), as stacked_mlp's closure gives it."""
+
+    def closure():
+        with torch.no_grad():
+            log_probs = gradients(x, loss_gradient)
+            losses = torch.mul(loss_gradient, log_probs).sum(dim=(1, 2))
+            return losses.sum() if summed else losses
+
+    return closure
+
+
+def _im2col(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """[K, C, b, H, W] (any strides) -> patches [K, C*kh*kw, b*Ho*Wo], rows in (c, i, j) order."""
+    count, channels, batch, height, width = x.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    windows = x.unfold(3, kh, 1).unfold(4, kw, 1)  # [K, C, b, Ho, Wo, kh, kw]
+    return windows.permute(0, 1, 5, 6, 2, 3, 4).reshape(count, channels * kh * kw, batch * rows * cols)
+
+
+def _col2im(patches: torch.Tensor, shape, kh: int, kw: int) -> torch.Tensor:
+    """The adjoint of _im2col: patch gradients summed back onto [K, C, b, H, W] (one strided
+    add per kernel offset, in a fixed order)."""
+    count, channels, batch, height, width = shape
+    rows, cols = height - kh + 1, width - kw + 1
+    view = patches.view(count, channels, kh, kw, batch, rows, cols)
+    out = torch.zeros(shape, dtype=patches.dtype, device=patches.device)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, :, i : i + rows, j : j + cols].add_(view[:, :, i, j])
+    return out
+
+
+def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_loss):
+    """_run_steps with each network's activations as [K, C, b, H, W] and every convolution as one
+    bmm of its kernels [K, C_out, C*kh*kw] with its patches: each network computed by itself."""
+    ops = plan.ops
+    classes = params[ops[-1].weight].shape[1]
+    count = steps[0].shape[0] if steps else 0
+    kernels, grad_kernels, transposed, biases = {}, {}, {}, {}
+    for op in ops:
+        if op.kind == "conv":
+            w = params[op.weight]
+            kernels[op.weight] = w.view(count, w.shape[1], -1)
+            grad_kernels[op.weight] = grads[op.weight].view(count, w.shape[1], -1)
+            transposed[op.weight] = kernels[op.weight].transpose(1, 2)
+            if op.bias is not None:
+                biases[op.bias] = params[op.bias].unsqueeze(2)
+        elif op.kind == "linear":
+            transposed[op.weight] = params[op.weight].transpose(1, 2)
+            if op.bias is not None:
+                biases[op.bias] = params[op.bias].unsqueeze(1)
+    first = next(i for i, op in enumerate(ops) if op.weight is not None)
+    last = len(ops) - 1
+    threshold_backward = torch.ops.aten.threshold_backward
+    pool_forward = torch.ops.aten.max_pool2d_with_indices
+    pool_backward = torch.ops.aten.max_pool2d_with_indices_backward
+
+    def gradients(x, loss_gradient):
+        h, owned = x, False  # h: [K, C, b, H, W] before Flatten, [K, b, F] after
+        inputs, saved = [], {}  # inputs[i]: what op i received; saved: patches, pool indices
+        for position, op in enumerate(ops):
+            inputs.append(h)
+            if op.kind == "conv":
+                kh, kw = params[op.weight].shape[-2:]
+                patches = _im2col(h, kh, kw)
+                saved[position] = patches
+                rows, cols = h.shape[3] - kh + 1, h.shape[4] - kw + 1
+                if op.bias is None:
+                    h = torch.bmm(kernels[op.weight], patches)
+                else:
+                    h = torch.baddbmm(biases[op.bias], kernels[op.weight], patches)
+                h = h.view(count, -1, x.shape[2], rows, cols)
+                owned = True
+            elif op.kind == "relu":
+                h = h.relu_() if owned else torch.relu(h)
+                owned = True
+            elif op.kind == "pool":
+                shape = h.shape
+                pooled, saved[position] = pool_forward(h.flatten(0, 1), *op.options)
+                h = pooled.view(*shape[:3], *pooled.shape[2:])
+                owned = True
+            elif op.kind == "flatten":
+                h = h.transpose(1, 2).reshape(count, h.shape[2], -1)  # [K, b, C*H*W]
+                owned = True
+            else:
+                if op.bias is None:
+                    h = torch.bmm(h, transposed[op.weight])
+                else:
+                    h = torch.baddbmm(biases[op.bias], h, transposed[op.weight])
+                owned = True
+        log_probs = torch._log_softmax(h, -1, False)
+        grad = torch._log_softmax_backward_data(loss_gradient, log_probs, -1, log_probs.dtype)
+        for position in range(last, first - 1, -1):
+            op = ops[position]
+            if op.kind == "relu":
+                output = inputs[position + 1] if position < last else h
+                grad = threshold_backward(grad, output, 0)
+            elif op.kind == "linear":
+                torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[op.weight])
+                if op.bias is not None:
+                    torch.sum(grad, 1, out=grads[op.bias])
+                grad = torch.bmm(grad, params[op.weight])
+            elif op.kind == "flatten":
+                shape = inputs[position].shape  # [K, C, b, H, W]
+                grad = grad.view(count, shape[2], shape[1], *shape[3:]).transpose(1, 2).contiguous()
+            elif op.kind == "pool":
+                source = inputs[position]
+                grad = pool_backward(
+                    grad.flatten(0, 1), source.flatten(0, 1), *op.options, saved[position]
+                ).view(source.shape)
+            else:
+                patches = saved[position]
+                flat = grad.reshape(count, grad.shape[1], -1)  # [K, C_out, b*Ho*Wo]
+                torch.bmm(flat, patches.transpose(1, 2), out=grad_kernels[op.weight])
+                if op.bias is not None:
+                    torch.sum(flat, 2, out=grads[op.bias])
+                if position > first:
+                    kh, kw = params[op.weight].shape[-2:]
+                    grad = _col2im(
+                        torch.bmm(transposed[op.weight], flat), inputs[position].shape, kh, kw
+                    )
+        return log_probs
+
+    with torch.no_grad():
+        for x, loss_gradient in _gathered(images, labels, classes, steps):
+            # gathered [b, K*C, H, W] -> [K, C, b, H, W] (a view; the first im2col reads it)
+            batch = x.shape[0]
+            x = x.view(batch, count, -1, *x.shape[2:]).permute(1, 2, 0, 3, 4)
+            gradients(x, loss_gradient)
+            if stepper.closure:
+                stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
+            else:
+                stepper.step()
