@@ -143,7 +143,7 @@ def _tagged(tag: str, key: str) -> str:
 TAGS = [
     "!!python/object/apply:os.system", "!!python/name:os.system", "!!python/object:builtins.dict",
     "!!python/tuple", "!!python/module:os", "!<tag:yaml.org,2002:python/object/new:os.system>", "!!set",
-    "!!omap", "!!binary", "!!timestamp", "!custom", "!!float", "!!str", "!!int",
+    "!!omap", "!!pairs", "!!binary", "!!timestamp", "!custom", "!!float", "!!str", "!!int", "!!bool", "!!null",
 ]  # fmt: skip
 ENCODINGS = ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be", "latin-1", "cp1252"]
 
@@ -183,6 +183,8 @@ def test_the_file_generators_reach_each_refusal():
         TINY_TEXT + "bomb: &b0 [1, 1]\nb1: &b1 [*b0, *b0]\n": "aliases (*b0) are not allowed",
         _tagged("!!python/object/apply:os.system", "name"): "could not determine a constructor for the tag",
         TINY_TEXT + "seed: 1\n": "duplicate key 'seed'",
+        _tagged("!!timestamp", "name"): "timestamp cannot read 'tiny'",  # found by the fuzzer: was an AttributeError
+        _tagged("!!bool", "name"): "bool cannot read 'tiny'",
     }
     for text, words in cases.items():
         with tempfile.TemporaryDirectory() as folder:
