@@ -571,8 +571,13 @@ def _check_size(
 ) -> None:
     """Cells, epochs and models within the limits (limits.py), counted before anything is built."""
     from benchsuite.limits import (
-        MAX_CANDIDATES, MAX_CELLS, MAX_EPOCHS, MAX_MODELS, MAX_NETWORKS_TRAINED, too_large,
-    )  # fmt: skip
+        MAX_CANDIDATES,
+        MAX_CELLS,
+        MAX_EPOCHS,
+        MAX_MODELS,
+        MAX_NETWORKS_TRAINED,
+        too_large,
+    )
 
     if check.allow_large:
         return

@@ -228,6 +228,7 @@ def _read_only_runner(folder: Path):
     probe = unshare and subprocess.run(
         [unshare, "-m", "sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && ! touch "$0/.probe" 2>/dev/null', str(folder)],
         capture_output=True,
+        check=False,
     )
     if not probe or probe.returncode != 0:
         pytest.skip("running as root without a private read-only mount (unshare -m): chmod would not stop root's writes")
@@ -236,7 +237,7 @@ def _read_only_runner(folder: Path):
         script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
         command = [unshare, "-m", "sh", "-c", script, str(folder), sys.executable, "-m", "benchsuite.cli", *map(str, words)]
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+        return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300, check=False)
 
     return run, lambda: None
 
