@@ -6,6 +6,7 @@ Errors meant for people print one line and exit with code 2; `--verbose` shows t
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -87,8 +88,8 @@ ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, model
 
 
 @main.command()
-@click.argument("suite", type=click.Path(dir_okay=False))
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default: runs/<suite name>). Running again into the same folder resumes.")
+@click.argument("suite", type=click.Path())
+@click.option("--out", "-o", type=click.Path(), help="Output folder (default: runs/<suite name>). Running again into the same folder resumes.")
 @click.option("--device", help="Override the suite's device: auto, cpu, cuda, cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no leaderboard on the terminal.")
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
@@ -157,7 +158,7 @@ def _option_value(text: str | None):
 
 
 @main.command()
-@click.argument("suite", type=click.Path(dir_okay=False))
+@click.argument("suite", type=click.Path())
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 def validate(suite: str, allow_large: bool) -> None:
     """Check SUITE without running it: keys, types, values, plugin names, sizes and memory."""
@@ -190,14 +191,23 @@ def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> Non
         rows = leaderboard_from_store(store, baseline)
     name = runs[-1]["suite"]["name"] if runs else "results"
     folder = Path(out) if Path(out).is_dir() else Path(out).parent
-    write_leaderboard(rows, folder, title=f"Leaderboard: {name}")
-    if reporters:
-        write_leaderboard(rows, folder, title=f"Leaderboard: {name}", formats=list(reporters), reporters=reporters)
+    if _may_write(folder):
+        write_leaderboard(rows, folder, title=f"Leaderboard: {name}")
+        if reporters:
+            write_leaderboard(rows, folder, title=f"Leaderboard: {name}", formats=list(reporters), reporters=reporters)
+    else:  # a read-only result folder (a published copy, a mounted archive): print, write nothing
+        console.print(f"note: {terminal_text(folder)} is read-only; its leaderboard files were not rewritten", markup=False, highlight=False, soft_wrap=True)
     for fmt in formats:
         if fmt == "terminal":
             to_terminal(rows, stdout, title=f"Leaderboard: {name}")
         else:
             click.echo({**REPORTERS, **reporters}[fmt].render(rows), nl=False)
+
+
+def _may_write(folder: Path) -> bool:
+    """The folder and the leaderboard files already in it may be written by this process."""
+    existing = [*folder.glob("leaderboard.*"), folder / "statistics.json"]
+    return os.access(folder, os.W_OK | os.X_OK) and all(os.access(f, os.W_OK) for f in existing if f.exists())
 
 
 @main.command()

@@ -459,6 +459,7 @@ def figures_from_store(store) -> list[tuple[str, bytes]]:
 
 def plot_results(out_dir: str | Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Write every figure of the result folder OUT into OUT/figures/ as PNG and SVG; the paths."""
+    from benchsuite.paths import check_out_folder, make_folder
     from benchsuite.store import Store
 
     _matplotlib()
@@ -466,10 +467,11 @@ def plot_results(out_dir: str | Path, formats: tuple[str, ...] = FORMATS) -> lis
 
     out_dir = Path(out_dir)
     folder = out_dir if out_dir.is_dir() else out_dir.parent
+    target = folder / "figures"
+    check_out_folder(target)  # a read-only result folder: one line, before any drawing
     with Store.open_existing(out_dir) as store:
         data = PlotData.from_store(store)
-    target = folder / "figures"
-    target.mkdir(parents=True, exist_ok=True)
+    make_folder(target)
     written = []
     with rc_context(REPRODUCIBLE):
         for stem, figure in figures(data).items():

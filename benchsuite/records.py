@@ -46,7 +46,9 @@ class DatasetSpec:
     """A named dataset. `load` reads the full splits (all classes); the host builds tasks from it.
 
     `holdout_per_class` is how many permuted indices per class are skipped before the training set
-    (protocol.md: 128); small datasets such as `digits` need fewer.
+    (protocol.md: 128); small datasets such as `digits` need fewer. `train_class_sizes`, where
+    known without loading (training images per class, in class order), lets validation refuse an
+    N that a class cannot supply; the run checks the loaded files either way.
     """
 
     name: str
@@ -56,6 +58,7 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     holdout_per_class: int = 128
     input_shape: tuple[int, int, int] | None = None  # (C, H, W), known without loading
+    train_class_sizes: tuple[int, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from benchsuite.execution.cells import CellContext, CellOutcome, resolve_device
 from benchsuite.execution.job import remote_job, run_unit
 from benchsuite.execution.units import unit_memory, work_units
 from benchsuite.leaderboard import leaderboard_from_store
+from benchsuite.paths import check_out_folder, make_folder, remove_empty_folders
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, ExecutionPlan, ExecutorSpec
 from benchsuite.resolved import Cell, Suite, expand
@@ -192,6 +194,27 @@ def preflight(suite: Suite, registry: Registry, data: DataOptions) -> dict[str, 
     return files
 
 
+@contextmanager
+def _output(out: Path) -> Iterator[Path]:
+    """The run's database in `out`, with the folder's lock held. A run that fails leaves nothing
+    behind: a database it created that holds no finished cell is removed, and so are the folders
+    it created, if empty (cells that did finish are kept, for the rerun to resume)."""
+    created = make_folder(out)
+    database = out / "results.sqlite"
+    try:
+        with FolderLock(database):
+            new = Store.is_empty(database)
+            try:
+                yield database
+            except BaseException:
+                if new:
+                    Store.remove_if_no_cells(database)
+                raise
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+
+
 MISMATCH_POLICIES = ("stop", "restart", "resume")
 
 
@@ -248,6 +271,7 @@ def run_suite(
     registry = registry or default_registry()
     progress = progress or Progress()
     out = Path(out)
+    check_out_folder(out)  # a file, under a file, not writable: refused before any work
     requested_device = device or suite.device
     torch_device = resolve_device(requested_device)
     data = DataOptions(
@@ -261,9 +285,9 @@ def run_suite(
     environment = {**capture_environment(torch_device, registry), "data_files": data_files}
     environment["executor"] = {"name": spec.name, "options": options}
     max_seconds = suite.max_seconds_per_cell
-    with FolderLock(out / "results.sqlite"):
-        _check_resumable(out / "results.sqlite", cells, suite, registry, on_mismatch)
-        with Store(out / "results.sqlite") as store:
+    with _output(out) as database:
+        _check_resumable(database, cells, suite, registry, on_mismatch)
+        with Store(database) as store:
             store.check_network_counts()
             finished = store.finished_cell_ids()
             todo = [c for c in cells if c.cell_id not in finished]

@@ -39,6 +39,17 @@ class StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_object(self, node, deep=False):
+        """A value its tag cannot read (`!!int x`, `!!timestamp x`) is a YAML error with a line,
+        not the constructor's ValueError or AttributeError (the fuzzed suites found those)."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as error:
+            shown = node.value if isinstance(node.value, str) else type(node.value).__name__
+            raise ConstructorError(
+                None, None, f"{node.tag.rpartition(':')[2] or node.tag} cannot read {str(shown)[:40]!r} ({type(error).__name__})", node.start_mark
+            ) from None
+
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
         if isinstance(node, yaml.MappingNode):

@@ -19,6 +19,7 @@ import yaml
 
 from benchsuite.architectures.build import check_builds
 from benchsuite.errors import PluginError, SuiteError, closest, value_kind
+from benchsuite.limits import FLOAT32_MAX, MAX_SECONDS_PER_CELL
 from benchsuite.plugins import Registry
 from benchsuite.protocol import (
     BATCH_ORDERS,
@@ -162,23 +163,39 @@ def load_suite(path: str | Path, registry: Registry, *, allow_large: bool = Fals
 
     path = Path(path)
     try:
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "no such file" if not path.exists() else "not a regular file"
+            raise SuiteError(f"cannot read the suite file: {what}", str(path))
         size = path.stat().st_size
         if size > MAX_SUITE_FILE_BYTES and not allow_large:
             raise SuiteError(
                 f"the suite file has {size:,} bytes; the limit is {MAX_SUITE_FILE_BYTES:,} (--allow-large lifts it)", str(path)
             )
-        text = path.read_text()
+        text = _decoded(path.read_bytes(), str(path))
     except OSError as error:
-        raise SuiteError(f"cannot read the suite file: {error.strerror}", str(path)) from None
-    except UnicodeDecodeError as error:
-        raise SuiteError(f"not a text file ({error.reason} at byte {error.start})", str(path)) from None
+        raise SuiteError(f"cannot read the suite file: {error.strerror or error}", str(path)) from None
     try:
         document = strict_yaml.load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
-        raise SuiteError(f"not valid YAML: {getattr(error, 'problem', error)}", str(path), where) from None
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SuiteError(f"not valid YAML: {problem}", str(path), where) from None
     return validate_suite(document, registry, str(path), default_name=path.stem, allow_large=allow_large)
+
+
+def _decoded(data: bytes, file: str) -> str:
+    """A suite file's text: UTF-8 (a byte-order mark allowed); the usual wrong kinds named."""
+    if data[:2] == b"\x1f\x8b":
+        raise SuiteError("a gzip-compressed file, not a suite; decompress it first", file)
+    head = data[:4]  # "n\0a\0" or "\0n\0a": UTF-16 without a byte-order mark
+    wide = len(head) == 4 and (head[0] == head[2] == 0 < head[1] * head[3] or head[1] == head[3] == 0 < head[0] * head[2])
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:4] == b"\x00\x00\xfe\xff" or wide:
+        raise SuiteError("UTF-16 or UTF-32 text; save the suite as UTF-8", file)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SuiteError(f"not UTF-8 text (byte {error.start} cannot be decoded); a suite is a UTF-8 YAML file", file) from None
 
 
 TOP_KEYS = (
@@ -235,8 +252,11 @@ def validate_suite(
     max_seconds = document.get("max_seconds_per_cell")
     if max_seconds is not None:
         max_seconds = float(check.number(max_seconds, "max_seconds_per_cell"))
-        if max_seconds <= 0:
-            raise check.fail("max_seconds_per_cell", f"expected a number of seconds > 0, got {max_seconds:g}")
+        if not 0 < max_seconds <= MAX_SECONDS_PER_CELL:
+            raise check.fail(
+                "max_seconds_per_cell",
+                f"expected a number of seconds > 0 and <= {MAX_SECONDS_PER_CELL:,} (a year), got {max_seconds:g}",
+            )
     _check_size(check, tasks, architectures, optimizers + baselines)
     _check_no_repeated_cells(check, tasks, architectures)
     _check_shapes(check, tasks, architectures, registry)
@@ -284,6 +304,7 @@ def _task(check: _Checker, value: Any, key: str, registry: Registry) -> Task:
     draw = check.string(value.get("training_draw", DEFAULT_TRAINING_DRAW), f"{key}.training_draw", TRAINING_DRAWS)
     _unique(check, pairs, f"{key}.class_pair_seeds" if pair_seeds is not None else f"{key}.classes")
     _unique(check, n_train, f"{key}.n_train")
+    _check_class_sizes(check, spec, pairs, n_train, key)
     _unique(check, seeds, f"{key}.training_set_seeds")
     return Task(
         dataset=name,
@@ -311,6 +332,26 @@ def _pair(check: _Checker, value: Any, key: str, spec) -> list[int]:
     return pair
 
 
+def _check_class_sizes(check: _Checker, spec, pairs: list, n_train: list[int], key: str) -> None:
+    """An N that a class cannot supply (its held-out images plus N/2) fails here where the dataset
+    declares its class sizes; the run checks the files it loads either way (runner.preflight)."""
+    sizes = getattr(spec, "train_class_sizes", None)
+    if not sizes:
+        return
+    index, largest = max(enumerate(n_train), key=lambda item: item[1])
+    needed = spec.holdout_per_class + largest // 2
+    for pair in pairs:
+        for label in pair:
+            have = sizes[label] if label < len(sizes) else 0
+            if have < needed:
+                most = 2 * max(0, min(sizes[c] if c < len(sizes) else 0 for p in pairs for c in p) - spec.holdout_per_class)
+                raise check.fail(
+                    f"{key}.n_train[{index}]" if len(n_train) > 1 else f"{key}.n_train",
+                    f"{spec.name} class {label} has {have} training images but N={largest} needs {needed} "
+                    f"({spec.holdout_per_class} held out + {largest // 2} for training); valid for these classes: N <= {most}",
+                )
+
+
 def _even(check: _Checker, value: Any, key: str) -> int:
     value = check.integer(value, key, 2)
     if value % 2:
@@ -326,6 +367,8 @@ def _architecture(check: _Checker, value: Any, key: str, registry: Registry) -> 
     def knob(v, k):
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
             raise check.fail(k, f"expected a number or a string like '1/6', got {value_kind(v)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise check.fail(k, f"expected a finite number or a string like '1/6', got {v}")
         return v
 
     widths = check.list_of(value.get("widths", [spec.default_width]), f"{key}.widths", knob)
@@ -408,6 +451,11 @@ def _entry(
             k: _declared_value(check, declared, merged.get(k, declared.default), f"{key}.{k}")
             for k, declared in spec.declared.items()
         }
+        for setting_name, setting in hyperparameters.items():
+            if isinstance(setting, float) and abs(setting) > FLOAT32_MAX:
+                raise check.fail(
+                    f"{key}.{setting_name}", f"{setting:g} is beyond float32, in which networks train; valid: |value| <= {FLOAT32_MAX:.4g}"
+                )
         _check_hyperparameters(check, spec, kind, hyperparameters, key, settings.get(SCHEDULE_KEY))
         tuned = _tuned(check, spec, merged, key, tuning) if kind == "optimizer" else {}
         label = merged.get("label") or _default_label(name, combination)
@@ -619,7 +667,14 @@ def _check_size(
     check: _Checker, tasks: list[Task], architectures: list[ArchitectureGrid], entries: list[Entry]
 ) -> None:
     """Cells, epochs and models within the limits (limits.py), counted before anything is built."""
-    from benchsuite.limits import MAX_CELLS, MAX_EPOCHS, MAX_MODELS, too_large
+    from benchsuite.limits import (
+        MAX_CANDIDATES,
+        MAX_CELLS,
+        MAX_EPOCHS,
+        MAX_MODELS,
+        MAX_NETWORKS_TRAINED,
+        too_large,
+    )
 
     if check.allow_large:
         return
@@ -630,6 +685,12 @@ def _check_size(
         raise check.fail("tasks", too_large("cells", cells, MAX_CELLS))
     for entry in entries:
         key = f"{entry.role}s[{entry.label}]"
+        budget = getattr(entry.settings, "max_candidates", None)
+        if budget is not None and budget > MAX_CANDIDATES:
+            raise check.fail(f"{key}.max_candidates", too_large("candidates per cell", budget, MAX_CANDIDATES))
+        budget = getattr(entry.settings, "max_networks", None)
+        if budget is not None and budget > MAX_NETWORKS_TRAINED:
+            raise check.fail(f"{key}.max_networks", too_large("networks trained per cell", budget, MAX_NETWORKS_TRAINED))
         if entry.models > MAX_MODELS:
             raise check.fail(f"{key}.models", too_large("networks per cell", entry.models, MAX_MODELS))
         epochs = getattr(entry.settings, "epochs", 0)

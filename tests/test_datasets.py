@@ -133,6 +133,21 @@ def test_idx_reads_real_fashion_mnist_files():
     assert torch.bincount(labels.long()).tolist() == [1000] * 10
 
 
+@needs_fashion_mnist
+def test_fashion_mnist_declares_its_class_sizes():
+    labels = read_idx(datasets.DEBIAN_FASHION_MNIST / "train-labels-idx1-ubyte.gz")
+    spec = {s.name: s for s in datasets.benchsuite_datasets()}["fashion-mnist"]
+    assert tuple(torch.bincount(labels.long()).tolist()) == spec.train_class_sizes
+
+
+def test_digits_declares_its_class_sizes():
+    """Validation refuses an N a class cannot supply from the declared sizes, without loading."""
+    splits = datasets.load_digits_splits(DataOptions())
+    spec = {s.name: s for s in datasets.benchsuite_datasets()}["digits"]
+    assert tuple(torch.bincount(splits.train_labels).tolist()) == spec.train_class_sizes
+    assert sum(datasets.MNIST_TRAIN_CLASS_SIZES) == 60_000
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry
 

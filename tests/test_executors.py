@@ -9,7 +9,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import sqlite3
 import types
 
 import pytest
@@ -166,5 +165,4 @@ def test_a_plugin_that_workers_cannot_import_is_one_line(tmp_path):
     registry = load_registry(include_entry_points=False, extra=[("in-memory", module)])
     with pytest.raises(BenchsuiteError, match="not importable by name.*--executor local"):
         run_suite(suite(), tmp_path, registry, executor="processes", executor_options={"jobs": 2})
-    with sqlite3.connect(tmp_path / "results.sqlite") as db:  # the run was recorded, no cell
-        assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 0
+    assert list(tmp_path.iterdir()) == []  # the database it created held no cell: removed (issue 11)

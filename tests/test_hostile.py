@@ -457,6 +457,17 @@ def test_idx_gzip_bomb_stops_at_the_declared_size(tmp_path):
         ({"baselines": [{"name": "gnc", "memory_fraction": 0.0}]}, "memory_fraction: expected a finite number in (0, 1]"),
         ({"baselines": [{"name": "gnc", "early_rejection": "sometimes"}]}, "early_rejection: expected true, false or 'auto'"),
         ({"baselines": [{"name": "gnc", "cpu_threads": 0}]}, "cpu_threads: expected an integer >= 1 or 'auto'"),
+        # absurd work, refused with the reason before anything runs (issue 11)
+        ({"tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [2, 400]}]},
+         "tasks[0].n_train[1]: digits class 0 has 119 training images but N=400 needs 216 (16 held out + 200 for training); valid for these classes: N <= 206"),
+        ({"tasks": [{"dataset": "fashion-mnist", "classes": [[0, 1]], "n_train": [20_000]}]}, "fashion-mnist class 0 has 6000 training images"),
+        ({"baselines": [{"name": "gnc", "max_candidates": 10**15}]}, "1,000,000,000,000,000 candidates per cell; the limit is 1,000,000,000,000"),
+        ({"optimizers": [{"name": "sgd", "max_networks": 10**15}]}, "networks trained per cell; the limit is 1,000,000,000"),
+        ({"max_seconds_per_cell": 1e15}, "max_seconds_per_cell: expected a number of seconds > 0 and <= 31,536,000 (a year)"),
+        ({"optimizers": [{"name": "sgd", "lr": 1e308}]}, "optimizers[0].lr: 1e+308 is beyond float32, in which networks train"),
+        ({"architectures": [{"name": "mlp", "widths": [float("nan")]}]}, "widths[0]: expected a finite number or a string"),
+        ({"architectures": [{"name": "mlp", "widths": [10**9], "depths": [4]}]}, "too large to build: its tensor sizes overflow"),
+        ({"architectures": [{"name": "mlp", "widths": [1e30], "depths": [4]}]}, "too large to build: its tensor sizes overflow"),
     ],
 )
 def test_values_that_would_fail_at_run_time_fail_at_validation(changes, words):

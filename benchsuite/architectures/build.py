@@ -31,7 +31,9 @@ def check_builds(spec, input_shape, width, depth, bias: bool) -> None:
     try:
         with torch.device("meta"):
             build_module(spec, input_shape, width, depth, bias)
-    except Exception:  # noqa: BLE001 - retried on the CPU, whose error is the one to report
+    except Exception as error:  # noqa: BLE001 - retried on the CPU, whose error is the one to report
+        if "overflow" in str(error).lower():  # sizes beyond int64: building for real would too
+            raise ValueError(f"too large to build: its tensor sizes overflow ({str(error).splitlines()[0][:200]})") from None
         build_module(spec, input_shape, width, depth, bias)
 
 

@@ -25,6 +25,10 @@ FASHION_MNIST_VARIABLE = "BENCHSUITE_FASHION_MNIST"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # package dataset-fashion-mnist
 
 DIGIT_NAMES = tuple(str(digit) for digit in range(10))
+# Training images per class, known without loading: validation refuses an N a class cannot supply
+# (tests/test_datasets.py checks these against the loaded splits where the files are present).
+DIGITS_TRAIN_CLASS_SIZES = (119, 122, 118, 122, 121, 122, 121, 120, 116, 120)  # two thirds of each class
+MNIST_TRAIN_CLASS_SIZES = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 FASHION_MNIST_NAMES = (
     "T-shirt/top",
     "Trouser",
@@ -321,6 +325,7 @@ def benchsuite_datasets():
             class_names=DIGIT_NAMES,
             holdout_per_class=16,
             input_shape=(1, 8, 8),
+            train_class_sizes=DIGITS_TRAIN_CLASS_SIZES,
         ),
         DatasetSpec(
             name="fashion-mnist",
@@ -329,6 +334,7 @@ def benchsuite_datasets():
             class_names=FASHION_MNIST_NAMES,
             holdout_per_class=128,
             input_shape=(1, 28, 28),
+            train_class_sizes=(6000,) * 10,
         ),
         DatasetSpec(
             name="mnist",
@@ -337,6 +343,7 @@ def benchsuite_datasets():
             class_names=DIGIT_NAMES,
             holdout_per_class=128,
             input_shape=(1, 28, 28),
+            train_class_sizes=MNIST_TRAIN_CLASS_SIZES,
         ),
         DatasetSpec(
             name="cifar10",
@@ -345,5 +352,6 @@ def benchsuite_datasets():
             class_names=CIFAR10_NAMES,
             holdout_per_class=128,
             input_shape=CIFAR10_IMAGE_SHAPE,
+            train_class_sizes=(5000,) * 10,
         ),
     ]

@@ -104,15 +104,10 @@ class Store:
         self.read_only = read_only
         if read_only and not self.path.is_file():
             raise StoreError(f"{self.path}: no results database here (run `benchsuite run` first)")
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = sqlite3.connect(self.path, timeout=WRITER_TIMEOUT)
-        elif os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
-            # writes refused (query_only below); unlike SQLite's mode=ro, the last connection to
-            # close still removes the -wal/-shm files it needed, so reading leaves nothing behind
-            self.connection = sqlite3.connect(self.path)
-        else:  # a file or folder we may not write: SQLite's read-only mode
-            self.connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            self.connection = self._connect()
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"{self.path}: cannot open the results database ({getattr(error, 'strerror', None) or error})") from None
         self.connection.row_factory = sqlite3.Row
         try:
             self.connection.execute("PRAGMA foreign_keys = ON")
@@ -140,6 +135,38 @@ class Store:
         except BaseException:
             self.connection.close()
             raise
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return sqlite3.connect(self.path, timeout=WRITER_TIMEOUT)
+        if os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
+            # writes refused (query_only below); unlike SQLite's mode=ro, the last connection to
+            # close still removes the -wal/-shm files it needed, so reading leaves nothing behind
+            return sqlite3.connect(self.path)
+        # a file or folder we may not write: SQLite's read-only mode
+        return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+
+    @staticmethod
+    def remove_if_no_cells(path: str | Path) -> bool:
+        """Remove the database at `path` (and its -wal, -shm and -journal files) if it holds no
+        finished cell: a run that created it and failed before its first cell leaves nothing
+        behind. A database with cells, or one that cannot be read, is kept. Returns whether it went."""
+        path = Path(path)
+        if not path.is_file():
+            return False
+        try:
+            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                if "cells" in tables(connection) and connection.execute("SELECT 1 FROM cells LIMIT 1").fetchone():
+                    return False
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError:
+            return False
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        return True
 
     @staticmethod
     def is_empty(path: str | Path) -> bool:

@@ -57,9 +57,15 @@ class FolderLock:
         self.stale: int | None = None
 
     def __enter__(self) -> FolderLock:  # noqa: PYI034 - Python 3.10 has no typing.Self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"{self.path.parent}: cannot create the results folder ({error.strerror or error})") from None
         for _ in range(10):  # the file may be removed by its holder between open and lock
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise StoreError(f"{self.path.parent}: cannot write the lock file here ({error.strerror or error})") from None
             if not self._lock(fd):
                 holder = _read(fd)
                 os.close(fd)
