@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchsuite.engine.stacked_mlp import _loss_gradient_table, _PlainStepper, flat_views
+from benchsuite.engine.stacked_mlp import PlainStepper, flat_views, loss_gradient_table
 from benchsuite.engine.stacked_optim import direct_optimizer
 
 GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
@@ -128,7 +128,7 @@ def train_stacked_conv(
         for name, value in params.items():
             value.grad = grads[name]
         optimizer = make_optimizer(list(params.values()))
-    stepper = make_stepper(optimizer) if make_stepper is not None else _PlainStepper(optimizer)
+    stepper = make_stepper(optimizer) if make_stepper is not None else PlainStepper(optimizer)
     run = _run_patches if plan.patches else _run_steps
     try:
         stepper.start()
@@ -156,7 +156,7 @@ def _gathered(images, labels, classes, steps):
             stop += 1
         indices = torch.stack(steps[start:stop])  # [T, K, b]
         if batch not in tables:
-            tables[batch] = _loss_gradient_table(labels, classes, batch, images.dtype)
+            tables[batch] = loss_gradient_table(labels, classes, batch, images.dtype)
         gathered = images.index_select(0, indices.transpose(1, 2).reshape(-1))
         gathered = gathered.view(stop - start, batch, count * images.shape[1], *images.shape[2:])
         gradients = tables[batch].index_select(0, indices.view(-1))

@@ -77,7 +77,7 @@ def input_features(plan: MLPPlan, x: torch.Tensor) -> torch.Tensor | None:
     return features.contiguous() if features.dim() == 2 else None
 
 
-def _loss_gradient_table(labels: torch.Tensor, classes: int, batch: int, dtype) -> torch.Tensor:
+def loss_gradient_table(labels: torch.Tensor, classes: int, batch: int, dtype) -> torch.Tensor:
     """[N, classes]: d(mean over a batch of b of -log p[label]) / d log p = -1/b at the label, else 0.
 
     -1/b is rounded in `dtype` (float32 division), as autograd's nll_loss backward computes it.
@@ -164,7 +164,7 @@ def train_stacked_mlp(
         for name, value in params.items():
             value.grad = grads[name]
         optimizer = make_optimizer(list(params.values()))
-    stepper = make_stepper(optimizer) if make_stepper is not None else _PlainStepper(optimizer)
+    stepper = make_stepper(optimizer) if make_stepper is not None else PlainStepper(optimizer)
     layers = plan.layers
     first_linear = next(i for i, layer in enumerate(layers) if layer.kind == "linear")
     # Views made once: they follow the in-place updates, and save a transpose per use per step.
@@ -194,7 +194,7 @@ def train_stacked_mlp(
     return params
 
 
-class _PlainStepper:
+class PlainStepper:
     """`optimizer.step()` per step, nothing else (callers that give no make_stepper)."""
 
     closure = False
@@ -227,7 +227,7 @@ def _gathered_chunks(features, labels, classes, steps):
             stop += 1
         indices = torch.stack(steps[start:stop]).view(-1)
         if batch not in tables:
-            tables[batch] = _loss_gradient_table(labels, classes, batch, features.dtype)
+            tables[batch] = loss_gradient_table(labels, classes, batch, features.dtype)
         inputs = features.index_select(0, indices).view(stop - start, count, batch, feature_count)
         gradients = tables[batch].index_select(0, indices).view(stop - start, count, batch, classes)
         for s in range(stop - start):
@@ -355,7 +355,7 @@ def _run_steps_per_step(
                     h = torch.relu(h)
             log_probs = torch._log_softmax(h, -1, False)
             if batch not in loss_gradients:
-                loss_gradients[batch] = _loss_gradient_table(labels, h.shape[-1], batch, h.dtype)
+                loss_gradients[batch] = loss_gradient_table(labels, h.shape[-1], batch, h.dtype)
             grad = loss_gradients[batch].index_select(0, flat).view(log_probs.shape)
             grad = torch._log_softmax_backward_data(grad, log_probs, -1, log_probs.dtype)
             for position in range(len(layers) - 1, first_linear - 1, -1):
