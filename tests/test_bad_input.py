@@ -183,7 +183,9 @@ def test_a_run_that_fails_before_its_first_cell_leaves_no_database_and_no_folder
     registry = load_registry(include_entry_points=False, extra=[("fails-late", FailingPlugin())])
     suite = validate_suite(tiny_suite(optimizers=[{"name": "fails-late", "epochs": 1}], baselines=[]), registry, "late.yaml")
     out = tmp_path / "new" / "out"
-    with pytest.raises(RuntimeError, match="fails on real networks"):
+    from benchsuite.errors import OptimizerStepError
+
+    with pytest.raises(OptimizerStepError, match="failed while being built: RuntimeError: this optimizer fails on real networks"):
         run_suite(suite, out, registry)
     assert not (tmp_path / "new").exists()
 
