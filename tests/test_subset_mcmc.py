@@ -235,8 +235,12 @@ def test_a_run_stores_and_shows_the_estimate(tmp_path):
             "SELECT c.optimizer, COUNT(n.chain), COUNT(*) FROM networks n JOIN cells c USING (cell_id) GROUP BY 1"
         ).fetchall()
         optimizer_of = dict(db.execute("SELECT cell_id, optimizer FROM cells").fetchall())
+        names = db.execute("SELECT cell_id, name FROM cell_estimates").fetchall()
     assert {optimizer_of[c] for c in stored} == {"subset-mcmc"} and len(stored) == 4
     assert sorted(chains) == [("gnc", 0, 80), ("subset-mcmc", 80, 80)]
+    diagnostics = {"ess_test_acc", "rhat_test_acc", "rhat_neg_log2_p", "ess_p_fit", "evaluations", "pcn_steps"}
+    for cell_id in stored:  # every estimated cell stores its diagnostics, the host's among them
+        assert diagnostics <= {name for c, name in names if c == cell_id}
     with Store(database, read_only=True) as store:
         rows = {(r["optimizer"], r["n_train"]): r for r in leaderboard_from_store(store)}
         cells = {c["cell_id"]: c for c in store.cells()}
@@ -245,6 +249,7 @@ def test_a_run_stores_and_shows_the_estimate(tmp_path):
         expected = [v for cell_id, v in stored.items() if cells[cell_id]["n_train"] == n_train]
         assert row["neg_log2_p_fit"] == pytest.approx(sum(expected) / 2)
         assert row["neg_log2_p_fit_se"] is not None and isinstance(row["unreliable"], list)
+        assert 0 < row["ess_test_acc"] <= row["models"]
         counted = rows[("gnc", n_train)]
         assert counted.get("neg_log2_p_fit_se") is None and counted["unreliable"] == []
         assert abs(row["neg_log2_p_fit"] - counted["neg_log2_p_fit"]) < 2.0

@@ -204,6 +204,7 @@ class SubsetRun:
     unique_parents: list[float] = field(default_factory=list)  # share of distinct survivors resampled
     steps: list[float] = field(default_factory=list)  # final beta per level
     evaluations: int = 0  # networks evaluated (on any number of points)
+    proposals: int = 0  # pCN steps: particles x sweeps, over all levels
 
     @property
     def failed(self) -> bool:
@@ -246,6 +247,7 @@ def subset_run(
             z, reparametrization, fit, level, moves, step, float(settings["target_acceptance"]), generator
         )
         run.evaluations += m * (moves + 1)
+        run.proposals += m * moves
         run.acceptance.append(accepted)
         run.steps.append(step)
         if budget is not None and run.evaluations > budget and level != Level(n_total):
@@ -400,5 +402,34 @@ def diagnostics(runs: list[SubsetRun], particles: int) -> dict[str, float]:
     if finished:
         out["levels"] = sum(len(r.levels) for r in finished) / len(finished)
         out["share_min"] = min(s for r in finished for s in r.shares)
-        out["moves"] = float(sum(r.evaluations for r in finished))
+        out["moves"] = float(sum(r.evaluations for r in finished))  # name kept for old databases
+    out["evaluations"] = float(sum(r.evaluations for r in runs))
+    out["pcn_steps"] = float(sum(r.proposals for r in runs))
+    out.update(_between_repeats(values, finished, particles))
+    return out
+
+
+def _between_repeats(values: list[float], finished: list[SubsetRun], particles: int) -> dict[str, float]:
+    """Do the repeats' -log2 P agree as well as independent particles would make them?
+
+    iid_var: the variance of one repeat's -log2 P if its particles were independent at every
+    level, sum of (1 - p) / (M p) over the level shares p, in bits^2 (the binomial variance of
+    log p, Au & Beck 2001 eq. 19). The observed variance between the repeats is that times the
+    inflation from correlated particles (their 1 + gamma). rhat_neg_log2_p = sqrt(observed /
+    iid): 1 when the repeats agree as independent particles would, large when a repeat disagrees
+    by more than correlation explains. ess_p_fit = repeats x M / inflation, at most repeats x M.
+    """
+    if len(values) < 2:
+        return {}
+    iid = [
+        sum((1 - p) / (particles * p) for p in r.shares) / math.log(2) ** 2 for r in finished
+    ]
+    iid_var = sum(iid) / len(iid)
+    mean = sum(values) / len(values)
+    observed = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    out = {"neg_log2_p_fit_iid_se": math.sqrt(iid_var / len(values))}
+    if iid_var > 0:
+        ratio = observed / iid_var
+        out["rhat_neg_log2_p"] = math.sqrt(ratio)
+        out["ess_p_fit"] = len(values) * particles / max(1.0, ratio)
     return out
