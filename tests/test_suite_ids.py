@@ -67,6 +67,7 @@ EXPECTED = {
     "suites/peleg-hein/reduced/fashion-mnist-width-lenet.yaml": ("449f49ee75193330", 160, "b1aec89a9c9845f6"),
     "suites/peleg-hein/reduced/fashion-mnist-width-mlp.yaml": ("6d574afad8f241d0", 160, "57724d0715ab6167"),
     "suites/quickstart.yaml": ("d30bb02c8efc462d", 144, "48e61d7e0fdcbc48"),
+    "suites/validation/subset-vs-gnc.yaml": ("c528032fbcc18487", 40, "1c9d55dcca006476"),
 }  # fmt: skip
 
 # Published before the protocol-exactness change: their READMEs say that suite.yaml now resolves to
