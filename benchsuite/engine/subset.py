@@ -154,33 +154,45 @@ class NestedFit:
         margins = self.margins(parameters, level.points + (level.threshold is not None))
         ok = self.right(margins[:, : level.points]).all(dim=1)
         if level.threshold is not None:
-            ok &= margins[:, level.points] >= level.threshold
+            ok &= torch.exp(margins[:, level.points].double()) > level.threshold
         return ok
 
 
 @dataclass(frozen=True)
 class Level:
-    """The event "fits the first `points` points of the nested order, and (if a threshold is
-    set) has margin >= threshold on the next point". Levels are nested: each next one is inside
-    the previous, the last is (N, None): fits the whole training set."""
+    """The event "score > points + threshold" (score: see `scores`) or, without a threshold,
+    "fits the first `points` points". With a threshold t in [0, 1): fits the first `points`
+    points and exp(margin on the next one) > t. Each next level is inside the previous; the
+    last is (N, None): fits the whole training set."""
 
     points: int
     threshold: float | None = None
 
 
+def scores(margins: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """[K] float64: leading points fitted, f, plus exp(margin on the failed point f + 1) in
+    (0, 1] (margins there are <= 0); N for a network that fits all N points. Monotone in how
+    far a network got, and continuous, so that few particles share a score."""
+    n_total = right.shape[1]
+    fitted = right.to(torch.int64).cumprod(dim=1).sum(dim=1)
+    failed = fitted.clamp(max=n_total - 1).unsqueeze(1)
+    partial = torch.exp(margins.gather(1, failed).squeeze(1).double().clamp(max=0.0))
+    return torch.where(fitted >= n_total, float(n_total), fitted.double() + partial)
+
+
 def next_level(margins: torch.Tensor, right: torch.Tensor, level: Level, survival: float) -> Level:
-    """The next level from the current population's margins on all N points: as many more points
-    as leave at least a share `survival` fitting, and at least one (its share is then below
-    `survival`). Classic subset simulation would insert intermediate levels "margin on the next
-    point >= c" with c < 0 there; tried, they biased -log2 P(fit) by about +0.2 bit against G&C on
-    digits under the argmax tie rule (docs/samplers.md), so they are not used."""
+    """The next level from the current population by adaptive multilevel splitting: with
+    K = M - ceil(survival M) + 1 and z the K-th smallest score, the next level is "score > z":
+    every particle scoring z or less is killed, ties at z included, as the unbiased generalized
+    AMS requires (Bréhier, Gazeau, Goudenège, Lelièvre & Rousset, Ann. Appl. Probab. 2016).
+    Where z reaches N, the last level: the share that fits all N points."""
     m, n_total = right.shape
-    fitted = right.to(torch.int64).cumprod(dim=1).sum(dim=1)  # leading points right
-    need = math.ceil(survival * m)
-    points = level.points
-    while points < n_total and int((fitted >= points + 1).sum()) >= need:
-        points += 1
-    return Level(max(points, level.points + 1))
+    rank = m - math.ceil(survival * m) + 1
+    z = float(scores(margins, right).kthvalue(rank).values)
+    if z >= n_total:
+        return Level(n_total)
+    points = math.floor(z)
+    return Level(points, z - points)
 
 
 # ---------------------------------------------------------------------------------------------
