@@ -94,7 +94,9 @@ def main() -> None:
         )
         print(f"    diagnostics: rhat_neg_log2_p {e.get('rhat_neg_log2_p', float('nan')):.2f}, "
               f"acceptance_min {e.get('acceptance_min', float('nan')):.2f}, levels {e.get('levels', 0):.1f}, "
-              f"evaluations {e['evaluations']:.0f}; G&C candidates {gnc.candidates_tried}", flush=True)
+              f"evaluations {e['evaluations']:.0f}; G&C candidates {gnc.candidates_tried}; networks evaluated per "
+              f"effective interpolator, subset / G&C: {e['evaluations'] / ess / (gnc.candidates_tried / gnc.size):.2f} "
+              "(free of the load, blind to a G&C candidate being cheaper)", flush=True)
 
 
 if __name__ == "__main__":
