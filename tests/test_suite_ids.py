@@ -68,7 +68,7 @@ EXPECTED = {
     "suites/peleg-hein/reduced/fashion-mnist-width-mlp.yaml": ("6d574afad8f241d0", 160, "57724d0715ab6167"),
     "suites/quickstart.yaml": ("d30bb02c8efc462d", 144, "48e61d7e0fdcbc48"),
     "suites/subset-mcmc/fashion-mnist-n512.yaml": ("59421e10793a6f3b", 240, "46366d18a51d7092"),
-    "suites/subset-mcmc/fashion-mnist-n512-slice.yaml": ("e4b769e88922ecd7", 24, "f785b4462bb1f461"),
+    "suites/subset-mcmc/fashion-mnist-n512-slice.yaml": ("cd0780d86b654a21", 30, "e5934fb24fda6628"),
     "suites/validation/subset-vs-gnc.yaml": ("c528032fbcc18487", 40, "1c9d55dcca006476"),
 }  # fmt: skip
 
