@@ -6,15 +6,16 @@ exactly, at N where G&C's acceptance probability is far too small to wait for.
 Algorithm (Au & Beck 2001, "subset simulation"; an SMC sampler with indicator likelihoods):
 the training sets are nested (the n-point set is the first n/2 images of each class, so in
 decisions.interleaved_order the n-point set is a prefix), giving nested events
-F_0 ⊇ F_2 ⊇ ... ⊇ F_N, F_n = "fits the n-point set". A population of M particles drawn from
-prior | F_n is evaluated on the following points; the largest n' whose survivors are at least a
-share `survival` of the population is the next level (at least n + 2), and the survivors' share
-estimates P(F_n' | F_n). Survivors are resampled to M particles, and every particle is moved by
-a Markov kernel that leaves prior | F_n' invariant: preconditioned Crank-Nicolson on a Gaussian
+F_0 ⊇ F_1 ⊇ ... ⊇ F_N, F_n = "fits the first n points". The levels between them are chosen by
+adaptive multilevel splitting on a continuous score (points fitted, plus exp of the margin on the
+first failed point; `next_level`): the particles at or below the K-th smallest score are killed,
+the survivors' share (at most `survival`) estimates the level's conditional probability.
+Survivors are resampled to M particles, and every particle is moved by a Markov kernel that
+leaves prior | level invariant: preconditioned Crank-Nicolson on a Gaussian
 reparametrization of the prior (z ~ N(0, I); a uniform weight is center + scale * erf(z / sqrt 2),
 a Gaussian one scale * z),
 
-    z' = sqrt(1 - beta^2) z + beta xi,   xi ~ N(0, I),   accepted iff the network of z' fits F_n'.
+    z' = sqrt(1 - beta^2) z + beta xi,   xi ~ N(0, I),   accepted iff the network of z' is in the level.
 
 pCN is reversible with respect to N(0, I), so with an indicator target the Metropolis-Hastings
 rule reduces to "accept iff the proposal still fits"; beta adapts towards `target_acceptance`.
