@@ -32,6 +32,8 @@ GROUP_KEYS = ("dataset", "classes", "n_train", "architecture", "optimizer")
 # is marked unreliable in the leaderboard, never silently counted, if any of these fails.
 RELIABILITY = {
     "rhat_test_acc": 1.1,  # agreement of the test accuracy between its chains (at most)
+    "rhat_neg_log2_p": 3.0,  # between-repeat sd of -log2 P over the i.i.d.-particle sd (at most)
+    "ess_share": 0.1,  # repeat ESS of the test accuracy over the networks delivered (at least)
     "acceptance_min": 0.05,  # the moves' acceptance rate at every level (at least)
     "unique_parents_min": 0.05,  # share of distinct ancestors after every resampling (at least)
 }
@@ -84,7 +86,8 @@ def tie_shares(sets: Iterable[dict]) -> tuple[float | None, float | None]:
 
 def unreliable_reasons(estimates: Mapping[str, float], test: Sequence[float], chains: Sequence) -> list[str]:
     """Why a cell's estimated P(fit) and networks should not be trusted (RELIABILITY); [] if
-    nothing fails, and always [] for samplers that count (no estimates)."""
+    nothing fails, and always [] for samplers that count (no estimates). R-hat and ESS of the
+    test accuracy come from the networks (databases before they were stored give them too)."""
     if not estimates:
         return []
     reasons = []
@@ -93,13 +96,15 @@ def unreliable_reasons(estimates: Mapping[str, float], test: Sequence[float], ch
     for name in ("acceptance_min", "unique_parents_min"):
         if name in estimates and estimates[name] < RELIABILITY[name]:
             reasons.append(f"{name} {estimates[name]:.3f} < {RELIABILITY[name]}")
-    by_chain: dict[Any, list[float]] = defaultdict(list)
-    for value, chain in zip(test, chains):
-        if chain is not None:
-            by_chain[chain].append(value)
-    rhat = stats.gelman_rubin(list(by_chain.values()))
+    if estimates.get("rhat_neg_log2_p", 0.0) > RELIABILITY["rhat_neg_log2_p"]:
+        reasons.append(f"R-hat of -log2 P {estimates['rhat_neg_log2_p']:.2f} > {RELIABILITY['rhat_neg_log2_p']}")
+    agreement = stats.chain_agreement(test, chains)
+    rhat = agreement.get("rhat_test_acc")
     if rhat is not None and rhat > RELIABILITY["rhat_test_acc"]:
         reasons.append(f"R-hat of test accuracy {rhat:.2f} > {RELIABILITY['rhat_test_acc']}")
+    ess = agreement.get("ess_test_acc")
+    if ess is not None and ess < RELIABILITY["ess_share"] * len(test):
+        reasons.append(f"ESS of test accuracy {ess:.1f} < {RELIABILITY['ess_share']:g} x {len(test)} networks")
     return reasons
 
 
@@ -223,6 +228,8 @@ def build_rows(
             errors = [ts["cell"].get("estimates", {}).get("neg_log2_p_fit_se") for ts in sets.values()]
             if known and all(e is not None for e in errors):  # estimated, not counted
                 row["neg_log2_p_fit_se"] = math.sqrt(sum(e * e for e in errors)) / len(errors)
+                ess = [stats.chain_agreement(ts["test"], ts["chains"]).get("ess_test_acc") for ts in sets.values()]
+                row["ess_test_acc"] = sum(ess) if all(e is not None for e in ess) else None
             row["unreliable"] = sorted(
                 {
                     reason

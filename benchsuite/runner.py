@@ -10,6 +10,7 @@ at most the cells in flight. One run writes a folder at a time (store.lock.Folde
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from benchsuite import statistics as stats
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.execution.cells import CellContext, CellOutcome, resolve_device
@@ -166,6 +168,15 @@ def network_results(outcome: CellOutcome) -> list[NetworkResult]:
     return list(outcome.networks)
 
 
+def cell_estimates(estimates: dict[str, float], networks: list[NetworkResult]) -> dict[str, float]:
+    """A sampler's estimates, with the agreement of its networks' test accuracy between its
+    chains (R-hat, repeat ESS: statistics.chain_agreement) added where it has estimates."""
+    if not estimates:
+        return estimates
+    agreement = stats.chain_agreement([n.test_acc for n in networks], [n.chain for n in networks])
+    return {**estimates, **{k: v for k, v in agreement.items() if math.isfinite(v)}}
+
+
 def _json(value) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -312,9 +323,9 @@ def run_suite(
                 class_names = registry.dataset(outcome.cell.dataset).class_names
                 record = cell_record(outcome, run_id, suite.suite_id, class_names)
                 record["plugins"] = _json(cell_plugins(outcome.cell, registry, suite.metrics))
-                store.add_cell(
-                    record, network_results(outcome), outcome.train_indices, outcome.estimates, outcome.tuning
-                )
+                networks = network_results(outcome)
+                estimates = cell_estimates(outcome.estimates, networks)
+                store.add_cell(record, networks, outcome.train_indices, estimates, outcome.tuning)
                 stored.add(cell_id)
                 progress.finish_cell(outcome)
             missing = [c for c in todo if c.cell_id not in stored]

@@ -350,3 +350,37 @@ def gelman_rubin(chains: Sequence[Sequence[float]]) -> float | None:
     if within == 0.0:
         return 1.0 if between == 0.0 else math.inf
     return math.sqrt(((n - 1) / n * within + between / n) / within)
+
+
+def repeat_ess(chains: Sequence[Sequence[float]]) -> float | None:
+    """Effective number of independent values behind a quantity drawn in independent repeats
+    (batch means with the repeats as batches): per repeat W / V, W the pooled within-repeat
+    variance and V the sample variance of the repeat means, capped at the repeat's length; summed
+    over the repeats. Honest whatever the correlation inside a repeat, because the repeats
+    themselves are independent; noisy with few repeats (V has repeats - 1 degrees of freedom).
+    Chains are cut to the shortest, as in gelman_rubin; None with fewer than two usable chains."""
+    usable = [np.asarray(c, dtype=np.float64) for c in chains if len(c) > 1]
+    if len(usable) < 2:
+        return None
+    n = min(len(c) for c in usable)
+    values = np.stack([c[:n] for c in usable])
+    within = float(values.var(axis=1, ddof=1).mean())
+    between = float(values.mean(axis=1).var(ddof=1))
+    per_repeat = float(n) if between == 0.0 else min(float(n), within / between)
+    return len(usable) * per_repeat
+
+
+def chain_agreement(values: Sequence[float], chains: Sequence) -> dict[str, float]:
+    """R-hat and the repeat ESS of per-network values grouped by chain ({} without chains)."""
+    by_chain: dict[Any, list[float]] = {}
+    for value, chain in zip(values, chains):
+        if chain is not None:
+            by_chain.setdefault(chain, []).append(float(value))
+    out = {}
+    rhat = gelman_rubin(list(by_chain.values()))
+    ess = repeat_ess(list(by_chain.values()))
+    if rhat is not None:
+        out["rhat_test_acc"] = rhat
+    if ess is not None:
+        out["ess_test_acc"] = ess
+    return out

@@ -235,8 +235,12 @@ def test_a_run_stores_and_shows_the_estimate(tmp_path):
             "SELECT c.optimizer, COUNT(n.chain), COUNT(*) FROM networks n JOIN cells c USING (cell_id) GROUP BY 1"
         ).fetchall()
         optimizer_of = dict(db.execute("SELECT cell_id, optimizer FROM cells").fetchall())
+        names = db.execute("SELECT cell_id, name FROM cell_estimates").fetchall()
     assert {optimizer_of[c] for c in stored} == {"subset-mcmc"} and len(stored) == 4
     assert sorted(chains) == [("gnc", 0, 80), ("subset-mcmc", 80, 80)]
+    diagnostics = {"ess_test_acc", "rhat_test_acc", "rhat_neg_log2_p", "ess_p_fit", "evaluations", "pcn_steps"}
+    for cell_id in stored:  # every estimated cell stores its diagnostics, the host's among them
+        assert diagnostics <= {name for c, name in names if c == cell_id}
     with Store(database, read_only=True) as store:
         rows = {(r["optimizer"], r["n_train"]): r for r in leaderboard_from_store(store)}
         cells = {c["cell_id"]: c for c in store.cells()}
@@ -245,6 +249,44 @@ def test_a_run_stores_and_shows_the_estimate(tmp_path):
         expected = [v for cell_id, v in stored.items() if cells[cell_id]["n_train"] == n_train]
         assert row["neg_log2_p_fit"] == pytest.approx(sum(expected) / 2)
         assert row["neg_log2_p_fit_se"] is not None and isinstance(row["unreliable"], list)
+        assert 0 < row["ess_test_acc"] <= row["models"]
         counted = rows[("gnc", n_train)]
         assert counted.get("neg_log2_p_fit_se") is None and counted["unreliable"] == []
         assert abs(row["neg_log2_p_fit"] - counted["neg_log2_p_fit"]) < 2.0
+
+
+def test_agrees_with_exact_guess_and_check_on_real_digits():
+    """Real data, the protocol's architecture: digits 3 vs 8, MLP width 1/6 depth 4, N = 6, the
+    reference tie rule. The published check at N up to 32 is leaderboards/subset-mcmc-validation."""
+    from scipy.stats import ks_2samp
+
+    from benchsuite.architectures.build import build_module
+    from benchsuite.plugins import load_registry
+    from benchsuite.records import DataOptions
+    from benchsuite.tasks import TaskCache
+
+    registry = load_registry(include_entry_points=False)
+    task = TaskCache().get(registry.dataset("digits"), DataOptions(), (3, 8), 6, 200, CPU)
+    module = build_module(registry.architecture("mlp"), task.input_shape, "1/6", 4, False)
+
+    def sample(name, options):
+        return registry.sampler(name).sample(
+            SamplingRequest(
+                module=module, x_train=task.x_train, y_train=task.y_train, prior=PRIORS["uniform"],
+                target=200, max_candidates=10**9, seed=5, device=CPU, options=options, tie_rule="argmax",
+            )
+        )  # fmt: skip
+
+    exact = sample("gnc", {"cpu_threads": 1})
+    population = sample("subset-mcmc", {"particles": 128, "repeats": 4, "moves": 12, "final_moves": 32})
+    exact_value = -math.log2(exact.size / exact.candidates_tried)
+    assert exact_value > 7  # about 600 candidates per interpolator
+    error = math.hypot(
+        population.estimates["neg_log2_p_fit_se"],
+        math.sqrt((1 - 2**-exact_value) / exact.size) / math.log(2),
+    )
+    assert abs(population.estimates["neg_log2_p_fit"] - exact_value) < 4 * error + 0.2
+    ours = accuracy(module, population.parameters, population.buffers, task.x_test, task.y_test)
+    theirs = accuracy(module, exact.parameters, exact.buffers, task.x_test, task.y_test)
+    assert abs(float(ours.mean()) - float(theirs.mean())) < 0.03
+    assert ks_2samp(ours.numpy(), theirs.numpy()).pvalue > 1e-3

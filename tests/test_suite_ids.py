@@ -30,6 +30,8 @@ EXPECTED = {
     "leaderboards/fashion-mnist-width-lenet-cpu/suite.yaml": ("47575f751312ff87", 160, "89c4449e8c1e0bdc"),
     "leaderboards/fashion-mnist-width-mlp-h100/suite.yaml": ("0cc3526c5815ec46", 512, "85f2be4632a3d570"),
     "leaderboards/fashion-mnist-width-mlp/suite.yaml": ("525b9f6ad6c6831a", 512, "1d86c1b0344cb405"),
+    "leaderboards/subset-mcmc-fashion-mnist-n512-slice/suite.yaml": ("cd0780d86b654a21", 30, "e5934fb24fda6628"),
+    "leaderboards/subset-mcmc-validation/suite.yaml": ("c528032fbcc18487", 40, "1c9d55dcca006476"),
     "suites/bench/gnc-mlp.yaml": ("1392a8af643c57f1", 1, "b40cdff8b5cea74c"),
     "suites/diagnostics/fashion-mnist.yaml": ("80917a50c49cf97a", 320, "2efc493dc2ff9c31"),
     "suites/bench/sgd-mlp.yaml": ("a410981a13160757", 1, "aee311298de65369"),
@@ -67,6 +69,9 @@ EXPECTED = {
     "suites/peleg-hein/reduced/fashion-mnist-width-lenet.yaml": ("449f49ee75193330", 160, "b1aec89a9c9845f6"),
     "suites/peleg-hein/reduced/fashion-mnist-width-mlp.yaml": ("6d574afad8f241d0", 160, "57724d0715ab6167"),
     "suites/quickstart.yaml": ("d30bb02c8efc462d", 144, "48e61d7e0fdcbc48"),
+    "suites/subset-mcmc/fashion-mnist-n512.yaml": ("59421e10793a6f3b", 240, "46366d18a51d7092"),
+    "suites/subset-mcmc/fashion-mnist-n512-slice.yaml": ("cd0780d86b654a21", 30, "e5934fb24fda6628"),
+    "suites/validation/subset-vs-gnc.yaml": ("c528032fbcc18487", 40, "1c9d55dcca006476"),
 }  # fmt: skip
 
 # Suites that need installed plugins (benchsuite-lion, benchsuite-zoo): their ids also depend on

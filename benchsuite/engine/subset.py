@@ -6,15 +6,16 @@ exactly, at N where G&C's acceptance probability is far too small to wait for.
 Algorithm (Au & Beck 2001, "subset simulation"; an SMC sampler with indicator likelihoods):
 the training sets are nested (the n-point set is the first n/2 images of each class, so in
 decisions.interleaved_order the n-point set is a prefix), giving nested events
-F_0 ⊇ F_2 ⊇ ... ⊇ F_N, F_n = "fits the n-point set". A population of M particles drawn from
-prior | F_n is evaluated on the following points; the largest n' whose survivors are at least a
-share `survival` of the population is the next level (at least n + 2), and the survivors' share
-estimates P(F_n' | F_n). Survivors are resampled to M particles, and every particle is moved by
-a Markov kernel that leaves prior | F_n' invariant: preconditioned Crank-Nicolson on a Gaussian
+F_0 ⊇ F_1 ⊇ ... ⊇ F_N, F_n = "fits the first n points". The levels between them are chosen by
+adaptive multilevel splitting on a continuous score (points fitted, plus exp of the margin on the
+first failed point; `next_level`): the particles at or below the K-th smallest score are killed,
+the survivors' share (at most `survival`) estimates the level's conditional probability.
+Survivors are resampled to M particles, and every particle is moved by a Markov kernel that
+leaves prior | level invariant: preconditioned Crank-Nicolson on a Gaussian
 reparametrization of the prior (z ~ N(0, I); a uniform weight is center + scale * erf(z / sqrt 2),
 a Gaussian one scale * z),
 
-    z' = sqrt(1 - beta^2) z + beta xi,   xi ~ N(0, I),   accepted iff the network of z' fits F_n'.
+    z' = sqrt(1 - beta^2) z + beta xi,   xi ~ N(0, I),   accepted iff the network of z' is in the level.
 
 pCN is reversible with respect to N(0, I), so with an indicator target the Metropolis-Hastings
 rule reduces to "accept iff the proposal still fits"; beta adapts towards `target_acceptance`.
@@ -154,38 +155,45 @@ class NestedFit:
         margins = self.margins(parameters, level.points + (level.threshold is not None))
         ok = self.right(margins[:, : level.points]).all(dim=1)
         if level.threshold is not None:
-            ok &= margins[:, level.points] >= level.threshold
+            ok &= torch.exp(margins[:, level.points].double()) > level.threshold
         return ok
 
 
 @dataclass(frozen=True)
 class Level:
-    """The event "fits the first `points` points of the nested order, and (if a threshold is
-    set) has margin >= threshold on the next point". Levels are nested: each next one is inside
-    the previous, the last is (N, None): fits the whole training set."""
+    """The event "score > points + threshold" (score: see `scores`) or, without a threshold,
+    "fits the first `points` points". With a threshold t in [0, 1): fits the first `points`
+    points and exp(margin on the next one) > t. Each next level is inside the previous; the
+    last is (N, None): fits the whole training set."""
 
     points: int
     threshold: float | None = None
 
 
+def scores(margins: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """[K] float64: leading points fitted, f, plus exp(margin on the failed point f + 1) in
+    (0, 1] (margins there are <= 0); N for a network that fits all N points. Monotone in how
+    far a network got, and continuous, so that few particles share a score."""
+    n_total = right.shape[1]
+    fitted = right.to(torch.int64).cumprod(dim=1).sum(dim=1)
+    failed = fitted.clamp(max=n_total - 1).unsqueeze(1)
+    partial = torch.exp(margins.gather(1, failed).squeeze(1).double().clamp(max=0.0))
+    return torch.where(fitted >= n_total, float(n_total), fitted.double() + partial)
+
+
 def next_level(margins: torch.Tensor, right: torch.Tensor, level: Level, survival: float) -> Level:
-    """The next level from the current population's margins on all N points: as many more points
-    as leave at least a share `survival` fitting; where not even the next point does, a margin
-    threshold on that point that leaves that share (classic subset simulation's quantile level),
-    unless no threshold above the current one would (then the point itself)."""
+    """The next level from the current population by adaptive multilevel splitting: with
+    K = M - ceil(survival M) + 1 and z the K-th smallest score, the next level is "score > z":
+    every particle scoring z or less is killed, ties at z included, as the unbiased generalized
+    AMS requires (Bréhier, Gazeau, Goudenège, Lelièvre & Rousset, Ann. Appl. Probab. 2016).
+    Where z reaches N, the last level: the share that fits all N points."""
     m, n_total = right.shape
-    fitted = right.to(torch.int64).cumprod(dim=1).sum(dim=1)  # leading points right
-    need = math.ceil(survival * m)
-    points = level.points
-    while points < n_total and int((fitted >= points + 1).sum()) >= need:
-        points += 1
-    if points > level.points:
-        return Level(points)
-    margin = margins[:, level.points]
-    threshold = float(margin.sort(descending=True).values[need - 1])
-    if threshold > 0 and (level.threshold is None or threshold > level.threshold):
-        return Level(level.points, threshold)
-    return Level(level.points + 1)
+    rank = m - math.ceil(survival * m) + 1
+    z = float(scores(margins, right).kthvalue(rank).values)
+    if z >= n_total:
+        return Level(n_total)
+    points = math.floor(z)
+    return Level(points, z - points)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +212,7 @@ class SubsetRun:
     unique_parents: list[float] = field(default_factory=list)  # share of distinct survivors resampled
     steps: list[float] = field(default_factory=list)  # final beta per level
     evaluations: int = 0  # networks evaluated (on any number of points)
+    proposals: int = 0  # pCN steps: particles x sweeps, over all levels
 
     @property
     def failed(self) -> bool:
@@ -246,6 +255,7 @@ def subset_run(
             z, reparametrization, fit, level, moves, step, float(settings["target_acceptance"]), generator
         )
         run.evaluations += m * (moves + 1)
+        run.proposals += m * moves
         run.acceptance.append(accepted)
         run.steps.append(step)
         if budget is not None and run.evaluations > budget and level != Level(n_total):
@@ -400,5 +410,34 @@ def diagnostics(runs: list[SubsetRun], particles: int) -> dict[str, float]:
     if finished:
         out["levels"] = sum(len(r.levels) for r in finished) / len(finished)
         out["share_min"] = min(s for r in finished for s in r.shares)
-        out["moves"] = float(sum(r.evaluations for r in finished))
+        out["moves"] = float(sum(r.evaluations for r in finished))  # name kept for old databases
+    out["evaluations"] = float(sum(r.evaluations for r in runs))
+    out["pcn_steps"] = float(sum(r.proposals for r in runs))
+    out.update(_between_repeats(values, finished, particles))
+    return out
+
+
+def _between_repeats(values: list[float], finished: list[SubsetRun], particles: int) -> dict[str, float]:
+    """Do the repeats' -log2 P agree as well as independent particles would make them?
+
+    iid_var: the variance of one repeat's -log2 P if its particles were independent at every
+    level, sum of (1 - p) / (M p) over the level shares p, in bits^2 (the binomial variance of
+    log p, Au & Beck 2001 eq. 19). The observed variance between the repeats is that times the
+    inflation from correlated particles (their 1 + gamma). rhat_neg_log2_p = sqrt(observed /
+    iid): 1 when the repeats agree as independent particles would, large when a repeat disagrees
+    by more than correlation explains. ess_p_fit = repeats x M / inflation, at most repeats x M.
+    """
+    if len(values) < 2:
+        return {}
+    iid = [
+        sum((1 - p) / (particles * p) for p in r.shares) / math.log(2) ** 2 for r in finished
+    ]
+    iid_var = sum(iid) / len(iid)
+    mean = sum(values) / len(values)
+    observed = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    out = {"neg_log2_p_fit_iid_se": math.sqrt(iid_var / len(values))}
+    if iid_var > 0:
+        ratio = observed / iid_var
+        out["rhat_neg_log2_p"] = math.sqrt(ratio)
+        out["ess_p_fit"] = len(values) * particles / max(1.0, ratio)
     return out
