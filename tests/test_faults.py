@@ -277,6 +277,41 @@ def test_an_optimizer_that_fails_on_its_diverged_network_records_divergence_and_
     assert sum(r["diverged"] for r in rows) == sum(c["status"] == "diverged" for c in bad)
 
 
+def test_an_optimizer_whose_linear_algebra_fails_on_a_finite_network_loses_that_network_not_the_suite(tmp_path):
+    """Shampoo's SVD of an ill-conditioned statistic may not converge on a perfectly finite
+    network (it stopped the zoo slice at cell 172 of 204): a torch.linalg.LinAlgError from a step
+    loses that network to numerics, counted with the diverged; the suite goes on."""
+    from types import ModuleType
+
+    import torch
+
+    from benchsuite import hookimpl
+    from benchsuite.records import Hyperparameter, OptimizerSpec
+
+    class Fragile(torch.optim.SGD):
+        def step(self, closure=None):
+            self.steps = getattr(self, "steps", 0) + 1
+            if self.steps == 3:
+                raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+            return super().step(closure)
+
+    spec = OptimizerSpec(
+        name="fragile", factory=lambda params, lr: Fragile(params, lr=lr),
+        hyperparameters={"lr": Hyperparameter(float, 0.01, low=0.0)},
+    )  # one network at a time, as Shampoo  # fmt: skip
+    module = ModuleType("fragile")
+    module.benchsuite_optimizers = hookimpl(lambda: [spec])
+    registry = load_registry(include_entry_points=False, extra=[("fragile", module)])
+    document = dict(FAULTS, optimizers=[{"name": "sgd", "epochs": 20}, {"name": "fragile", "epochs": 20}])
+    run_suite(validate_suite(document, registry, "fragile.yaml"), tmp_path, registry)
+    with Store.open_existing(tmp_path) as store:
+        cells = store.cells()
+    fragile = [c for c in cells if c["optimizer"] == "fragile"]
+    assert len(fragile) == 8 and all(c["status"] == "diverged" and c["models_found"] == 0 for c in fragile)
+    assert all("linear algebra failed" in c["status_detail"] for c in fragile)
+    assert all(c["status"] == "ok" and c["models_found"] == 6 for c in cells if c["optimizer"] != "fragile")
+
+
 def test_a_cell_over_its_time_budget_is_stopped_and_recorded_as_timed_out(tmp_path):
     """max_seconds_per_cell 1: a G&C cell asking for 200,000 networks and a stack of two sgd
     cells training 100,000 epochs (one round would take minutes) are stopped, the stack after

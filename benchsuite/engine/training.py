@@ -492,12 +492,14 @@ def _train_per_network(
                 gradients(x, y)
                 stepper.step(functools.partial(gradients, x, y) if stepper.closure else None)
             stepper.finish()
-        except OptimizerStepError:
-            if not _blew_up(tensors, losses[-1:]):
+        except OptimizerStepError as error:
+            if not (_blew_up(tensors, losses[-1:]) or isinstance(error.error, torch.linalg.LinAlgError)):
                 failed.set()
                 raise
-            # the loss blew up and the optimizer failed on it (an SVD of NaNs): the network
-            # diverged; NaN state says so (non_finite_networks counts it, it never fits)
+            # the loss blew up and the optimizer failed on it (an SVD of NaNs), or its linear
+            # algebra failed on this network's numbers (an SVD that does not converge on an
+            # ill-conditioned statistic): that network is lost to numerics, like a diverged one;
+            # NaN state says so (non_finite_networks counts it, it never fits)
             with torch.no_grad():
                 for name in trained_params:
                     trained_params[name][k] = float("nan")

@@ -324,7 +324,7 @@ def run_cell(
             seconds=float(population.seconds), device=str(context.device), epochs=population.epochs,
             train_indices=tuple(task.train_indices.tolist()), n_test=int(task.x_test.shape[0]),
             status="diverged", diverged=diverged,
-            detail=f"{diverged} of {population.candidates_tried} networks trained ended with a NaN or inf loss; none fits",
+            detail=f"{diverged} of {population.candidates_tried} networks trained diverged (a NaN or inf loss, or the optimizer's linear algebra failed on them); none fits",
         )  # fmt: skip
     module.eval()
     metrics = [context.registry.metric(name) for name in context.metrics]
