@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchsuite.engine.stacked_mlp import PlainStepper, flat_views, loss_gradient_table
-from benchsuite.engine.stacked_optim import direct_optimizer
+from benchsuite.engine.stacked_mlp import loss_gradient_table, stacked_stepper
 
 GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
 PATCHES = True  # unit-stride, unpadded convolutions as patches x kernels (see _run_patches)
@@ -115,20 +114,7 @@ def train_stacked_conv(
     The arguments are those of stacked_mlp.train_stacked_mlp (images [N, C, H, W] in place of its
     features). Returns the trained stacked parameters (views into one buffer).
     """
-    with torch.no_grad():
-        flat, params = flat_views(parameters)
-        flat_grad, grads = flat_views(parameters)
-    if flat_optimizer:
-        flat.grad = flat_grad
-        optimizer = direct(flat) if direct is not None else None
-        if optimizer is None:
-            optimizer = make_optimizer([flat])
-            optimizer = direct_optimizer(optimizer) or optimizer
-    else:
-        for name, value in params.items():
-            value.grad = grads[name]
-        optimizer = make_optimizer(list(params.values()))
-    stepper = make_stepper(optimizer) if make_stepper is not None else PlainStepper(optimizer)
+    flat, params, grads, stepper = stacked_stepper(parameters, make_optimizer, flat_optimizer, direct, make_stepper)
     run = _run_patches if plan.patches else _run_steps
     try:
         stepper.start()

@@ -151,20 +151,9 @@ def train_stacked_mlp(
     mean cross-entropy, [K] (summed_loss: their sum, a scalar).
     Returns the trained stacked parameters (views into one buffer).
     """
-    with torch.no_grad():
-        flat, params = flat_views(parameters)
-        flat_grad, grads = flat_views(parameters)
-    if flat_optimizer and not per_step:
-        flat.grad = flat_grad
-        optimizer = direct(flat) if direct is not None else None
-        if optimizer is None:
-            optimizer = make_optimizer([flat])
-            optimizer = direct_optimizer(optimizer) or optimizer
-    else:
-        for name, value in params.items():
-            value.grad = grads[name]
-        optimizer = make_optimizer(list(params.values()))
-    stepper = make_stepper(optimizer) if make_stepper is not None else PlainStepper(optimizer)
+    flat, params, grads, stepper = stacked_stepper(
+        parameters, make_optimizer, flat_optimizer and not per_step, direct, make_stepper
+    )
     layers = plan.layers
     first_linear = next(i for i, layer in enumerate(layers) if layer.kind == "linear")
     # Views made once: they follow the in-place updates, and save a transpose per use per step.
@@ -192,6 +181,28 @@ def train_stacked_mlp(
         for value in params.values():
             value.grad = None
     return params
+
+
+def stacked_stepper(parameters, make_optimizer, flat_optimizer: bool, direct=None, make_stepper=None):
+    """(flat, params, grads, stepper): the stacked parameters and their gradients as views into
+    one buffer each, and what steps them. With `flat_optimizer` one optimizer updates the whole
+    buffer (the written-out SGD/Adam where `direct` or engine.stacked_optim has one); otherwise one
+    over the per-tensor views. The caller clears `flat.grad` and each view's grad when done."""
+    with torch.no_grad():
+        flat, params = flat_views(parameters)
+        flat_grad, grads = flat_views(parameters)
+    if flat_optimizer:
+        flat.grad = flat_grad
+        optimizer = direct(flat) if direct is not None else None
+        if optimizer is None:
+            optimizer = make_optimizer([flat])
+            optimizer = direct_optimizer(optimizer) or optimizer
+    else:
+        for name, value in params.items():
+            value.grad = grads[name]
+        optimizer = make_optimizer(list(params.values()))
+    stepper = make_stepper(optimizer) if make_stepper is not None else PlainStepper(optimizer)
+    return flat, params, grads, stepper
 
 
 class PlainStepper:
