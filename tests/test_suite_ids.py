@@ -34,6 +34,7 @@ EXPECTED = {
     "leaderboards/subset-mcmc-validation/suite.yaml": ("c528032fbcc18487", 40, "1c9d55dcca006476"),
     "suites/bench/gnc-mlp.yaml": ("1392a8af643c57f1", 1, "b40cdff8b5cea74c"),
     "suites/diagnostics/fashion-mnist.yaml": ("80917a50c49cf97a", 320, "2efc493dc2ff9c31"),
+    "leaderboards/diagnostics-fashion-mnist/suite.yaml": ("80917a50c49cf97a", 320, "2efc493dc2ff9c31"),
     "suites/bench/sgd-mlp.yaml": ("a410981a13160757", 1, "aee311298de65369"),
     "suites/fashion-mnist-depth.yaml": ("3bde2e7296906578", 64, "3700f78eb8e9117e"),
     "suites/fashion-mnist-width.yaml": ("be67a93a54750433", 64, "3f50317af7ecdadb"),
