@@ -62,14 +62,16 @@ def cpu_threads(option) -> int:
     """Worker threads: `option`, or for "auto" the CPUs this process may use (its share of them
     in a worker, share_cpus; at most LIMIT)."""
     if option == "auto":
-        try:
-            available = max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            available = max(1, os.cpu_count() or 1)
-        if SHARE is not None:
-            available = SHARE
+        available = SHARE if SHARE is not None else _usable_cpus()
         return min(available, LIMIT) if LIMIT is not None else available
     return max(1, int(option))
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
