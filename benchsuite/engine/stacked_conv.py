@@ -127,6 +127,15 @@ def train_stacked_conv(
     return params
 
 
+def _linear_backward(op: Op, grad, inputs, params, grads):
+    """A Linear layer's backward over the stack: its weight and bias gradients into `grads`, the
+    gradient of its input returned (both formulations' heads are these batched matmuls)."""
+    torch.bmm(grad.transpose(1, 2), inputs, out=grads[op.weight])
+    if op.bias is not None:
+        torch.sum(grad, 1, out=grads[op.bias])
+    return torch.bmm(grad, params[op.weight])
+
+
 def _gathered(images, labels, classes, steps):
     """Per step (images [b, K*C, H, W], loss gradients [K, b, classes]), gathered for a chunk of
     equally shaped steps at once (one index_select each per chunk)."""
@@ -213,10 +222,7 @@ def _run_steps(plan, params, grads, images, labels, steps, stepper, summed_loss)
                 output = inputs[position + 1] if position < last else h
                 grad = threshold_backward(grad, output, 0)
             elif op.kind == "linear":
-                torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[op.weight])
-                if op.bias is not None:
-                    torch.sum(grad, 1, out=grads[op.bias])
-                grad = torch.bmm(grad, params[op.weight])
+                grad = _linear_backward(op, grad, inputs[position], params, grads)
             elif op.kind == "flatten":
                 grad = grad.transpose(0, 1).reshape(inputs[position].shape)
             elif op.kind == "pool":
@@ -344,10 +350,7 @@ def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_los
                 output = inputs[position + 1] if position < last else h
                 grad = threshold_backward(grad, output, 0)
             elif op.kind == "linear":
-                torch.bmm(grad.transpose(1, 2), inputs[position], out=grads[op.weight])
-                if op.bias is not None:
-                    torch.sum(grad, 1, out=grads[op.bias])
-                grad = torch.bmm(grad, params[op.weight])
+                grad = _linear_backward(op, grad, inputs[position], params, grads)
             elif op.kind == "flatten":
                 shape = inputs[position].shape  # [K, C, b, H, W]
                 grad = grad.view(count, shape[2], shape[1], *shape[3:]).transpose(1, 2).contiguous()
