@@ -172,6 +172,41 @@ def validate(suite: str, allow_large: bool) -> None:
 
 
 @main.command()
+@click.argument("suite", type=click.Path())
+@click.option("--device", help="Estimate for this device instead of the suite's: auto, cpu, cuda, cuda:N.")
+@click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True, help="Seconds of each probe: longer is steadier.")
+@click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print every cell's estimate as JSON instead of the table.")
+def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, as_json: bool) -> None:
+    """How long SUITE would take here: each kind of cell run briefly, the rest extrapolated.
+
+    Gradient cells: a few epochs of the first round, timed, times the steps of the full cell
+    (every network assumed to interpolate: a lower bound). Samplers: run for --seconds; G&C that
+    sees no fit gets P(fit) from a short subset simulation. Nothing is written. Run it on the
+    machine (and device) that will run the suite: rates differ by orders of magnitude.
+    """
+    from benchsuite.estimate import estimate as estimate_suite
+    from benchsuite.progress import probe_progress
+    from benchsuite.reporting.terminal import estimate_table
+    from benchsuite.suite import DEVICE_PATTERN
+
+    if device is not None and not DEVICE_PATTERN.fullmatch(device):
+        raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
+    loaded = _load(suite, allow_large)
+    with probe_progress(console) as progress:
+        found = estimate_suite(loaded, _registry(), device, seconds, progress)
+    if as_json:
+        click.echo(json.dumps({
+            "suite": loaded.name, "suite_id": loaded.suite_id, "device": found.device,
+            "seconds": found.seconds, "lower_bound": found.lower_bound, "probe_seconds": found.probe_seconds,
+            "cells": [{"cell_id": c.cell.cell_id, "method": c.cell.entry.label, "architecture": c.cell.architecture_label,
+                       "n_train": c.cell.n_train, "seconds": c.seconds, "basis": c.basis, "note": c.note} for c in found.costs],
+        }, indent=1))  # fmt: skip
+        return
+    estimate_table(found, loaded.name, stdout)
+
+
+@main.command()
 @click.argument("out", type=click.Path(exists=False))
 @click.option("--baseline", help="Label of the baseline that gains are measured against.")
 @click.option("--format", "formats", multiple=True, default=["terminal"], show_default=True, help="What to print: terminal, md, csv, json, latex, html, or a reporter plugin's format (then also written as leaderboard.<suffix>); the built-in files are rewritten either way.")

@@ -1,7 +1,9 @@
-"""The run's progress on a terminal: rich bars over cells and for the cell in flight."""
+"""The run's progress on a terminal: rich bars over cells and for the cell in flight (and over
+the probes of `benchsuite estimate`)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from rich.console import Console
@@ -78,3 +80,22 @@ class RichCellProgress(Progress):
 
 
 MAX_BARS = 64
+
+
+@contextlib.contextmanager
+def probe_progress(console: Console):
+    """A bar over `benchsuite estimate`'s probes: yields progress(label, done, total)."""
+    display = RichProgress(
+        SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+        MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
+    )  # fmt: skip
+    bar = None
+
+    def progress(label: str, done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = display.add_task("probes", total=total)
+        display.update(bar, completed=done, description=terminal_text(f"probe: {label}"))
+
+    with display:
+        yield progress

@@ -144,3 +144,37 @@ def _diagnostics(rows: Sequence[dict], console: Console, width: int) -> None:
             style = "dim" if line["optimizer"].endswith("(baseline)") else None
             table.add_row(*(escape(terminal_text(line[h])) for h in headers), style=style)
         console.print(table, width=width)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a reader plans with them: 40 s, 12 min, 3.5 h, 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def estimate_table(found, name: str, console: Console) -> None:
+    """`benchsuite estimate`'s answer (a benchsuite.estimate.SuiteEstimate): one row per method
+    and architecture, the total, and what the figures rest on."""
+    table = Table(title=terminal_text(f"Estimate: {name} on {found.device}"), box=box.SIMPLE_HEAD)
+    for header in ("method", "architecture", "cells", "time here", "basis"):
+        table.add_column(header, justify="right" if header in ("cells", "time here") else "left", overflow="fold")
+    groups = sorted(found.groups(), key=lambda g: -g["seconds"])
+    for group in groups:
+        bound = "≥ " if "at least" in group["bases"] else ""
+        table.add_row(
+            escape(terminal_text(group["method"])), escape(terminal_text(group["architecture"])), str(group["cells"]),
+            bound + duration(group["seconds"]), ", ".join(group["bases"]),
+        )  # fmt: skip
+    console.print(table)
+    total = ("at least " if found.lower_bound else "") + duration(found.seconds)
+    console.print(
+        f"total: {total} on one process here ({len(found.costs)} cells; the probes took "
+        f"{duration(found.probe_seconds)}). Gradient cells assume every network interpolates; "
+        "G&C's reuse across nested N makes its cells cheaper.",
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip

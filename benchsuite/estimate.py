@@ -1,0 +1,287 @@
+"""How long a suite will take on this machine, measured before it runs (`benchsuite estimate`).
+
+A study on this CPU can be minutes or days, and its cost is not in the YAML: it is the rate of
+the engine (network-steps or candidates per second, which depend on the machine, the device,
+the architecture and the optimizer) times the work (steps; for G&C, candidates = models /
+P(fit), which depends on the data). So every estimate here is measured: each distinct kind of
+cell is run briefly through the same engine calls a run makes, and the full cell is
+extrapolated from that.
+
+- Gradient cells: a probe trains the cell's first round (`models` networks, or fewer) for a few
+  epochs with train_networks and times it; the cell costs networks x epochs x steps per epoch
+  at that rate, plus its tuning trials. Every trained network is assumed to interpolate (a lower
+  bound on the networks needed: `max_networks` is the cap). One probe serves every cell with the
+  same optimizer entry, architecture, dataset and batch size (the N of a cell only changes the
+  steps per epoch).
+- Sampler cells: the sampler runs as in a run, stopped after `seconds`. If it finished, that
+  is the cost. Otherwise the share of its `models` found so far extrapolates; for G&C with no
+  fit seen, P(fit) comes from a short subset simulation (subset-mcmc, exact in the limit; not
+  for BatchNorm networks, where the estimate is a lower bound) and the cost is models / P(fit)
+  candidates at the probe's rate. One probe per entry, architecture, task and N: P(fit)
+  depends on the data (the first training set stands for the others).
+- Left out: evaluation on the test set and the metrics (small beside training), G&C's reuse of
+  decisions across nested N (it makes real runs cheaper), other processes on the machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchsuite.engine.batches import round_orders, steps_per_epoch
+from benchsuite.execution.cells import (
+    Budget,
+    CellContext,
+    CellTimedOut,
+    cell_module,
+    produce_population,
+    resolve_device,
+)  # fmt: skip
+from benchsuite.plugins import Registry, default_registry
+from benchsuite.records import DataOptions, SamplingRequest
+from benchsuite.resolved import Cell, Suite, expand
+
+SUBSET_SAMPLER = "subset-mcmc"  # estimates P(fit) where G&C sees no fit in its probe
+SUBSET_PROBE = {"particles": 128, "repeats": 1, "moves": 8, "final_moves": 1}
+REJECTION_SAMPLERS = ("gnc",)  # samplers whose cost is models / P(fit) candidates
+
+
+@dataclass(frozen=True)
+class CellCost:
+    """The estimated seconds of one cell, and how the figure came about."""
+
+    cell: Cell
+    seconds: float
+    basis: str  # "measured", "extrapolated", "subset simulation", "at least", "budget"
+    note: str = ""
+
+    @property
+    def lower_bound(self) -> bool:
+        return self.basis == "at least"
+
+
+@dataclass(frozen=True)
+class SuiteEstimate:
+    """Every cell's cost, and the seconds the probes themselves took."""
+
+    costs: tuple[CellCost, ...]
+    probe_seconds: float
+    device: str
+
+    @property
+    def seconds(self) -> float:
+        return sum(c.seconds for c in self.costs)
+
+    @property
+    def lower_bound(self) -> bool:
+        return any(c.lower_bound for c in self.costs)
+
+    def groups(self) -> list[dict]:
+        """One row per (method, architecture): cells, seconds, and the bases of the figures."""
+        rows: dict[tuple[str, str], dict] = {}
+        for cost in self.costs:
+            key = (cost.cell.entry.label, cost.cell.architecture_label)
+            row = rows.setdefault(key, {"method": key[0], "architecture": key[1], "role": cost.cell.role,
+                                        "cells": 0, "seconds": 0.0, "bases": set()})  # fmt: skip
+            row["cells"] += 1
+            row["seconds"] += cost.seconds
+            row["bases"].add(cost.basis)
+        return [{**row, "bases": sorted(row["bases"])} for row in rows.values()]
+
+
+def estimate(
+    suite: Suite, registry: Registry | None = None, device: str | None = None, seconds: float = 2.0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SuiteEstimate:  # fmt: skip
+    """estimate_suite on the suite's device (or `device`), its data read as a run reads them."""
+    registry = registry or default_registry()
+    data = DataOptions(
+        root=Path(suite.data.root).expanduser() if suite.data.root else None,
+        download=suite.data.download,
+    )
+    context = CellContext(registry, data, resolve_device(device or suite.device), suite.metrics)
+    return estimate_suite(suite, context, seconds, progress)
+
+
+def estimate_suite(
+    suite: Suite, context: CellContext, seconds: float = 2.0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SuiteEstimate:  # fmt: skip
+    """Measure and extrapolate every cell of `suite` on `context.device`; `seconds` per probe.
+    progress(label, done, total) is called before each probe."""
+    cells = expand(suite)
+    probes: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        probes.setdefault(_probe_key(cell), []).append(cell)
+    started = time.perf_counter()
+    costs: dict[str, CellCost] = {}
+    for index, (key, members) in enumerate(probes.items()):
+        first = members[0]
+        if progress is not None:
+            progress(f"{first.entry.label} {first.architecture_label} N={first.n_train}", index, len(probes))
+        if first.role == "baseline":
+            found = _sampler_cost(first, context, seconds)
+            costs.update({c.cell_id: CellCost(c, found.seconds, found.basis, found.note) for c in members})
+        else:
+            per_step, note = _seconds_per_network_step(first, context, seconds)
+            for cell in members:
+                costs[cell.cell_id] = CellCost(cell, training_seconds(cell, per_step), "extrapolated", note)
+    if progress is not None:
+        progress("done", len(probes), len(probes))
+    limit = suite.max_seconds_per_cell
+    ordered = []
+    for cell in cells:
+        cost = costs[cell.cell_id]
+        if limit is not None and cost.seconds > limit:
+            cost = CellCost(cell, float(limit), "budget", f"max_seconds_per_cell {limit:g} stops it")
+        ordered.append(cost)
+    return SuiteEstimate(tuple(ordered), time.perf_counter() - started, str(context.device))
+
+
+def _probe_key(cell: Cell) -> tuple:
+    entry = cell.entry
+    method = (entry.label, entry.role, repr(sorted(entry.to_json().items(), key=str)))
+    architecture = repr(cell.architecture.to_json())
+    if cell.role == "baseline":
+        return (method, architecture, cell.dataset, cell.classes, cell.n_train, cell.training_draw)
+    return (method, architecture, cell.dataset, entry.settings.batch_size_for(cell.n_train))
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient cells
+
+
+def training_seconds(cell: Cell, per_step: float) -> float:
+    """A gradient cell at `per_step` seconds per network-step: its networks and its tuning trials'
+    networks, each trained for the cell's epochs x steps per epoch (every network assumed to fit)."""
+    settings = cell.entry.settings
+    steps = settings.epochs * steps_per_epoch(cell.n_train, settings.batch_size_for(cell.n_train))
+    networks = cell.entry.models
+    if cell.tuned:
+        networks += cell.tuning.trials * cell.tuning.networks
+    return networks * steps * per_step
+
+
+def _seconds_per_network_step(cell: Cell, context: CellContext, seconds: float) -> tuple[float, str]:
+    """Train the cell's first round for a few epochs (after a small warm-up) and time it."""
+    settings = cell.entry.settings
+    task = context.task(cell)
+    batch = settings.batch_size_for(task.n_train)
+    per_epoch = steps_per_epoch(task.n_train, batch)
+    networks = max(1, min(cell.entry.models, settings.max_networks))
+    warm = _train_for(cell, context, task, min(networks, 4), 1)
+    guess = warm / (min(networks, 4) * per_epoch)
+    epochs = max(1, min(settings.epochs, math.ceil(seconds / max(guess * networks * per_epoch, 1e-9))))
+    took = _train_for(cell, context, task, networks, epochs)
+    return took / (networks * epochs * per_epoch), f"{networks} networks x {epochs} epochs timed"
+
+
+def _train_for(cell: Cell, context: CellContext, task, networks: int, epochs: int) -> float:
+    from benchsuite.engine.training import initial_parameters, optimizer_seeds, train_networks
+    from benchsuite.schedules import from_record
+
+    registry, device = context.registry, context.device
+    cell = _with_trial_values(cell, registry)
+    entry, settings = cell.entry, cell.entry.settings
+    module = cell_module(cell, task, registry, device)
+    optimizer = registry.optimizer(entry.name)
+    attempts = range(networks)
+    parameters, buffers = initial_parameters(module, registry.prior(settings.prior), cell.seed, attempts, device)
+    orders = round_orders(cell.seed, attempts, task.n_train, epochs, settings.batch_order)
+    started = time.perf_counter()
+    train_networks(
+        module, task.x_train, task.y_train, optimizer, dict(entry.hyperparameters), parameters, buffers,
+        orders, settings.batch_size_for(task.n_train), seeds=optimizer_seeds(optimizer, cell.seed, attempts),
+        schedule=from_record(settings.schedule),
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def _with_trial_values(cell: Cell, registry: Registry) -> Cell:
+    """A tuned cell with its first trial's values (any trial costs about the same)."""
+    if not cell.tuned:
+        return cell
+    from benchsuite.tuning import trial_values
+
+    optimizer = registry.optimizer(cell.entry.name)
+    types = {name: optimizer.declared[name].type for name in cell.entry.tuned}
+    return cell.with_values(trial_values(cell.tuning, cell.entry.tuned, types)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# sampler cells
+
+
+def _sampler_cost(cell: Cell, context: CellContext, seconds: float) -> CellCost:
+    task = context.task(cell)
+    seen = {"accepted": 0, "work": 0}
+
+    def report(event: tuple) -> None:
+        if event[0] == "update":
+            seen["accepted"], seen["work"] = int(event[2]), int(event[3])
+
+    population, took = _probe_sampler(cell, task, context, seconds, report)
+    if population is None and not seen["work"] and cell.entry.name in REJECTION_SAMPLERS:
+        # stopped before its first chunk reported (a large network): give it a longer look
+        population, took = _probe_sampler(cell, task, context, 8 * seconds, report)
+    models = cell.entry.models
+    if population is not None:
+        if population.exhausted:
+            return CellCost(cell, took, "measured", f"its budget ran out with {population.size} of {models}")
+        return CellCost(cell, took, "measured")
+    accepted, work = seen["accepted"], seen["work"]
+    if accepted:
+        return _capped(cell, took * models / accepted, work / took, "extrapolated",
+                       f"{accepted} of {models} found in {took:.1f} s")  # fmt: skip
+    if cell.entry.name in REJECTION_SAMPLERS and work:
+        bits = _neg_log2_p_fit(cell, task, context)
+        if bits is not None:
+            candidates = models * 2.0**bits
+            return _capped(cell, candidates / (work / took), work / took, "subset simulation",
+                           f"-log2 P(fit) ~ {bits:.1f}, {work / took:,.0f} candidates/s")  # fmt: skip
+        # no fit in `work` candidates: P(fit) < 3 / work (95%), so at least models x work / 3 of them
+        return CellCost(cell, took * models / 3.0, "at least", f"no fit in {work:,} candidates")
+    return CellCost(cell, took, "at least", f"not finished in {took:.1f} s")
+
+
+def _probe_sampler(cell: Cell, task, context: CellContext, seconds: float, report) -> tuple:
+    """(the population, or None if stopped at `seconds`; the seconds it ran)."""
+    budget = Budget(seconds)
+    started = time.perf_counter()
+    try:
+        with budget.enforced():
+            population, _ = produce_population(cell, task, context, budget.callback(cell, report))
+    except CellTimedOut:
+        population = None
+    return population, time.perf_counter() - started
+
+
+def _capped(cell: Cell, seconds: float, rate: float, basis: str, note: str) -> CellCost:
+    """At most the cell's candidate budget at the probe's rate (a rejection sampler stops there)."""
+    budget = cell.entry.settings.max_candidates
+    if rate > 0 and cell.entry.name in REJECTION_SAMPLERS and seconds > budget / rate:
+        return CellCost(cell, budget / rate, "budget", f"{note}; max_candidates {budget:,} runs out first")
+    return CellCost(cell, seconds, basis, note)
+
+
+def _neg_log2_p_fit(cell: Cell, task, context: CellContext) -> float | None:
+    """-log2 P(fit) of the cell's task from a short subset simulation, or None where it cannot run."""
+    registry = context.registry
+    if SUBSET_SAMPLER not in registry.names("sampler"):
+        return None
+    sampler = registry.sampler(SUBSET_SAMPLER)
+    module = cell_module(cell, task, registry, context.device)
+    request = SamplingRequest(
+        module=module, x_train=task.x_train, y_train=task.y_train,
+        prior=registry.prior(cell.entry.settings.prior), target=1, max_candidates=10**12,
+        seed=cell.seed, device=context.device, options=dict(SUBSET_PROBE), tie_rule=cell.tie_rule,
+    )  # fmt: skip
+    try:
+        population = sampler.sample(request)
+    except (ValueError, NotImplementedError):  # e.g. BatchNorm networks
+        return None
+    bits = population.estimates.get("neg_log2_p_fit")
+    return float(bits) if bits is not None and math.isfinite(bits) else None

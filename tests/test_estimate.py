@@ -1,0 +1,134 @@
+"""`benchsuite estimate`: each kind of cell probed on real data through the real engine, the rest
+extrapolated by the rules of benchsuite/estimate.py (the figures themselves depend on the
+machine, so the tests check the rules, never a time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchsuite.estimate import estimate, training_seconds
+from benchsuite.plugins import default_registry
+from benchsuite.resolved import expand
+from benchsuite.suite import validate_suite
+from tests.cli_runner import cli
+
+
+def suite_of(**changes):
+    document = {
+        "name": "estimate-me",
+        "seed": 0,
+        "device": "cpu",
+        "models_per_cell": 4,
+        "tasks": [{"dataset": "digits", "classes": [[3, 8]], "n_train": [4, 8], "training_set_seeds": [200, 201]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [2]}],
+        "optimizers": [{"name": "sgd", "epochs": 20}],
+        "baselines": [{"name": "gnc", "max_candidates": 10**9}],
+    }
+    document.update(changes)
+    return validate_suite(document, default_registry(), "estimate-me.yaml")
+
+
+def by_cell(found):
+    return {(c.cell.entry.label, c.cell.n_train, c.cell.training_set_seed): c for c in found.costs}
+
+
+def test_gradient_cells_scale_with_their_steps_from_one_probe():
+    found = estimate(suite_of(baselines=[]), seconds=0.2)
+    costs = by_cell(found)
+    assert len(found.costs) == 4 and all(c.basis == "extrapolated" and c.seconds > 0 for c in found.costs)
+    # one probe serves N = 4 and N = 8 (batch 2): 2 and 4 steps per epoch, so exactly twice the time
+    assert costs[("sgd", 8, 200)].seconds == pytest.approx(2 * costs[("sgd", 4, 200)].seconds, rel=1e-12)
+    # the training sets share it too
+    assert costs[("sgd", 4, 201)].seconds == costs[("sgd", 4, 200)].seconds
+    assert found.seconds == pytest.approx(sum(c.seconds for c in found.costs))
+
+
+def test_tuning_trials_are_counted_as_networks_trained():
+    suite = suite_of(
+        baselines=[],
+        tuning={"trials": 3, "networks": 2, "hyperparameters": ["lr"]},
+        optimizers=[{"name": "sgd", "epochs": 20}],
+    )
+    cell = expand(suite)[0]
+    assert cell.tuned
+    steps = 20 * 2  # N = 4, batch 2
+    assert training_seconds(cell, 0.5) == pytest.approx((4 + 3 * 2) * steps * 0.5)
+
+
+def test_a_sampler_cell_that_finishes_within_its_probe_is_measured():
+    found = estimate(suite_of(optimizers=[], models_per_cell=2), seconds=30)
+    assert {c.basis for c in found.costs} == {"measured"}
+    assert all(0 < c.seconds < 30 for c in found.costs)
+
+
+def test_gnc_that_sees_no_fit_takes_p_fit_from_a_subset_simulation():
+    # digits 3 vs 8 at N = 48 with MLP 1/6: far too many bits for a fit in a 0.2 s probe
+    suite = suite_of(
+        optimizers=[], models_per_cell=500,
+        tasks=[{"dataset": "digits", "classes": [[3, 8]], "n_train": [48], "training_set_seeds": [200]}],
+        architectures=[{"name": "mlp", "widths": ["1/6"], "depths": [4]}],
+        baselines=[{"name": "gnc", "max_candidates": 10**12}],
+    )  # fmt: skip
+    (cost,) = estimate(suite, seconds=0.2).costs
+    assert cost.basis == "subset simulation", cost
+    bits = float(cost.note.split("~ ")[1].split(",")[0])
+    assert 10 < bits < 60
+    rate = float(cost.note.split(", ")[1].split(" candidates/s")[0].replace(",", ""))
+    assert cost.seconds == pytest.approx(500 * 2**bits / rate, rel=0.05)  # the note rounds bits to 0.1
+
+
+def test_the_candidate_budget_and_the_time_budget_cap_a_cell():
+    tasks = [{"dataset": "digits", "classes": [[3, 8]], "n_train": [64], "training_set_seeds": [200]}]
+    capped = suite_of(optimizers=[], models_per_cell=500, tasks=tasks, baselines=[{"name": "gnc", "max_candidates": 5000}])
+    (cost,) = estimate(capped, seconds=0.2).costs
+    assert cost.basis in ("budget", "measured")  # 5,000 candidates may even finish within the probe
+    timed = suite_of(baselines=[], max_seconds_per_cell=0.001)
+    assert {(c.basis, c.seconds) for c in estimate(timed, seconds=0.2).costs} == {("budget", 0.001)}
+
+
+def test_a_batchnorm_network_without_a_fit_is_a_lower_bound():
+    suite = suite_of(
+        optimizers=[], models_per_cell=50,
+        tasks=[{"dataset": "digits", "classes": [[3, 8]], "n_train": [32], "training_set_seeds": [200]}],
+        architectures=[{"name": "resnet4", "widths": ["1/6"], "depths": ["layer3"]}],
+    )  # fmt: skip
+    found = estimate(suite, seconds=0.3)
+    (cost,) = found.costs
+    assert cost.basis == "at least" and found.lower_bound
+
+
+def write(path: Path, document: dict) -> Path:
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def test_the_command_prints_a_table_or_json_and_writes_nothing(tmp_path):
+    document = {
+        "name": "estimate-me", "seed": 0, "device": "cpu", "models_per_cell": 2,
+        "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4], "training_set_seeds": [200]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [2]}],
+        "optimizers": [{"name": "sgd", "epochs": 5}], "baselines": [{"name": "gnc"}],
+    }  # fmt: skip
+    suite = write(tmp_path / "suite.yaml", document)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    shown = cli("estimate", suite, "--seconds", "0.2", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "Estimate: estimate-me on cpu" in shown.stdout and "mlp[width=1/6,depth=2]" in shown.stdout
+    assert "total:" in shown.stdout
+    as_json = cli("estimate", suite, "--seconds", "0.2", "--json", cwd=tmp_path)
+    answer = json.loads(as_json.stdout)
+    assert answer["device"] == "cpu" and len(answer["cells"]) == 2
+    assert answer["seconds"] == pytest.approx(sum(c["seconds"] for c in answer["cells"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/ folder, nothing
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    bad = write(tmp_path / "bad.yaml", {"name": "x", "tasks": [], "architectures": [{"name": "nope"}]})
+    result = cli("estimate", bad)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+    assert cli("estimate", bad, "--device", "gpu0").returncode == 2
