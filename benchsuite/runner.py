@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from benchsuite import statistics as stats
+from benchsuite.engine import NUMERICS_REVISION
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.execution.cells import CellContext, CellOutcome, resolve_device
@@ -85,9 +86,14 @@ def resolve_executor_options(spec: ExecutorSpec, given: Mapping[str, Any] | None
     return values
 
 
+ENGINE_KEY = "engine numerics"
+
+
 def cell_plugins(cell: Cell, registry: Registry, metrics: tuple[str, ...] = ()) -> dict[str, str]:
     """The distribution and version of every plugin the cell uses ("optimizer sgd": "benchsuite
-    0.1.0"): part of the cell's record, so results never silently mix plugin versions."""
+    0.1.0") and the engine's arithmetic ("engine numerics": "revision 2",
+    engine.NUMERICS_REVISION): part of the cell's record, so results never silently mix plugin
+    versions or engine arithmetics."""
     used = [
         ("dataset", cell.dataset), ("architecture", cell.architecture.name),
         ("prior", cell.entry.settings.prior),
@@ -98,6 +104,7 @@ def cell_plugins(cell: Cell, registry: Registry, metrics: tuple[str, ...] = ()) 
     for kind, name in used:
         provider = registry.provider(kind, name)
         origins[f"{kind} {name}"] = " ".join(filter(None, (provider.distribution, provider.version)))
+    origins[ENGINE_KEY] = f"revision {NUMERICS_REVISION}"
     return origins
 
 

@@ -207,6 +207,41 @@ def test_cells_trained_together_store_what_cells_trained_one_by_one(tmp_path, fi
             assert a.execute(query).fetchall() == b.execute(query).fetchall()
 
 
+def test_resuming_cells_of_another_engine_arithmetic_stops_and_cells_from_before_revisions_resume(tmp_path):
+    """A cell records engine.NUMERICS_REVISION; a folder finished under another revision (the
+    engine's bits changed since) stops the rerun in one line, nothing written. Cells recorded
+    before revisions existed carry no such key and resume as they always did."""
+    from benchsuite.engine import NUMERICS_REVISION
+    from benchsuite.errors import BenchsuiteError
+    from benchsuite.plugins import load_registry
+    from benchsuite.runner import run_suite
+    from benchsuite.suite import validate_suite
+
+    registry = load_registry(include_entry_points=False)
+    document = {
+        "models_per_cell": 2,
+        "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4, 6], "training_set_seeds": [200]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"]}], "optimizers": [{"name": "sgd", "epochs": 5}],
+    }  # fmt: skip
+    suite = validate_suite(document, registry, "a.yaml")
+    run_suite(suite, tmp_path, registry=registry)
+    database = tmp_path / "results.sqlite"
+    with sqlite3.connect(database) as db:
+        recorded = [json.loads(p) for (p,) in db.execute("SELECT plugins FROM cells ORDER BY n_train")]
+        assert [r["engine numerics"] for r in recorded] == [f"revision {NUMERICS_REVISION}"] * 2
+        older = {**recorded[0], "engine numerics": f"revision {NUMERICS_REVISION - 1}"}
+        db.execute("UPDATE cells SET plugins = ? WHERE n_train = 4", (json.dumps(older),))
+    before = database.read_bytes()
+    with pytest.raises(BenchsuiteError, match=rf"engine numerics: revision {NUMERICS_REVISION - 1} then, revision {NUMERICS_REVISION} now"):
+        run_suite(suite, tmp_path, registry=registry)
+    assert database.read_bytes() == before
+    with sqlite3.connect(database) as db:  # as recorded before revisions existed
+        legacy = {k: v for k, v in older.items() if k != "engine numerics"}
+        db.execute("UPDATE cells SET plugins = ? WHERE n_train = 4", (json.dumps(legacy),))
+    run_suite(suite, tmp_path, registry=registry)  # resumes: nothing left to do, no error
+    assert len(cells_in(database)) == 2
+
+
 def test_resuming_into_a_folder_of_another_resolved_suite_stops_unless_told(tmp_path):
     """Finished cells of suite A are not silently counted as suite B's: B adds a training-set size,
     so A's cells keep their ids, but B's run stops; on_mismatch="resume" keeps them knowingly."""

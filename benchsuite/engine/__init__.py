@@ -15,3 +15,10 @@ Importing this package loads nothing: each engine is its own module, imported wh
 - threads.py: the one threading policy of every path (workers across networks, one thread per
   kernel).
 """
+
+# The revision of the engine's arithmetic: bump it in the commit that changes the bits any path
+# computes for a network (a new formulation, another summation order), never for speed alone.
+# Every cell records it beside its plugin versions (runner.cell_plugins), so a folder resumed
+# after such a change stops instead of silently mixing the two arithmetics (cells recorded
+# before revisions existed are not checked). 2: LeNet trains on engine/stacked_conv.py.
+NUMERICS_REVISION = 2
