@@ -108,10 +108,10 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     """
     from benchsuite.limits import check_memory
     from benchsuite.paths import default_out, shell_command
-    from benchsuite.progress import RichCellProgress
+    from benchsuite.progress import QuietProgress, RichCellProgress
     from benchsuite.reporting.files import write_leaderboard
     from benchsuite.reporting.terminal import to_terminal
-    from benchsuite.runner import Progress, resolve_executor_options, run_suite
+    from benchsuite.runner import resolve_executor_options, run_suite
     from benchsuite.suite import DEVICE_PATTERN
 
     if device is not None and not DEVICE_PATTERN.fullmatch(device):
@@ -128,8 +128,8 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     resolve_executor_options(_registry().executor(executor), options)
     check_memory(loaded, _registry(), device, allow_large)
     out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
-    console.print(f"output folder: {terminal_text(out_dir)}", highlight=False, markup=False, soft_wrap=True)
-    progress = Progress() if quiet else RichCellProgress(console)
+    first_line = f"output folder: {terminal_text(out_dir)}"  # once the run starts, never before an error
+    progress = QuietProgress(console, first_line) if quiet else RichCellProgress(console, first_line)
     try:
         rows = run_suite(
             loaded, out_dir, _registry(), progress, device,

@@ -25,7 +25,8 @@ class RichCellProgress(Progress):
     """Rich display: one bar over cells, one per cell in flight (accepted, rate, ETA); with worker
     processes several cells are in flight at once, each with its own bar."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, first_line: str = ""):
+        self.first_line = first_line  # printed once every check has passed and the run starts
         self.display = RichProgress(
             SpinnerColumn(),
             TextColumn("{task.description}", markup=False),
@@ -42,6 +43,8 @@ class RichCellProgress(Progress):
         self.bars: dict[str, tuple] = {}  # cell id -> (task, unit, started)
 
     def start_run(self, total: int, skipped: int) -> None:
+        if self.first_line:
+            self.display.console.print(self.first_line, highlight=False, markup=False, soft_wrap=True)
         self.display.start()
         if skipped:
             self.display.console.print(f"resuming: {skipped} of {total} cells already done")
@@ -80,6 +83,18 @@ class RichCellProgress(Progress):
 
 
 MAX_BARS = 64
+
+
+class QuietProgress(Progress):
+    """No bars: only `first_line`, once the run starts (a run refused before that prints its
+    error alone)."""
+
+    def __init__(self, console: Console, first_line: str):
+        self.console = console
+        self.first_line = first_line
+
+    def start_run(self, total: int, skipped: int) -> None:
+        self.console.print(self.first_line, highlight=False, markup=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

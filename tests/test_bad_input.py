@@ -41,9 +41,10 @@ def write(path: Path, document) -> Path:
 
 
 def error_line(result) -> str:
-    """The one error line of a refused command (run prints its output folder first)."""
+    """The one error line of a refused command (`run` announces its output folder only once the
+    run starts, so a refused run prints the error alone)."""
     assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("output folder: ")]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
 

@@ -109,8 +109,8 @@ def expect_refused(text: bytes) -> None:
 
 
 def error_lines(result) -> list[str]:
-    """stderr without the informational 'output folder:' line that `run` prints first."""
-    return [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("output folder: ")]
+    """stderr's lines (a refused `run` prints no 'output folder:' line: only its error)."""
+    return [line for line in result.stderr.splitlines() if line.strip()]
 
 
 def assert_one_line_or_valid(result) -> None:
