@@ -93,12 +93,14 @@ def test_the_candidate_budget_and_the_time_budget_cap_a_cell():
 def test_a_batchnorm_network_without_a_fit_is_a_lower_bound():
     suite = suite_of(
         optimizers=[], models_per_cell=50,
-        tasks=[{"dataset": "digits", "classes": [[3, 8]], "n_train": [32], "training_set_seeds": [200]}],
+        tasks=[{"dataset": "digits", "classes": [[3, 8]], "n_train": [32, 48], "training_set_seeds": [200]}],
         architectures=[{"name": "resnet4", "widths": ["1/6"], "depths": ["layer3"]}],
     )  # fmt: skip
     found = estimate(suite, seconds=0.3)
-    (cost,) = found.costs
-    assert cost.basis == "at least" and found.lower_bound
+    smaller, larger = found.costs
+    assert smaller.basis == larger.basis == "at least" and found.lower_bound
+    # nested training sets: the bound found at N = 32 serves N = 48 without another probe
+    assert larger.seconds == smaller.seconds and larger.note == f"{smaller.note} at N=32"
 
 
 def write(path: Path, document: dict) -> Path:
