@@ -128,7 +128,9 @@ def compare(trees: list[str], draws: int, rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--draws", type=int, default=1024, help="draws per round (2 candidates each)")
+    parser.add_argument(
+        "--draws", type=int, default=1024, help="draws per round (2 candidates each)"
+    )
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--trees", nargs="+", help="compare these source trees (PYTHONPATH)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
