@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from benchsuite.builtins.priors import benchsuite_priors
+from benchsuite.engine import gnc
 from benchsuite.engine import random as rng
 from benchsuite.engine.decisions import Decider
 from benchsuite.engine.draws import generate
@@ -137,3 +138,29 @@ def test_numpy_conversion_matches_the_torch_reference():
     out = np.empty(t.shape, np.float32)
     rng.uniform_from_odd(t, np.float32(0.3 * 2.0**-24), out)
     assert torch.equal(torch.from_numpy(out), expected)
+
+
+@pytest.mark.parametrize("target", [1, 5, 40])
+def test_batched_confirmation_accepts_what_per_chunk_confirmation_does(target, monkeypatch):
+    """Found candidates are confirmed in batches of CONFIRM_BATCH: the same networks, counts and
+    final progress as confirming after every chunk (CONFIRM_BATCH = 1), targets reached within a
+    batch or not at all (budget)."""
+    x, y = data(6, seed=11)
+
+    def run():
+        calls = []
+        request = SamplingRequest(
+            module=paper_mlp(), x_train=x, y_train=y, prior=PRIORS["uniform"], target=target,
+            max_candidates=9000, seed=2024, device=CPU,
+            options={"reuse_nested": False, "chunk_size": 64},
+            progress=lambda found, tried: calls.append((found, tried)),
+        )  # fmt: skip
+        return guess_and_check(request), calls
+
+    batched, batched_calls = run()
+    monkeypatch.setattr(gnc, "CONFIRM_BATCH", 1)
+    every_chunk, every_calls = run()
+    assert torch.equal(batched.found_at, every_chunk.found_at)
+    assert batched.candidates_tried == every_chunk.candidates_tried
+    assert batched.exhausted == every_chunk.exhausted == (target == 40)
+    assert batched_calls[-1] == every_calls[-1] == (batched.size, batched.candidates_tried)

@@ -269,6 +269,10 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
                     accepted.extend(confirm([int(c) for c in part[keep].tolist() if in_budget(int(c))]))
                 next_draw = reuse_below // 2
 
+        # found candidates are confirmed in batches (each confirmation call costs milliseconds
+        # of set-up), and always before the target could be reached or the loop ends: the same
+        # chunks are decided and the same candidates accepted as when confirming every chunk
+        pending: list[int] = []
         while len(accepted) < request.target and next_draw < draws_budget:
             count = min(chunk, draws_budget - next_draw)
             try:
@@ -280,12 +284,20 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
             found = 2 * draw_index[fits]
             if swap:
                 found = torch.cat([found, 2 * draw_index[swap_fits] + 1])
-            accepted.extend(confirm([c for c in sorted(found.tolist()) if in_budget(c)]))
+            pending.extend(c for c in sorted(found.tolist()) if in_budget(c))
             next_draw += count
-            if request.progress is not None:
+            if (
+                len(pending) >= CONFIRM_BATCH
+                or len(accepted) + len(pending) >= request.target
+                or next_draw >= draws_budget
+            ):
+                accepted.extend(confirm(pending))
+                pending.clear()
+            if request.progress is not None:  # found so far (on CPU confirmation always agrees)
+                found_so_far = accepted + pending
                 request.progress(
-                    min(len(accepted), request.target),
-                    _tried(accepted, request.target, next_draw, swap, budget),
+                    min(len(found_so_far), request.target),
+                    _tried(found_so_far, request.target, next_draw, swap, budget),
                 )
     finally:
         chunks.close()
@@ -304,6 +316,8 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
         exhausted=len(accepted) < request.target,
     )
 
+
+CONFIRM_BATCH = 64  # found candidates confirmed together (_guess_and_check)
 
 # What running out of memory raises: torch on a device (OutOfMemoryError), torch's CPU allocator
 # (a RuntimeError), numpy while filling random words (MemoryError).
