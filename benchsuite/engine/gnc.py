@@ -51,13 +51,9 @@ from torch import nn
 
 from benchsuite.batchnorm import has_batchnorm
 from benchsuite.engine import function_space as fs
-from benchsuite.engine import random as rng
 from benchsuite.engine.decisions import Decider
 from benchsuite.engine.draws import (
-    CPU_PIECE_BYTES,
-    convert_cpu,
     draw_parameters,
-    empty_parameters,
     generate,
     output_parameter,
     regenerate,
@@ -66,6 +62,7 @@ from benchsuite.engine.draws import (
 )
 from benchsuite.engine.evaluation import accuracy
 from benchsuite.engine.layout import Layout, build_layout
+from benchsuite.engine.leading_linear import LeadingLinear
 from benchsuite.engine.reuse import DecisionCache
 from benchsuite.engine.sequential import SequentialPlan
 from benchsuite.engine.sizing import draws_per_chunk, resolve_early_rejection
@@ -122,31 +119,27 @@ class _Chunks:
         self.threads = threads if device.type == "cpu" and decider.plan is not None else 1
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.names = set(decider.names) if decider.names is not None else None
+        plan = decider.plan
+        fused = device.type == "cpu" and plan is not None and plan.first_is_linear
+        self.leading = (  # CPU, leading Linear layer, one stage: generation fused with it
+            LeadingLinear(layout, plan, decider.features, decider.names)
+            if fused and len(decider.stages) == 1
+            else None
+        )
 
     def _one(self, first_draw: int, count: int):
-        plan = self.decider.plan
-        staged = len(self.decider.stages) > 1
-        if self.device.type == "cpu" and plan is not None and plan.first_is_linear and not staged:
+        if self.leading is not None:
             return self._one_fused(first_draw, count)
         params = generate(self.layout, self.seed, first_draw, count, self.device, self.names)
         return self.decider.decide(params)
 
     def _one_fused(self, first_draw: int, count: int):
-        """CPU: generate a cache-sized piece, apply the leading Linear layer to all N points at
-        once (one well-shaped GEMM while the piece is in cache), then decide the whole range."""
-        decider, layout = self.decider, self.layout
-        params = empty_parameters(layout, count, self.device, self.names)
-        first_name = decider.names[0]
-        features = decider.features
-        out_units = params[first_name].shape[1]
-        first = torch.empty((count, out_units, features.shape[0]), dtype=torch.float32)
-        bit_generator = rng.numpy_stream(self.seed, first_draw, layout.words)
-        piece = max(1, CPU_PIECE_BYTES // (8 * layout.words))
-        for a in range(0, count, piece):
-            b = min(count, a + piece)
-            words = bit_generator.random_raw((b - a) * layout.words).reshape(b - a, layout.words)
-            convert_cpu(words, layout, params, slice(a, b))
-            first[a:b] = decider.plan.first_layer(params[first_name][a:b], features)
+        """CPU, leading Linear layer: generation fused with it (engine/leading_linear.py), then
+        the decision of the whole range on the later layers."""
+        decider = self.decider
+        params, first = self.leading.generate(self.seed, first_draw, count)
+        # the leading weights are not kept (only their product): a zero-width stand-in
+        params[decider.names[0]] = first.new_empty((count, first.shape[1], 0))
         return decider.decide(params, first)
 
     def decide(self, first_draw: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,6 +269,10 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
                     accepted.extend(confirm([int(c) for c in part[keep].tolist() if in_budget(int(c))]))
                 next_draw = reuse_below // 2
 
+        # found candidates are confirmed in batches (each confirmation call costs milliseconds
+        # of set-up), and always before the target could be reached or the loop ends: the same
+        # chunks are decided and the same candidates accepted as when confirming every chunk
+        pending: list[int] = []
         while len(accepted) < request.target and next_draw < draws_budget:
             count = min(chunk, draws_budget - next_draw)
             try:
@@ -287,12 +284,20 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
             found = 2 * draw_index[fits]
             if swap:
                 found = torch.cat([found, 2 * draw_index[swap_fits] + 1])
-            accepted.extend(confirm([c for c in sorted(found.tolist()) if in_budget(c)]))
+            pending.extend(c for c in sorted(found.tolist()) if in_budget(c))
             next_draw += count
-            if request.progress is not None:
+            if (
+                len(pending) >= CONFIRM_BATCH
+                or len(accepted) + len(pending) >= request.target
+                or next_draw >= draws_budget
+            ):
+                accepted.extend(confirm(pending))
+                pending.clear()
+            if request.progress is not None:  # found so far (on CPU confirmation always agrees)
+                found_so_far = accepted + pending
                 request.progress(
-                    min(len(accepted), request.target),
-                    _tried(accepted, request.target, next_draw, swap, budget),
+                    min(len(found_so_far), request.target),
+                    _tried(found_so_far, request.target, next_draw, swap, budget),
                 )
     finally:
         chunks.close()
@@ -311,6 +316,8 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
         exhausted=len(accepted) < request.target,
     )
 
+
+CONFIRM_BATCH = 64  # found candidates confirmed together (_guess_and_check)
 
 # What running out of memory raises: torch on a device (OutOfMemoryError), torch's CPU allocator
 # (a RuntimeError), numpy while filling random words (MemoryError).

@@ -149,6 +149,21 @@ def symmetric_uniform_from_words(words: torch.Tensor, scale: float = 1.0) -> tor
     return t.to(torch.float32) * torch.tensor(scale * 2.0**-24, dtype=torch.float32)
 
 
+def odd_integers_in_place(words: np.ndarray) -> np.ndarray:
+    """uint64 words [..., W] (numpy, overwritten) -> their int32 view [..., 2W] holding the odd
+    integers t of `odd_integers`: two in-place passes, no copy (the CPU path)."""
+    t = words.view(np.int32)  # little-endian: low half first
+    np.right_shift(t, 7, out=t)
+    np.bitwise_or(t, 1, out=t)
+    return t
+
+
+def uniform_from_odd(t: np.ndarray, factor: np.float32, out: np.ndarray) -> None:
+    """out = fl(t * factor) in float32 (factor = scale * 2**-24: U(-scale, scale)), one pass:
+    the int32 -> float32 cast is exact, the product is rounded once."""
+    np.multiply(t, factor, out=out, dtype=np.float32, casting="unsafe")
+
+
 def normal_from_odd(t: torch.Tensor, std: float) -> torch.Tensor:
     """Box-Muller on consecutive pairs of odd integers [..., 2m] -> float32 N(0, std^2) [..., 2m].
 

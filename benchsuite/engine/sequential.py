@@ -79,12 +79,18 @@ class SequentialPlan:
         return isinstance(self.layers[0], nn.Linear)
 
     @torch.no_grad()
-    def first_layer(self, weight: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """[D, out, k] pre-activations of a leading Linear layer on the k shared points."""
+    def first_layer(
+        self, weight: torch.Tensor, features: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[D, out, k] pre-activations of a leading Linear layer on the k shared points (written
+        into `out`, contiguous [D, out, k], if given: the same product, no copy)."""
         k = features.shape[0]
-        return torch.mm(weight.reshape(-1, weight.shape[-1]), features.reshape(k, -1).t()).view(
-            weight.shape[0], -1, k
-        )
+        rows = weight.reshape(-1, weight.shape[-1])
+        points = features.reshape(k, -1).t()
+        if out is None:
+            return torch.mm(rows, points).view(weight.shape[0], -1, k)
+        torch.mm(rows, points, out=out.view(-1, k))
+        return out
 
     @torch.no_grad()
     def logit_difference(
