@@ -234,9 +234,6 @@ def _sampler_cost(cell: Cell, context: CellContext, seconds: float) -> CellCost:
             seen["accepted"], seen["work"] = int(event[2]), int(event[3])
 
     population, took = _probe_sampler(cell, task, context, seconds, report)
-    if population is None and not seen["work"] and cell.entry.name in REJECTION_SAMPLERS:
-        # stopped before its first chunk reported (a large network): give it a longer look
-        population, took = _probe_sampler(cell, task, context, 8 * seconds, report)
     models = cell.entry.models
     if population is not None:
         if population.exhausted:
@@ -257,13 +254,18 @@ def _sampler_cost(cell: Cell, context: CellContext, seconds: float) -> CellCost:
     return CellCost(cell, took, "at least", f"not finished in {took:.1f} s")
 
 
+PROBE_CAP = 30  # a sampler that never reports progress is stopped at this many times `seconds`
+
+
 def _probe_sampler(cell: Cell, task, context: CellContext, seconds: float, report) -> tuple:
-    """(the population, or None if stopped at `seconds`; the seconds it ran)."""
-    budget = Budget(seconds)
+    """(the population, or None if stopped; the seconds it ran). It stops at its first progress
+    report after `seconds` (so a large network's first chunk is always counted), or at
+    PROBE_CAP x `seconds` (at least a minute) without one."""
+    soft, hard = Budget(seconds), Budget(max(60.0, PROBE_CAP * seconds))
     started = time.perf_counter()
     try:
-        with budget.enforced():
-            population, _ = produce_population(cell, task, context, budget.callback(cell, report))
+        with hard.enforced():
+            population, _ = produce_population(cell, task, context, soft.callback(cell, report))
     except CellTimedOut:
         population = None
     return population, time.perf_counter() - started

@@ -83,9 +83,14 @@ def test_gnc_that_sees_no_fit_takes_p_fit_from_a_subset_simulation():
 
 def test_the_candidate_budget_and_the_time_budget_cap_a_cell():
     tasks = [{"dataset": "digits", "classes": [[3, 8]], "n_train": [64], "training_set_seeds": [200]}]
-    capped = suite_of(optimizers=[], models_per_cell=500, tasks=tasks, baselines=[{"name": "gnc", "max_candidates": 5000}])
-    (cost,) = estimate(capped, seconds=0.2).costs
-    assert cost.basis in ("budget", "measured")  # 5,000 candidates may even finish within the probe
+    capped = suite_of(
+        optimizers=[], models_per_cell=500, tasks=tasks, baselines=[{"name": "gnc", "max_candidates": 10**9}],
+        architectures=[{"name": "mlp", "widths": ["1/6"], "depths": [4]}],
+    )  # fmt: skip
+    (cost,) = estimate(capped, seconds=0.2).costs  # about 35 bits: 500 x 2^35 candidates > 10^9
+    assert cost.basis == "budget" and "max_candidates 1,000,000,000 runs out first" in cost.note, cost
+    rate = float(cost.note.split(", ")[1].split(" candidates/s")[0].replace(",", ""))
+    assert cost.seconds == pytest.approx(10**9 / rate, rel=1e-3)
     timed = suite_of(baselines=[], max_seconds_per_cell=0.001)
     assert {(c.basis, c.seconds) for c in estimate(timed, seconds=0.2).costs} == {("budget", 0.001)}
 
