@@ -83,6 +83,8 @@ def _image_ops(module: nn.Module, prefix: str) -> list[Op] | None:
                 or _pair(child.stride) != (1, 1)
                 or _pair(child.dilation) != (1, 1)
                 or padding[0] != padding[1]
+                or child.kernel_size[0] != child.kernel_size[1]
+                or padding[0] > child.kernel_size[0] - 1
             ):
                 return None
             kh, kw = child.kernel_size
@@ -204,33 +206,30 @@ def _patches(x: torch.Tensor, kh: int, kw: int, padding: int) -> torch.Tensor:
     return windows.permute(0, 1, 5, 6, 2, 3, 4).reshape(count, channels * kh * kw, batch * rows * cols)
 
 
-def _patches_adjoint(patches: torch.Tensor, shape, kh: int, kw: int, padding: int) -> torch.Tensor:
-    """The adjoint of _patches: patch gradients summed back onto [K, C, b, H, W] (one strided add
-    per kernel offset, in a fixed order), the padding cut off."""
-    count, channels, batch, height, width = shape
-    padded = (count, channels, batch, height + 2 * padding, width + 2 * padding)
-    rows, cols = padded[3] - kh + 1, padded[4] - kw + 1
-    view = patches.view(count, channels, kh, kw, batch, rows, cols)
-    out = torch.zeros(padded, dtype=patches.dtype, device=patches.device)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, :, :, i : i + rows, j : j + cols].add_(view[:, :, i, j])
-    if padding:
-        out = out[:, :, :, padding : padding + height, padding : padding + width]
-    return out
+def _input_gradient(grad: torch.Tensor, flipped: torch.Tensor, kh: int, kw: int, padding: int, shape):
+    """A stride-1 convolution's input gradient as the convolution of the output gradient
+    [K, C_out, b, Ho, Wo] with the flipped, transposed kernels [K, C, C_out*kh*kw] (one pad, one
+    im2col copy and one bmm: the 9 strided col2im adds it replaces moved twice the memory)."""
+    patches = _patches(grad, kh, kw, kh - 1 - padding)
+    return torch.bmm(flipped, patches).view(shape)
 
 
 def _bn_forward(op: Op, x, params, state):
     """Train-mode BatchNorm of each network over its own batch; running statistics updated as
-    StackableBatchNorm2d updates them. Returns (y, normalized x, 1/sqrt(var + eps)) [K, C, 1, 1, 1]."""
+    StackableBatchNorm2d updates them. Returns (y, normalized x, 1/sqrt(var + eps)) [K, C, 1, 1, 1].
+    Two-pass moments (mean, then the mean square of the centred values): torch.var_mean's
+    Welford pass cost 8x as much here."""
     eps, momentum, unbiased = op.options
     count, channels = x.shape[:2]
-    n = x[0, 0].numel()
-    var, mean = torch.var_mean(x, dim=(2, 3, 4), correction=0)  # [K, C]
+    rows = x.reshape(count, channels, -1)  # [K, C, n]
+    n = rows.shape[2]
+    mean = rows.mean(2)  # [K, C]
+    centered = rows - mean.unsqueeze(2)
+    var = torch.mul(centered, centered).mean(2)
     _update_running_statistics(op, state, mean, var, n, momentum, unbiased)
     shape = (count, channels, 1, 1, 1)
     invstd = torch.rsqrt(var.add_(eps)).view(shape)
-    normalized = torch.sub(x, mean.view(shape)).mul_(invstd)
+    normalized = centered.view(x.shape).mul_(invstd)
     y = torch.addcmul(params[op.bias].view(shape), normalized, params[op.weight].view(shape))
     return y, normalized, invstd
 
@@ -257,7 +256,7 @@ def _update_running_statistics(op: Op, state, mean, var, n: int, momentum, unbia
 
 def _bn_backward(op: Op, grad, normalized, invstd, params, grads):
     """BatchNorm's train-mode backward per network: weight and bias gradients into `grads`, the
-    input gradient returned (1/n)·γ·invstd·(n·g − Σg − x̂·Σ(g·x̂))."""
+    input gradient returned: γ·invstd·(g − Σg/n − x̂·Σ(g·x̂)/n), as two fused passes."""
     count, channels = grad.shape[:2]
     n = grad[0, 0].numel()
     grad_bias = grads[op.bias]
@@ -266,9 +265,41 @@ def _bn_backward(op: Op, grad, normalized, invstd, params, grads):
     torch.sum(grad * normalized, (2, 3, 4), out=grad_weight)
     shape = (count, channels, 1, 1, 1)
     scale = params[op.weight].view(shape) * invstd  # γ / σ
-    mean_grad = (grad_bias / n).view(shape)
-    mean_projection = (grad_weight / n).view(shape)
-    return (grad - mean_grad).sub_(normalized * mean_projection).mul_(scale)
+    shift = (grad_bias / n).view(shape).mul(scale).neg_()
+    slope = (grad_weight / n).view(shape).mul(scale).neg_()
+    return torch.addcmul(shift, grad, scale).addcmul_(normalized, slope)
+
+
+TILING_POOL = ((2, 2), (2, 2), (0, 0), (1, 1), False)  # MaxPool2d(2): computed by _pool_forward
+
+
+def _pool_forward(x):
+    """MaxPool2d(2) on [K, C, b, H, W] as the maximum of its four strided quarters (aten's
+    max_pool2d_with_indices took 7x as long on these planes)."""
+    rows, cols = x.shape[3] // 2 * 2, x.shape[4] // 2 * 2
+    quarters = [x[..., i:rows:2, j:cols:2] for i in (0, 1) for j in (0, 1)]
+    return torch.maximum(torch.maximum(quarters[0], quarters[1]), torch.maximum(quarters[2], quarters[3]))
+
+
+def _pool_backward(grad, x, pooled):
+    """The gradient to the first maximum of each window in row-major order, as aten's
+    max_pool2d routes it (ties go to the earliest), zeros elsewhere."""
+    rows, cols = x.shape[3] // 2 * 2, x.shape[4] // 2 * 2
+    out = torch.zeros(x.shape, dtype=grad.dtype, device=grad.device)
+    zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
+    taken = None
+    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        source = x[..., i:rows:2, j:cols:2]
+        chosen = source == pooled
+        if taken is None:
+            taken = chosen
+        elif (i, j) != (1, 1):
+            chosen = chosen.logical_and_(taken.logical_not())
+            taken = taken.logical_or(chosen)
+        else:
+            chosen = taken.logical_not()
+        torch.where(chosen, grad, zero, out=out[..., i:rows:2, j:cols:2])
+    return out
 
 
 def _global_max_backward(grad, x, maxima):
@@ -351,6 +382,10 @@ def _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss
             elif kind == "relu":
                 h = h.relu_() if owned else torch.relu(h)
                 tape.append(h)
+            elif kind == "pool" and op.options == TILING_POOL:
+                pooled = _pool_forward(h)
+                tape.append((h, pooled))
+                h = pooled
             elif kind == "pool":
                 shape = h.shape
                 pooled, indices = pool_forward(h.flatten(0, 1), *op.options)
@@ -389,12 +424,15 @@ def _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss
                 if first:
                     return None
                 kh, kw, padding = op.options
-                grad = _patches_adjoint(torch.bmm(transposed[op.weight], flat), shape, kh, kw, padding)
+                flipped = w.flip(3, 4).transpose(1, 2).reshape(w.shape[0], w.shape[2], -1)
+                grad = _input_gradient(grad, flipped, kh, kw, padding, shape)
             elif kind == "bn":
                 normalized, invstd = saved
                 grad = _bn_backward(op, grad, normalized, invstd, params, grads)
             elif kind == "relu":
                 grad = threshold_backward(grad, saved, 0)
+            elif kind == "pool" and op.options == TILING_POOL:
+                grad = _pool_backward(grad, *saved)
             elif kind == "pool":
                 source, indices = saved
                 grad = pool_backward(
