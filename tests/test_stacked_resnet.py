@@ -19,7 +19,7 @@ from benchsuite.architectures.resnet4 import build_resnet4
 from benchsuite.batchnorm import StackableBatchNorm2d
 from benchsuite.builtins.optimizers import benchsuite_optimizers
 from benchsuite.engine.batches import round_orders
-from benchsuite.engine.stacked_resnet import _pool_backward, _pool_forward, plan_resnet
+from benchsuite.engine.stacked_resnet import plan_resnet, tiling_pool_backward, tiling_pool_forward
 from benchsuite.engine.training import choose_path, initial_parameters, train_networks
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
 
@@ -125,7 +125,7 @@ def test_the_tiling_pool_routes_gradients_as_aten_does_ties_included():
     x = torch.randn(2, 3, 2, 7, 9).round()  # rounded: many ties within windows
     x[0, 0, 0, :2, :2] = 1.0  # a window of four equal maxima
     grad = torch.randn(2, 3, 2, 3, 4)
-    pooled = _pool_forward(x)
+    pooled = tiling_pool_forward(x)
     reference, indices = torch.ops.aten.max_pool2d_with_indices(
         x.flatten(0, 1), [2, 2], [2, 2], [0, 0], [1, 1], False
     )
@@ -133,7 +133,7 @@ def test_the_tiling_pool_routes_gradients_as_aten_does_ties_included():
     expected = torch.ops.aten.max_pool2d_with_indices_backward(
         grad.flatten(0, 1), x.flatten(0, 1), [2, 2], [2, 2], [0, 0], [1, 1], False, indices
     )
-    assert torch.equal(_pool_backward(grad, x, pooled), expected.view(x.shape))
+    assert torch.equal(tiling_pool_backward(grad, x, pooled), expected.view(x.shape))
 
 
 def test_only_what_the_resnet_path_computes_is_planned():
