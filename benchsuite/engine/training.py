@@ -28,6 +28,9 @@ Three paths, the same semantics:
   batched forward and backward over the stack (engine/stacked_conv.py: convolutions as patches
   times kernels in bmm), the flat buffer and written-out optimizers of "mlp"; 2-2.5x the vmap
   path on LeNet (docs/performance.md);
+- "resnet": the conv-stage ops plus BatchNorm2d in train mode, residual blocks, a global max pool
+  and a Linear head (ResNet4 at every depth): hand-written as "conv" is (engine/stacked_resnet.py),
+  running statistics updated as StackableBatchNorm2d does; the buffers come back trained;
 - "vmap": any module, torch.func.functional_call under vmap plus autograd;
 - "per_network": one plain module and one optimizer per network (optimizers neither elementwise
   nor stack-aware), networks spread over worker threads with single-threaded kernels.
@@ -96,6 +99,7 @@ from benchsuite.engine.stacked_mlp import (
     train_stacked_mlp,
 )
 from benchsuite.engine.stacked_optim import direct_optimizer_for
+from benchsuite.engine.stacked_resnet import plan_resnet, train_stacked_resnet
 from benchsuite.engine.stepping import Stepper, build_optimizer
 from benchsuite.engine.threads import cpu_threads, one_cpu_thread, spread, torch_single_threaded
 from benchsuite.errors import OptimizerStepError
@@ -111,7 +115,7 @@ from benchsuite.records import Networks, OptimizerSpec, Population, PriorSpec
 from benchsuite.schedules import Schedule
 from benchsuite.stacked import StackedForward, init_stacked
 
-TRAINING_PATHS = ("auto", "mlp", "conv", "vmap", "per_network")
+TRAINING_PATHS = ("auto", "mlp", "conv", "resnet", "vmap", "per_network")
 # CPU rounds: parameters + gradients of a round should stay in the last-level cache. Measured on
 # the 2-core EPYC (benchmarks/test_bench_training.py, SGD, batch 2): the paper MLP at width 1
 # (132 KB of weights) ran at 110k network-steps/s with 50-64 networks per round and 83k with 100;
@@ -204,7 +208,9 @@ def choose_path(module: nn.Module, optimizer: OptimizerSpec) -> str:
         return "per_network"
     if plan_mlp(module) is not None:
         return "mlp"
-    return "conv" if plan_conv(module) is not None else "vmap"
+    if plan_conv(module) is not None:
+        return "conv"
+    return "resnet" if plan_resnet(module) is not None else "vmap"
 
 
 def train_networks(
@@ -299,6 +305,24 @@ def train_networks(
             ranges = round_parts("conv", module, count, threads) if splittable else [(0, count)]
             results = spread(lambda r: conv_part(*r), ranges, threads, device)
             return joined(results), {name: value.clone() for name, value in buffers.items()}
+        if path == "resnet":
+            plan = plan_resnet(module)
+            if plan is None:
+                raise ValueError(
+                    "path 'resnet' needs a Sequential of Conv2d/BatchNorm2d/ReLU/MaxPool2d/Residual, "
+                    "GlobalMaxPool, Linear (ResNet4)"
+                )
+
+            def resnet_part(a: int, b: int):
+                return _train_resnet(
+                    plan, x_train, labels, _part(parameters, a, b), _part(buffers, a, b),
+                    [s[a:b] for s in steps], optimizer, hyperparameters, *host(a, b),
+                )  # fmt: skip
+
+            # each network is computed by itself, so any split gives the same bits; the conv rule
+            ranges = round_parts("conv", module, count, threads) if splittable else [(0, count)]
+            results = spread(lambda r: resnet_part(*r), ranges, threads, device)
+            return joined([r[0] for r in results]), joined([r[1] for r in results])
         if path == "vmap":
 
             def part(a: int, b: int):
@@ -407,6 +431,20 @@ def _train_conv(
     plain = not (optimizer.stacked or optimizer.uses_closure)
     return train_stacked_conv(
         plan, images, labels, parameters, steps, make_optimizer,
+        flat_optimizer=plain and flat_optimizer_ok(optimizer.factory),
+        direct=functools.partial(direct_optimizer_for, optimizer.factory, hyperparameters),
+        make_stepper=make_stepper, summed_loss=not optimizer.stacked,
+    )  # fmt: skip
+
+
+def _train_resnet(
+    plan, images, labels, parameters, buffers, steps, optimizer, hyperparameters, make_optimizer,
+    make_stepper,
+):  # fmt: skip
+    """The "resnet" path (engine/stacked_resnet.py), the optimizer handed to it as on "conv"."""
+    plain = not (optimizer.stacked or optimizer.uses_closure)
+    return train_stacked_resnet(
+        plan, images, labels, parameters, buffers, steps, make_optimizer,
         flat_optimizer=plain and flat_optimizer_ok(optimizer.factory),
         direct=functools.partial(direct_optimizer_for, optimizer.factory, hyperparameters),
         make_stepper=make_stepper, summed_loss=not optimizer.stacked,

@@ -1,0 +1,488 @@
+"""Hand-written forward and backward of many stacked BatchNorm ResNets (ResNet4 and its depths).
+
+Why by hand: the generic path (torch.func.vmap of functional_call plus autograd) spends a ResNet4
+step at batch size 2 in oneDNN's grouped convolutions (forward and backward about 40% of it,
+slow for a few channels per group), in vmap's BatchNorm (`var`, `mean`, a dozen elementwise
+kernels each with its own layout moves) and in autograd's bookkeeping. Here, as in
+engine/stacked_conv.py for the LeNet family, each network draws its own batch and keeps its
+activations as [K, C, b, H, W]: a padded convolution is one zero-pad, one im2col copy and one
+bmm of the stacked kernels [K, C_out, C*kh*kw] with the patches [K, C*kh*kw, b*H*W] (its input
+gradient the convolution of the output gradient with the flipped kernels); BatchNorm in train mode is written
+out per network over its own batch (mean, biased variance, the standard backward) and updates
+the running statistics exactly as benchsuite.batchnorm.StackableBatchNorm2d does (momentum or
+cumulative average, unbiased running_var, num_batches_tracked); ReLU, max pools, the residual
+adds, the global max pool, the Linear head and the output scale act on all networks at once.
+Gradients go into one flat buffer stepped by the written-out SGD/Adam (engine/stacked_optim.py).
+Measured (docs/performance.md): 1.4-1.9x the vmap path, about the reference code's speed; the
+im2col copies bound it (the patches are 9x the activation).
+
+Exactness (tests/test_stacked_resnet.py): every kernel computes each network by itself (bmm,
+reductions over each network's own rows, elementwise ops), so a network trained in a stack
+equals it trained alone, bit for bit, parameters and BatchNorm buffers. Against the vmap path
+(oneDNN's convolutions and vmap's reductions sum in other orders): equal to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from benchsuite.engine.stacked_mlp import loss_gradient_table, stacked_stepper
+
+GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
+# The ResNet4 modules matched by class (the engine may not import benchsuite.architectures).
+_ARCHITECTURE = "benchsuite.architectures.resnet4"
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # "conv", "bn", "relu", "pool", "residual", "globalmax", "linear", "scale"
+    weight: str | None = None  # conv, linear, bn: the parameter names
+    bias: str | None = None
+    prefix: str = ""  # bn: where its buffers live (prefix + "running_mean", ...)
+    options: tuple = ()  # conv: (kh, kw, padding); pool: max_pool2d options; bn: (eps, momentum,
+    # unbiased running variance); scale: (factor,)
+    body: tuple = ()  # residual: the ops of its body
+
+
+@dataclass(frozen=True)
+class ResNetPlan:
+    """The module as image-stage ops on [K, C, b, H, W], a global max pool, then the head."""
+
+    ops: tuple[Op, ...]
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value), int(value))
+
+
+def _from_architecture(child: nn.Module, name: str) -> bool:
+    kind = type(child)
+    return kind.__name__ == name and kind.__module__ == _ARCHITECTURE
+
+
+def _image_ops(module: nn.Module, prefix: str) -> list[Op] | None:
+    """Ops of a (nested) Sequential of the image stage, or None for anything it cannot compute."""
+    ops = []
+    for name, child in module.named_children():
+        path = f"{prefix}{name}."
+        kind = type(child)
+        if kind is nn.Sequential:
+            inner = _image_ops(child, path)
+            if inner is None:
+                return None
+            ops.extend(inner)
+        elif kind is nn.Conv2d:
+            padding = child.padding
+            if (
+                child.groups != 1
+                or child.padding_mode != "zeros"
+                or isinstance(padding, str)
+                or _pair(child.stride) != (1, 1)
+                or _pair(child.dilation) != (1, 1)
+                or padding[0] != padding[1]
+                or child.kernel_size[0] != child.kernel_size[1]
+                or padding[0] > child.kernel_size[0] - 1
+            ):
+                return None
+            kh, kw = child.kernel_size
+            bias = f"{path}bias" if child.bias is not None else None
+            ops.append(Op("conv", f"{path}weight", bias, options=(kh, kw, padding[0])))
+        elif isinstance(child, _BatchNorm) and isinstance(child, nn.BatchNorm2d):
+            if not (child.affine and child.track_running_stats):
+                return None
+            momentum = child.momentum
+            unbiased = bool(getattr(child, "unbiased_running_var", True))
+            options = (float(child.eps), None if momentum is None else float(momentum), unbiased)
+            ops.append(Op("bn", f"{path}weight", f"{path}bias", path, options))
+        elif kind is nn.ReLU:
+            ops.append(Op("relu"))
+        elif kind is nn.MaxPool2d:
+            if child.return_indices:
+                return None
+            kernel = _pair(child.kernel_size)
+            stride = _pair(child.stride if child.stride is not None else kernel)
+            options = (kernel, stride, _pair(child.padding), _pair(child.dilation), child.ceil_mode)
+            ops.append(Op("pool", options=options))
+        elif _from_architecture(child, "Residual"):
+            body = _image_ops(child.body, f"{path}body.")
+            if not body:
+                return None
+            ops.append(Op("residual", body=tuple(body)))
+        elif kind is nn.Identity:
+            continue
+        else:
+            return None
+    return ops
+
+
+def plan_resnet(module: nn.Module) -> ResNetPlan | None:
+    """The ResNetPlan of `module`, or None: a Sequential whose image stage (nested Sequentials of
+    Conv2d with unit stride and zero padding, BatchNorm2d in train mode with running statistics,
+    ReLU, MaxPool2d, resnet4.Residual) starts with a Conv2d and holds a BatchNorm, followed by
+    resnet4.GlobalMaxPool, one Linear and an optional resnet4.Scale (ResNet4 at every depth)."""
+    if type(module) is not nn.Sequential:
+        return None
+    children = list(module.named_children())
+    tail = []
+    while children and (
+        _from_architecture(children[-1][1], "Scale") or type(children[-1][1]) is nn.Linear
+    ):
+        tail.insert(0, children.pop())
+    if not children or not _from_architecture(children[-1][1], "GlobalMaxPool"):
+        return None
+    children.pop()
+    kinds = [type(child) is nn.Linear for _, child in tail]
+    if kinds not in ([True], [True, False]):
+        return None
+    stage = nn.Sequential()
+    for name, child in children:
+        stage.add_module(name, child)
+    ops = _image_ops(stage, "")
+    if not ops or ops[0].kind != "conv" or not any(_holds(op, "bn") for op in ops):
+        return None
+    head = [Op("globalmax")]
+    for name, child in tail:
+        if type(child) is nn.Linear:
+            bias = f"{name}.bias" if child.bias is not None else None
+            head.append(Op("linear", f"{name}.weight", bias))
+        else:
+            head.append(Op("scale", options=(float(child.factor),)))
+    return ResNetPlan(tuple(ops + head))
+
+
+def _holds(op: Op, kind: str) -> bool:
+    return op.kind == kind or any(_holds(inner, kind) for inner in op.body)
+
+
+def train_stacked_resnet(
+    plan: ResNetPlan,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    parameters: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    steps: list[torch.Tensor],
+    make_optimizer,
+    flat_optimizer: bool = False,
+    direct=None,
+    make_stepper=None,
+    summed_loss: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Train K stacked networks: at step t network k takes one step on images[steps[t][k]].
+
+    The arguments are those of stacked_conv.train_stacked_conv, plus the stacked BatchNorm
+    buffers (not modified). Returns the trained (parameters, buffers): parameters as views into
+    one buffer, the buffers with the running statistics of every train-mode forward (the
+    closure's too, as on the vmap path).
+    """
+    state = {name: value.clone() for name, value in buffers.items()}
+    flat, params, grads, stepper = stacked_stepper(
+        parameters, make_optimizer, flat_optimizer, direct, make_stepper
+    )
+    try:
+        stepper.start()
+        _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss)
+        stepper.finish()
+    finally:
+        flat.grad = None
+        for value in params.values():
+            value.grad = None
+    return params, state
+
+
+# ---------------------------------------------------------------------------------------------
+# The pieces: each takes and gives [K, C, b, H, W] (the head: [K, b, F])
+
+
+def _patches(x: torch.Tensor, kh: int, kw: int, padding: int) -> torch.Tensor:
+    """[K, C, b, H, W] -> zero-padded patches [K, C*kh*kw, b*Ho*Wo], rows in (c, i, j) order."""
+    if padding:
+        x = F.pad(x, (padding, padding, padding, padding))
+    count, channels, batch, height, width = x.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    windows = x.unfold(3, kh, 1).unfold(4, kw, 1)  # [K, C, b, Ho, Wo, kh, kw]
+    return windows.permute(0, 1, 5, 6, 2, 3, 4).reshape(count, channels * kh * kw, batch * rows * cols)
+
+
+def _input_gradient(grad: torch.Tensor, flipped: torch.Tensor, kh: int, kw: int, padding: int, shape):
+    """A stride-1 convolution's input gradient as the convolution of the output gradient
+    [K, C_out, b, Ho, Wo] with the flipped, transposed kernels [K, C, C_out*kh*kw] (one pad, one
+    im2col copy and one bmm: the 9 strided col2im adds it replaces moved twice the memory)."""
+    patches = _patches(grad, kh, kw, kh - 1 - padding)
+    return torch.bmm(flipped, patches).view(shape)
+
+
+def _bn_forward(op: Op, x, params, state):
+    """Train-mode BatchNorm of each network over its own batch; running statistics updated as
+    StackableBatchNorm2d updates them. Returns (y, normalized x, 1/sqrt(var + eps)) [K, C, 1, 1, 1].
+    Two-pass moments (mean, then the mean square of the centred values): torch.var_mean's
+    Welford pass cost 8x as much here."""
+    eps, momentum, unbiased = op.options
+    count, channels = x.shape[:2]
+    rows = x.reshape(count, channels, -1)  # [K, C, n]
+    n = rows.shape[2]
+    mean = rows.mean(2)  # [K, C]
+    centered = rows - mean.unsqueeze(2)
+    var = torch.mul(centered, centered).mean(2)
+    _update_running_statistics(op, state, mean, var, n, momentum, unbiased)
+    shape = (count, channels, 1, 1, 1)
+    invstd = torch.rsqrt(var.add_(eps)).view(shape)
+    normalized = centered.view(x.shape).mul_(invstd)
+    y = torch.addcmul(params[op.bias].view(shape), normalized, params[op.weight].view(shape))
+    return y, normalized, invstd
+
+
+def _update_running_statistics(op: Op, state, mean, var, n: int, momentum, unbiased: bool):
+    """In place on the stacked buffers, op for op as StackableBatchNorm2d on one network."""
+    prefix = op.prefix
+    running_mean, running_var = state[f"{prefix}running_mean"], state[f"{prefix}running_var"]
+    tracked = state[f"{prefix}num_batches_tracked"]
+    if unbiased:
+        var = var * (n / max(n - 1, 1))
+    tracked.add_(1)
+    if momentum == 1.0:
+        running_mean.copy_(mean)
+        running_var.copy_(var)
+        return
+    if momentum is None:  # cumulative moving average, per network
+        factor = (1.0 / tracked.to(mean.dtype)).unsqueeze(1)
+    else:
+        factor = momentum
+    running_mean.mul_(1 - factor).add_(mean * factor)
+    running_var.mul_(1 - factor).add_(var * factor)
+
+
+def _bn_backward(op: Op, grad, normalized, invstd, params, grads):
+    """BatchNorm's train-mode backward per network: weight and bias gradients into `grads`, the
+    input gradient returned: γ·invstd·(g − Σg/n − x̂·Σ(g·x̂)/n), as two fused passes."""
+    count, channels = grad.shape[:2]
+    n = grad[0, 0].numel()
+    grad_bias = grads[op.bias]
+    grad_weight = grads[op.weight]
+    torch.sum(grad, (2, 3, 4), out=grad_bias)
+    torch.sum(grad * normalized, (2, 3, 4), out=grad_weight)
+    shape = (count, channels, 1, 1, 1)
+    scale = params[op.weight].view(shape) * invstd  # γ / σ
+    shift = (grad_bias / n).view(shape).mul(scale).neg_()
+    slope = (grad_weight / n).view(shape).mul(scale).neg_()
+    return torch.addcmul(shift, grad, scale).addcmul_(normalized, slope)
+
+
+TILING_POOL = ((2, 2), (2, 2), (0, 0), (1, 1), False)  # MaxPool2d(2): tiling_pool_forward
+
+
+def tiling_pool_forward(x):
+    """MaxPool2d(2) on [K, C, b, H, W] as the maximum of its four strided quarters (aten's
+    max_pool2d_with_indices took 7x as long on these planes)."""
+    rows, cols = x.shape[3] // 2 * 2, x.shape[4] // 2 * 2
+    quarters = [x[..., i:rows:2, j:cols:2] for i in (0, 1) for j in (0, 1)]
+    return torch.maximum(torch.maximum(quarters[0], quarters[1]), torch.maximum(quarters[2], quarters[3]))
+
+
+def tiling_pool_backward(grad, x, pooled):
+    """The gradient to the first maximum of each window in row-major order, as aten's
+    max_pool2d routes it (ties go to the earliest), zeros elsewhere."""
+    rows, cols = x.shape[3] // 2 * 2, x.shape[4] // 2 * 2
+    out = torch.zeros(x.shape, dtype=grad.dtype, device=grad.device)
+    zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
+    taken = None
+    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        source = x[..., i:rows:2, j:cols:2]
+        chosen = source == pooled
+        if taken is None:
+            taken = chosen
+        elif (i, j) != (1, 1):
+            chosen = chosen.logical_and_(taken.logical_not())
+            taken = taken.logical_or(chosen)
+        else:
+            chosen = taken.logical_not()
+        torch.where(chosen, grad, zero, out=out[..., i:rows:2, j:cols:2])
+    return out
+
+
+def _global_max_backward(grad, x, maxima):
+    """amax's backward as autograd computes it: the gradient shared by the tied maxima."""
+    mask = x == maxima.unsqueeze(-1).unsqueeze(-1)
+    share = grad / mask.sum((3, 4))
+    return mask * share.unsqueeze(-1).unsqueeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# One round
+
+
+def _gathered(images, labels, classes, steps):
+    """Per step (images [K, C, b, H, W] as a view, loss gradients [K, b, classes]), gathered for a
+    chunk of equally shaped steps at once (one index_select each per chunk)."""
+    per_image = images[0].numel()
+    tables = {}
+    start = 0
+    while start < len(steps):
+        count, batch = steps[start].shape
+        per_step = count * batch * (per_image + classes) * images.element_size()
+        limit = max(1, GATHER_BYTES // max(1, per_step))
+        stop = start + 1
+        while stop < len(steps) and stop - start < limit and steps[stop].shape == (count, batch):
+            stop += 1
+        indices = torch.stack(steps[start:stop])  # [T, K, b]
+        if batch not in tables:
+            tables[batch] = loss_gradient_table(labels, classes, batch, images.dtype)
+        gathered = images.index_select(0, indices.view(-1))
+        gathered = gathered.view(stop - start, count, batch, *images.shape[1:])
+        gradients = tables[batch].index_select(0, indices.view(-1))
+        gradients = gradients.view(stop - start, count, batch, classes)
+        for s in range(stop - start):
+            yield gathered[s].transpose(1, 2), gradients[s]
+        start = stop
+
+
+def _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss):
+    head = [op for op in plan.ops if op.kind == "linear"]
+    classes = params[head[-1].weight].shape[1]
+    kernels, transposed = {}, {}
+
+    def index(ops):
+        for op in ops:
+            if op.kind == "conv":
+                w = params[op.weight]
+                kernels[op.weight] = w.view(w.shape[0], w.shape[1], -1)
+                transposed[op.weight] = kernels[op.weight].transpose(1, 2)
+            elif op.kind == "linear":
+                transposed[op.weight] = params[op.weight].transpose(1, 2)
+            index(op.body)
+
+    index(plan.ops)
+    threshold_backward = torch.ops.aten.threshold_backward
+    pool_forward = torch.ops.aten.max_pool2d_with_indices
+    pool_backward = torch.ops.aten.max_pool2d_with_indices_backward
+
+    def forward(ops, h, tape, first, owned):
+        """Runs `ops` on h, appending what each backward needs to `tape`; returns the output.
+        owned: whether h may be overwritten (not the images, not a residual's input)."""
+        for op in ops:
+            kind = op.kind
+            if kind == "conv":
+                kh, kw, padding = op.options
+                patches = _patches(h, kh, kw, padding)
+                tape.append((patches, h.shape, first))
+                first = False
+                count, _, batch, height, width = h.shape
+                rows, cols = height + 2 * padding - kh + 1, width + 2 * padding - kw + 1
+                if op.bias is None:
+                    h = torch.bmm(kernels[op.weight], patches)
+                else:
+                    bias = params[op.bias].unsqueeze(2)
+                    h = torch.baddbmm(bias, kernels[op.weight], patches)
+                h = h.view(count, -1, batch, rows, cols)
+            elif kind == "bn":
+                h, normalized, invstd = _bn_forward(op, h, params, state)
+                tape.append((normalized, invstd))
+            elif kind == "relu":
+                h = h.relu_() if owned else torch.relu(h)
+                tape.append(h)
+            elif kind == "pool" and op.options == TILING_POOL:
+                pooled = tiling_pool_forward(h)
+                tape.append((h, pooled))
+                h = pooled
+            elif kind == "pool":
+                shape = h.shape
+                pooled, indices = pool_forward(h.flatten(0, 1), *op.options)
+                tape.append((h, indices))
+                h = pooled.view(*shape[:3], *pooled.shape[2:])
+            elif kind == "residual":
+                inner = []
+                h = h + forward(op.body, h, inner, first, False)
+                tape.append(inner)
+            elif kind == "globalmax":
+                maxima = h.amax((3, 4))  # [K, C, b]
+                tape.append((h, maxima))
+                h = maxima.transpose(1, 2)  # [K, b, C]
+            elif kind == "linear":
+                tape.append(h)
+                if op.bias is None:
+                    h = torch.bmm(h, transposed[op.weight])
+                else:
+                    h = torch.baddbmm(params[op.bias].unsqueeze(1), h, transposed[op.weight])
+            else:  # scale
+                h = h * op.options[0]
+                tape.append(None)
+            owned = True  # every op above leaves a tensor of its own
+        return h
+
+    def backward(ops, grad, tape):
+        for op, saved in zip(reversed(ops), reversed(tape)):
+            kind = op.kind
+            if kind == "conv":
+                patches, shape, first = saved
+                flat = grad.reshape(shape[0], grad.shape[1], -1)  # [K, C_out, b*Ho*Wo]
+                w = params[op.weight]
+                torch.bmm(flat, patches.transpose(1, 2), out=grads[op.weight].view(w.shape[0], w.shape[1], -1))
+                if op.bias is not None:
+                    torch.sum(flat, 2, out=grads[op.bias])
+                if first:
+                    return None
+                kh, kw, padding = op.options
+                flipped = w.flip(3, 4).transpose(1, 2).reshape(w.shape[0], w.shape[2], -1)
+                grad = _input_gradient(grad, flipped, kh, kw, padding, shape)
+            elif kind == "bn":
+                normalized, invstd = saved
+                grad = _bn_backward(op, grad, normalized, invstd, params, grads)
+            elif kind == "relu":
+                grad = threshold_backward(grad, saved, 0)
+            elif kind == "pool" and op.options == TILING_POOL:
+                grad = tiling_pool_backward(grad, *saved)
+            elif kind == "pool":
+                source, indices = saved
+                grad = pool_backward(
+                    grad.flatten(0, 1), source.flatten(0, 1), *op.options, indices
+                ).view(source.shape)
+            elif kind == "residual":
+                inner = backward(op.body, grad, saved)
+                grad = grad + inner if inner is not None else grad
+            elif kind == "globalmax":
+                source, maxima = saved
+                grad = _global_max_backward(grad.transpose(1, 2), source, maxima)
+            elif kind == "linear":
+                torch.bmm(grad.transpose(1, 2), saved, out=grads[op.weight])
+                if op.bias is not None:
+                    torch.sum(grad, 1, out=grads[op.bias])
+                grad = torch.bmm(grad, params[op.weight])
+            else:  # scale
+                grad = grad * op.options[0]
+        return grad
+
+    def gradients(x, loss_gradient):
+        """Forward (running statistics updated) and backward of one step at the current weights:
+        gradients into `grads`. Returns the log-probabilities [K, b, classes]."""
+        tape = []
+        logits = forward(plan.ops, x, tape, True, False)
+        log_probs = torch._log_softmax(logits, -1, False)
+        grad = torch._log_softmax_backward_data(loss_gradient, log_probs, -1, log_probs.dtype)
+        backward(plan.ops, grad, tape)
+        return log_probs
+
+    with torch.no_grad():
+        for x, loss_gradient in _gathered(images, labels, classes, steps):
+            gradients(x, loss_gradient)
+            if stepper.closure:
+                stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
+            else:
+                stepper.step()
+
+
+def _closure(gradients, x, loss_gradient, summed):
+    """The step's closure: the same batch at the current weights (a train-mode forward, so the
+    running statistics move again, as on the vmap path); each network's mean cross-entropy [K]
+    (summed: their sum)."""
+
+    def closure():
+        with torch.no_grad():
+            log_probs = gradients(x, loss_gradient)
+            losses = torch.mul(loss_gradient, log_probs).sum(dim=(1, 2))
+            return losses.sum() if summed else losses
+
+    return closure
