@@ -6,10 +6,9 @@ Importing this package loads nothing: each engine is its own module, imported wh
   reuse.py (nested reuse across N), sizing.py (chunk sizes), threads.py (CPU threads);
   random.py and triton_rng.py: the counter-based Philox stream; function_space.py: Gaussian priors
   drawn in function space.
-- training.py: many-model gradient training (stacked_mlp.py, stacked_conv.py, stacked_optim.py,
-  batches.py),
-  calling every optimizer as stepping.py says (docs/optimizer-contract.md); parts.py splits its
-  rounds over workers.
+- training.py: many-model gradient training (stacked_mlp.py, stacked_conv.py, stacked_resnet.py,
+  stacked_optim.py, batches.py), calling every optimizer as stepping.py says
+  (docs/optimizer-contract.md); parts.py splits its rounds over workers.
 - evaluation.py: the host's accuracy and ties, stacked.evaluate's numbers faster (wide.py:
   formulations checked bit for bit against the old calls; blocks.py: the inner loop).
 - threads.py: the one threading policy of every path (workers across networks, one thread per
@@ -21,4 +20,5 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # Every cell records it beside its plugin versions (runner.cell_plugins), so a folder resumed
 # after such a change stops instead of silently mixing the two arithmetics (cells recorded
 # before revisions existed are not checked). 2: LeNet trains on engine/stacked_conv.py.
-NUMERICS_REVISION = 2
+# 3: ResNet4 trains on engine/stacked_resnet.py.
+NUMERICS_REVISION = 3
