@@ -273,3 +273,24 @@ def test_tuned_cells_survive_pickling_whole():
     for cell in expand(suite_of()):
         again = pickle.loads(pickle.dumps(cell))
         assert again == cell and again.tuned == cell.tuned and dict(again.entry.tuned) == dict(cell.entry.tuned)
+
+
+def test_tuning_counts_against_the_cell_time_budget(tmp_path):
+    """max_seconds_per_cell bounds a tuned cell, its trials included: trials of 100,000 epochs
+    are stopped at the budget and the cells recorded as timed out while tuning, with no networks
+    and no tuning record; untuned cells run as usual."""
+    suite = suite_of(
+        max_seconds_per_cell=1,
+        optimizers=[{"name": "sgd", "epochs": 100_000}, {"name": "adam", "epochs": 5, "tune": []}],
+        baselines=[],
+    )
+    run_suite(suite, tmp_path, registry=REGISTRY)
+    with Store(tmp_path / "results.sqlite", read_only=True) as store:
+        cells = {(c["optimizer"], c["training_set_seed"]): c for c in store.cells()}
+        assert store.tuning() == {} and store.tuning_trials() == []
+    for seed in (200, 201):
+        stopped = cells[("sgd", seed)]
+        assert stopped["status"] == "timed_out" and stopped["models_found"] == 0
+        assert "while tuning (max_seconds_per_cell 1)" in stopped["status_detail"]
+        assert stopped["seconds"] < 2 + 5  # both cells' budgets (a unit of two), not the trials' end
+        assert cells[("adam", seed)]["status"] == "ok"

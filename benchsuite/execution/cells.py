@@ -193,15 +193,16 @@ class Budget:
 
         return progress
 
-    def timed_out(self, cell: Cell, task, device: torch.device) -> CellOutcome:
+    def timed_out(self, cell: Cell, task, device: torch.device, where: str = "") -> CellOutcome:
         """The record of a cell stopped by the deadline: no networks (what it found by then
-        depends on the machine's speed), the work done, the time taken."""
+        depends on the machine's speed), the work done, the time taken; `where` it stopped."""
         elapsed = time.perf_counter() - self.started
         return CellOutcome(
             cell=cell, networks=(), candidates_tried=self.work.get(cell.cell_id, 0), seconds=elapsed,
             device=str(device), epochs=cell.entry.settings.epochs if cell.role != "baseline" else None,
             train_indices=tuple(task.train_indices.tolist()), n_test=int(task.x_test.shape[0]),
-            status="timed_out", detail=f"stopped after {elapsed:.1f} s (max_seconds_per_cell {self.seconds:g})",
+            status="timed_out",
+            detail=f"stopped after {elapsed:.1f} s{' ' + where if where else ''} (max_seconds_per_cell {self.seconds:g})",
         )  # fmt: skip
 
 
@@ -299,12 +300,13 @@ def produce_population(
 
 def run_cell(
     cell: Cell, context: CellContext, report: Report = ignore,
-    produced: tuple[Population, nn.Module] | None = None,
+    produced: tuple[Population, nn.Module] | None = None, budget: Budget | None = None,
 ) -> CellOutcome:
     """One cell: its population (or `produced`, trained beforehand with others), checked and
-    evaluated on the test set, within the suite's time budget."""
+    evaluated on the test set, within the suite's time budget (`budget`: one already started,
+    by the cell's tuning)."""
     task = context.task(cell)
-    budget = Budget(context.max_seconds)
+    budget = budget or Budget(context.max_seconds)
     started = time.perf_counter()
     try:
         if produced is not None:

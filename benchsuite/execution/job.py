@@ -36,13 +36,19 @@ from benchsuite.resolved import Cell
 
 def run_unit(unit: tuple[Cell, ...], context: CellContext, report: Report = ignore) -> Iterator[CellOutcome]:
     """A unit in this process: its tuned cells' values chosen (execution.tuned), its gradient
-    cells trained in one stack (one budget for all of them), then each cell checked, evaluated and
-    yielded as it finishes; or its cells in order."""
-    unit, tunings = tune_unit(unit, context)
+    cells trained in one stack (one budget for all of them, tuning included), then each cell
+    checked, evaluated and yielded as it finishes; or its cells in order."""
+    budget = Budget(context.max_seconds, len(unit))  # starts now: tuning counts against it
+    try:
+        with budget.enforced():
+            unit, tunings = tune_unit(unit, context)
+    except CellTimedOut:
+        for cell in unit:
+            yield budget.timed_out(cell, context.task(cell), context.device, "while tuning")
+        return
     produced = {}
     if len(unit) > 1 and unit[0].role != "baseline":
         report(("start", unit[0].cell_id))
-        budget = Budget(context.max_seconds, len(unit))
         try:
             with budget.enforced():
                 produced = produce_populations(list(unit), context, budget, report)
@@ -52,7 +58,9 @@ def run_unit(unit: tuple[Cell, ...], context: CellContext, report: Report = igno
             return
     for cell in unit:
         report(("start", cell.cell_id))
-        yield _with(run_cell(cell, context, report, produced.pop(cell.cell_id, None)), tunings)
+        # a tuned cell alone keeps the budget its tuning started; others get their own
+        own = budget if len(unit) == 1 and tunings else None
+        yield _with(run_cell(cell, context, report, produced.pop(cell.cell_id, None), own), tunings)
 
 
 def _with(outcome: CellOutcome, tunings: dict) -> CellOutcome:
