@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from benchsuite.architectures.lenet import build_lenet
 from benchsuite.builtins.optimizers import benchsuite_optimizers
 from benchsuite.engine.batches import round_orders
-from benchsuite.engine.stacked_conv import plan_conv
+from benchsuite.engine.stacked_conv import plan_conv, tiled_max_pool
 from benchsuite.engine.training import (
     TrainingSettings,
     choose_path,
@@ -148,3 +149,22 @@ def test_only_what_the_conv_path_computes_is_planned():
         nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()),  # no Linear output
     ):
         assert plan_conv(module) is None
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 2, 24, 24), (2, 3, 1, 9, 7), (4, 1, 2, 8, 8)])
+def test_the_tiled_max_pool_is_max_pool2d_ties_included(shape):
+    """Values, indices and gradient of MaxPool2d(2) (first maximum of the window wins), on
+    small-integer inputs full of ties and odd sides (the last row or column is dropped)."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    x = torch.randint(-2, 3, shape, generator=generator).float()
+    pooled, indices = tiled_max_pool(x)
+    planes = x.flatten(0, 1).requires_grad_()
+    expected, expected_indices = F.max_pool2d(planes, 2, return_indices=True)
+    assert torch.equal(pooled.flatten(0, 1), expected)
+    assert torch.equal(indices.flatten(0, 1), expected_indices)
+    grad = torch.randn(expected.shape, generator=generator)
+    expected.backward(grad)
+    gradient = torch.ops.aten.max_pool2d_with_indices_backward(
+        grad, planes.detach(), [2, 2], [2, 2], [0, 0], [1, 1], False, indices.flatten(0, 1)
+    )
+    assert torch.equal(gradient, planes.grad)
