@@ -15,6 +15,7 @@ Not used by the package; benchmarks/test_bench_lenet_training.py imports it.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ class GroupedLeNets(nn.Module):
         sizes = (conv2 * spatial * spatial, fc1, fc2, 2)
         self.fcs = nn.ModuleList(
             nn.Conv2d(models * fan_in, models * fan_out, 1, groups=models)
-            for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
+            for fan_in, fan_out in pairwise(sizes)
         )
         with torch.no_grad():  # Kaiming-uniform weights (fan-in per network), zero biases
             for layer in (self.conv1, self.conv2, *self.fcs):

@@ -63,7 +63,9 @@ def single(stacked: dict, k: int) -> dict:
 
 @pytest.mark.parametrize("shape, width, depth, bias, count", CASES)
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_a_network_trained_in_a_stack_equals_it_trained_alone(shape, width, depth, bias, count, name):
+def test_a_network_trained_in_a_stack_equals_it_trained_alone(
+    shape, width, depth, bias, count, name
+):
     """Patches x kernels (bmm), pools, ReLUs and the optimizer compute each network by itself."""
     module = build_lenet(shape, width, depth=depth or "2c-3f", bias=bias)
     assert choose_path(module, OPTIMIZERS[name]) == "conv" and plan_conv(module).patches
@@ -141,7 +143,9 @@ def test_only_what_the_conv_path_computes_is_planned():
     assert plan_conv(nn.Sequential(*conv, nn.Linear(2 * 3 * 3, 2))) is not None
     assert plan_conv(nn.Sequential(*conv, nn.Linear(18, 4), nn.ReLU(), nn.Linear(4, 2))) is not None
     for module in (
-        nn.Sequential(nn.Conv2d(1, 2, 3, groups=1, padding="same"), nn.Flatten(), nn.Linear(128, 2)),
+        nn.Sequential(
+            nn.Conv2d(1, 2, 3, groups=1, padding="same"), nn.Flatten(), nn.Linear(128, 2)
+        ),
         nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten(), nn.Linear(72, 2)),
         nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 2)),
         nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(72, 2)),

@@ -125,7 +125,9 @@ def train_stacked_conv(
     The arguments are those of stacked_mlp.train_stacked_mlp (images [N, C, H, W] in place of its
     features). Returns the trained stacked parameters (views into one buffer).
     """
-    flat, params, grads, stepper = stacked_stepper(parameters, make_optimizer, flat_optimizer, direct, make_stepper)
+    flat, params, grads, stepper = stacked_stepper(
+        parameters, make_optimizer, flat_optimizer, direct, make_stepper
+    )
     run = _run_patches if plan.patches else _run_steps
     try:
         stepper.start()
@@ -279,7 +281,9 @@ def _im2col(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     count, channels, batch, height, width = x.shape
     rows, cols = height - kh + 1, width - kw + 1
     windows = x.unfold(3, kh, 1).unfold(4, kw, 1)  # [K, C, b, Ho, Wo, kh, kw]
-    return windows.permute(0, 1, 5, 6, 2, 3, 4).reshape(count, channels * kh * kw, batch * rows * cols)
+    return windows.permute(0, 1, 5, 6, 2, 3, 4).reshape(
+        count, channels * kh * kw, batch * rows * cols
+    )
 
 
 def _col2im(patches: torch.Tensor, shape, kh: int, kw: int) -> torch.Tensor:
