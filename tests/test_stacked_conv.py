@@ -172,3 +172,25 @@ def test_the_tiled_max_pool_is_max_pool2d_ties_included(shape):
         grad, planes.detach(), [2, 2], [2, 2], [0, 0], [1, 1], False, indices.flatten(0, 1)
     )
     assert torch.equal(gradient, planes.grad)
+
+
+def test_other_max_pools_keep_max_pool2d_and_stay_exact():
+    """A MaxPool2d that does not tile 2x2 runs max_pool2d itself (ReLU moved after it too)."""
+    module = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(), nn.Linear(32, 2)
+    )
+    plan = plan_conv(module)
+    assert plan.patches and [op.kind for op in plan.ops][:3] == ["conv", "pool", "relu"]
+    shape, count = (1, 12, 12), 4
+    stacked, parameters = trained(module, shape, "sgd", MOMENTUM, count, "conv")
+    vmap, _ = trained(module, shape, "sgd", MOMENTUM, count, "vmap")
+    x, y = images(shape)
+    orders = round_orders(5, range(count), 9, 2, "independent")
+    for k in range(count):
+        alone, _ = train_networks(
+            module, x, y, OPTIMIZERS["sgd"], MOMENTUM, single(parameters, k), {},
+            orders[k : k + 1], 2, path="conv",
+        )  # fmt: skip
+        for key in alone:
+            assert torch.equal(stacked[key][k], alone[key][0]), (k, key)
+            torch.testing.assert_close(stacked[key][k], vmap[key][k], rtol=1e-3, atol=1e-5)

@@ -24,6 +24,7 @@ bit for bit for the same sub-stack, which engine/parts.py splits by size alone).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -321,9 +322,14 @@ def tiled_max_pool(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pooled = torch.maximum(top, bottom)
     # strict comparisons: the later element wins only when larger (max_pool2d's scan order)
     offset = torch.where(torch.gt(bottom, top), torch.gt(d, c) + width, torch.gt(b, a))
-    corners = torch.arange(rows, device=h.device).unsqueeze(1) * (2 * width)
-    corners = corners + torch.arange(cols, device=h.device) * 2
-    return pooled, offset.add_(corners)
+    return pooled, offset.add_(_window_corners(rows, cols, width, h.device))
+
+
+@functools.lru_cache(maxsize=64)
+def _window_corners(rows: int, cols: int, width: int, device) -> torch.Tensor:
+    """Flat index of each 2x2 window's top-left element in its [H, W] plane, [rows, cols]."""
+    corners = torch.arange(rows, device=device).unsqueeze(1) * (2 * width)
+    return corners + torch.arange(cols, device=device) * 2
 
 
 def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_loss):
