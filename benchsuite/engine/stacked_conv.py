@@ -6,12 +6,14 @@ tensor) and in oneDNN's grouped convolutions, slow for a few channels per group.
 draws its own batch (batch_order "independent") and keeps its activations as [K, C, b, H, W]; a
 unit-stride unpadded Conv2d (LeNet's) is one bmm of the stacked kernels [K, C_out, C*kh*kw] with
 the patches [K, C*kh*kw, b*Ho*Wo] (im2col by one strided copy; the input gradient summed back by
-one strided add per kernel offset); pools, ReLUs and their backward act on all networks at once;
-the Linear layers after Flatten are batched matmuls as in engine/stacked_mlp.py. The first layer
-computes no input gradient. Gradients go into one flat buffer, which the written-out SGD/Adam
+kw + kh strided adds); MaxPool2d(2) is three maxima of strided quarters (tiled_max_pool) with
+max_pool2d's indices, and a ReLU before a pool runs after it (they commute, 4x fewer elements);
+pools, ReLUs and their backward act on all networks at once; the Linear layers after Flatten are
+batched matmuls as in engine/stacked_mlp.py. The first layer computes no input gradient. Gradients go into one flat buffer, which the written-out SGD/Adam
 (engine/stacked_optim.py) steps as one tensor. Measured (docs/performance.md, one thread, LeNet
-28x28): 2-2.5x the vmap path's network-steps/s; the largest remaining costs are the bmm products,
-the im2col and flatten copies, max_pool2d_with_indices and the col2im adds.
+28x28): 2-2.5x the vmap path's network-steps/s and 1.5-2.8x the reference code's grouped
+convolutions; the largest remaining costs are the first convolution's patches (memory bound),
+the bmm products, the col2im adds and per-op overhead.
 
 Exactness (tests/test_stacked_conv.py): every kernel computes each network by itself (bmm, as on
 the "mlp" path), so a network trained in a stack equals it trained alone, bit for bit, whatever
