@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from benchsuite.architectures.lenet import build_lenet
 from benchsuite.builtins.optimizers import benchsuite_optimizers
 from benchsuite.engine.batches import round_orders
-from benchsuite.engine.stacked_conv import plan_conv
+from benchsuite.engine.stacked_conv import plan_conv, tiled_max_pool
 from benchsuite.engine.training import (
     TrainingSettings,
     choose_path,
@@ -62,7 +63,9 @@ def single(stacked: dict, k: int) -> dict:
 
 @pytest.mark.parametrize("shape, width, depth, bias, count", CASES)
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_a_network_trained_in_a_stack_equals_it_trained_alone(shape, width, depth, bias, count, name):
+def test_a_network_trained_in_a_stack_equals_it_trained_alone(
+    shape, width, depth, bias, count, name
+):
     """Patches x kernels (bmm), pools, ReLUs and the optimizer compute each network by itself."""
     module = build_lenet(shape, width, depth=depth or "2c-3f", bias=bias)
     assert choose_path(module, OPTIMIZERS[name]) == "conv" and plan_conv(module).patches
@@ -140,7 +143,9 @@ def test_only_what_the_conv_path_computes_is_planned():
     assert plan_conv(nn.Sequential(*conv, nn.Linear(2 * 3 * 3, 2))) is not None
     assert plan_conv(nn.Sequential(*conv, nn.Linear(18, 4), nn.ReLU(), nn.Linear(4, 2))) is not None
     for module in (
-        nn.Sequential(nn.Conv2d(1, 2, 3, groups=1, padding="same"), nn.Flatten(), nn.Linear(128, 2)),
+        nn.Sequential(
+            nn.Conv2d(1, 2, 3, groups=1, padding="same"), nn.Flatten(), nn.Linear(128, 2)
+        ),
         nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten(), nn.Linear(72, 2)),
         nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 2)),
         nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(72, 2)),
@@ -148,3 +153,44 @@ def test_only_what_the_conv_path_computes_is_planned():
         nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()),  # no Linear output
     ):
         assert plan_conv(module) is None
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 2, 24, 24), (2, 3, 1, 9, 7), (4, 1, 2, 8, 8)])
+def test_the_tiled_max_pool_is_max_pool2d_ties_included(shape):
+    """Values, indices and gradient of MaxPool2d(2) (first maximum of the window wins), on
+    small-integer inputs full of ties and odd sides (the last row or column is dropped)."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    x = torch.randint(-2, 3, shape, generator=generator).float()
+    pooled, indices = tiled_max_pool(x)
+    planes = x.flatten(0, 1).requires_grad_()
+    expected, expected_indices = F.max_pool2d(planes, 2, return_indices=True)
+    assert torch.equal(pooled.flatten(0, 1), expected)
+    assert torch.equal(indices.flatten(0, 1), expected_indices)
+    grad = torch.randn(expected.shape, generator=generator)
+    expected.backward(grad)
+    gradient = torch.ops.aten.max_pool2d_with_indices_backward(
+        grad, planes.detach(), [2, 2], [2, 2], [0, 0], [1, 1], False, indices.flatten(0, 1)
+    )
+    assert torch.equal(gradient, planes.grad)
+
+
+def test_other_max_pools_keep_max_pool2d_and_stay_exact():
+    """A MaxPool2d that does not tile 2x2 runs max_pool2d itself (ReLU moved after it too)."""
+    module = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(), nn.Linear(32, 2)
+    )
+    plan = plan_conv(module)
+    assert plan.patches and [op.kind for op in plan.ops][:3] == ["conv", "pool", "relu"]
+    shape, count = (1, 12, 12), 4
+    stacked, parameters = trained(module, shape, "sgd", MOMENTUM, count, "conv")
+    vmap, _ = trained(module, shape, "sgd", MOMENTUM, count, "vmap")
+    x, y = images(shape)
+    orders = round_orders(5, range(count), 9, 2, "independent")
+    for k in range(count):
+        alone, _ = train_networks(
+            module, x, y, OPTIMIZERS["sgd"], MOMENTUM, single(parameters, k), {},
+            orders[k : k + 1], 2, path="conv",
+        )  # fmt: skip
+        for key in alone:
+            assert torch.equal(stacked[key][k], alone[key][0]), (k, key)
+            torch.testing.assert_close(stacked[key][k], vmap[key][k], rtol=1e-3, atol=1e-5)

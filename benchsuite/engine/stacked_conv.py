@@ -6,12 +6,14 @@ tensor) and in oneDNN's grouped convolutions, slow for a few channels per group.
 draws its own batch (batch_order "independent") and keeps its activations as [K, C, b, H, W]; a
 unit-stride unpadded Conv2d (LeNet's) is one bmm of the stacked kernels [K, C_out, C*kh*kw] with
 the patches [K, C*kh*kw, b*Ho*Wo] (im2col by one strided copy; the input gradient summed back by
-one strided add per kernel offset); pools, ReLUs and their backward act on all networks at once;
-the Linear layers after Flatten are batched matmuls as in engine/stacked_mlp.py. The first layer
-computes no input gradient. Gradients go into one flat buffer, which the written-out SGD/Adam
+kw + kh strided adds); MaxPool2d(2) is three maxima of strided quarters (tiled_max_pool) with
+max_pool2d's indices, and a ReLU before a pool runs after it (they commute, 4x fewer elements);
+pools, ReLUs and their backward act on all networks at once; the Linear layers after Flatten are
+batched matmuls as in engine/stacked_mlp.py. The first layer computes no input gradient. Gradients go into one flat buffer, which the written-out SGD/Adam
 (engine/stacked_optim.py) steps as one tensor. Measured (docs/performance.md, one thread, LeNet
-28x28): 2-2.5x the vmap path's network-steps/s; the largest remaining costs are the bmm products,
-the im2col and flatten copies, max_pool2d_with_indices and the col2im adds.
+28x28): 2-2.5x the vmap path's network-steps/s and 1.5-2.8x the reference code's grouped
+convolutions; the largest remaining costs are the first convolution's patches (memory bound),
+the bmm products, the col2im adds and per-op overhead.
 
 Exactness (tests/test_stacked_conv.py): every kernel computes each network by itself (bmm, as on
 the "mlp" path), so a network trained in a stack equals it trained alone, bit for bit, whatever
@@ -24,6 +26,7 @@ bit for bit for the same sub-stack, which engine/parts.py splits by size alone).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -94,7 +97,18 @@ def plan_conv(module: nn.Module) -> ConvPlan | None:
     if not flattened or not weighted or weighted[0].kind != "conv" or ops[-1].kind != "linear":
         return None
     plain = all(op.options == ((1, 1), (0, 0), (1, 1)) for op in ops if op.kind == "conv")
-    return ConvPlan(tuple(ops), PATCHES and plain)
+    patches = PATCHES and plain
+    return ConvPlan(_relu_after_pools(ops) if patches else tuple(ops), patches)
+
+
+def _relu_after_pools(ops: list[Op]) -> tuple[Op, ...]:
+    """ReLU then MaxPool2d as MaxPool2d then ReLU: max and ReLU commute (the same values; the
+    same gradients, bit for bit, see tiled_max_pool), and the ReLU acts on 4x fewer elements."""
+    ops = list(ops)
+    for i in range(len(ops) - 1):
+        if ops[i].kind == "relu" and ops[i + 1].kind == "pool":
+            ops[i], ops[i + 1] = ops[i + 1], ops[i]
+    return tuple(ops)
 
 
 def train_stacked_conv(
@@ -114,7 +128,9 @@ def train_stacked_conv(
     The arguments are those of stacked_mlp.train_stacked_mlp (images [N, C, H, W] in place of its
     features). Returns the trained stacked parameters (views into one buffer).
     """
-    flat, params, grads, stepper = stacked_stepper(parameters, make_optimizer, flat_optimizer, direct, make_stepper)
+    flat, params, grads, stepper = stacked_stepper(
+        parameters, make_optimizer, flat_optimizer, direct, make_stepper
+    )
     run = _run_patches if plan.patches else _run_steps
     try:
         stepper.start()
@@ -268,20 +284,54 @@ def _im2col(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     count, channels, batch, height, width = x.shape
     rows, cols = height - kh + 1, width - kw + 1
     windows = x.unfold(3, kh, 1).unfold(4, kw, 1)  # [K, C, b, Ho, Wo, kh, kw]
-    return windows.permute(0, 1, 5, 6, 2, 3, 4).reshape(count, channels * kh * kw, batch * rows * cols)
+    return windows.permute(0, 1, 5, 6, 2, 3, 4).reshape(
+        count, channels * kh * kw, batch * rows * cols
+    )
 
 
 def _col2im(patches: torch.Tensor, shape, kh: int, kw: int) -> torch.Tensor:
-    """The adjoint of _im2col: patch gradients summed back onto [K, C, b, H, W] (one strided
-    add per kernel offset, in a fixed order)."""
+    """The adjoint of _im2col: patch gradients summed back onto [K, C, b, H, W], in two stages
+    (kw strided adds over the columns, then kh over the rows: fewer, larger adds than one per
+    kernel offset), in a fixed order."""
     count, channels, batch, height, width = shape
     rows, cols = height - kh + 1, width - kw + 1
     view = patches.view(count, channels, kh, kw, batch, rows, cols)
+    summed = torch.zeros(count, channels, kh, batch, rows, width, dtype=patches.dtype,
+                         device=patches.device)  # fmt: skip
+    for j in range(kw):
+        summed[..., j : j + cols].add_(view[:, :, :, j])
     out = torch.zeros(shape, dtype=patches.dtype, device=patches.device)
     for i in range(kh):
-        for j in range(kw):
-            out[:, :, :, i : i + rows, j : j + cols].add_(view[:, :, i, j])
+        out[:, :, :, i : i + rows].add_(summed[:, :, i])
     return out
+
+
+TILING = ((2, 2), (2, 2), (0, 0), (1, 1), False)  # MaxPool2d(2)'s options in a ConvPlan
+
+
+def tiled_max_pool(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MaxPool2d(2) of [..., H, W] as three elementwise maxima of the four strided quarters, with
+    the flat indices max_pool2d_with_indices gives (the first maximum in the window's row-major
+    order wins ties), so its backward applies unchanged. Faster than max_pool2d on the stack's
+    [K*C, b, H, W] planes. Differs from it only where a window holds a NaN (the value is NaN in
+    both; the index may differ)."""
+    height, width = h.shape[-2:]
+    rows, cols = height // 2, width // 2
+    tiles = h[..., : 2 * rows, : 2 * cols]
+    a, b = tiles[..., 0::2, 0::2], tiles[..., 0::2, 1::2]
+    c, d = tiles[..., 1::2, 0::2], tiles[..., 1::2, 1::2]
+    top, bottom = torch.maximum(a, b), torch.maximum(c, d)
+    pooled = torch.maximum(top, bottom)
+    # strict comparisons: the later element wins only when larger (max_pool2d's scan order)
+    offset = torch.where(torch.gt(bottom, top), torch.gt(d, c) + width, torch.gt(b, a))
+    return pooled, offset.add_(_window_corners(rows, cols, width, h.device))
+
+
+@functools.lru_cache(maxsize=64)
+def _window_corners(rows: int, cols: int, width: int, device) -> torch.Tensor:
+    """Flat index of each 2x2 window's top-left element in its [H, W] plane, [rows, cols]."""
+    corners = torch.arange(rows, device=device).unsqueeze(1) * (2 * width)
+    return corners + torch.arange(cols, device=device) * 2
 
 
 def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_loss):
@@ -328,10 +378,14 @@ def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_los
             elif op.kind == "relu":
                 h = h.relu_() if owned else torch.relu(h)
                 owned = True
+            elif op.kind == "pool" and op.options == TILING:
+                h, saved[position] = tiled_max_pool(h)
+                owned = True
             elif op.kind == "pool":
                 shape = h.shape
-                pooled, saved[position] = pool_forward(h.flatten(0, 1), *op.options)
+                pooled, indices = pool_forward(h.flatten(0, 1), *op.options)
                 h = pooled.view(*shape[:3], *pooled.shape[2:])
+                saved[position] = indices.view(h.shape)
                 owned = True
             elif op.kind == "flatten":
                 h = h.transpose(1, 2).reshape(count, h.shape[2], -1)  # [K, b, C*H*W]
@@ -357,8 +411,9 @@ def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_los
             elif op.kind == "pool":
                 source = inputs[position]
                 grad = pool_backward(
-                    grad.flatten(0, 1), source.flatten(0, 1), *op.options, saved[position]
-                ).view(source.shape)
+                    grad.flatten(0, 1), source.flatten(0, 1), *op.options,
+                    saved[position].flatten(0, 1),
+                ).view(source.shape)  # fmt: skip
             else:
                 patches = saved[position]
                 flat = grad.reshape(count, grad.shape[1], -1)  # [K, C_out, b*Ho*Wo]
