@@ -20,5 +20,5 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # Every cell records it beside its plugin versions (runner.cell_plugins), so a folder resumed
 # after such a change stops instead of silently mixing the two arithmetics (cells recorded
 # before revisions existed are not checked). 2: LeNet trains on engine/stacked_conv.py.
-# 3: ResNet4 trains on engine/stacked_resnet.py.
-NUMERICS_REVISION = 3
+# 3: ResNet4 trains on engine/stacked_resnet.py. 4: LeNet's col2im sums in two stages.
+NUMERICS_REVISION = 4
