@@ -4,8 +4,9 @@ Why: the generic path (vmap of functional_call, decisions.py) spent most of its 
 convolutions: BatchNorm's variance as a strided reduction (28%), max-pool with indices (~30%) and
 seven element-wise passes per BatchNorm. Here K networks live as ONE tensor [N, K*C, H, W] in
 channels-last memory, i.e. a matrix [N*H*W, K*C] with each network's channels side by side:
-- the first convolution sees the same N images for every network: one ordinary convolution with
-  all K*C_out kernels stacked (no grouping, no repeated input); later ones are grouped (groups=K);
+- the first convolution sees the same N images for every network: their im2col patches are built
+  once, and the layer is one matrix product with all K*C_out kernels stacked (no grouping, no
+  repeated input); later ones are grouped convolutions (groups=K), channels-last;
 - BatchNorm's training-set statistics (mean, biased variance over N*H*W: protocol.md's G&C rule,
   see benchsuite.batchnorm.calibrate_batchnorm) are column reductions of that matrix, and the
   normalization is folded into one scale and shift per channel;
@@ -25,6 +26,7 @@ generic forward when the plan is built).
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -103,26 +105,33 @@ def _rows(h: torch.Tensor) -> torch.Tensor:
     return h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
 
 
-def _column_sums(rows: torch.Tensor) -> torch.Tensor:
-    """Sums of the columns of [M, KC] by pairwise halving (row i + row i + M/2, ...): element-wise
-    adds only, so a column's sum never depends on how many columns there are (torch's column
-    reduction changes its order with the width: results would depend on the chunk size). As
-    accurate as a cascade sum, and as fast as torch.sum here (contiguous halves)."""
+def _halve_in_place(rows: torch.Tensor) -> torch.Tensor:
+    """Column sums of [M, KC] that we own, by pairwise halving in place (row i += row i + M/2,
+    ...): element-wise adds only, so a column's sum never depends on how many columns there are
+    (torch's column reduction changes its order with the width: results would depend on the
+    chunk size). As accurate as a cascade sum."""
     while rows.shape[0] > 1:
         half = rows.shape[0] // 2
-        odd = rows[2 * half :]
-        rows = rows[:half] + rows[half : 2 * half]
-        if odd.shape[0]:
-            rows[:1] += odd
+        if rows.shape[0] % 2:
+            rows[:1] += rows[2 * half :]
+        rows[:half] += rows[half : 2 * half]
+        rows = rows[:half]
     return rows[0]
 
 
-def _column_statistics(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _column_statistics(rows: torch.Tensor, work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(biased variance, mean) of each column of [M, KC], two-pass as torch.var (no E[x^2] -
-    E[x]^2 cancellation). torch.var_mean over dim 0 is ~30x slower on this layout."""
-    count = rows.shape[0]
-    mean = _column_sums(rows).div_(count)
-    return _column_sums(torch.sub(rows, mean).square_()).div_(count), mean
+    E[x]^2 cancellation); `work` is scratch of rows' size (fresh memory would page-fault on every
+    call). torch.var_mean over dim 0 is ~30x slower on this layout."""
+    count, half = rows.shape[0], rows.shape[0] // 2
+    if count == 1:
+        return torch.zeros_like(rows[0]), rows[0].clone()
+    first = torch.add(rows[:half], rows[half : 2 * half], out=work[:half])
+    if count % 2:
+        first[:1] += rows[2 * half :]
+    mean = _halve_in_place(first).div(count)
+    centered = torch.sub(rows, mean, out=work).square_()
+    return _halve_in_place(centered).div(count), mean
 
 
 class BatchNormPlan:
@@ -133,6 +142,8 @@ class BatchNormPlan:
         if not any(s[0] == "bn" for s in self._all_steps(self.steps)):
             raise TypeError("no BatchNorm: the other fast paths apply")
         self.x = x.contiguous(memory_format=torch.channels_last)
+        self._local = threading.local()  # per-thread scratch: worker threads share the plan
+        self._first_patches = None
         self._check(module)
 
     @staticmethod
@@ -206,31 +217,67 @@ class BatchNormPlan:
                 h = h * step[2].factor
         return h
 
-    @staticmethod
-    def _conv(h, w, layer, k, shared):
-        """Shared input: all K*C_out kernels against the same images (one convolution);
+    def _conv(self, h, w, layer, k, shared):
+        """Shared input: all K*C_out kernels against the same image patches, ONE matrix product
+        [N*H*W, C*kh*kw] @ [C*kh*kw, K*C_out] whose result is already the channels-last matrix;
         otherwise a grouped convolution, network g in group g."""
+        if shared:
+            patches, shape = self._patches(layer)
+            out = patches @ w.reshape(w.shape[0] * w.shape[1], -1).t()
+            return out.view(*shape, -1).permute(0, 3, 1, 2)
         stacked = w.reshape(-1, *w.shape[2:])
-        groups = 1 if shared else k
-        out = F.conv2d(h, stacked, stride=layer.stride, padding=layer.padding, groups=groups)
+        out = F.conv2d(h, stacked, stride=layer.stride, padding=layer.padding, groups=k)
         return out.contiguous(memory_format=torch.channels_last)
+
+    def _patches(self, layer):
+        """The first convolution's im2col of the fixed points, built once: [N*Ho*Wo, C*kh*kw]."""
+        if getattr(self, "_first_patches", None) is None:
+            x = self.x.contiguous()
+            cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+            out_h, out_w = F.conv2d(
+                x[:1, :, :, :], torch.zeros(1, *layer.weight.shape[1:]),
+                stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+            ).shape[-2:]  # fmt: skip
+            self._first_patches = (
+                cols.transpose(1, 2).reshape(-1, cols.shape[1]).contiguous(),
+                (x.shape[0], out_h, out_w),
+            )
+        return self._first_patches
+
+    def _scratch(self, numel: int) -> torch.Tensor:
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._local.buffer = torch.empty(numel)
+        return buffer[:numel]
 
     @staticmethod
     def _pool(h, layer):
+        """Max-pool; 2x2 with stride 2 as three maxima of strided views of the channels-last
+        matrix (max is exact, NaNs propagate as in max_pool2d; ~3x faster here)."""
+        sizes = (layer.kernel_size, layer.stride)
+        if all(v == 2 or v == (2, 2) for v in sizes):
+            n, c, height, width = h.shape
+            v = h[:, :, : height // 2 * 2, : width // 2 * 2].permute(0, 2, 3, 1)
+            v = v.reshape(n, height // 2, 2, width // 2, 2, c)
+            top = torch.maximum(v[:, :, 0, :, 0], v[:, :, 0, :, 1])
+            out = torch.maximum(top, torch.maximum(v[:, :, 1, :, 0], v[:, :, 1, :, 1]), out=top)
+            return out.permute(0, 3, 1, 2)
         return F.max_pool2d(h, layer.kernel_size, layer.stride).contiguous(
             memory_format=torch.channels_last
         )
 
     def _batchnorm(self, h, params, prefix, eps, relu, pool):
-        """Train-mode BatchNorm (+ ReLU, + pool) with the statistics of all N*H*W values."""
-        var, mean = _column_statistics(_rows(h))
+        """Train-mode BatchNorm (+ ReLU, + pool) with the statistics of all N*H*W values.
+        Normalizes in place: h is this plan's own intermediate (a convolution's output)."""
+        rows = _rows(h)
+        var, mean = _column_statistics(rows, self._scratch(rows.numel()).view(rows.shape))
         scale = params[f"{prefix}weight"].reshape(-1) * torch.rsqrt(var + eps)
         shift = params[f"{prefix}bias"].reshape(-1) - mean * scale
         if pool is not None and bool((scale > 0).all()):
             h = self._pool(h, pool)
             pool = None
-        out = torch.addcmul(shift, _rows(h), scale)
+        rows = _rows(h)
+        torch.addcmul(shift, rows, scale, out=rows)
         if relu:
-            out.relu_()
-        out = out.reshape(h.shape[0], h.shape[2], h.shape[3], h.shape[1]).permute(0, 3, 1, 2)
-        return self._pool(out, pool) if pool is not None else out
+            rows.relu_()
+        return self._pool(h, pool) if pool is not None else h
