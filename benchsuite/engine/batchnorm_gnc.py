@@ -8,8 +8,9 @@ channels-last memory, i.e. a matrix [N*H*W, K*C] with each network's channels si
   once, and the layer is one matrix product with all K*C_out kernels stacked (no grouping, no
   repeated input); later ones are grouped convolutions (groups=K), channels-last;
 - BatchNorm's training-set statistics (mean, biased variance over N*H*W: protocol.md's G&C rule,
-  see benchsuite.batchnorm.calibrate_batchnorm) are column reductions of that matrix, and the
-  normalization is folded into one scale and shift per channel;
+  see benchsuite.batchnorm.calibrate_batchnorm) are column sums of that matrix by pairwise
+  halving (element-wise adds: a column's sum does not depend on the chunk's width), and the
+  normalization is folded into one scale and shift per channel, in place;
 - BatchNorm -> ReLU -> MaxPool2d normalizes after pooling: y = relu(x * a + c) with a > 0 is
   non-decreasing in x, also in float32 (each rounding is monotone), so max then normalize gives
   the same bits as normalize then max, on a quarter of the values. Checked per chunk (a > 0).
@@ -19,8 +20,8 @@ the vmap path), so a decision can differ only for a candidate within rounding of
 accepted candidate is re-checked in the host's arithmetic anyway (gnc.py). Each network's numbers
 do not depend on how many networks share the call (tested), so decisions do not depend on chunks.
 Modules: Sequentials of Conv2d (no groups, no bias), BatchNorm2d, ReLU, MaxPool2d, Flatten, Linear
-(no bias), and ResNet4's Residual, GlobalMaxPool and Scale (recognized by name and checked against the
-generic forward when the plan is built).
+(no bias), and ResNet4's Residual, GlobalMaxPool and Scale (recognized by name; the plan is
+checked against the generic forward when it is built). CPU only: CUDA keeps the vmap path.
 """
 
 from __future__ import annotations
