@@ -72,12 +72,30 @@ def test_a_network_computes_the_same_bits_in_any_chunk():
         assert torch.equal(part, full[start:stop]), (start, stop)
 
 
+def test_dilated_and_strided_convolutions_match_the_vmap_path():
+    x = torch.randn(6, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    module = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3), nn.ReLU(),
+        nn.Conv2d(3, 4, 3, stride=2, dilation=2, padding=2, bias=False), nn.BatchNorm2d(4),
+        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 2, bias=False),
+    )  # fmt: skip
+    params = generate(build_layout(module, UNIFORM), 8, 0, 5, CPU)
+    plan = BatchNormPlan.of(module, x)
+    assert plan is not None
+    torch.testing.assert_close(plan.logits(params), vmap_logits(module, params, x), rtol=1e-4, atol=1e-5)
+
+
 def test_plan_refuses_what_it_cannot_run():
     x = torch.randn(4, 1, 8, 8)
     biased = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 2))
     no_batchnorm = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.Flatten())
+    pool_first = nn.Sequential(
+        nn.MaxPool2d(2), nn.Conv2d(1, 2, 3, bias=False), nn.BatchNorm2d(2), nn.Flatten(),
+        nn.Linear(8, 2, bias=False),
+    )  # fmt: skip
     assert BatchNormPlan.of(biased, x) is None
     assert BatchNormPlan.of(no_batchnorm, x) is None
+    assert BatchNormPlan.of(pool_first, x) is None
     assert BatchNormPlan.of(build_resnet4((1, 8, 8), width=1 / 6), x.double()) is None
 
 

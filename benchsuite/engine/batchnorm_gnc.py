@@ -142,6 +142,8 @@ class BatchNormPlan:
         self.steps = _fuse(_compile(module, ""))
         if not any(s[0] == "bn" for s in self._all_steps(self.steps)):
             raise TypeError("no BatchNorm: the other fast paths apply")
+        if not self.steps or self.steps[0][0] != "conv":
+            raise TypeError("the first layer must be a convolution (it reads the shared points)")
         self.x = x.contiguous(memory_format=torch.channels_last)
         self._local = threading.local()  # per-thread scratch: worker threads share the plan
         self._first_patches = None
@@ -227,7 +229,10 @@ class BatchNormPlan:
             out = patches @ w.reshape(w.shape[0] * w.shape[1], -1).t()
             return out.view(*shape, -1).permute(0, 3, 1, 2)
         stacked = w.reshape(-1, *w.shape[2:])
-        out = F.conv2d(h, stacked, stride=layer.stride, padding=layer.padding, groups=k)
+        out = F.conv2d(
+            h, stacked, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+            groups=k,
+        )  # fmt: skip
         return out.contiguous(memory_format=torch.channels_last)
 
     def _patches(self, layer):
