@@ -6,8 +6,9 @@ and only survivors continue. Each point's logits do not depend on which other po
 batch, so the decision is the full-forward decision (up to float32 rounding: a BLAS kernel may
 sum in another order for another batch shape, which can only matter for a candidate whose logit
 margin is within ~1e-6 relative of zero). Not used with BatchNorm (train-mode statistics couple
-all N points); such modules take one full forward per chunk. ``early_rejection="auto"`` stages
-only where it was measured to pay (resolve_early_rejection).
+all N points); such modules take one full forward per chunk, on CPU through BatchNormPlan
+(batchnorm_gnc.py) where it applies. ``early_rejection="auto"`` stages only where it was measured
+to pay (resolve_early_rejection).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import copy
 
 import torch
 
+from benchsuite.engine.batchnorm_gnc import BatchNormPlan
 from benchsuite.engine.sequential import SequentialPlan
 from benchsuite.protocol import DEFAULT_TIE_RULE
 from benchsuite.stacked import StackedForward, correct_counts
@@ -46,8 +48,9 @@ def stage_bounds(n: int, early_rejection: bool) -> list[int]:
 class Decider:
     """Decides draws: (fits, swap_fits) boolean [D]: the draw / its output swap fit all points.
 
-    Fast path (SequentialPlan) with staged early rejection where the module allows it; otherwise
-    the generic vmapped forward over all N points (BatchNorm: train mode, one batch of all N).
+    Fast path (SequentialPlan) with staged early rejection where the module allows it; BatchNorm
+    modules on CPU through BatchNormPlan; otherwise the generic vmapped forward over all N points
+    (BatchNorm: train mode, one batch of all N).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Decider:
         self.x, self.y = x[order], y[order]
         self.n = x.shape[0]
         self.stages = stage_bounds(self.n, early_rejection and not batchnorm)
+        self.batchnorm_plan = BatchNormPlan.of(module, self.x) if fast and batchnorm else None
         if self.plan is not None:
             self.features = self.plan.features(self.x)
             self.names = self.plan.weight_names
@@ -84,11 +88,19 @@ class Decider:
             if first is not None:
                 first = first[:, :, lo:hi]
             return self.plan.logit_difference(weights, self.features[lo:hi], first).transpose(1, 2)
+        if self.batchnorm_plan is not None:
+            return self.batchnorm_plan.logits(params)[:, lo:hi]
         draws = next(iter(params.values())).shape[0]
         buffers = {
             k: v.unsqueeze(0).expand(draws, *v.shape).clone() for k, v in self.buffers.items()
         }
         return self.forward(params, buffers, self.x[lo:hi])
+
+    @property
+    def thread_safe(self) -> bool:
+        """Whether chunks may be decided on several threads at once (the generic path
+        re-parametrizes one shared template in place: no)."""
+        return self.plan is not None or self.batchnorm_plan is not None
 
     def _counts(self, params, lo: int, hi: int, first=None):
         logits = self._logits(params, lo, hi, first)

@@ -116,7 +116,7 @@ class _Chunks:
         self.layout, self.seed, self.decider, self.device = layout, seed, decider, device
         # functional_call re-parametrizes its (shared) template in place: the generic path is not
         # thread-safe, so only the fast path uses worker threads
-        self.threads = threads if device.type == "cpu" and decider.plan is not None else 1
+        self.threads = threads if device.type == "cpu" and decider.thread_safe else 1
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.names = set(decider.names) if decider.names is not None else None
         plan = decider.plan
@@ -213,7 +213,7 @@ def _guess_and_check(request: SamplingRequest, cache: DecisionCache | None) -> P
     fast = bool(opts["fast_path"]) and not batchnorm and SequentialPlan.supports(module)
     plan = SequentialPlan(module) if fast else None
     staged = resolve_early_rejection(opts["early_rejection"], device, plan, batchnorm)
-    decider = Decider(module, x, y, batchnorm, staged, fast, request.tie_rule)
+    decider = Decider(module, x, y, batchnorm, staged, bool(opts["fast_path"]), request.tie_rule)
     chunk = draws_per_chunk(
         opts["chunk_size"],
         layout,

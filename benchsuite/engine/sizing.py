@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from benchsuite.batchnorm import has_batchnorm
 from benchsuite.engine.layout import Layout
 from benchsuite.engine.sequential import SequentialPlan
 
@@ -68,6 +69,22 @@ def chunk_bytes_per_draw(
     return 16 * numbers + 40 * normal + 12 * activations + 64
 
 
+# BatchNorm networks on CPU (batchnorm_gnc.py): activations of one chunk over all N points (as
+# activation_numbers counts them: nested outputs too, an overestimate). The
+# convolutions want many networks per call, the element-wise passes want the chunk in cache;
+# measured on ResNet4 (docs/performance.md, issue 16 item 2): 32-64 draws at w=1/2 alike.
+BATCHNORM_CPU_CHUNK_BYTES = 160 << 20
+BATCHNORM_CPU_DRAWS = (8, 128)  # bounds on the draws of such a chunk
+
+
+def batchnorm_cpu_draws(module: nn.Module, x: torch.Tensor) -> int:
+    """Draws per chunk for a BatchNorm network on CPU: BATCHNORM_CPU_CHUNK_BYTES of float32
+    activations over all N points, within BATCHNORM_CPU_DRAWS."""
+    per_draw = 4 * activation_numbers(module, x) * x.shape[0]
+    low, high = BATCHNORM_CPU_DRAWS
+    return int(min(high, max(low, BATCHNORM_CPU_CHUNK_BYTES // max(1, per_draw))))
+
+
 def draws_per_chunk(
     option,
     layout: Layout,
@@ -81,7 +98,8 @@ def draws_per_chunk(
 ) -> int:
     """Draws per chunk: the option (in candidates) or "auto", never more than what fits
     `fraction` of the device's free memory (so an explicit size cannot run out of memory
-    either). CPU chunks are capped at 256 draws: larger ones only spill out of cache."""
+    either). CPU chunks are capped at 256 draws: larger ones only spill out of cache; BatchNorm
+    networks at batchnorm_cpu_draws."""
     per_draw = 1 if not swap else 2
     fits = int(free_memory_bytes(device) * fraction) // chunk_bytes_per_draw(
         layout, module, x, plan, staged
@@ -89,6 +107,8 @@ def draws_per_chunk(
     if option != "auto":
         return int(max(1, min(int(option) // per_draw, fits)))
     cap = 1 << 20 if device.type == "cuda" else 256
+    if device.type == "cpu" and plan is None and has_batchnorm(module):
+        cap = batchnorm_cpu_draws(module, x)
     return int(max(1, min(cap, fits)))
 
 
