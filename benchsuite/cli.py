@@ -181,9 +181,10 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
     """How long SUITE would take here: each kind of cell run briefly, the rest extrapolated.
 
     Gradient cells: a few epochs of the first round, timed, times the steps of the full cell
-    (every network assumed to interpolate: a lower bound). Samplers: run for --seconds; G&C that
-    sees no fit gets P(fit) from a short subset simulation. Nothing is written. Run it on the
-    machine (and device) that will run the suite: rates differ by orders of magnitude.
+    (and, where the probe trained every epoch, divided by the share that interpolates).
+    Samplers: run for --seconds; G&C that sees no fit gets P(fit) from a short subset
+    simulation. Testing and metrics per network are timed too. Nothing is written. Run it on
+    the machine (and device) that will run the suite: rates differ by orders of magnitude.
     """
     from benchsuite.estimate import estimate as estimate_suite
     from benchsuite.progress import probe_progress
@@ -200,7 +201,8 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
             "suite": loaded.name, "suite_id": loaded.suite_id, "device": found.device,
             "seconds": found.seconds, "lower_bound": found.lower_bound, "probe_seconds": found.probe_seconds,
             "cells": [{"cell_id": c.cell.cell_id, "method": c.cell.entry.label, "architecture": c.cell.architecture_label,
-                       "n_train": c.cell.n_train, "seconds": c.seconds, "basis": c.basis, "note": c.note} for c in found.costs],
+                       "n_train": c.cell.n_train, "seconds": c.seconds, "evaluation_seconds": c.evaluation, "basis": c.basis,
+                       "note": c.note} for c in found.costs],
         }, indent=1))  # fmt: skip
         return
     estimate_table(found, loaded.name, stdout)

@@ -9,8 +9,10 @@ extrapolated from that.
 
 - Gradient cells: a probe trains the cell's first round (`models` networks, or fewer) for a few
   epochs with train_networks and times it; the cell costs networks x epochs x steps per epoch
-  at that rate, plus its tuning trials. Every trained network is assumed to interpolate (a lower
-  bound on the networks needed: `max_networks` is the cap). One probe serves every cell with the
+  at that rate, plus its tuning trials. Where the probe could afford every epoch, the share of
+  its networks that interpolates says how many networks the cell trains (models / share, at
+  most `max_networks`); elsewhere every network is assumed to interpolate (a lower bound). The
+  share is that of the probe's N, the smallest. One probe serves every cell with the
   same optimizer entry, architecture, dataset and batch size (the N of a cell only changes the
   steps per epoch).
 - Sampler cells: the sampler runs as in a run, stopped after `seconds`. If it finished, that
@@ -21,8 +23,11 @@ extrapolated from that.
   depends on the data (the first training set stands for the others). A lower bound found at
   one N serves the larger N of the same stream (the training sets are nested, so P(fit) only
   falls with N).
-- Left out: evaluation on the test set and the metrics (small beside training), G&C's reuse of
-  decisions across nested N (it makes real runs cheaper), other processes on the machine.
+- Every cell adds `models` x the seconds per network of what follows finding a network (the
+  check on the training set, the test set, the suite's metrics), timed once per architecture,
+  role and task on networks drawn from the prior: with metrics this can outweigh training.
+- Left out: G&C's reuse of decisions across nested N (it makes real runs cheaper), other
+  processes on the machine.
 """
 
 from __future__ import annotations
@@ -33,12 +38,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from benchsuite.engine.batches import round_orders, steps_per_epoch
+from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.execution.cells import (
     Budget,
     CellContext,
     CellTimedOut,
+    accuracies,
     cell_module,
+    initial_state,
+    metric_values,
     produce_population,
     resolve_device,
 )  # fmt: skip
@@ -59,6 +70,7 @@ class CellCost:
     seconds: float
     basis: str  # "measured", "extrapolated", "subset simulation", "at least", "budget"
     note: str = ""
+    evaluation: float = 0.0  # of `seconds`: checking, testing and measuring its networks
 
     @property
     def lower_bound(self) -> bool:
@@ -82,14 +94,16 @@ class SuiteEstimate:
         return any(c.lower_bound for c in self.costs)
 
     def groups(self) -> list[dict]:
-        """One row per (method, architecture): cells, seconds, and the bases of the figures."""
+        """One row per (method, architecture): cells, seconds (evaluation: the part spent testing
+        the networks found), and the bases of the figures."""
         rows: dict[tuple[str, str], dict] = {}
         for cost in self.costs:
             key = (cost.cell.entry.label, cost.cell.architecture_label)
             row = rows.setdefault(key, {"method": key[0], "architecture": key[1], "role": cost.cell.role,
-                                        "cells": 0, "seconds": 0.0, "bases": set()})  # fmt: skip
+                                        "cells": 0, "seconds": 0.0, "evaluation": 0.0, "bases": set()})  # fmt: skip
             row["cells"] += 1
             row["seconds"] += cost.seconds
+            row["evaluation"] += cost.evaluation
             row["bases"].add(cost.basis)
         return [{**row, "bases": sorted(row["bases"])} for row in rows.values()]
 
@@ -136,17 +150,26 @@ def estimate_suite(
                     unfit[stream] = found
             costs.update({c.cell_id: CellCost(c, found.seconds, found.basis, found.note) for c in members})
         else:
-            per_step, note = _seconds_per_network_step(first, context, seconds)
+            per_step, fit, note = _seconds_per_network_step(first, context, seconds)
             for cell in members:
-                costs[cell.cell_id] = CellCost(cell, training_seconds(cell, per_step), "extrapolated", note)
+                costs[cell.cell_id] = CellCost(cell, training_seconds(cell, per_step, fit), "extrapolated", note)
+    evaluations: dict[tuple, float] = {}  # seconds per network of the test set and metrics
+    for cell in cells:
+        key = _evaluation_key(cell)
+        if key not in evaluations:
+            if progress is not None:
+                progress(f"evaluation {cell.architecture_label}", len(probes), len(probes))
+            evaluations[key] = _evaluation_seconds_per_network(cell, context)
     if progress is not None:
         progress("done", len(probes), len(probes))
     limit = suite.max_seconds_per_cell
     ordered = []
     for cell in cells:
         cost = costs[cell.cell_id]
+        evaluated = cell.entry.models * evaluations[_evaluation_key(cell)]
+        cost = CellCost(cell, cost.seconds + evaluated, cost.basis, cost.note, evaluated)
         if limit is not None and cost.seconds > limit:
-            cost = CellCost(cell, float(limit), "budget", f"max_seconds_per_cell {limit:g} stops it")
+            cost = CellCost(cell, float(limit), "budget", f"max_seconds_per_cell {limit:g} stops it", 0.0)
         ordered.append(cost)
     return SuiteEstimate(tuple(ordered), time.perf_counter() - started, str(context.device))
 
@@ -160,36 +183,79 @@ def _probe_key(cell: Cell) -> tuple:
     return (method, architecture, cell.dataset, entry.settings.batch_size_for(cell.n_train))
 
 
+def _evaluation_key(cell: Cell) -> tuple:
+    return (repr(cell.architecture.to_json()), cell.role, cell.dataset, cell.classes, cell.training_draw)
+
+
+EVALUATION_NETWORKS = 8  # networks evaluated per evaluation probe
+
+
+def _evaluation_seconds_per_network(cell: Cell, context: CellContext) -> float:
+    """What a run spends per network after finding it: the check on the training set, the test
+    set and the suite's metrics (run_cell's calls, on networks drawn from the cell's prior)."""
+    from benchsuite.engine.training import initial_parameters
+    from benchsuite.records import Population
+
+    task = context.task(cell)
+    module = cell_module(cell, task, context.registry, context.device)
+    count = max(1, min(EVALUATION_NETWORKS, cell.entry.models))
+    prior = context.registry.prior(cell.entry.settings.prior)
+    parameters, buffers = initial_parameters(module, prior, cell.seed, range(count), context.device)
+    population = Population(
+        parameters=parameters, buffers=buffers, found_at=torch.arange(count), candidates_tried=count, seconds=1.0
+    )
+    metrics = [context.registry.metric(name) for name in context.metrics]
+    module.eval()
+    started = time.perf_counter()  # as run_cell does it, without refusing networks that do not fit
+    initial = initial_state(cell, population, module, context.registry, context.device) if metrics else None
+    with one_cpu_thread(context.device):
+        accuracies(cell, task, population, module)
+        metric_values(cell, task, population, module, metrics, initial)
+    return (time.perf_counter() - started) / count
+
+
 # ---------------------------------------------------------------------------------------------
 # gradient cells
 
 
-def training_seconds(cell: Cell, per_step: float) -> float:
-    """A gradient cell at `per_step` seconds per network-step: its networks and its tuning trials'
-    networks, each trained for the cell's epochs x steps per epoch (every network assumed to fit)."""
+def training_seconds(cell: Cell, per_step: float, fit: float = 1.0) -> float:
+    """A gradient cell at `per_step` seconds per network-step: the networks it trains to find its
+    `models` when a share `fit` of them interpolates (at most max_networks) and its tuning trials'
+    networks, each trained for the cell's epochs x steps per epoch."""
     settings = cell.entry.settings
     steps = settings.epochs * steps_per_epoch(cell.n_train, settings.batch_size_for(cell.n_train))
-    networks = cell.entry.models
+    networks = min(settings.max_networks, math.ceil(cell.entry.models / fit)) if fit > 0 else settings.max_networks
     if cell.tuned:
         networks += cell.tuning.trials * cell.tuning.networks
     return networks * steps * per_step
 
 
-def _seconds_per_network_step(cell: Cell, context: CellContext, seconds: float) -> tuple[float, str]:
-    """Train the cell's first round for a few epochs (after a small warm-up) and time it."""
+def _seconds_per_network_step(cell: Cell, context: CellContext, seconds: float) -> tuple[float, float, str]:
+    """Train the cell's first round for a few epochs (after a small warm-up) and time it: (seconds
+    per network-step, the share that interpolates, a note). The share is measured where the
+    probe afforded every epoch (at this cell's N, the smallest of the probe's); else it is 1."""
     settings = cell.entry.settings
     task = context.task(cell)
     batch = settings.batch_size_for(task.n_train)
     per_epoch = steps_per_epoch(task.n_train, batch)
     networks = max(1, min(cell.entry.models, settings.max_networks))
-    warm = _train_for(cell, context, task, min(networks, 4), 1)
+    warm, _ = _train_for(cell, context, task, min(networks, 4), 1)
     guess = warm / (min(networks, 4) * per_epoch)
     epochs = max(1, min(settings.epochs, math.ceil(seconds / max(guess * networks * per_epoch, 1e-9))))
-    took = _train_for(cell, context, task, networks, epochs)
-    return took / (networks * epochs * per_epoch), f"{networks} networks x {epochs} epochs timed"
+    took, fit = _train_for(cell, context, task, networks, epochs)
+    note = f"{networks} networks x {epochs} epochs timed"
+    if epochs == settings.epochs:
+        note += f"; {fit:.0%} interpolate at N={task.n_train}"
+    else:
+        fit = 1.0
+        note += "; every network assumed to interpolate"
+    return took / (networks * epochs * per_epoch), fit, note
 
 
-def _train_for(cell: Cell, context: CellContext, task, networks: int, epochs: int) -> float:
+def _train_for(cell: Cell, context: CellContext, task, networks: int, epochs: int) -> tuple[float, float]:
+    """(seconds to train `networks` of the cell's first round for `epochs`, the share that fits)."""
+    from benchsuite.stacked import accuracy
+
     from benchsuite.engine.training import initial_parameters, optimizer_seeds, train_networks
     from benchsuite.schedules import from_record
 
@@ -202,12 +268,16 @@ def _train_for(cell: Cell, context: CellContext, task, networks: int, epochs: in
     parameters, buffers = initial_parameters(module, registry.prior(settings.prior), cell.seed, attempts, device)
     orders = round_orders(cell.seed, attempts, task.n_train, epochs, settings.batch_order)
     started = time.perf_counter()
-    train_networks(
+    trained, trained_buffers = train_networks(
         module, task.x_train, task.y_train, optimizer, dict(entry.hyperparameters), parameters, buffers,
         orders, settings.batch_size_for(task.n_train), seeds=optimizer_seeds(optimizer, cell.seed, attempts),
         schedule=from_record(settings.schedule),
     )  # fmt: skip
-    return time.perf_counter() - started
+    took = time.perf_counter() - started
+    module.eval()
+    with one_cpu_thread(device):
+        fits = accuracy(module, trained, trained_buffers, task.x_train, task.y_train, cell.tie_rule) == 1.0
+    return took, float(fits.double().mean())
 
 
 def _with_trial_values(cell: Cell, registry: Registry) -> Cell:

@@ -40,8 +40,11 @@ def test_gradient_cells_scale_with_their_steps_from_one_probe():
     found = estimate(suite_of(baselines=[]), seconds=0.2)
     costs = by_cell(found)
     assert len(found.costs) == 4 and all(c.basis == "extrapolated" and c.seconds > 0 for c in found.costs)
-    # one probe serves N = 4 and N = 8 (batch 2): 2 and 4 steps per epoch, so exactly twice the time
-    assert costs[("sgd", 8, 200)].seconds == pytest.approx(2 * costs[("sgd", 4, 200)].seconds, rel=1e-12)
+    # one probe serves N = 4 and N = 8 (batch 2): 2 and 4 steps per epoch, so exactly twice the
+    # training time; testing the networks is timed once per task and architecture
+    small, large = costs[("sgd", 4, 200)], costs[("sgd", 8, 200)]
+    assert large.seconds - large.evaluation == pytest.approx(2 * (small.seconds - small.evaluation), rel=1e-12)
+    assert large.evaluation == small.evaluation > 0
     # the training sets share it too
     assert costs[("sgd", 4, 201)].seconds == costs[("sgd", 4, 200)].seconds
     assert found.seconds == pytest.approx(sum(c.seconds for c in found.costs))
@@ -57,6 +60,10 @@ def test_tuning_trials_are_counted_as_networks_trained():
     assert cell.tuned
     steps = 20 * 2  # N = 4, batch 2
     assert training_seconds(cell, 0.5) == pytest.approx((4 + 3 * 2) * steps * 0.5)
+    # half of them interpolate: twice the networks; none: the cell's cap
+    assert training_seconds(cell, 0.5, fit=0.5) == pytest.approx((8 + 3 * 2) * steps * 0.5)
+    cap = cell.entry.settings.max_networks
+    assert training_seconds(cell, 0.5, fit=0.0) == pytest.approx((cap + 3 * 2) * steps * 0.5)
 
 
 def test_a_sampler_cell_that_finishes_within_its_probe_is_measured():

@@ -363,24 +363,38 @@ def _metric(
     return values.detach().double().cpu()
 
 
+def accuracies(cell: Cell, task, population: Population, module: nn.Module) -> tuple[torch.Tensor, ...]:
+    """Train accuracy, train ties, test accuracy, test ties of every network (module in eval mode)."""
+    if not population.size:
+        empty, none = torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+        return empty, none, empty, none
+    state = (module, population.parameters, population.buffers)
+    train_acc, train_ties = evaluate(*state, task.x_train, task.y_train, cell.tie_rule)
+    test_acc, test_ties = evaluate(*state, task.x_test, task.y_test, cell.tie_rule)
+    return train_acc, train_ties, test_acc, test_ties
+
+
+def metric_values(
+    cell: Cell, task, population: Population, module: nn.Module, metrics: list[MetricSpec], initial: dict | None = None
+) -> dict[str, torch.Tensor]:
+    """Every metric of every network, by metric name."""
+    if not population.size:
+        return {}
+    return {metric.name: _metric(metric, cell, task, population, module, initial) for metric in metrics}
+
+
 def _evaluate(
     cell: Cell, task, population: Population, module: nn.Module, metrics: list[MetricSpec],
     diverged: int | None, device: torch.device, initial: dict | None = None,
 ) -> CellOutcome:
-    if population.size:
-        state = (module, population.parameters, population.buffers)
-        train_acc, train_ties = evaluate(*state, task.x_train, task.y_train, cell.tie_rule)
-        test_acc, test_ties = evaluate(*state, task.x_test, task.y_test, cell.tie_rule)
-    else:
-        train_acc = test_acc = torch.zeros(0, dtype=torch.float64)
-        train_ties = test_ties = torch.zeros(0, dtype=torch.long)
+    train_acc, train_ties, test_acc, test_ties = accuracies(cell, task, population, module)
     if bool((train_acc < 1).any()):
         # the host re-checks every network it stores: a plugin's claim of interpolation is not enough
         raise BenchsuiteError(
             f"{cell.entry.label} returned networks that do not fit the training set "
             f"(train accuracy {train_acc.min().item():.3f}); refusing to store them"
         )
-    values = {metric.name: _metric(metric, cell, task, population, module, initial) for metric in metrics if population.size}
+    values = metric_values(cell, task, population, module, metrics, initial)
     chains = population.chains.tolist() if population.chains is not None else [None] * population.size
     networks = tuple(
         NetworkResult(

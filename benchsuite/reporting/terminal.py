@@ -174,7 +174,7 @@ def estimate_table(found, name: str, console: Console) -> None:
     total = ("at least " if found.lower_bound else "") + duration(found.seconds)
     console.print(
         f"total: {total} on one process here ({len(found.costs)} cells; the probes took "
-        f"{duration(found.probe_seconds)}). Gradient cells assume every network interpolates; "
-        "G&C's reuse across nested N makes its cells cheaper.",
+        f"{duration(found.probe_seconds)}). Where a gradient probe could not train every epoch, "
+        "every network is assumed to interpolate; G&C's reuse across nested N makes its cells cheaper.",
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
