@@ -254,10 +254,9 @@ def _seconds_per_network_step(cell: Cell, context: CellContext, seconds: float) 
 
 def _train_for(cell: Cell, context: CellContext, task, networks: int, epochs: int) -> tuple[float, float]:
     """(seconds to train `networks` of the cell's first round for `epochs`, the share that fits)."""
-    from benchsuite.stacked import accuracy
-
     from benchsuite.engine.training import initial_parameters, optimizer_seeds, train_networks
     from benchsuite.schedules import from_record
+    from benchsuite.stacked import accuracy
 
     registry, device = context.registry, context.device
     cell = _with_trial_values(cell, registry)
