@@ -72,6 +72,7 @@ EXPECTED = {
     "suites/quickstart.yaml": ("d30bb02c8efc462d", 144, "48e61d7e0fdcbc48"),
     "suites/subset-mcmc/fashion-mnist-n512.yaml": ("59421e10793a6f3b", 240, "46366d18a51d7092"),
     "suites/subset-mcmc/fashion-mnist-n512-slice.yaml": ("cd0780d86b654a21", 30, "e5934fb24fda6628"),
+    "suites/subset-mcmc/fashion-mnist-n512-width-slice.yaml": ("cb012e1e5a97f370", 60, "7218d90b890c515b"),
     "suites/validation/subset-vs-gnc.yaml": ("c528032fbcc18487", 40, "1c9d55dcca006476"),
 }  # fmt: skip
 
