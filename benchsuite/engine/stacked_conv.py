@@ -152,9 +152,10 @@ def _linear_backward(op: Op, grad, inputs, params, grads):
     return torch.bmm(grad, params[op.weight])
 
 
-def _gathered(images, labels, classes, steps):
-    """Per step (images [b, K*C, H, W], loss gradients [K, b, classes]), gathered for a chunk of
-    equally shaped steps at once (one index_select each per chunk)."""
+def gathered_steps(images, labels, classes, steps, per_network: bool = False):
+    """Per step (images, loss gradients [K, b, classes]), gathered for a chunk of equally shaped
+    steps at once (one index_select each per chunk). Images come as [b, K*C, H, W] (the grouped
+    and patches formulations) or, with `per_network`, as a [K, C, b, H, W] view (stacked_resnet)."""
     per_image = images[0].numel()
     tables = {}
     start = 0
@@ -168,12 +169,18 @@ def _gathered(images, labels, classes, steps):
         indices = torch.stack(steps[start:stop])  # [T, K, b]
         if batch not in tables:
             tables[batch] = loss_gradient_table(labels, classes, batch, images.dtype)
-        gathered = images.index_select(0, indices.transpose(1, 2).reshape(-1))
-        gathered = gathered.view(stop - start, batch, count * images.shape[1], *images.shape[2:])
         gradients = tables[batch].index_select(0, indices.view(-1))
         gradients = gradients.view(stop - start, count, batch, classes)
-        for s in range(stop - start):
-            yield gathered[s], gradients[s]
+        if per_network:
+            gathered = images.index_select(0, indices.view(-1))
+            gathered = gathered.view(stop - start, count, batch, *images.shape[1:])
+            for s in range(stop - start):
+                yield gathered[s].transpose(1, 2), gradients[s]
+        else:
+            gathered = images.index_select(0, indices.transpose(1, 2).reshape(-1))
+            gathered = gathered.view(stop - start, batch, count * images.shape[1], *images.shape[2:])
+            for s in range(stop - start):
+                yield gathered[s], gradients[s]
         start = stop
 
 
@@ -258,7 +265,7 @@ def _run_steps(plan, params, grads, images, labels, steps, stepper, summed_loss)
         return log_probs
 
     with torch.no_grad():
-        for x, loss_gradient in _gathered(images, labels, classes, steps):
+        for x, loss_gradient in gathered_steps(images, labels, classes, steps):
             gradients(x, loss_gradient)
             if stepper.closure:
                 stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
@@ -428,7 +435,7 @@ def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_los
         return log_probs
 
     with torch.no_grad():
-        for x, loss_gradient in _gathered(images, labels, classes, steps):
+        for x, loss_gradient in gathered_steps(images, labels, classes, steps):
             # gathered [b, K*C, H, W] -> [K, C, b, H, W] (a view; the first im2col reads it)
             batch = x.shape[0]
             x = x.view(batch, count, -1, *x.shape[2:]).permute(1, 2, 0, 3, 4)

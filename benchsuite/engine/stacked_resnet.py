@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from benchsuite.engine.stacked_mlp import loss_gradient_table, stacked_stepper
+from benchsuite.engine.stacked_conv import gathered_steps
+from benchsuite.engine.stacked_mlp import stacked_stepper
 
-GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
 # The ResNet4 modules matched by class (the engine may not import benchsuite.architectures).
 _ARCHITECTURE = "benchsuite.architectures.resnet4"
 
@@ -315,31 +315,6 @@ def _global_max_backward(grad, x, maxima):
 # One round
 
 
-def _gathered(images, labels, classes, steps):
-    """Per step (images [K, C, b, H, W] as a view, loss gradients [K, b, classes]), gathered for a
-    chunk of equally shaped steps at once (one index_select each per chunk)."""
-    per_image = images[0].numel()
-    tables = {}
-    start = 0
-    while start < len(steps):
-        count, batch = steps[start].shape
-        per_step = count * batch * (per_image + classes) * images.element_size()
-        limit = max(1, GATHER_BYTES // max(1, per_step))
-        stop = start + 1
-        while stop < len(steps) and stop - start < limit and steps[stop].shape == (count, batch):
-            stop += 1
-        indices = torch.stack(steps[start:stop])  # [T, K, b]
-        if batch not in tables:
-            tables[batch] = loss_gradient_table(labels, classes, batch, images.dtype)
-        gathered = images.index_select(0, indices.view(-1))
-        gathered = gathered.view(stop - start, count, batch, *images.shape[1:])
-        gradients = tables[batch].index_select(0, indices.view(-1))
-        gradients = gradients.view(stop - start, count, batch, classes)
-        for s in range(stop - start):
-            yield gathered[s].transpose(1, 2), gradients[s]
-        start = stop
-
-
 def _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss):
     head = [op for op in plan.ops if op.kind == "linear"]
     classes = params[head[-1].weight].shape[1]
@@ -466,7 +441,7 @@ def _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss
         return log_probs
 
     with torch.no_grad():
-        for x, loss_gradient in _gathered(images, labels, classes, steps):
+        for x, loss_gradient in gathered_steps(images, labels, classes, steps, per_network=True):
             gradients(x, loss_gradient)
             if stepper.closure:
                 stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
