@@ -15,8 +15,8 @@ extrapolated from that.
   share is that of the probe's N, the smallest. One probe serves every cell with the
   same optimizer entry, architecture, dataset and batch size (the N of a cell only changes the
   steps per epoch).
-- Sampler cells: the sampler runs as in a run, stopped after `seconds`. If it finished, that
-  is the cost. Otherwise the share of its `models` found so far extrapolates; for G&C with no
+- Sampler cells: the sampler runs as in a run, stopped at its first progress report after
+  `seconds` (_probe_sampler). If it finished, that is the cost. Otherwise the share of its `models` found so far extrapolates; for G&C with no
   fit seen, P(fit) comes from a short subset simulation (subset-mcmc, exact in the limit; not
   for BatchNorm networks, where the estimate is a lower bound) and the cost is models / P(fit)
   candidates at the probe's rate. One probe per entry, architecture, task and N: P(fit)
@@ -25,7 +25,8 @@ extrapolated from that.
   falls with N).
 - Every cell adds `models` x the seconds per network of what follows finding a network (the
   check on the training set, the test set, the suite's metrics), timed once per architecture,
-  role and task on networks drawn from the prior: with metrics this can outweigh training.
+  role and task on networks drawn from the prior (EVALUATION_NETWORKS of them: a run tests
+  more at once, so this errs high): with metrics this can outweigh training.
 - Left out: G&C's reuse of decisions across nested N (it makes real runs cheaper), other
   processes on the machine.
 """
