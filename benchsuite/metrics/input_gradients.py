@@ -1,0 +1,148 @@
+"""Input gradients of the margin f1 - f0 of a plain sequential ReLU network, one network at a time,
+by a written-out backward pass.
+
+Why: under vmap, the gradient of a LeNet becomes grouped convolutions, and the backward of the
+first convolution (one input channel) is oneDNN's slowest kernel here: for 512 images its input
+gradient took 50 ms against 4 ms for its forward, one network at a time as under vmap. Written out,
+that gradient is a "full" convolution of the padded output gradient with the flipped kernel (7 ms);
+deeper convolutions keep conv_transpose2d, which equals autograd's kernel. Everything else is the
+backward autograd would run (ReLU masks, max-pool indices of the same forward, matmuls), so the
+gradients equal autograd's up to float32 summation order in the first convolution.
+
+It pays only where a convolution comes first with two or more output channels (`faster`): with one
+channel (LeNet w=1/6) vmap's first convolution is as cheap, and an MLP's matmuls batch well under
+vmap (benchmarks/lipschitz_speed.py: 0.85-0.93x and 0.65x one network at a time).
+
+Only nn.Sequential stacks of Conv2d (stride 1, no padding/dilation/groups), ReLU, MaxPool2d
+(non-overlapping windows) and Flatten, Linear ending in two logits qualify (the LeNet family and
+the MLP); `plan` returns None for anything else, and the caller keeps its general path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FULL_CONVOLUTION_CHANNELS = 2  # input channels up to which the full convolution is the faster
+
+
+def plan(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """(name, layer) of a module this backward handles, or None."""
+    if type(module) is not nn.Sequential or len(module) == 0:
+        return None
+    layers = list(module.named_children())
+    for _, layer in layers:
+        if not _supported(layer):
+            return None
+    last = layers[-1][1]
+    if not isinstance(last, nn.Linear) or last.out_features != 2:
+        return None
+    return layers
+
+
+def faster(layers: list[tuple[str, nn.Module]]) -> bool:
+    """Whether this path beats vmap for a planned module: a first convolution of 2+ channels."""
+    first = layers[0][1]
+    return isinstance(first, nn.Conv2d) and first.out_channels >= 2
+
+
+def _supported(layer: nn.Module) -> bool:
+    if type(layer) is nn.Conv2d:
+        return (
+            layer.stride == (1, 1) and layer.padding == (0, 0) and layer.dilation == (1, 1)
+            and layer.groups == 1 and layer.padding_mode == "zeros"
+        )  # fmt: skip
+    if type(layer) is nn.MaxPool2d:
+        kernel, stride = _pair(layer.kernel_size), _pair(layer.stride or layer.kernel_size)
+        return (
+            kernel == stride and _pair(layer.padding) == (0, 0) and _pair(layer.dilation) == (1, 1)
+            and not layer.ceil_mode and not layer.return_indices
+        )  # fmt: skip
+    if type(layer) is nn.Flatten:
+        return layer.start_dim == 1 and layer.end_dim == -1
+    return type(layer) in (nn.ReLU, nn.Linear)
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+@torch.no_grad()
+def first_convolutions(
+    layers: list[tuple[str, nn.Module]], parameters: Mapping[str, torch.Tensor], x: torch.Tensor
+) -> list[torch.Tensor] | None:
+    """The first layer's output of every stacked network on x, when it is a convolution: one
+    ordinary convolution with the networks' kernels side by side (the input is shared), cheaper
+    than one small convolution per network; None when the first layer is something else."""
+    name, layer = layers[0]
+    if not isinstance(layer, nn.Conv2d):
+        return None
+    weight = parameters[f"{name}.weight"]
+    count, channels = weight.shape[:2]
+    bias = parameters.get(f"{name}.bias")
+    stacked = F.conv2d(
+        x, weight.flatten(0, 1), None if bias is None else bias.flatten(), groups=1
+    )  # [B, count * channels, H', W']
+    return list(stacked.unflatten(1, (count, channels)).unbind(1))
+
+
+@torch.no_grad()
+def margin_gradient_norms(
+    layers: list[tuple[str, nn.Module]],
+    parameters: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    first: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """||d(f1 - f0)/dx||_2 per image of one network (parameters without the stack axis): [B], in
+    the float64 of the float32 gradient's norm. `first`: the first convolution's output on x,
+    when computed already (first_convolutions)."""
+    saved, h = [], x
+    for position, (name, layer) in enumerate(layers):  # forward, keeping what the backward needs
+        if isinstance(layer, nn.Conv2d):
+            saved.append(h.shape)
+            if position == 0 and first is not None:
+                h = first
+            else:
+                h = F.conv2d(h, parameters[f"{name}.weight"], parameters.get(f"{name}.bias"))
+        elif isinstance(layer, nn.Linear):
+            h = F.linear(h, parameters[f"{name}.weight"], parameters.get(f"{name}.bias"))
+        elif isinstance(layer, nn.ReLU):
+            h = torch.relu(h)
+            saved.append(h)
+        elif isinstance(layer, nn.MaxPool2d):
+            kernel = _pair(layer.kernel_size)
+            pooled, indices = F.max_pool2d(h, kernel, kernel, return_indices=True)
+            saved.append((h.shape, indices))
+            h = pooled
+        else:  # Flatten
+            saved.append(h.shape)
+            h = h.flatten(1)
+    gradient = torch.tensor([-1.0, 1.0], dtype=h.dtype, device=h.device).expand_as(h)
+    for name, layer in reversed(layers):
+        if isinstance(layer, nn.Linear):
+            gradient = gradient.matmul(parameters[f"{name}.weight"])
+            continue
+        record = saved.pop()
+        if isinstance(layer, nn.ReLU):
+            gradient = torch.ops.aten.threshold_backward(gradient, record, 0)
+        elif isinstance(layer, nn.MaxPool2d):
+            shape, indices = record
+            kernel = _pair(layer.kernel_size)
+            gradient = F.max_unpool2d(gradient, indices, kernel, kernel, output_size=shape[-2:])
+        elif isinstance(layer, nn.Flatten):
+            gradient = gradient.reshape(record)
+        else:
+            gradient = _convolution_input_gradient(gradient, parameters[f"{name}.weight"])
+    return gradient.flatten(1).norm(dim=1).double()
+
+
+def _convolution_input_gradient(gradient: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """d/d(input) of a stride-1 unpadded convolution, given d/d(output)."""
+    if weight.shape[1] > FULL_CONVOLUTION_CHANNELS:  # conv_transpose2d is faster, and autograd's
+        return F.conv_transpose2d(gradient, weight)
+    kh, kw = weight.shape[-2:]
+    padded = F.pad(gradient, (kw - 1, kw - 1, kh - 1, kh - 1))
+    return F.conv2d(padded, weight.flip(2, 3).transpose(0, 1))
