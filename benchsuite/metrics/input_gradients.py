@@ -112,13 +112,17 @@ def margin_gradient_norms(
         elif isinstance(layer, nn.Linear):
             h = F.linear(h, parameters[f"{name}.weight"], parameters.get(f"{name}.bias"))
         elif isinstance(layer, nn.ReLU):
+            if _pools_next(layers, position):
+                saved.append(None)  # applied after the pooling, on 1/4 of the values
+                continue
             h = torch.relu(h)
             saved.append(h)
         elif isinstance(layer, nn.MaxPool2d):
             kernel = _pair(layer.kernel_size)
             pooled, indices = F.max_pool2d(h, kernel, kernel, return_indices=True)
-            saved.append((h.shape, indices))
-            h = pooled
+            after_relu = torch.relu(pooled) if saved[-1] is None else None
+            saved.append((h.shape, indices, after_relu))
+            h = pooled if after_relu is None else after_relu
         else:  # Flatten
             saved.append(h.shape)
             h = h.flatten(1)
@@ -129,9 +133,12 @@ def margin_gradient_norms(
             continue
         record = saved.pop()
         if isinstance(layer, nn.ReLU):
-            gradient = torch.ops.aten.threshold_backward(gradient, record, 0)
+            if record is not None:  # else applied with the pooling
+                gradient = torch.ops.aten.threshold_backward(gradient, record, 0)
         elif isinstance(layer, nn.MaxPool2d):
-            shape, indices = record
+            shape, indices, after_relu = record
+            if after_relu is not None:
+                gradient = torch.ops.aten.threshold_backward(gradient, after_relu, 0)
             kernel = _pair(layer.kernel_size)
             gradient = F.max_unpool2d(gradient, indices, kernel, kernel, output_size=shape[-2:])
         elif isinstance(layer, nn.Flatten):
@@ -141,26 +148,35 @@ def margin_gradient_norms(
     return gradient.flatten(1).norm(dim=1).double()
 
 
+def _pools_next(layers, position: int) -> bool:
+    """Whether a max-pool follows this ReLU: then ReLU runs after the pooling (they commute, and
+    the pool picks the same window position: ReLU leaves the positive values, the only ones whose
+    position carries a gradient)."""
+    return position + 1 < len(layers) and isinstance(layers[position + 1][1], nn.MaxPool2d)
+
+
 def _convolution_input_gradient(gradient: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """d/d(input) of a stride-1 unpadded convolution, given d/d(output): the fastest of three
     equal forms for the number of input channels (conv_transpose2d is autograd's own)."""
     in_channels = weight.shape[1]
     if in_channels > FULL_CONVOLUTION_CHANNELS:
         return F.conv_transpose2d(gradient, weight)
-    kh, kw = weight.shape[-2:]
-    padded = F.pad(gradient, (kw - 1, kw - 1, kh - 1, kh - 1))
+    full = (weight.shape[2] - 1, weight.shape[3] - 1)  # padding that makes it a full convolution
     if in_channels > 1:
-        return F.conv2d(padded, weight.flip(2, 3).transpose(0, 1))
-    return _depthwise_full_convolution(padded, weight)
+        return F.conv2d(gradient, weight.flip(2, 3).transpose(0, 1), padding=full)
+    return _depthwise_full_convolution(gradient, weight, full)
 
 
-def _depthwise_full_convolution(padded: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _depthwise_full_convolution(gradient: torch.Tensor, weight: torch.Tensor, full) -> torch.Tensor:
     """The full convolution onto one input channel as one depthwise convolution, a channel per
-    (image, output channel) of the padded gradient, summed over the output channels: oneDNN runs
-    it 2.4-2.9x faster than the dense one with so few channels (not with 2+ input channels)."""
-    batch, channels = padded.shape[:2]
+    (image, output channel) of the gradient, summed over the output channels: oneDNN runs it
+    2.4-2.9x faster than the dense one with so few channels (not with 2+ input channels)."""
+    batch, channels = gradient.shape[:2]
     kernels = weight.flip(2, 3).repeat(batch, 1, 1, 1)  # [batch * channels, 1, kh, kw]
     spread = F.conv2d(
-        padded.reshape(1, batch * channels, *padded.shape[2:]), kernels, groups=batch * channels
+        gradient.reshape(1, batch * channels, *gradient.shape[2:]),
+        kernels,
+        padding=full,
+        groups=batch * channels,
     )
     return spread.view(batch, channels, *spread.shape[2:]).sum(1, keepdim=True)
