@@ -214,7 +214,7 @@ def test_normalized_margins_ignore_the_scale_of_a_layer(data):
 
 
 LENET_VARIANTS = [("2/6", "2c-3f", True), ("1", "2c-3f", False), ("3/6", "1c-1f", True),
-                  ("2/6", "2c-1f", False), ("4/6", "2c-2f", True)]  # fmt: skip
+                  ("2/6", "2c-1f", False), ("4/6", "2c-2f", True), ("1/6", "2c-3f", True)]  # fmt: skip
 
 
 def lenet_stack(width, depth, bias, count=3):
@@ -264,8 +264,6 @@ def test_input_gradient_plan_declines_what_it_does_not_write_out():
     assert input_gradients.plan(three_logits) is None
     mlp = input_gradients.plan(build_mlp((1, 12, 12), width="2/6", depth=3))
     assert mlp is not None and not input_gradients.faster(mlp)  # vmap batches its matmuls better
-    thin = input_gradients.plan(build_lenet((1, 28, 28), width="1/6"))
-    assert thin is not None and not input_gradients.faster(thin)  # one channel first: vmap as cheap
 
 
 def test_geometric_complexity(data):

@@ -11,9 +11,8 @@ once (their input is shared: one ordinary convolution). Everything else is the b
 would run (ReLU masks, max-pool indices of the same forward, matmuls), so the
 gradients equal autograd's up to float32 summation order in the first convolution.
 
-It pays only where a convolution comes first with two or more output channels (`faster`): with one
-channel (LeNet w=1/6) vmap's first convolution is as cheap, and an MLP's matmuls batch well under
-vmap (benchmarks/lipschitz_speed.py: 0.85-0.93x and 0.65x one network at a time).
+It pays where a convolution comes first (`faster`); an MLP's matmuls batch well under vmap
+(one network at a time took twice vmap's time: benchmarks/lipschitz_speed.py's figures).
 
 Only nn.Sequential stacks of Conv2d (stride 1, no padding/dilation/groups), ReLU, MaxPool2d
 (non-overlapping windows) and Flatten, Linear ending in two logits qualify (the LeNet family and
@@ -46,9 +45,8 @@ def plan(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
 
 
 def faster(layers: list[tuple[str, nn.Module]]) -> bool:
-    """Whether this path beats vmap for a planned module: a first convolution of 2+ channels."""
-    first = layers[0][1]
-    return isinstance(first, nn.Conv2d) and first.out_channels >= 2
+    """Whether this path beats vmap for a planned module: one that starts with a convolution."""
+    return isinstance(layers[0][1], nn.Conv2d)
 
 
 def _supported(layer: nn.Module) -> bool:
@@ -120,7 +118,7 @@ def margin_gradient_norms(
         elif isinstance(layer, nn.MaxPool2d):
             kernel = _pair(layer.kernel_size)
             pooled, indices = F.max_pool2d(h, kernel, kernel, return_indices=True)
-            after_relu = torch.relu(pooled) if saved[-1] is None else None
+            after_relu = torch.relu(pooled) if _pools_next(layers, position - 1) else None
             saved.append((h.shape, indices, after_relu))
             h = pooled if after_relu is None else after_relu
         else:  # Flatten
@@ -149,10 +147,14 @@ def margin_gradient_norms(
 
 
 def _pools_next(layers, position: int) -> bool:
-    """Whether a max-pool follows this ReLU: then ReLU runs after the pooling (they commute, and
+    """Whether layer `position` is a ReLU that a max-pool follows: then ReLU runs after the pooling (they commute, and
     the pool picks the same window position: ReLU leaves the positive values, the only ones whose
     position carries a gradient)."""
-    return position + 1 < len(layers) and isinstance(layers[position + 1][1], nn.MaxPool2d)
+    return (
+        0 <= position < len(layers) - 1
+        and isinstance(layers[position][1], nn.ReLU)
+        and isinstance(layers[position + 1][1], nn.MaxPool2d)
+    )
 
 
 def _convolution_input_gradient(gradient: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

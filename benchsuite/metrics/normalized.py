@@ -62,7 +62,7 @@ def input_gradient_norms(
 ) -> torch.Tensor:
     """||d(f1 - f0)/dx||_2 per network and image: [K, B].
 
-    Plain sequential ReLU networks that start with a convolution (LeNet from w=2/6) take a
+    Plain sequential ReLU networks that start with a convolution (the LeNet family) take a
     written-out backward, one network at a time (metrics/input_gradients.py); every other module
     the vmapped autograd below. Both agree to float32 rounding, except at images on a kink of the
     network (a max-pool near-tie that the grouped and the plain convolution round to different
