@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchsuite.architectures import build_lenet, build_mlp
+from benchsuite.architectures import build_lenet, build_mlp, build_resnet4
 from benchsuite.builtins.priors import benchsuite_priors
-from benchsuite.metrics import collapse, curvature
+from benchsuite.metrics import collapse, curvature, input_gradients, normalized
 from benchsuite.plugins import load_registry
 from benchsuite.records import MetricInput
 from benchsuite.stacked import init_stacked
@@ -211,6 +211,59 @@ def test_normalized_margins_ignore_the_scale_of_a_layer(data):
     moved = MetricInput(**{**vars(data), "parameters": scaled})
     for name in ("margin_lipschitz", "margin_frobenius"):
         torch.testing.assert_close(computed(name, data), computed(name, moved), rtol=1e-4, atol=1e-8)  # float32 logits
+
+
+LENET_VARIANTS = [("2/6", "2c-3f", True), ("1", "2c-3f", False), ("3/6", "1c-1f", True),
+                  ("2/6", "2c-1f", False), ("4/6", "2c-2f", True), ("1/6", "2c-3f", True)]  # fmt: skip
+
+
+def lenet_stack(width, depth, bias, count=3):
+    """`count` LeNets away from the prior, and 24 images whose top rows are 0 (as Fashion-MNIST's
+    background: exact max-pool ties of the first convolution's bias)."""
+    module = build_lenet((1, 28, 28), width=width, depth=depth, bias=bias).eval()
+    parameters, buffers = init_stacked(module, PRIORS["kaiming-uniform"], range(31, 31 + count), "cpu")
+    generator = torch.Generator().manual_seed(7)
+    for key in parameters:
+        parameters[key] = parameters[key] + 0.1 * torch.randn(parameters[key].shape, generator=generator)
+    x = torch.randn(24, 1, 28, 28, generator=generator)
+    x[:, :, :8] = 0.0
+    return module, parameters, buffers, x
+
+
+@pytest.mark.parametrize("width,depth,bias", LENET_VARIANTS)
+def test_written_out_input_gradients_equal_autograd(width, depth, bias):
+    """The LeNet path (metrics/input_gradients.py) against vmapped autograd, the path it replaced,
+    and against autograd on each network alone, per image."""
+    module, parameters, buffers, x = lenet_stack(width, depth, bias)
+    layers = input_gradients.plan(module)
+    assert layers is not None and input_gradients.faster(layers)  # the written-out path is taken
+    computed_norms = normalized.input_gradient_norms(module, parameters, buffers, x)
+    vmapped = normalized.vmapped_gradient_norms(module, parameters, buffers, x, 32, 512)
+    torch.testing.assert_close(computed_norms, vmapped, rtol=1e-5, atol=1e-7)
+    data = MetricInput(module=module, parameters=parameters, buffers=buffers, x_train=x,
+                       y_train=torch.zeros(24), x_test=x, y_test=torch.zeros(24))  # fmt: skip
+    for k in range(3):
+        single = network(data, k)
+        alone = [slow_lipschitz(single, image.unsqueeze(0)) for image in x]
+        torch.testing.assert_close(computed_norms[k], torch.tensor(alone, dtype=torch.float64), rtol=1e-5, atol=1e-7)
+
+
+def test_written_out_input_gradients_do_not_depend_on_the_chunks():
+    """A network's norms are the same bits in any chunk of networks and images."""
+    module, parameters, buffers, x = lenet_stack("2/6", "2c-3f", True, count=5)
+    whole = normalized.input_gradient_norms(module, parameters, buffers, x)
+    chunked = normalized.input_gradient_norms(module, parameters, buffers, x, models_per_call=2, images_per_call=10)
+    assert torch.equal(whole, chunked)
+
+
+def test_input_gradient_plan_declines_what_it_does_not_write_out():
+    assert input_gradients.plan(build_resnet4((3, 32, 32))) is None
+    padded = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 2))
+    assert input_gradients.plan(padded) is None
+    three_logits = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
+    assert input_gradients.plan(three_logits) is None
+    mlp = input_gradients.plan(build_mlp((1, 12, 12), width="2/6", depth=3))
+    assert mlp is not None and not input_gradients.faster(mlp)  # vmap batches its matmuls better
 
 
 def test_geometric_complexity(data):

@@ -33,15 +33,23 @@ from benchsuite.metrics.common import (
     IMAGES_PER_CALL,
     MODELS_PER_CALL,
     chunk,
+    chunks,
     count,
     device_of,
     eval_mode,
     stacked_logits,
     weight_names,
 )
+from benchsuite.metrics.input_gradients import (
+    faster,
+    first_convolutions,
+    margin_gradient_norms,
+    plan,
+)
 from benchsuite.records import MetricInput
 
 FROBENIUS_DIVISOR = 3.0
+SEQUENTIAL_MODELS_PER_CALL = 8  # networks whose first convolutions run as one
 
 
 def input_gradient_norms(
@@ -54,9 +62,41 @@ def input_gradient_norms(
 ) -> torch.Tensor:
     """||d(f1 - f0)/dx||_2 per network and image: [K, B].
 
+    Plain sequential ReLU networks that start with a convolution (the LeNet family) take a
+    written-out backward, one network at a time (metrics/input_gradients.py); every other module
+    the vmapped autograd below. Both agree to float32 rounding, except at images on a kink of the
+    network (a max-pool near-tie that the grouped and the plain convolution round to different
+    winners), where the written-out path equals autograd on the network alone.
     In eval mode the images of a batch do not interact, so the gradient of the summed margin with
     respect to the whole batch holds every per-image gradient at once: one backward per chunk.
     """
+    layers = plan(module)
+    if layers is not None and faster(layers):
+        return _sequential_gradient_norms(
+            layers, parameters, x, min(models_per_call, SEQUENTIAL_MODELS_PER_CALL), images_per_call
+        )
+    return vmapped_gradient_norms(module, parameters, buffers, x, models_per_call, images_per_call)
+
+
+def _sequential_gradient_norms(layers, parameters, x, models_per_call: int, images_per_call: int):
+    """One network after another (plain kernels on a batch of images beat vmap's grouped ones),
+    but the first convolution of a chunk of networks at once (their input is shared)."""
+    norms = torch.empty(count(parameters), x.shape[0], dtype=torch.float64, device=x.device)
+    for start, stop in chunks(norms.shape[0], models_per_call):
+        stack = chunk(parameters, start, stop)
+        for i in range(0, x.shape[0], images_per_call):
+            images = x[i : i + images_per_call]
+            firsts = first_convolutions(layers, stack, images) or [None] * (stop - start)
+            for k, first in enumerate(firsts):
+                network = {name: value[k] for name, value in stack.items()}
+                norms[start + k, i : i + images_per_call] = margin_gradient_norms(
+                    layers, network, images, first
+                )
+    return norms
+
+
+def vmapped_gradient_norms(module, parameters, buffers, x, models_per_call, images_per_call):
+    """The general path: vmap over networks of autograd's gradient of the summed margin."""
 
     def summed_margin(p, b, images):
         logits = functional_call(module, (p, b), (images,))
