@@ -22,5 +22,6 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # before revisions existed are not checked). 2: LeNet trains on engine/stacked_conv.py.
 # 3: ResNet4 trains on engine/stacked_resnet.py. 4: LeNet's col2im sums in two stages.
 # 5: G&C decides BatchNorm networks on engine/batchnorm_gnc.py (a candidate within float32
-# rounding of a tie may be decided otherwise).
-NUMERICS_REVISION = 5
+# rounding of a tie may be decided otherwise). 6: the Lipschitz metric's input gradients of
+# LeNets are written out (metrics/input_gradients.py; equal to float32 rounding).
+NUMERICS_REVISION = 6
