@@ -19,6 +19,7 @@ from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
+from reference_training import train_grouped
 from torch import nn
 
 from benchsuite.architectures.lenet import KERNEL, layer_sizes
@@ -70,21 +71,6 @@ def train_grouped_lenets(
     lr: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> int:
-    """Plain SGD as their train_sgd does it, one shared reshuffle per epoch; returns the steps."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    n_train, steps = images.shape[0], 0
-    for _ in range(epochs):
-        order = torch.randperm(n_train, generator=generator).to(images.device)
-        for start in range(0, n_train, batch_size):
-            indices = order[start : start + batch_size]
-            logits = model(images[indices])  # [b, M, 2]
-            b, m, classes = logits.shape
-            losses = F.cross_entropy(
-                logits.reshape(b * m, classes), labels[indices].repeat_interleave(m),
-                reduction="none",
-            ).view(b, m)  # fmt: skip
-            optimizer.zero_grad()
-            losses.mean(dim=0).sum().backward()
-            optimizer.step()
-            steps += 1
-    return steps
+    """Plain SGD as their train_sgd does it, one shared reshuffle per epoch;
+    returns the steps (reference_training.train_grouped: one loop for every grouped model)."""
+    return train_grouped(model, images, labels, epochs, batch_size, lr, generator)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+from reference_training import train_grouped
 from torch import nn
 
 CHANNELS = {"prep": 6, "layer1": 12, "layer2": 24, "layer3": 48}
@@ -89,19 +89,7 @@ def train_grouped_resnets(
     lr: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> int:
-    """Plain SGD in train mode, one shared reshuffle per epoch; returns the optimizer steps."""
+    """Plain SGD in train mode, one shared reshuffle per epoch;
+    returns the optimizer steps (reference_training.train_grouped: one loop for every grouped model)."""
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    n_train, steps = images.shape[0], 0
-    for _ in range(epochs):
-        order = torch.randperm(n_train, generator=generator).to(images.device)
-        for start in range(0, n_train, batch_size):
-            indices = order[start : start + batch_size]
-            logits = model(images[indices])  # [b, M, 2]
-            targets = labels[indices].unsqueeze(1).expand(-1, model.models)
-            loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum") / len(indices)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            steps += 1
-    return steps
+    return train_grouped(model, images, labels, epochs, batch_size, lr, generator)
