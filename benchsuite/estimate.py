@@ -151,9 +151,10 @@ def estimate_suite(
                     unfit[stream] = found
             costs.update({c.cell_id: CellCost(c, found.seconds, found.basis, found.note) for c in members})
         else:
-            per_step, fit, note = _seconds_per_network_step(first, context, seconds)
+            per_step, tuning_per_step, fit, note = _seconds_per_network_step(first, context, seconds)
             for cell in members:
-                costs[cell.cell_id] = CellCost(cell, training_seconds(cell, per_step, fit), "extrapolated", note)
+                spent = training_seconds(cell, per_step, fit, tuning_per_step)
+                costs[cell.cell_id] = CellCost(cell, spent, "extrapolated", note)
     evaluations: dict[tuple, float] = {}  # seconds per network of the test set and metrics
     for cell in cells:
         key = _evaluation_key(cell)
@@ -219,22 +220,26 @@ def _evaluation_seconds_per_network(cell: Cell, context: CellContext) -> float:
 # gradient cells
 
 
-def training_seconds(cell: Cell, per_step: float, fit: float = 1.0) -> float:
+def training_seconds(cell: Cell, per_step: float, fit: float = 1.0, tuning_per_step: float | None = None) -> float:
     """A gradient cell at `per_step` seconds per network-step: the networks it trains to find its
-    `models` when a share `fit` of them interpolates (at most max_networks) and its tuning trials'
-    networks, each trained for the cell's epochs x steps per epoch."""
+    `models` when a share `fit` of them interpolates (at most max_networks), and its tuning
+    trials' networks at `tuning_per_step` (their small stacks cost more per network; default
+    `per_step`), each trained for the cell's epochs x steps per epoch."""
     settings = cell.entry.settings
     steps = settings.epochs * steps_per_epoch(cell.n_train, settings.batch_size_for(cell.n_train))
     networks = min(settings.max_networks, math.ceil(cell.entry.models / fit)) if fit > 0 else settings.max_networks
+    spent = networks * steps * per_step
     if cell.tuned:
-        networks += cell.tuning.trials * cell.tuning.networks
-    return networks * steps * per_step
+        trials = cell.tuning.trials * cell.tuning.networks
+        spent += trials * steps * (per_step if tuning_per_step is None else tuning_per_step)
+    return spent
 
 
-def _seconds_per_network_step(cell: Cell, context: CellContext, seconds: float) -> tuple[float, float, str]:
+def _seconds_per_network_step(cell: Cell, context: CellContext, seconds: float) -> tuple[float, float, float, str]:
     """Train the cell's first round for a few epochs (after a small warm-up) and time it: (seconds
-    per network-step, the share that interpolates, a note). The share is measured where the
-    probe afforded every epoch (at this cell's N, the smallest of the probe's); else it is 1."""
+    per network-step, the same in a tuning trial's stack, the share that interpolates, a note).
+    The share is measured where the probe afforded every epoch (at this cell's N, the smallest of
+    the probe's); else it is 1."""
     settings = cell.entry.settings
     task = context.task(cell)
     batch = settings.batch_size_for(task.n_train)
@@ -250,7 +255,13 @@ def _seconds_per_network_step(cell: Cell, context: CellContext, seconds: float) 
     else:
         fit = 1.0
         note += "; every network assumed to interpolate"
-    return took / (networks * epochs * per_epoch), fit, note
+    per_step = took / (networks * epochs * per_epoch)
+    tuning_per_step = per_step
+    if cell.tuned and cell.tuning.networks != networks:
+        trial, _ = _train_for(cell, context, task, cell.tuning.networks, epochs)
+        tuning_per_step = trial / (cell.tuning.networks * epochs * per_epoch)
+        note += f"; a trial's {cell.tuning.networks} networks timed too"
+    return per_step, tuning_per_step, fit, note
 
 
 def _train_for(cell: Cell, context: CellContext, task, networks: int, epochs: int) -> tuple[float, float]:

@@ -64,6 +64,8 @@ def test_tuning_trials_are_counted_as_networks_trained():
     assert training_seconds(cell, 0.5, fit=0.5) == pytest.approx((8 + 3 * 2) * steps * 0.5)
     cap = cell.entry.settings.max_networks
     assert training_seconds(cell, 0.5, fit=0.0) == pytest.approx((cap + 3 * 2) * steps * 0.5)
+    # the trials' small stacks at their own rate
+    assert training_seconds(cell, 0.5, tuning_per_step=2.0) == pytest.approx((4 * 0.5 + 3 * 2 * 2.0) * steps)
 
 
 def test_a_sampler_cell_that_finishes_within_its_probe_is_measured():
