@@ -19,7 +19,7 @@ from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
-from reference_training import train_grouped
+from reference_training import relu_between
 from torch import nn
 
 from benchsuite.architectures.lenet import KERNEL, layer_sizes
@@ -55,22 +55,4 @@ class GroupedLeNets(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = x.reshape(batch, -1, 1, 1)  # network m's features are channels m*F .. (m+1)*F
-        for position, layer in enumerate(self.fcs):
-            x = layer(x)
-            if position < len(self.fcs) - 1:
-                x = F.relu(x)
-        return x.view(batch, self.models, -1)
-
-
-def train_grouped_lenets(
-    model: GroupedLeNets,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    epochs: int,
-    batch_size: int = 2,
-    lr: float = 0.01,
-    generator: torch.Generator | None = None,
-) -> int:
-    """Plain SGD as their train_sgd does it, one shared reshuffle per epoch;
-    returns the steps (reference_training.train_grouped: one loop for every grouped model)."""
-    return train_grouped(model, images, labels, epochs, batch_size, lr, generator)
+        return relu_between(self.fcs, x).view(batch, self.models, -1)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-from reference_training import train_grouped
 from torch import nn
 
 CHANNELS = {"prep": 6, "layer1": 12, "layer2": 24, "layer3": 48}
@@ -78,18 +77,3 @@ class GroupedResNet4s(nn.Module):
         x = self.features(images.repeat(1, self.models, 1, 1))
         x = x.amax(dim=(-2, -1), keepdim=True)
         return (self.linear(x) * 0.125).view(images.shape[0], self.models, 2)
-
-
-def train_grouped_resnets(
-    model: GroupedResNet4s,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    epochs: int,
-    batch_size: int = 2,
-    lr: float = 0.01,
-    generator: torch.Generator | None = None,
-) -> int:
-    """Plain SGD in train mode, one shared reshuffle per epoch;
-    returns the optimizer steps (reference_training.train_grouped: one loop for every grouped model)."""
-    model.train()
-    return train_grouped(model, images, labels, epochs, batch_size, lr, generator)

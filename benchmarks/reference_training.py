@@ -43,15 +43,20 @@ class GroupedConvolutionMLPs(nn.Module):
         batch = images.shape[0]
         x = F.max_pool2d(images, 2).flatten(1)
         x = x.repeat(1, self.models).view(batch, -1, 1, 1)
-        for position, layer in enumerate(self.layers):
-            x = layer(x)
-            if position < len(self.layers) - 1:
-                x = F.relu(x)
-        return x.view(batch, self.models, -1)
+        return relu_between(self.layers, x).view(batch, self.models, -1)
+
+
+def relu_between(layers, x: torch.Tensor) -> torch.Tensor:
+    """The grouped 1x1-convolution layers applied in turn, ReLU between them (not after the last)."""
+    for position, layer in enumerate(layers):
+        x = layer(x)
+        if position < len(layers) - 1:
+            x = F.relu(x)
+    return x
 
 
 def train_grouped(
-    model: GroupedConvolutionMLPs,
+    model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     epochs: int,
@@ -64,6 +69,7 @@ def train_grouped(
     Loss: the sum over networks of each network's mean cross-entropy, so every network gets the
     gradient it would get alone.
     """
+    model.train()  # BatchNorm models (reference_resnet) normalize by the batch, as the reference does
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     n_train, steps = images.shape[0], 0
     for _ in range(epochs):

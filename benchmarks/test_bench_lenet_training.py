@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, torch_threads
-from reference_lenet import GroupedLeNets, train_grouped_lenets
+from reference_lenet import GroupedLeNets
+from reference_training import train_grouped
 
 from benchsuite.architectures.lenet import build_lenet
 from benchsuite.builtins.optimizers import benchsuite_optimizers
@@ -68,7 +69,7 @@ def test_conv_path_against_the_reference(benchmark, task, shape, width):
         cpu[side].append(time.thread_time() - started_cpu)
 
     def run():
-        timed("reference", lambda: train_grouped_lenets(
+        timed("reference", lambda: train_grouped(
             reference, images, labels, EPOCHS, BATCH_SIZE, lr=0.01, generator=shuffles
         ))  # fmt: skip
         timed("engine", lambda: train_networks(

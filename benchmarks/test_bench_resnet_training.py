@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, torch_threads
-from reference_resnet import GroupedResNet4s, train_grouped_resnets
+from reference_resnet import GroupedResNet4s
+from reference_training import train_grouped
 
 from benchsuite.architectures.resnet4 import build_resnet4
 from benchsuite.builtins.optimizers import benchsuite_optimizers
@@ -85,7 +86,7 @@ def test_resnet_path_against_reference_and_vmap(benchmark, task, shape, width):
         )  # fmt: skip
 
     def run():
-        timed("reference", lambda: train_grouped_resnets(
+        timed("reference", lambda: train_grouped(
             reference, images, labels, EPOCHS, BATCH_SIZE, lr=0.01, generator=generator
         ))  # fmt: skip
         timed("vmap", engine("vmap"))
