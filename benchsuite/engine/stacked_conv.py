@@ -155,7 +155,8 @@ def _linear_backward(op: Op, grad, inputs, params, grads):
 def gathered_steps(images, labels, classes, steps, per_network: bool = False):
     """Per step (images, loss gradients [K, b, classes]), gathered for a chunk of equally shaped
     steps at once (one index_select each per chunk). Images come as [b, K*C, H, W] (the grouped
-    and patches formulations) or, with `per_network`, as a [K, C, b, H, W] view (stacked_resnet)."""
+    formulation) or, with `per_network`, as a [K, C, b, H, W] view (the patches formulation,
+    stacked_resnet)."""
     per_image = images[0].numel()
     tables = {}
     start = 0
@@ -264,8 +265,16 @@ def _run_steps(plan, params, grads, images, labels, steps, stepper, summed_loss)
                 grad = grad_input
         return log_probs
 
+    run_steps(gradients, images, labels, classes, steps, stepper, summed_loss)
+
+
+def run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=False):
+    """Every step of a round: `gradients(x, loss_gradient)` (a path's forward and backward at the
+    current weights, filling its gradient buffer; it returns the log-probabilities [K, b,
+    classes]) at each step's batch (gathered_steps, `per_network` its layout), then the stepper,
+    with the closure where the optimizer takes one."""
     with torch.no_grad():
-        for x, loss_gradient in gathered_steps(images, labels, classes, steps):
+        for x, loss_gradient in gathered_steps(images, labels, classes, steps, per_network):
             gradients(x, loss_gradient)
             if stepper.closure:
                 stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
@@ -274,7 +283,8 @@ def _run_steps(plan, params, grads, images, labels, steps, stepper, summed_loss)
 
 
 def _closure(gradients, x, loss_gradient, summed):
-    """The step's closure: the same batch at the current weights; each network's mean
+    """The step's closure: the same batch at the current weights (on the resnet path a train-mode
+    forward, so the running statistics move again, as on the vmap path); each network's mean
     cross-entropy [K] (summed: their sum), as stacked_mlp's closure gives it."""
 
     def closure():
@@ -434,13 +444,5 @@ def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_los
                     )
         return log_probs
 
-    with torch.no_grad():
-        for x, loss_gradient in gathered_steps(images, labels, classes, steps):
-            # gathered [b, K*C, H, W] -> [K, C, b, H, W] (a view; the first im2col reads it)
-            batch = x.shape[0]
-            x = x.view(batch, count, -1, *x.shape[2:]).permute(1, 2, 0, 3, 4)
-            gradients(x, loss_gradient)
-            if stepper.closure:
-                stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
-            else:
-                stepper.step()
+    # images as [K, C, b, H, W] views (the first im2col reads them)
+    run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from benchsuite.engine.stacked_conv import gathered_steps
+from benchsuite.engine.stacked_conv import run_steps
 from benchsuite.engine.stacked_mlp import stacked_stepper
 
 # The ResNet4 modules matched by class (the engine may not import benchsuite.architectures).
@@ -440,24 +440,4 @@ def _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss
         backward(plan.ops, grad, tape)
         return log_probs
 
-    with torch.no_grad():
-        for x, loss_gradient in gathered_steps(images, labels, classes, steps, per_network=True):
-            gradients(x, loss_gradient)
-            if stepper.closure:
-                stepper.step(_closure(gradients, x, loss_gradient, summed_loss))
-            else:
-                stepper.step()
-
-
-def _closure(gradients, x, loss_gradient, summed):
-    """The step's closure: the same batch at the current weights (a train-mode forward, so the
-    running statistics move again, as on the vmap path); each network's mean cross-entropy [K]
-    (summed: their sum)."""
-
-    def closure():
-        with torch.no_grad():
-            log_probs = gradients(x, loss_gradient)
-            losses = torch.mul(loss_gradient, log_probs).sum(dim=(1, 2))
-            return losses.sum() if summed else losses
-
-    return closure
+    run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)
