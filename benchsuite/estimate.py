@@ -33,6 +33,7 @@ extrapolated from that.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -178,15 +179,16 @@ def estimate_suite(
 
 def _probe_key(cell: Cell) -> tuple:
     entry = cell.entry
-    method = (entry.label, entry.role, repr(sorted(entry.to_json().items(), key=str)))
-    architecture = repr(cell.architecture.to_json())
+    method = json.dumps(entry.to_json(), sort_keys=True, default=str)  # name, label, role, settings...
+    architecture = json.dumps(cell.architecture.to_json(), sort_keys=True, default=str)
     if cell.role == "baseline":
         return (method, architecture, cell.dataset, cell.classes, cell.n_train, cell.training_draw)
     return (method, architecture, cell.dataset, entry.settings.batch_size_for(cell.n_train))
 
 
 def _evaluation_key(cell: Cell) -> tuple:
-    return (repr(cell.architecture.to_json()), cell.role, cell.dataset, cell.classes, cell.training_draw)
+    architecture = json.dumps(cell.architecture.to_json(), sort_keys=True, default=str)
+    return (architecture, cell.role, cell.dataset, cell.classes, cell.training_draw)
 
 
 EVALUATION_NETWORKS = 8  # networks evaluated per evaluation probe
