@@ -4,7 +4,9 @@ A published folder is everything a reader needs to trust and reproduce a leaderb
 database, the leaderboard in every format, the resolved suite it ran, the environment of every run
 (package versions, device, plugins, git commit), figures, and a README. Folders of different
 resolved suites are refused: their cells are not the same experiment, so merging them would pair
-numbers that are not comparable.
+numbers that are not comparable. A folder is its final suite's (its last run's); one whose suite
+grew between runs is taken when every cell is a cell of the final suite (final_suite.py), so a
+published folder always reproduces from its suite.yaml.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 
 from benchsuite.errors import BenchsuiteError
 from benchsuite.escaping import markdown_prose, markdown_text, one_line
+from benchsuite.final_suite import SuiteVersions, suite_versions
 from benchsuite.paths import default_out, shell_command
 from benchsuite.resolved import runnable_document
 from benchsuite.statistics import BootstrapSettings
@@ -41,6 +44,7 @@ class Source:
     database: Path
     suite_id: str
     suite: dict[str, Any]
+    versions: SuiteVersions | None = None
 
 
 @dataclass
@@ -61,21 +65,19 @@ def database_of(path: str | Path) -> Path:
 
 
 def read_source(path: str | Path) -> Source:
-    """A result folder and its one suite id; a folder that mixes suites is refused."""
+    """A result folder and its suite id: the final suite's, the one its last run ran. A folder run
+    under several versions of its suite (grown, resumed with --resume-anyway) is taken when every
+    cell is a cell of the final suite computed as it would be, and refused otherwise
+    (final_suite.suite_versions): it must reproduce from the final suite.yaml."""
     database = database_of(path)
     with Store(database, read_only=True) as store:
         store.verify()
         runs = store.runs()
-        cell_suites = store.cell_suite_ids()
-    suite_ids = {run["suite_id"] for run in runs} | cell_suites
+        origins = store.cell_origins()
     if not runs:
         raise BenchsuiteError(f"{path}: no runs recorded in {database.name}; nothing to publish")
-    if len(suite_ids) > 1:
-        raise BenchsuiteError(
-            f"{path}: holds results of {len(suite_ids)} different resolved suites ({', '.join(sorted(suite_ids))}); "
-            "publish a folder of one suite"
-        )
-    return Source(database.parent, database, runs[-1]["suite_id"], runs[-1]["suite"])
+    versions = suite_versions(path, runs, origins)
+    return Source(database.parent, database, versions.final, runs[-1]["suite"], versions)
 
 
 def check_compatible(sources: Sequence[Source]) -> None:
@@ -156,6 +158,7 @@ def readme(
     environment: dict,
     figures: Sequence[Path],
     duplicates: int,
+    versions: SuiteVersions | None = None,
 ) -> str:
     """The published folder's front page: what it is, the headline numbers, how to reproduce."""
     from benchsuite.reporting.display import display_rows, method_notes, ranking_display
@@ -177,6 +180,7 @@ def readme(
             else "."
         ),
         "",
+        *grown_note(versions),
         (
             "Each row: mean test accuracy of the interpolating networks an optimizer (or the random-interpolator "
             "baseline) found, with its bootstrap interval, and the gain over the baseline on the same training sets."
@@ -250,6 +254,23 @@ def readme(
     return "\n".join(lines)
 
 
+def grown_note(versions: SuiteVersions | None) -> list[str]:
+    """For a folder run under several versions of its suite: what ran, said plainly."""
+    if versions is None or len(versions.suite_ids) < 2:
+        return []
+    earlier = ", ".join(f"`{markdown_text(i)}`" for i in versions.suite_ids if i != versions.final)
+    return [
+        (
+            f"This folder was run in {versions.runs} runs under {len(versions.suite_ids)} versions of its suite "
+            f"(earlier: {earlier}; final: `{markdown_text(versions.final)}`). All {versions.cells:,} cells are cells "
+            "of the final suite (same cell id and seed, same plugin versions and engine numerics); "
+            f"{versions.earlier_cells:,} of them were computed under an earlier version, and the final suite computes "
+            "them the same, so the folder reproduces from `suite.yaml`."
+        ),
+        "",
+    ]
+
+
 def _figures(target: Path) -> tuple[list[Path], list[tuple[str, bytes]]]:
     """Figure files from benchsuite.plots (PNG and SVG) and the PNGs to embed; none without matplotlib."""
     try:
@@ -311,6 +332,7 @@ def _write_published(
     with Store(database) as store:
         rows = leaderboard_from_store(store, settings=settings)
         runs = store.runs()
+        versions = suite_versions(target, runs, store.cell_origins())
     figure_paths, embedded = _figures(folder) if figures else ([], [])
     suite = runs[-1]["suite"]
     name = suite.get("name", target.name)
@@ -320,7 +342,7 @@ def _write_published(
         "suite.yaml": yaml.safe_dump(runnable_document(suite), sort_keys=False, allow_unicode=True),
         "suite.json": json.dumps(suite, indent=2, sort_keys=True) + "\n",
         "environment.json": json.dumps(environment, indent=2) + "\n",
-        "README.md": readme(name, target, rows, runs, environment, figure_paths, duplicates),
+        "README.md": readme(name, target, rows, runs, environment, figure_paths, duplicates, versions),
     }
     for filename, text in documents.items():
         (folder / filename).write_text(text)

@@ -24,6 +24,11 @@ Width = int | float | str  # a multiplier or a form such as "1/6" (architectures
 Depth = int | str | None  # a layer count or a variant name such as "2c-1f"; None: the plugin's
 
 
+# the key of a cell's recorded `plugins` that names the engine's arithmetic ("revision 2"):
+# benchsuite.engine.NUMERICS_REVISION, set by the runner
+ENGINE_KEY = "engine numerics"
+
+
 def content_hash(value: Any, length: int = 16) -> str:
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
@@ -301,6 +306,59 @@ class Suite:
         return runnable_document(self.resolved)
 
 
+def suite_from_record(record: Mapping[str, Any], path: str = "") -> Suite:
+    """The Suite a stored resolved record (`Suite.resolved`, as every run stores it) describes, so
+    its cells can be expanded without the plugins that validated it. The inverse of `resolved`;
+    a record it cannot rebuild exactly (another version's shape) raises KeyError or TypeError,
+    and callers compare `suite_id` with the id the record was stored under."""
+
+    def entry(e: Mapping[str, Any]) -> Entry:
+        s = e["settings"]
+        settings: OptimizerSettings | SamplerSettings
+        if e["role"] == "baseline":
+            settings = SamplerSettings(s["prior"], s["max_candidates"])
+        else:
+            settings = OptimizerSettings(
+                s["prior"], s["batch_size"], s["epochs"], s["batch_order"], s["max_networks"], s.get("schedule")
+            )
+        return Entry(
+            e["name"], e["label"], e["role"], tuple(e["performance_options"]), e["models"], settings,
+            e["hyperparameters"], e.get("tuned", {}),
+        )  # fmt: skip
+
+    def task(t: Mapping[str, Any]) -> Task:
+        seeds = t["class_pair_seeds"]
+        return Task(
+            t["dataset"], tuple((a, b) for a, b in t["classes"]), None if seeds is None else tuple(seeds),
+            tuple(t["n_train"]), tuple(t["training_set_seeds"]), t["training_draw"],
+        )  # fmt: skip
+
+    tuning = record.get("tuning")
+    return Suite(
+        path=path,
+        name=record["name"],
+        description=record["description"],
+        seed=record["seed"],
+        device=record["device"],
+        tie_rule=record["tie_rule"],
+        models_per_cell=record["models_per_cell"],
+        data=DataSource(record["data"]["root"], record["data"]["download"]),
+        tasks=tuple(task(t) for t in record["tasks"]),
+        architectures=tuple(
+            ArchitectureGrid(a["name"], tuple(a["widths"]), tuple(a["depths"]), a["bias"]) for a in record["architectures"]
+        ),
+        optimizers=tuple(entry(e) for e in record["optimizers"]),
+        baselines=tuple(entry(e) for e in record["baselines"]),
+        reference_baseline=record["leaderboard"]["baseline"],
+        metrics=tuple(record["metrics"]),
+        max_seconds_per_cell=record.get("max_seconds_per_cell"),
+        tuning=None if tuning is None else Tuning(
+            tuning["trials"], tuple(tuning["hyperparameters"]), tuning["networks"], tuning["validation_per_class"],
+            tuning["seed"], tuning["min_fit"], tuning["criterion"],
+        ),
+    )  # fmt: skip
+
+
 def runnable_document(resolved: dict[str, Any]) -> dict[str, Any]:
     """The input form of a resolved suite (a stored record too): entries flattened, grids already
     expanded."""
@@ -397,6 +455,15 @@ class Cell:
         excluded = ("n_train", "models", "budget", "tie_rule")
         stream = {k: v for k, v in self.identity.items() if k not in excluded}
         return derive_seed(self.suite_seed, stream)
+
+    def plugins_used(self, metrics: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """(kind, name) of every plugin whose code decides the cell's results: with the engine's
+        arithmetic (ENGINE_KEY), what its recorded `plugins` name ("optimizer sgd")."""
+        return [
+            ("dataset", self.dataset), ("architecture", self.architecture.name), ("prior", self.entry.settings.prior),
+            ("sampler" if self.role == "baseline" else "optimizer", self.entry.name),
+            *(("metric", name) for name in metrics),
+        ]  # fmt: skip
 
     @property
     def architecture_label(self) -> str:

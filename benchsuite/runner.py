@@ -30,7 +30,7 @@ from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.paths import check_out_folder, make_folder, remove_empty_folders
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, ExecutionPlan, ExecutorSpec
-from benchsuite.resolved import Cell, Suite, expand
+from benchsuite.resolved import ENGINE_KEY, Cell, Suite, expand
 from benchsuite.store import FolderLock, NetworkResult, Store
 from benchsuite.tasks import dataset_files, load_splits
 
@@ -86,22 +86,13 @@ def resolve_executor_options(spec: ExecutorSpec, given: Mapping[str, Any] | None
     return values
 
 
-ENGINE_KEY = "engine numerics"
-
-
 def cell_plugins(cell: Cell, registry: Registry, metrics: tuple[str, ...] = ()) -> dict[str, str]:
     """The distribution and version of every plugin the cell uses ("optimizer sgd": "benchsuite
     0.1.0") and the engine's arithmetic ("engine numerics": "revision 2",
     engine.NUMERICS_REVISION): part of the cell's record, so results never silently mix plugin
     versions or engine arithmetics."""
-    used = [
-        ("dataset", cell.dataset), ("architecture", cell.architecture.name),
-        ("prior", cell.entry.settings.prior),
-        ("sampler" if cell.role == "baseline" else "optimizer", cell.entry.name),
-        *(("metric", name) for name in metrics),
-    ]  # fmt: skip
     origins = {}
-    for kind, name in used:
+    for kind, name in cell.plugins_used(metrics):
         provider = registry.provider(kind, name)
         origins[f"{kind} {name}"] = " ".join(filter(None, (provider.distribution, provider.version)))
     origins[ENGINE_KEY] = f"revision {NUMERICS_REVISION}"
@@ -302,6 +293,7 @@ def run_suite(
     data_files = preflight(suite, registry, data)
     environment = {**capture_environment(torch_device, registry), "data_files": data_files}
     environment["executor"] = {"name": spec.name, "options": options}
+    environment[ENGINE_KEY] = f"revision {NUMERICS_REVISION}"  # also for a run that computes no cell
     max_seconds = suite.max_seconds_per_cell
     with _output(out) as database:
         _check_resumable(database, cells, suite, registry, on_mismatch)

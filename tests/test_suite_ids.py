@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchsuite.plugins import default_registry, load_registry
-from benchsuite.resolved import content_hash, expand
+from benchsuite.resolved import content_hash, expand, suite_from_record
 from benchsuite.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +115,10 @@ def test_suite_and_cell_ids_unchanged(relative):
     assert len(cells) == count
     joined = "".join(f"{cell.cell_id}:{cell.seed};" for cell in cells)
     assert hashlib.sha256(joined.encode()).hexdigest()[:16] == digest
+    # the record a run stores rebuilds the very suite and cells (publish checks a grown folder by it)
+    rebuilt = suite_from_record(json.loads(json.dumps(suite.resolved)))
+    assert rebuilt.suite_id == suite_id
+    assert "".join(f"{cell.cell_id}:{cell.seed};" for cell in expand(rebuilt)) == joined
 
 
 @pytest.mark.parametrize("folder", LEADERBOARDS, ids=lambda p: p.name)

@@ -273,13 +273,17 @@ class Store:
         return {row[0] for row in self.connection.execute("SELECT cell_id FROM cells")}
 
     def cell_origins(self) -> dict[str, dict[str, Any]]:
-        """Per finished cell: the suite it ran in and the plugins (distribution and version) it
-        used, as recorded (None in databases older than schema 4), for the resume check."""
-        query = "SELECT cell_id, suite_id, plugins FROM cells"
+        """Per finished cell: the suite it ran in, its seed and the plugins (distribution and
+        version) it used, as recorded (None in databases older than schema 4), for the resume
+        check and publish's check that every cell is a cell of the folder's final suite."""
+        query = "SELECT cell_id, suite_id, seed, plugins FROM cells ORDER BY rowid"
         return {
-            row["cell_id"]: {"suite_id": row["suite_id"], "plugins": json.loads(row["plugins"]) if row["plugins"] else None}
+            row["cell_id"]: {
+                "suite_id": row["suite_id"], "seed": row["seed"],
+                "plugins": json.loads(row["plugins"]) if row["plugins"] else None,
+            }
             for row in self.connection.execute(query)
-        }
+        }  # fmt: skip
 
     def add_cell(
         self,
