@@ -11,7 +11,7 @@ way: mean over training sets of per-set means, with a hierarchical bootstrap int
 On top of the protocol's numbers (benchsuite.statistics): bootstrap intervals for the mean and the
 gain, a paired sign-flip test of the gain with Holm's correction across the leaderboard, the
 probability of improvement over the baseline, all pairwise comparisons within each task, and mean
-ranks and win rates across tasks.
+ranks, win rates and benchsuite.aggregate's interval estimates and performance profiles across tasks.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from benchsuite import aggregate
 from benchsuite import statistics as stats
 from benchsuite.statistics import BootstrapSettings
 
@@ -383,7 +384,8 @@ class LeaderboardRows(list):
     """The leaderboard rows (a plain list, as before) carrying what the richer reports add.
 
     Attributes: `comparisons` (pairwise, per task), `ranking` (mean ranks across tasks),
-    `win_rates` (matrix), `set_means` (training_set_means), `settings` (the bootstrap's), `runs`
+    `win_rates` (matrix), `aggregate` (aggregate.across_tasks: mean and IQM gains with intervals,
+    P(improvement) over SGD, performance profiles), `set_means` (training_set_means), `settings` (the bootstrap's), `runs`
     (the runs table: resolved suite and environment) and `reference_baseline`. JSON and CSV writers
     see only the rows.
     """
@@ -391,6 +393,7 @@ class LeaderboardRows(list):
     comparisons: list[dict]
     ranking: list[dict]
     win_rates: dict
+    aggregate: dict
     set_means: list[dict]
     settings: BootstrapSettings
     runs: list[dict]
@@ -415,6 +418,7 @@ def build_leaderboard(
     rows.comparisons = build_comparisons(rows, networks, settings, cache)
     rows.ranking = stats.mean_ranks(rows)
     rows.win_rates = stats.win_rates(rows)
+    rows.aggregate = aggregate.across_tasks(rows, networks, reference_baseline, settings)
     rows.set_means = training_set_means(networks)
     rows.settings = settings
     rows.runs = list(runs)

@@ -162,7 +162,8 @@ def readme(
 ) -> str:
     """The published folder's front page: what it is, the headline numbers, how to reproduce."""
     from benchsuite.reporting.display import display_rows, method_notes, ranking_display
-    from benchsuite.reporting.markdown import markdown_table
+    from benchsuite.reporting.formatting import task_count
+    from benchsuite.reporting.markdown import aggregate_lines, markdown_table
 
     suite = runs[-1]["suite"]
     summary = environment["summary"]
@@ -189,7 +190,8 @@ def readme(
     ]
     ranking = getattr(rows, "ranking", None)
     if ranking:
-        lines += ["## Across tasks", ""] + markdown_table(ranking_display(ranking)) + [""]
+        lines += ["## Across tasks", ""] + aggregate_lines(getattr(rows, "aggregate", None) if task_count(rows) > 1 else None)
+        lines += markdown_table(ranking_display(ranking)) + [""]
     if rows:
         lines += ["## Leaderboard", ""] + markdown_table(display_rows(rows)) + [""]
         lines += [f"- {note}" for note in method_notes(rows)] + [""]
@@ -201,8 +203,9 @@ def readme(
             "`leaderboard.md`, `.csv`, `.json`, `.tex` (booktabs) hold the same rows."
         ),
         (
-            "- `statistics.json`: paired comparisons of every pair of methods per task, mean ranks, win rates and "
-            "the bootstrap settings."
+            "- `statistics.json`: paired comparisons of every pair of methods per task, mean ranks, win rates, the "
+            "across-task aggregate (mean and IQM gains with intervals, P(> SGD), performance profiles) and the "
+            "bootstrap settings."
         ),
         (
             "- `results.sqlite`: every interpolating network (tables runs, cells, networks, network_metrics; view "

@@ -222,17 +222,21 @@ def probability_of_improvement(a: Sets, b: Sets) -> float | None:
     each training set weighs the same, as in the protocol's mean. Times 100, it is also the mean
     percentile of A's networks in B's distribution (`baseline_percentile` when B is the baseline).
     """
-    seeds = shared_seeds(a, b)
-    if not seeds:
-        return None
-    shares = []
-    for s in seeds:
+    shares = improvement_shares(a, b)
+    return float(np.mean(list(shares.values()))) if shares else None
+
+
+def improvement_shares(a: Sets, b: Sets) -> dict[int, float]:
+    """Per shared training set, P(random network of A beats one of B), ties half: the units that
+    probability_of_improvement averages (and that an across-task bootstrap resamples)."""
+    shares = {}
+    for s in shared_seeds(a, b):
         reference = np.sort(np.asarray(b[s], dtype=float))
         values = np.asarray(a[s], dtype=float)
         below = np.searchsorted(reference, values, side="left")
         at_or_below = np.searchsorted(reference, values, side="right")
-        shares.append(float(np.mean((below + at_or_below) / 2) / len(reference)))
-    return float(np.mean(shares))
+        shares[s] = float(np.mean((below + at_or_below) / 2) / len(reference))
+    return shares
 
 
 # ---------------------------------------------------------------------------------------------

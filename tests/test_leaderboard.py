@@ -215,3 +215,56 @@ def test_exhausted_cells_without_networks_render_everywhere(tmp_path):
     console = Console(record=True, width=200)
     to_terminal(rows, console)
     assert "0/5" in console.export_text()
+
+
+def test_every_format_shows_the_across_task_aggregate_best_iqm_first(rows, tmp_path):
+    record = rows.aggregate
+    assert [e["optimizer"] for e in record["optimizers"]] == sorted(
+        ("adam", "sgd"), key=lambda o: -next(e["gain_iqm"] for e in record["optimizers"] if e["optimizer"] == o)
+    )
+    first = record["optimizers"][0]
+    mean = f"{first['gain_mean']:+.1f} [{first['gain_mean_ci_low']:+.1f}, {first['gain_mean_ci_high']:+.1f}]"
+    iqm = f"{first['gain_iqm']:+.1f} [{first['gain_iqm_ci_low']:+.1f}, {first['gain_iqm_ci_high']:+.1f}]"
+    text = to_markdown(rows)
+    header = next(line for line in text.splitlines() if "IQM gain pp [95% CI]" in line)
+    lines = text.splitlines()
+    table = lines[lines.index(header) + 2 : lines.index(header) + 2 + len(record["optimizers"])]
+    assert [line.split(" | ")[0].strip("| ") for line in table] == [e["optimizer"] for e in record["optimizers"]]
+    assert mean in table[0] and iqm in table[0] and "P(&gt; sgd)" in header and "profile τ=1" in header
+    assert "stratified percentile bootstrap" in text and "Dolan and Moré" in text
+    assert text.index("IQM gain pp") < text.index("mean rank")  # the aggregate leads the section
+    console = Console(record=True, width=250)
+    to_terminal(rows, console)
+    shown = console.export_text()
+    assert "IQM gain pp" in shown and "profile τ=1" in shown and mean in shown and iqm in shown
+    write_leaderboard(rows, tmp_path, formats=("json",))
+    stored = json.loads((tmp_path / "statistics.json").read_text())["aggregate"]
+    assert stored["optimizers"][0] == first and stored["reference_optimizer"] == "sgd"
+
+
+def test_one_task_or_one_training_set_per_task_is_said_not_shown_as_intervals(tmp_path):
+    from benchsuite.reporting.display import single_task_note
+    from benchsuite.reporting.html_page import to_html
+
+    one_task = make_results(tmp_path / "one-task", pairs=((0, 1),), n_trains=(4,), widths=("1",), seeds=(200, 201), models=5)
+    with Store(one_task / "results.sqlite") as store:
+        rows = leaderboard_from_store(store)
+    assert single_task_note() in to_markdown(rows) and "IQM gain" not in to_markdown(rows)
+    assert single_task_note() in to_html(rows) and 'id="aggregate"' not in to_html(rows)
+    console = Console(record=True, width=250)
+    to_terminal(rows, console)
+    assert "one task only" in console.export_text() and "IQM gain" not in console.export_text()
+
+    one_set = make_results(tmp_path / "one-set", pairs=((0, 1),), widths=("1",), seeds=(200,), models=5)
+    with Store(one_set / "results.sqlite") as store:
+        rows = leaderboard_from_store(store)
+    assert rows.aggregate["tasks"] == 2
+    assert all(e["gain_mean_ci_low"] is None and e["gain_iqm"] is not None for e in rows.aggregate["optimizers"])
+    text = to_markdown(rows)
+    assert "One training set per task: the stratified bootstrap has nothing to resample" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if "IQM gain pp" in line)
+    assert all("[" not in line for line in lines[header + 2 : header + 4])  # no degenerate intervals
+    console = Console(record=True, width=250)
+    to_terminal(rows, console)
+    assert "one training set per task: no intervals" in console.export_text()

@@ -88,6 +88,7 @@ def test_publish_writes_every_format_suite_environment_and_readme(published):
     readme = (target / "README.md").read_text()
     assert "suite0000fixture" in readme and "## Reproduce" in readme and "benchsuite run" in readme
     assert "| sgd |" in readme and "## Across tasks" in readme
+    assert "IQM gain pp [95% CI]" in readme and "profile τ=1" in readme
     page = (target / "leaderboard.html").read_text()
     assert ENVIRONMENT["git_commit"] in page
 

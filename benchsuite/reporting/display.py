@@ -221,3 +221,89 @@ def status_notes(rows: Sequence[dict]) -> list[str]:
             "out\"); what they had found is not counted, so their rows rest on fewer training sets."
         )
     return notes
+
+
+def aggregate_display(aggregate: dict, compact: bool = False) -> list[dict[str, str]]:
+    """The across-task table (benchsuite.aggregate), one line per optimizer, best IQM first:
+    mean and IQM gain with intervals, P(improvement) over the reference optimizer, the profile.
+    `compact` keeps what a terminal has room for (the profile at 1 point only, no task counts)."""
+    ci = f"{100 * aggregate['confidence']:g}% CI"
+    reference = aggregate.get("reference_optimizer")
+    taus = aggregate["profile_taus"]
+    shown = []
+    for e in aggregate["optimizers"]:
+        line = {"optimizer": e["optimizer"]}
+        if not compact:
+            line["tasks"] = str(e["tasks"])
+        line[f"mean gain pp [{ci}]"] = f"{signed(e['gain_mean'])} {interval(e['gain_mean_ci_low'], e['gain_mean_ci_high'], 1, True)}".strip()
+        line[f"IQM gain pp [{ci}]"] = f"{signed(e['gain_iqm'])} {interval(e['gain_iqm_ci_low'], e['gain_iqm_ci_high'], 1, True)}".strip()
+        if reference is not None:
+            text = number(e["prob_improvement"], 2)
+            if e["prob_improvement_ci_low"] is not None and not compact:
+                text += f" [{e['prob_improvement_ci_low']:.2f}, {e['prob_improvement_ci_high']:.2f}]"
+            line[f"P(> {reference})" + ("" if compact else f" [{ci}]")] = text
+        values = e.get("profile") or [None] * len(taus)
+        for tau, value in zip(taus, values):
+            if not compact or tau == 1.0:
+                line[f"profile τ={tau:g}"] = number(value, 2)
+        if not compact:
+            line[f"profile area (τ ≤ {aggregate['profile_tau_max']:g})"] = number(e.get("profile_area"), 2)
+            line["τ for all tasks"] = number(e.get("profile_tau_all"), 1)
+        shown.append(line)
+    return shown
+
+
+def aggregate_notes(aggregate: dict) -> list[str]:
+    """Plain sentences defining the across-task table, and what it cannot show on this data."""
+    entries = aggregate["optimizers"]
+    reference = aggregate.get("reference_optimizer")
+    notes = [
+        (
+            f"Gain: per (task, training set), the optimizer's mean test accuracy minus {aggregate['baseline'] or 'the baseline'}'s, in "
+            "points. Mean gain: the mean over tasks of each task's mean gain; IQM: the mean of the middle half of all "
+            "(task, training set) gains pooled (25% trimmed from each end, as rliable's). Rows sorted by IQM."
+        ),
+        (
+            f"Intervals: {100 * aggregate['confidence']:g}% stratified percentile bootstrap, {aggregate['resamples']} resamples "
+            f"of training sets within each task, independently per task (seed {aggregate['seed']}); networks are not "
+            "resampled here, each training set's mean is one unit."
+        ),
+    ]
+    if reference is not None:
+        notes.append(
+            f"P(> {reference}): probability that a random network of the optimizer beats a random one of {reference} on "
+            "the same training set (ties half), averaged over training sets within a task and then over tasks, "
+            "with the same stratified interval."
+        )
+    notes.append(
+        f"Performance profile (Dolan and Moré, as in AlgoPerf): the share of the {aggregate['tasks']} tasks on which the "
+        "optimizer's mean test accuracy is within τ points of the best optimizer's there (baselines excluded); the "
+        f"area is its integral over τ in [0, {aggregate['profile_tau_max']:g}] divided by {aggregate['profile_tau_max']:g} "
+        "(1 = best on every task); τ for all tasks: where it reaches 1 (the optimizer's largest gap to the best)."
+    )
+    with_gains = [e for e in entries if e["tasks"]]
+    if with_gains and all(e["single_set_tasks"] == e["tasks"] for e in with_gains):
+        notes.append(
+            "One training set per task: the stratified bootstrap has nothing to resample, so no intervals are shown; "
+            "suites with more training-set seeds give them."
+        )
+    elif any(e["single_set_tasks"] for e in with_gains):
+        notes.append(
+            "Some tasks have one training set: they add no sampling variation to the intervals, which are too narrow "
+            "by that much."
+        )
+    elif with_gains and max(e["training_sets"] / e["tasks"] for e in with_gains) < 5:
+        fewest = min(e["training_sets"] // e["tasks"] for e in with_gains)
+        notes.append(
+            f"With as few as {fewest} training sets per task, the bootstrap can only recombine them: intervals are rough "
+            "and too narrow (simulated 95% intervals cover about 70-75% of the time with 2 per task, 88% with 4: "
+            "docs/protocol.md)."
+        )
+    if len({e["tasks"] for e in entries}) > 1:
+        notes.append("Optimizers ran different numbers of tasks (column tasks): their aggregates are not over the same tasks.")
+    return notes
+
+
+def single_task_note() -> str:
+    """What the across-task section says when there is one task only."""
+    return "Across tasks: one task only, so there is nothing to aggregate (no ranks, IQM or performance profile)."

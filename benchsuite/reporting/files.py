@@ -22,7 +22,8 @@ def write_leaderboard(
     """Write leaderboard.<suffix> for each of `formats` (names in `reporters`, the built-ins by
     default) into `out`; the paths.
 
-    LeaderboardRows also get statistics.json (comparisons, ranking, win rates, bootstrap settings).
+    LeaderboardRows also get statistics.json (comparisons, ranking, win rates, the across-task
+    aggregate, bootstrap settings).
     `figures` are (caption, PNG bytes) pairs to embed in the HTML page.
     """
     out = Path(out)

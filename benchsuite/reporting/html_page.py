@@ -2,7 +2,7 @@
 
 Everything is inline (CSS, a small sorting script, figures as base64 PNG, interval plots as SVG),
 so the page needs no network and no server. It shows the leaderboard with intervals, the
-cross-task ranking and win rates, the paired comparisons, the figures it is given (PNG bytes, e.g.
+cross-task aggregate (mean and IQM gains, performance profiles), ranking and win rates, the paired comparisons, the figures it is given (PNG bytes, e.g.
 benchsuite.plots.figures_from_store), and the environment and resolved suite of every run it came from.
 
 Sorting: click a column header (again to reverse). A URL hash `#sort=TABLE.COLUMN[.asc|.desc]`
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchsuite.reporting import html_explore
-from benchsuite.reporting.display import ended, method_notes, metric_names, metric_note
+from benchsuite.reporting.display import aggregate_notes, ended, method_notes, metric_names, metric_note, single_task_note
 from benchsuite.reporting.formatting import metric_interval, p_value, percent, signed, significant, task_label
 
 STYLE = """
@@ -290,6 +290,45 @@ def ranking_table(ranking: Sequence[dict]) -> str:
     return f'<table id="ranking" class="sortable">{_header(columns)}<tbody>{body}</tbody></table>'
 
 
+def aggregate_table(aggregate: dict) -> str:
+    """The across-task table (benchsuite.aggregate): best IQM first, every column sortable."""
+    reference = aggregate.get("reference_optimizer")
+    taus = aggregate["profile_taus"]
+    columns = [
+        ("optimizer", "method", "text"), ("tasks", "tasks", "number"),
+        ("gain_mean", "mean gain pp", "number"), ("gain_iqm", "IQM gain pp", "number"),
+    ]  # fmt: skip
+    if reference is not None:
+        columns.append(("prob_improvement", f"P(> {reference})", "number"))
+    columns += [(f"profile_{tau:g}", f"profile τ={tau:g}", "number") for tau in taus]
+    columns += [
+        ("profile_area", f"profile area (τ ≤ {aggregate['profile_tau_max']:g})", "number"),
+        ("profile_tau_all", "τ for all tasks", "number"),
+    ]
+    body = []
+    for e in aggregate["optimizers"]:
+        cells = [
+            f'<td class="text">{_e(e["optimizer"])}</td>',
+            _number_cell(e["tasks"], str(e["tasks"])),
+            _number_cell(e["gain_mean"], signed(e["gain_mean"]), _ci(e["gain_mean_ci_low"], e["gain_mean_ci_high"], 1, True)),
+            _number_cell(e["gain_iqm"], signed(e["gain_iqm"]), _ci(e["gain_iqm_ci_low"], e["gain_iqm_ci_high"], 1, True)),
+        ]  # fmt: skip
+        if reference is not None:
+            low, high = e["prob_improvement_ci_low"], e["prob_improvement_ci_high"]
+            extra = "" if low is None else f' <span class="ci">[{low:.2f}, {high:.2f}]</span>'
+            cells.append(_number_cell(e["prob_improvement"], _fixed(e["prob_improvement"], 2), extra))
+        for value in e.get("profile") or [None] * len(taus):
+            cells.append(_number_cell(value, _fixed(value, 2)))
+        cells.append(_number_cell(e.get("profile_area"), _fixed(e.get("profile_area"), 2)))
+        cells.append(_number_cell(e.get("profile_tau_all"), _fixed(e.get("profile_tau_all"), 1)))
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table id="aggregate" class="sortable">{_header(columns)}<tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
 def win_rate_table(win_rates: dict) -> str:
     labels = win_rates["optimizers"]
     head = "".join(f"<th>{_e(b)}</th>" for b in labels)
@@ -439,14 +478,23 @@ def to_html(
     if metric_names(rows):
         parts += ['<h2 id="diagnostics-heading">Diagnostics</h2>', f"<p>{_e(metric_note(rows))}</p>", diagnostics_table(rows)]
     ranking = getattr(rows, "ranking", None)
+    aggregate = getattr(rows, "aggregate", None)
     if ranking and len(tasks) > 1:
+        parts.append('<h2 id="ranking-heading">Across tasks</h2>')
+        if aggregate and aggregate["optimizers"]:
+            parts += [
+                "<p>Gain over the baseline and performance profile, aggregated over tasks (best IQM first):</p>",
+                aggregate_table(aggregate),
+                '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in aggregate_notes(aggregate)) + "</ul>",
+            ]
         parts += [
-            '<h2 id="ranking-heading">Across tasks</h2>',
             "<p>Rank by mean test accuracy on each task (1 = best), averaged over the tasks each method ran.</p>",
             ranking_table(ranking),
             "<p>Win rate: share of the tasks both ran on which the row's method has the higher mean test accuracy (ties half).</p>",
             win_rate_table(rows.win_rates),
         ]
+    elif ranking:
+        parts.append(f"<p>{_e(single_task_note())}</p>")
     comparisons = getattr(rows, "comparisons", None)
     if comparisons:
         parts += [

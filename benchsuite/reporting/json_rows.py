@@ -1,5 +1,6 @@
 """The leaderboard as JSON: the rows as they are, and statistics.json for what LeaderboardRows
-carries besides them (comparisons, ranking, win rates, bootstrap settings)."""
+carries besides them (comparisons, ranking, win rates, the across-task aggregate, bootstrap
+settings)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def statistics_record(rows: Sequence[dict]) -> dict[str, Any]:
         "comparisons": list(getattr(rows, "comparisons", [])),
         "ranking": list(getattr(rows, "ranking", [])),
         "win_rates": getattr(rows, "win_rates", None),
+        "aggregate": getattr(rows, "aggregate", None),
     }
 
 

@@ -1,5 +1,5 @@
-"""The leaderboard as Markdown: the rows, the method notes, the cross-task ranking and win rates,
-and the paired comparisons (the last three when the rows are LeaderboardRows)."""
+"""The leaderboard as Markdown: the rows, the method notes, the cross-task aggregate, ranking and
+win rates, and the paired comparisons (the last four when the rows are LeaderboardRows)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from benchsuite.escaping import markdown_cell, markdown_text
 from benchsuite.reporting.display import (
     TEXT_COLUMNS,
+    aggregate_display,
+    aggregate_notes,
     comparison_display,
     display_rows,
     method_notes,
     metric_display,
     metric_note,
     ranking_display,
+    single_task_note,
     win_rate_display,
 )
 from benchsuite.reporting.formatting import task_count
@@ -49,13 +52,9 @@ def to_markdown(rows: Sequence[dict], title: str = "Leaderboard") -> str:
         lines += markdown_table(diagnostics)
     ranking = getattr(rows, "ranking", None)
     if ranking and task_count(rows) > 1:
-        lines += [
-            "",
-            "## Across tasks",
-            "",
-            "Rank by mean test accuracy on each task (1 = best), averaged over tasks.",
-            "",
-        ]
+        lines += ["", "## Across tasks", ""]
+        lines += aggregate_lines(getattr(rows, "aggregate", None))
+        lines += ["Rank by mean test accuracy on each task (1 = best), averaged over tasks.", ""]
         lines += markdown_table(ranking_display(ranking))
         lines += [
             "",
@@ -63,6 +62,8 @@ def to_markdown(rows: Sequence[dict], title: str = "Leaderboard") -> str:
             "",
         ]
         lines += markdown_table(win_rate_display(rows.win_rates))
+    elif ranking:
+        lines += ["", single_task_note()]
     comparisons = getattr(rows, "comparisons", None)
     if comparisons:
         lines += ["", "## Paired comparisons", ""]
@@ -74,3 +75,12 @@ def to_markdown(rows: Sequence[dict], title: str = "Leaderboard") -> str:
         lines.append("")
         lines += markdown_table(comparison_display(comparisons, rows))
     return "\n".join(lines) + "\n"
+
+
+def aggregate_lines(aggregate: dict | None) -> list[str]:
+    """The across-task table with its definitions, as Markdown lines ([] without optimizers)."""
+    if not aggregate or not aggregate["optimizers"]:
+        return []
+    lines = ["Gain over the baseline and performance profile, aggregated over tasks:", ""]
+    lines += markdown_table(aggregate_display(aggregate))
+    return lines + [""] + [f"- {markdown_text(note)}" for note in aggregate_notes(aggregate)] + [""]

@@ -13,10 +13,12 @@ from rich.table import Table
 from benchsuite.escaping import terminal_text
 from benchsuite.reporting.display import (
     TEXT_COLUMNS,
+    aggregate_display,
     display_rows,
     method_notes,
     metric_display,
     ranking_display,
+    single_task_note,
 )
 from benchsuite.reporting.formatting import confidence_label, task_count
 
@@ -101,6 +103,10 @@ def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboar
         console.print(f"[dim]{note}[/]", highlight=False, width=width)
     _diagnostics(rows, console, width)
     ranking = getattr(rows, "ranking", None)
+    if ranking and task_count(rows) == 1:
+        console.print(f"[dim]{single_task_note()}[/]", highlight=False, width=width)
+    if ranking and task_count(rows) > 1:
+        _aggregate(getattr(rows, "aggregate", None), console, width)
     if ranking and len(ranking) > 1 and task_count(rows) > 1:
         summary = Table(
             title="Across tasks (rank by mean test accuracy, 1 = best)", header_style="bold"
@@ -110,6 +116,31 @@ def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboar
         for line in ranking_display(ranking):
             summary.add_row(*(escape(terminal_text(v)) for v in line.values()))
         console.print(summary)
+
+
+def _aggregate(aggregate: dict | None, console: Console, width: int) -> None:
+    """The across-task table, compact (definitions and the full table are in leaderboard.md)."""
+    if not aggregate or not aggregate["optimizers"]:
+        return
+    shown = aggregate_display(aggregate, compact=True)
+    ci = f"{100 * aggregate['confidence']:g}% CI"
+    table = Table(
+        title=escape(terminal_text(f"Across {aggregate['tasks']} tasks: gain over {aggregate['baseline'] or 'the baseline'} (points), best IQM first")),
+        title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+    )  # fmt: skip
+    for header in shown[0]:
+        short = header.replace(f" [{ci}]", "")
+        if header == "optimizer":  # folded, never cut: two labels may share a prefix
+            table.add_column(header, justify="left", overflow="fold")
+        else:
+            table.add_column(escape(terminal_text(short)), justify="right", no_wrap=True)
+    for line in shown:
+        table.add_row(*(escape(terminal_text(v)) for v in line.values()))
+    console.print(table, width=width)
+    note = f"[a, b]: {ci}, stratified bootstrap over training sets within tasks; profile τ=1: share of tasks within 1 point of the best"
+    if all(e["single_set_tasks"] == e["tasks"] for e in aggregate["optimizers"] if e["tasks"]):
+        note = "one training set per task: no intervals (nothing to resample); " + note.split("; ", 1)[1]
+    console.print(f"[dim]{escape(note)} (leaderboard.md defines every column).[/]", highlight=False, width=width)
 
 
 def _gain_colour(row: dict) -> str | None:
