@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -40,7 +41,19 @@ def git_commit(directory: Path | None = None) -> str | None:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    return cpu_model() or platform.processor() or platform.machine()
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), e.g. "AMD EPYC": float32 bits depend on it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        return None
+    return None
 
 
 def capture_environment(device: torch.device, registry=None) -> dict:
@@ -53,6 +66,9 @@ def capture_environment(device: torch.device, registry=None) -> dict:
         "device_name": device_description(device),
         "cuda": torch.version.cuda,
         "torch_threads": torch.get_num_threads(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),
         "git_commit": git_commit(),
     }
     if registry is not None:

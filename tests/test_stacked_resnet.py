@@ -28,8 +28,9 @@ KAIMING = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_unif
 MOMENTUM = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
 # Against the vmap path, (rtol, atol): Adam's step is about lr (1e-3) whatever the gradient's
 # size, so a rounding change that flips a near-zero gradient moves that weight by up to lr; seen:
-# one weight in 10,368 off by 2e-4 after 2 epochs. SGD's steps scale with the gradient.
-TOLERANCE = {"sgd": (1e-3, 1e-5), "adam": (1e-3, 5e-4)}
+# one weight in 10,368 off by 2e-4 after 2 epochs on the Xeon, one in 20,736 by 6.7e-4 on the
+# EPYC; two steps' worth bounds it. SGD's steps scale with the gradient.
+TOLERANCE = {"sgd": (1e-3, 1e-5), "adam": (1e-3, 2e-3)}
 
 
 def images(shape, n=9, seed=0):

@@ -11,6 +11,7 @@ Importing this package loads nothing: each engine is its own module, imported wh
   (docs/optimizer-contract.md); parts.py splits its rounds over workers.
 - evaluation.py: the host's accuracy and ties, stacked.evaluate's numbers faster (wide.py:
   formulations checked bit for bit against the old calls; blocks.py: the inner loop).
+- gemm_check.py: whether batched products compute each network by itself in this process.
 - threads.py: the one threading policy of every path (workers across networks, one thread per
   kernel).
 """
@@ -23,5 +24,7 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # 3: ResNet4 trains on engine/stacked_resnet.py. 4: LeNet's col2im sums in two stages.
 # 5: G&C decides BatchNorm networks on engine/batchnorm_gnc.py (a candidate within float32
 # rounding of a tie may be decided otherwise). 6: the Lipschitz metric's input gradients of
-# LeNets are written out (metrics/input_gradients.py; equal to float32 rounding).
-NUMERICS_REVISION = 6
+# LeNets are written out (metrics/input_gradients.py; equal to float32 rounding). 7: MKL runs in
+# its reproducible mode (MKL_CBWR=AUTO, benchsuite/__init__.py; gemm_check.py), which on some
+# CPUs (the AMD EPYC) picks other GEMM kernels: every path's numbers there move by rounding.
+NUMERICS_REVISION = 7

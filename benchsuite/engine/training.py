@@ -90,6 +90,7 @@ from benchsuite.engine.batches import (
     steps_per_epoch,
 )
 from benchsuite.engine.evaluation import accuracy
+from benchsuite.engine.gemm_check import warn_unless_invariant
 from benchsuite.engine.parts import CHOICE, joined, round_parts
 from benchsuite.engine.stacked_conv import plan_conv, train_stacked_conv
 from benchsuite.engine.stacked_mlp import (
@@ -257,6 +258,8 @@ def train_networks(
     steps = batch_indices(orders.to(x_train.device), batch_size)
     labels = y_train.long()
     device = x_train.device
+    if path != "per_network":
+        warn_unless_invariant(device)
     threads = cpu_threads(workers) if device.type == "cpu" else 1
     splittable = device.type == "cpu" and _splittable(optimizer)
     if not splittable:
