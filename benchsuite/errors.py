@@ -56,10 +56,13 @@ class OptimizerStepError(BenchsuiteError):
 
     One line naming the optimizer, the step (counted from 0 within a round of training; None
     while it was being built) and the original error, which is kept as `__cause__` and `error`.
+    `blown_up`: on a stacked training path, which networks of the stack ([K] bool tensor) had a
+    NaN or inf loss, weight or gradient when it was raised (engine/divergence.py); None elsewhere.
     """
 
     def __init__(self, optimizer: str, step: int | None, error: BaseException, hint: str = ""):
         self.optimizer, self.step, self.error, self.hint = optimizer, step, error, hint
+        self.blown_up = None
         where = "while being built" if step is None else f"at step {step}"
         reason = " ".join(str(error).split()) or "(no message)"
         text = f"optimizer {optimizer!r} failed {where}: {type(error).__name__}: {reason}"

@@ -1,7 +1,8 @@
 """Faults, nothing lost and nothing counted twice (docs/reliability.md lists each with its test):
 the driver killed with kill -9 at several points, two runs on one folder, a leaderboard taken
-while a run writes, an optimizer that diverges, a cell over its time budget, G&C running out of
-memory, a cell delivered twice. Real processes, real kills, a real allocation failure.
+while a run writes, an optimizer that diverges (or fails on its diverged networks, one at a time
+or in a stack), a cell over its time budget, G&C running out of memory, a cell delivered twice.
+Real processes, real kills, a real allocation failure.
 """
 
 from __future__ import annotations
@@ -310,6 +311,194 @@ def test_an_optimizer_whose_linear_algebra_fails_on_a_finite_network_loses_that_
     assert len(fragile) == 8 and all(c["status"] == "diverged" and c["models_found"] == 0 for c in fragile)
     assert all("linear algebra failed" in c["status_detail"] for c in fragile)
     assert all(c["status"] == "ok" and c["models_found"] == 6 for c in cells if c["optimizer"] != "fragile")
+
+
+class _DoomedSGD:
+    """A stack-aware SGD (OptimizerSpec.stacked: it keeps the networks of a stack apart) for the
+    numerics rule on a stack. The networks whose optimizer seed is doomed (seed % 4 == 0) fail;
+    `mode` (set by the test) says how:
+    - "raises": they step 1e30 times too far and blow up, and the optimizer raises on the NaN or
+      inf gradient it then sees anywhere in its stack (as Shampoo's SVD would);
+    - "quiet": the same steps, and the optimizer steps on (NaN stays in a network);
+    - "linalg": at step 3 its linear algebra fails on a stack holding one (finite numbers);
+    - "linalg-quiet": at step 3 they are set to NaN instead;
+    - "clean": no network is doomed; "bug": it raises at step 2 whatever the numbers;
+    - "late-bug": as "quiet", and it raises at step 5 whatever the numbers.
+    `raised` counts the numerics errors it raised, so that a test knows the rule was used."""
+
+    mode = "raises"
+    raised = 0
+
+    def __init__(self, params, networks, lr):
+        import torch
+
+        self.param_groups = [{"params": list(params), "lr": lr}]
+        self.doomed = torch.tensor([s % 4 == 0 and self.mode != "clean" for s in networks.seeds])
+        self.steps = 0
+
+    def step(self, closure=None):
+        import torch
+
+        mode, params, lr = self.mode, self.param_groups[0]["params"], self.param_groups[0]["lr"]
+        with torch.no_grad():
+            if mode == "raises" and not all(bool(torch.isfinite(p.grad).all()) for p in params):
+                _DoomedSGD.raised += 1
+                raise FloatingPointError("the gradient is not finite")
+            if mode == "linalg" and self.steps == 3 and bool(self.doomed.any()):
+                _DoomedSGD.raised += 1
+                raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+            if (mode, self.steps) in (("bug", 2), ("late-bug", 5)):
+                raise RuntimeError("a bug in the plugin")
+            blowing = ("raises", "quiet", "late-bug")
+            far = self.doomed if mode in blowing else torch.zeros_like(self.doomed)
+            rates = torch.where(far, lr * 1e30, lr)
+            for p in params:
+                p.sub_(p.grad * rates.to(p.dtype).view(-1, *[1] * (p.dim() - 1)))
+                if mode == "linalg-quiet" and self.steps == 3:
+                    p[self.doomed] = float("nan")
+        self.steps += 1
+
+
+def _doomed_registry():
+    from types import ModuleType
+
+    from benchsuite import hookimpl
+    from benchsuite.records import Hyperparameter, OptimizerSpec
+
+    spec = OptimizerSpec(
+        name="doomed-sgd", factory=_DoomedSGD, stacked=True,
+        hyperparameters={"lr": Hyperparameter(float, 0.05, low=0.0)},
+    )  # fmt: skip
+    module = ModuleType("doomed")
+    module.benchsuite_optimizers = hookimpl(lambda: [spec])
+    return spec, load_registry(include_entry_points=False, extra=[("doomed", module)])
+
+
+def _stack_case(path):
+    """(module, input shape) trained on `path`: an MLP whose products bmm and mm compute alike,
+    a small LeNet-like network, a ResNet4 (BatchNorm buffers)."""
+    from torch import nn
+
+    from benchsuite.architectures.resnet4 import build_resnet4
+
+    if path == "conv":
+        conv = [nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 2)]
+        return nn.Sequential(*conv), (1, 8, 8)
+    if path == "resnet":
+        return build_resnet4((1, 28, 28), "1/6"), (1, 28, 28)
+    mlp = [nn.Flatten(), nn.Linear(64, 100, bias=False), nn.ReLU(), nn.Linear(100, 2)]
+    return nn.Sequential(*mlp), (1, 8, 8)
+
+
+@pytest.mark.parametrize("failing, quiet", [("raises", "quiet"), ("linalg", "linalg-quiet")])
+@pytest.mark.parametrize("path", ["mlp", "vmap", "conv", "resnet"])
+def test_a_stack_whose_optimizer_fails_on_some_networks_loses_those_and_the_rest_train_as_alone(
+    failing, quiet, path, monkeypatch
+):
+    """A stack-aware optimizer that raises on a NaN in its stack, or whose linear algebra fails
+    on some of its networks, loses those networks to numerics (NaN parameters); every other
+    network is bit for bit what it is in a run where nothing raised, and where none diverged."""
+    import torch
+
+    from benchsuite.engine.batches import optimizer_seed, round_orders
+    from benchsuite.engine.training import choose_path, initial_parameters, train_networks
+    from benchsuite.records import PriorSpec, kaiming_uniform_bound
+
+    spec, _ = _doomed_registry()
+    module, shape = _stack_case(path)
+    assert path == "vmap" or choose_path(module, spec) == path
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, *shape, generator=generator), torch.arange(16) % 2
+    prior = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
+    attempts = range(12)
+    parameters, buffers = initial_parameters(module, prior, 7, attempts, "cpu")
+    orders = round_orders(7, attempts, 16, 2, "independent")
+    seeds = [optimizer_seed(7, a) for a in attempts]
+    doomed = torch.tensor([s % 4 == 0 for s in seeds])
+    assert 0 < int(doomed.sum()) < len(seeds) - 1  # some fail, more than one survives
+
+    def train(mode):
+        monkeypatch.setattr(_DoomedSGD, "mode", mode)
+        trained = train_networks(
+            module, x, y, spec, {"lr": 0.05}, parameters, buffers, orders, 2, path=path,
+            seeds=seeds,
+        )  # fmt: skip
+        return {**trained[0], **trained[1]}
+
+    raised = _DoomedSGD.raised
+    lost, quietly, clean = train(failing), train(quiet), train("clean")
+    assert _DoomedSGD.raised > raised  # the optimizer did raise
+    for name, value in lost.items():
+        if name in parameters:
+            assert torch.isnan(value[doomed]).all()
+            assert not torch.isfinite(quietly[name][doomed]).all()
+        assert torch.equal(value[~doomed], quietly[name][~doomed]), name
+        assert torch.equal(value[~doomed], clean[name][~doomed]), name
+        assert torch.isfinite(value[~doomed].float()).all()
+
+
+def test_a_bug_that_comes_while_networks_of_the_stack_are_nan_still_stops_the_training(monkeypatch):
+    """At step 5 some networks are NaN and the optimizer raises on all of them (its bug): the
+    rule trains the finite ones again without them, the bug comes again on finite numbers, and
+    that error is raised, one line naming the optimizer and step."""
+    import torch
+    from torch import nn
+
+    from benchsuite.engine.batches import optimizer_seed, round_orders
+    from benchsuite.engine.training import initial_parameters, train_networks
+    from benchsuite.errors import OptimizerStepError
+    from benchsuite.records import PriorSpec, kaiming_uniform_bound
+
+    spec, _ = _doomed_registry()
+    module, shape = _stack_case("mlp")
+    x, y = torch.randn(16, *shape, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2
+    prior = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
+    parameters, buffers = initial_parameters(module, prior, 7, range(12), "cpu")
+    orders = round_orders(7, range(12), 16, 2, "independent")
+    seeds = [optimizer_seed(7, a) for a in range(12)]
+    monkeypatch.setattr(_DoomedSGD, "mode", "late-bug")
+    with pytest.raises(OptimizerStepError) as caught:
+        train_networks(module, x, y, spec, {"lr": 0.05}, parameters, buffers, orders, 2, seeds=seeds)
+    assert str(caught.value) == "optimizer 'doomed-sgd' failed at step 5: RuntimeError: a bug in the plugin"
+    assert caught.value.blown_up is not None and not bool(caught.value.blown_up.any())
+
+
+def test_a_stack_aware_optimizer_that_fails_on_diverged_networks_loses_them_and_the_suite_goes_on(
+    tmp_path, monkeypatch
+):
+    """Through the runner (cells of one stack key train their rounds in one stack): the doomed
+    networks are counted as diverged, every cell is ok, and every stored table (cells with their
+    diverged counts, networks, metrics) equals that of a run whose optimizer raised nothing."""
+    _, registry = _doomed_registry()
+    document = dict(FAULTS, optimizers=[{"name": "doomed-sgd", "epochs": 20}], baselines=[])
+    suite = validate_suite(document, registry, "doomed.yaml")
+    tables = {}
+    for failing, quiet in [("raises", "quiet"), ("linalg", "linalg-quiet")]:
+        for mode in (failing, quiet):
+            monkeypatch.setattr(_DoomedSGD, "mode", mode)
+            raised = _DoomedSGD.raised
+            run_suite(suite, tmp_path / mode, registry)
+            assert (_DoomedSGD.raised > raised) == (mode == failing)
+            tables[mode] = comparable_rows(tmp_path / mode / "results.sqlite")
+        assert tables[failing] == tables[quiet]
+        with Store.open_existing(tmp_path / failing) as store:
+            cells = store.cells()
+        assert len(cells) == 8 and all(c["status"] == "ok" and c["models_found"] == 6 for c in cells)
+        assert sum(c["diverged"] for c in cells) > 0
+
+
+def test_a_stack_aware_optimizers_own_error_on_finite_networks_still_stops_the_run_in_one_line(
+    tmp_path, monkeypatch
+):
+    """An error that is not the numerics rule's (finite networks, not a LinAlgError) is the
+    plugin's: the run stops with one line naming the optimizer and the step."""
+    from benchsuite.errors import OptimizerStepError
+
+    _, registry = _doomed_registry()
+    monkeypatch.setattr(_DoomedSGD, "mode", "bug")
+    document = dict(FAULTS, optimizers=[{"name": "doomed-sgd", "epochs": 20}], baselines=[])
+    with pytest.raises(OptimizerStepError, match=r"^optimizer 'doomed-sgd' failed at step 2: RuntimeError: a bug in the plugin$"):
+        run_suite(validate_suite(document, registry, "bug.yaml"), tmp_path, registry)
 
 
 def test_a_cell_over_its_time_budget_is_stopped_and_recorded_as_timed_out(tmp_path):

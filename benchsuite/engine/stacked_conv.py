@@ -32,7 +32,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchsuite.engine.divergence import note_blown_up
 from benchsuite.engine.stacked_mlp import loss_gradient_table, stacked_stepper
+from benchsuite.errors import OptimizerStepError
 
 GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
 PATCHES = True  # unit-stride, unpadded convolutions as patches x kernels (see _run_patches)
@@ -136,6 +138,9 @@ def train_stacked_conv(
         stepper.start()
         run(plan, params, grads, images, labels, steps, stepper, summed_loss)
         stepper.finish()
+    except OptimizerStepError as error:  # which networks were NaN or inf (the numerics rule)
+        note_blown_up(error, [*params.values(), *grads.values()], stepper)
+        raise
     finally:
         flat.grad = None
         for value in params.values():

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchsuite.engine.divergence import note_blown_up
 from benchsuite.engine.stacked_optim import direct_optimizer
+from benchsuite.errors import OptimizerStepError
 
 # Layers that act on each sample alone and hold no state: safe to apply once to all inputs.
 PER_SAMPLE_PREFIX_LAYERS = (nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Identity)
@@ -176,6 +178,9 @@ def train_stacked_mlp(
             summed_loss,
         )
         stepper.finish()
+    except OptimizerStepError as error:  # which networks were NaN or inf (the numerics rule)
+        note_blown_up(error, [*params.values(), *grads.values()], stepper)
+        raise
     finally:
         flat.grad = None
         for value in params.values():

@@ -31,8 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from benchsuite.engine.divergence import note_blown_up
 from benchsuite.engine.stacked_conv import run_steps
 from benchsuite.engine.stacked_mlp import stacked_stepper
+from benchsuite.errors import OptimizerStepError
 
 # The ResNet4 modules matched by class (the engine may not import benchsuite.architectures).
 _ARCHITECTURE = "benchsuite.architectures.resnet4"
@@ -187,6 +189,9 @@ def train_stacked_resnet(
         stepper.start()
         _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss)
         stepper.finish()
+    except OptimizerStepError as error:  # which networks were NaN or inf (the numerics rule)
+        note_blown_up(error, [*params.values(), *grads.values()], stepper)
+        raise
     finally:
         flat.grad = None
         for value in params.values():

@@ -54,6 +54,8 @@ class Stepper:
     `factors`: the schedule's learning-rate multiplier per step (schedules.Schedule.factors), or
     None for the default constant schedule, which never touches the optimizer's learning rate.
     `closure` says whether `step` receives the closure: the caller builds one only then.
+    `loss`: what the closure last returned (a stacked path's [K] losses), for the numerics rule
+    when a step fails (engine/divergence.py).
     """
 
     def __init__(self, optimizer, spec: OptimizerSpec, factors: Sequence[float] | None = None):
@@ -63,6 +65,7 @@ class Stepper:
         self.hint = "" if self.closure else CLOSURE_HINT
         self.factors = factors
         self.index = 0
+        self.loss = None
         self.groups: list[dict] = []
         self.base: list[Any] = []
         if factors is not None:
@@ -98,11 +101,19 @@ class Stepper:
             for group, base in zip(self.groups, self.base):
                 group["lr"] = base * factor
         if self.closure:
-            loss = self._call(self.optimizer.step, index, closure)
+            recorded = None if closure is None else self._recorded(closure)
+            loss = self._call(self.optimizer.step, index, recorded)
         else:
             loss = self._call(self.optimizer.step, index)
         self.index = index + 1
         return loss
+
+    def _recorded(self, closure: Callable) -> Callable:
+        def recorded():
+            self.loss = value = closure()
+            return value
+
+        return recorded
 
     def finish(self) -> None:
         """`optimizer.eval()` when the optimizer has one: the weights it wants evaluated."""

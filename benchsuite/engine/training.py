@@ -14,7 +14,8 @@ independent optimizers; stack-aware ones (OptimizerSpec.stacked: sam, sgld) are 
 the networks of a stack apart; other optimizers train one network at a time (correctness first).
 Every path calls the optimizer the same way (engine/stepping.py, docs/optimizer-contract.md):
 gradient of the current batch, then step(closure) or step(), the schedule's learning rate, and
-the optimizer's train()/eval() around the steps.
+the optimizer's train()/eval() around the steps; an optimizer that fails on numbers (NaN or inf,
+a LinAlgError) loses only the networks it failed on, on every path (engine/divergence.py).
 
 Populations of several cells (train_populations) with the same MLP, optimizer, N and schedule but
 different training sets and seeds train their rounds in one stack, each network on its own
@@ -89,6 +90,7 @@ from benchsuite.engine.batches import (
     shared_orders,
     steps_per_epoch,
 )
+from benchsuite.engine.divergence import blew_up, note_blown_up, train_losing_diverged
 from benchsuite.engine.evaluation import accuracy
 from benchsuite.engine.gemm_check import warn_unless_invariant
 from benchsuite.engine.parts import CHOICE, joined, round_parts
@@ -239,8 +241,49 @@ def train_networks(
     networks over on CPU ("auto": the CPUs this process may use), each running single-threaded
     kernels; the results do not depend on it.
     Returns the trained stacked (parameters, buffers), detached; the inputs are not modified.
-    Raises OptimizerStepError when the optimizer fails.
+    Raises OptimizerStepError when the optimizer fails, except where the numerics rule loses
+    networks instead (engine/divergence.py): then they come back with NaN parameters, the others
+    as a stack without them trains them.
     """
+
+    def train(index: torch.Tensor | None):
+        if index is None:
+            return _train_stack(
+                module, x_train, y_train, optimizer, hyperparameters, parameters, buffers, orders,
+                batch_size, path, seeds=seeds, schedule=schedule, workers=workers,
+            )  # fmt: skip
+        chosen = None if seeds is None else [list(seeds)[i] for i in index.tolist()]
+        return _train_stack(
+            module, x_train, y_train, optimizer, hyperparameters, _rows(parameters, index),
+            _rows(buffers, index), orders[index.to(orders.device)], batch_size, path,
+            seeds=chosen, schedule=schedule, workers=workers,
+        )  # fmt: skip
+
+    return train_losing_diverged(train, parameters, buffers)
+
+
+def _rows(stacked: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Networks `index` of a stack (a CPU index), copied."""
+    return {name: value.index_select(0, index.to(value.device)) for name, value in stacked.items()}
+
+
+def _train_stack(
+    module: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    optimizer: OptimizerSpec,
+    hyperparameters: dict,
+    parameters: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    orders: torch.Tensor,
+    batch_size: int,
+    path: str = "auto",
+    *,
+    seeds=None,
+    schedule: Schedule | None = None,
+    workers: int | str = "auto",
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """train_networks for one stack: an optimizer's error stops it (train_networks' rule aside)."""
     if path not in TRAINING_PATHS:
         raise ValueError(f"path must be one of {TRAINING_PATHS}, got {path!r}")
     chosen_automatically = path == "auto"
@@ -479,12 +522,16 @@ def _train_vmap(
             total.backward()
         return losses.detach() if per_network_closure else total.detach()
 
-    stepper.start()
-    for indices in steps:
-        x, y = x_train[indices], labels[indices]
-        gradients(x, y)
-        stepper.step(functools.partial(gradients, x, y) if stepper.closure else None)
-    stepper.finish()
+    try:
+        stepper.start()
+        for indices in steps:
+            x, y = x_train[indices], labels[indices]
+            gradients(x, y)
+            stepper.step(functools.partial(gradients, x, y) if stepper.closure else None)
+        stepper.finish()
+    except OptimizerStepError as error:  # which networks were NaN or inf (the numerics rule)
+        note_blown_up(error, [*tensors, *(t.grad for t in tensors if t.grad is not None)], stepper)
+        raise
     return {name: value.detach() for name, value in params.items()}, state
 
 
@@ -534,7 +581,7 @@ def _train_per_network(
                 stepper.step(functools.partial(gradients, x, y) if stepper.closure else None)
             stepper.finish()
         except OptimizerStepError as error:
-            if not (_blew_up(tensors, losses[-1:]) or isinstance(error.error, torch.linalg.LinAlgError)):
+            if not (blew_up(tensors, losses[-1:]) or isinstance(error.error, torch.linalg.LinAlgError)):
                 failed.set()
                 raise
             # the loss blew up and the optimizer failed on it (an SVD of NaNs), or its linear
@@ -560,13 +607,6 @@ def _train_per_network(
     with torch_single_threaded(device):
         _spread(train, count, threads)
     return trained_params, trained_buffers
-
-
-def _blew_up(tensors: list[torch.Tensor], losses: list[torch.Tensor]) -> bool:
-    """Whether a network's last loss, a parameter or a gradient is NaN or inf: an optimizer that
-    raises then failed on a diverged network (recorded as diverged), not on its own bug (raised)."""
-    values = [*losses, *tensors, *(t.grad for t in tensors if t.grad is not None)]
-    return any(not bool(torch.isfinite(v.detach()).all()) for v in values)
 
 
 def _spread(train: Callable[[int], None], count: int, threads: int) -> None:
@@ -908,19 +948,30 @@ def _train_stacked_rounds(group: list[_PopulationRun]) -> bool:
                 for _, run, attempts, *_ in rounds
                 for seed in optimizer_seeds(request.optimizer, run.request.seed, attempts)
             ]
-        def host(a: int, b: int, seeds=seeds, steps=steps):
-            return _host(
-                request.optimizer, request.hyperparameters, b - a,
-                None if seeds is None else seeds[a:b], settings.schedule, len(steps), per_epoch,
-            )  # fmt: skip
-
         device = all_features.device
         threads = cpu_threads("auto") if device.type == "cpu" else 1
         threads = threads if _splittable(request.optimizer) else 1
-        trained = _train_mlp_parts(
-            plan, all_features, all_labels, parameters, steps, request.optimizer,
-            request.hyperparameters, host, threads, device,
-        )  # fmt: skip
+
+        def train(index, parameters=parameters, steps=steps, seeds=seeds, threads=threads):
+            if index is not None:  # networks `index` alone (the numerics rule)
+                parameters = _rows(parameters, index)
+                steps = [s.index_select(0, index.to(s.device)) for s in steps]
+                seeds = None if seeds is None else [seeds[i] for i in index.tolist()]
+
+            def host(a: int, b: int):
+                return _host(
+                    request.optimizer, request.hyperparameters, b - a,
+                    None if seeds is None else seeds[a:b], settings.schedule, len(steps),
+                    per_epoch,
+                )  # fmt: skip
+
+            trained = _train_mlp_parts(
+                plan, all_features, all_labels, parameters, steps, request.optimizer,
+                request.hyperparameters, host, threads, device,
+            )  # fmt: skip
+            return trained, {}
+
+        trained, _ = train_losing_diverged(train, parameters, {})
         elapsed = time.perf_counter() - started
         total = sum(len(r[2]) for r in rounds)
         start = 0
