@@ -97,8 +97,8 @@ ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, model
 @click.option("--jobs", "-j", help="Workers (processes; ray: CPUs of the local cluster): a number or auto (the CPUs this process may use). Only for executors that declare `jobs`.")
 @click.option("--address", help="ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT); without it a local cluster starts on 127.0.0.1. Only for executors that declare `address`.")
 @click.option("--executor-option", "-X", "executor_settings", multiple=True, metavar="NAME=VALUE", help="Any option the executor declares (benchsuite plugins NAME lists them), e.g. -X retries=5 -X gpus_per_unit=0.25.")
-@click.option("--restart", "on_mismatch", flag_value="restart", help="If the folder's finished cells came from another resolved suite or other plugin versions: keep that database beside (results.superseded-<time>.sqlite) and start afresh.")
-@click.option("--resume-anyway", "on_mismatch", flag_value="resume", help="Keep such cells and resume, knowingly mixing them.")
+@click.option("--restart", "on_mismatch", flag_value="restart", help="If the folder's finished cells are not all cells of this suite (same cell id and seed) with this run's plugin versions and engine revision, or came from an earlier version of the suite (a grown one): keep that database beside (results.superseded-<time>.sqlite) and start afresh.")
+@click.option("--resume-anyway", "on_mismatch", flag_value="resume", help="Keep cells that are not this suite's, or of other plugin versions, and resume, knowingly mixing them (publish refuses a folder holding cells its final suite dropped or changed). A grown suite resumes without it.")
 @click.pass_context
 def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, jobs: str | None, address: str | None, executor_settings: tuple[str, ...], on_mismatch: str | None) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.

@@ -1,18 +1,19 @@
 """A result folder run under several versions of its suite: whether all its cells are cells of the last.
 
-A suite that grows (another N, another training set) is resumed into its folder with
-`--resume-anyway`, so the folder's runs record several suite ids. Cell ids and seeds hash what
-decides a cell's results, so a cell computed under an earlier version is the very computation the
-final suite makes when its (cell id, seed) is a cell of the final suite and it used the plugin
-versions and engine arithmetic the final suite's runs used. Such a folder reproduces from the final
-suite.yaml, and `publish` takes it; a folder holding any other cell does not, and is refused.
+A suite that grows (another N, another training set) resumes into its folder, so the folder's runs
+record several suite ids. Cell ids and seeds hash what decides a cell's results, so a cell computed
+under an earlier version is the very computation a suite makes when its (cell id, seed) is a cell
+of that suite and it used the plugin versions and engine arithmetic that suite's runs use. One
+rule (`fit`) serves both sides: the runner resumes a grown folder without a flag when its cells fit
+the suite about to run, and `publish` takes a folder whose cells fit its final suite; a folder
+holding any other cell is refused by both.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,55 @@ from benchsuite.errors import BenchsuiteError
 from benchsuite.resolved import ENGINE_KEY, Cell, Suite, expand, suite_from_record
 
 WAY_OUT = "run the final suite into a new folder (or with --restart) and publish that"
+
+
+NOT_RECORDED = "none recorded"
+
+# for a stored cell (the Cell of the suite it matches, its origin from Store.cell_origins), the
+# values each key of its recorded `plugins` may take ("optimizer sgd": {"benchsuite 0.1.0"}), or
+# None where its plugins are not to be checked
+Expected = Callable[[Cell, Mapping[str, Any]], Mapping[str, Collection[str]] | None]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a folder's finished cells fit a suite: those that are no cell of it, and those that are
+    but recorded other plugin versions or another engine revision than it uses."""
+
+    cells: int
+    foreign: tuple[str, ...]  # cell ids whose (cell id, seed) is no cell of the suite
+    unlike: tuple[str, ...]  # cells of the suite that recorded other plugins or engine revision
+    changes: dict[str, tuple[str, str]] = field(default_factory=dict)  # key: (then, what the suite uses)
+
+    @property
+    def fits(self) -> bool:
+        return not self.foreign and not self.unlike
+
+
+def fit(origins: Mapping[str, Mapping[str, Any]], cells: Iterable[Cell], expected: Expected) -> Fit:
+    """Whether every stored cell (Store.cell_origins) is one of `cells` (the same cell id and
+    seed) computed as `expected` says that suite computes it; what does not fit, and why."""
+    by_id = {cell.cell_id: cell for cell in cells}
+    foreign, unlike, changes = [], [], {}
+    for cell_id, origin in origins.items():
+        cell = by_id.get(cell_id)
+        if cell is None or cell.seed != origin["seed"]:
+            foreign.append(cell_id)
+            continue
+        accepted = expected(cell, origin)
+        if accepted is None:
+            continue
+        then = origin["plugins"] or {}
+        differ = {
+            key: (then.get(key, NOT_RECORDED), " or ".join(sorted(values)) or NOT_RECORDED)
+            for key, values in accepted.items()
+            if then.get(key) not in values
+        }
+        differ |= {key: (then[key], "not used") for key in then if key not in accepted}
+        if differ:
+            unlike.append(cell_id)
+            changes.update(differ)
+    return Fit(len(origins), tuple(foreign), tuple(unlike), changes)
 
 
 @dataclass(frozen=True)
@@ -45,20 +95,18 @@ def suite_versions(
     if len(ids) == 1:
         return versions
     suite = _final_suite(folder, runs[-1])
-    cells = {cell.cell_id: cell for cell in expand(suite)}
-    foreign = [cell_id for cell_id, o in origins.items() if cell_id not in cells or cells[cell_id].seed != o["seed"]]
-    if foreign:
-        where = ", ".join(sorted({origins[cell_id]["suite_id"] for cell_id in foreign}))
+    result = fit(origins, expand(suite), _as_the_final_runs(suite.metrics, runs, origins, final))
+    if result.foreign:
+        where = ", ".join(sorted({origins[cell_id]["suite_id"] for cell_id in result.foreign}))
         raise BenchsuiteError(
-            f"{folder}: {len(foreign)} of its {len(origins)} cells belong to no cell of its final suite {final} "
+            f"{folder}: {len(result.foreign)} of its {len(origins)} cells belong to no cell of its final suite {final} "
             f"(they ran in suite {where}; the final suite dropped or changed them), so the folder does not "
             f"reproduce from the final suite; {WAY_OUT}"
         )
-    unlike, changes = _unlike_the_final_runs(earlier, cells, suite.metrics, runs, origins, final)
-    if unlike:
-        shown = "; ".join(f"{key}: {then} then, {now} in the final suite" for key, (then, now) in sorted(changes.items()))
+    if result.unlike:
+        shown = "; ".join(f"{key}: {then} then, {now} in the final suite" for key, (then, now) in sorted(result.changes.items()))
         raise BenchsuiteError(
-            f"{folder}: {unlike} of its cells ran under an earlier suite version with other plugin versions "
+            f"{folder}: {len(result.unlike)} of its cells ran under an earlier suite version with other plugin versions "
             f"or engine numerics than its final suite {final} ({shown}); {WAY_OUT}"
         )
     return versions
@@ -80,18 +128,14 @@ def _final_suite(folder: str | Path, run: Mapping[str, Any]) -> Suite:
     return suite
 
 
-def _unlike_the_final_runs(
-    earlier: Mapping[str, Mapping[str, Any]],
-    cells: Mapping[str, Cell],
-    metrics: Sequence[str],
-    runs: Sequence[Mapping[str, Any]],
-    origins: Mapping[str, Mapping[str, Any]],
-    final: str,
-) -> tuple[int, dict[str, tuple[str, str]]]:
-    """How many earlier cells recorded plugins (distribution and version) or an engine revision
-    other than the final suite's runs used, and what differs. What the final runs used: what
-    their cells recorded, key by key; for a key none of them recorded (every such cell was done
-    before), the plugins installed and the engine revision their environments record."""
+def _as_the_final_runs(
+    metrics: Sequence[str], runs: Sequence[Mapping[str, Any]], origins: Mapping[str, Mapping[str, Any]], final: str
+) -> Expected:
+    """What a cell computed under an earlier version must have recorded: the plugins (distribution
+    and version) and engine revision the final suite's runs used; its own cells are not checked.
+    What the final runs used: what their cells recorded, key by key; for a key none of them
+    recorded (every such cell was done before), the plugins installed and the engine revision
+    their environments record."""
     recorded: dict[str, set[str]] = defaultdict(set)
     for origin in origins.values():
         if origin["suite_id"] == final:
@@ -106,18 +150,10 @@ def _unlike_the_final_runs(
     def used(key: str) -> set[str]:
         return recorded.get(key) or (engines if key == ENGINE_KEY else installed)
 
-    unlike = 0
-    changes: dict[str, tuple[str, str]] = {}
-    for cell_id, origin in earlier.items():
-        then = origin["plugins"] or {}
-        keys = [f"{kind} {name}" for kind, name in cells[cell_id].plugins_used(tuple(metrics))] + [ENGINE_KEY]
-        differ = {
-            key: (then.get(key, "none recorded"), " or ".join(sorted(used(key))) or "none recorded")
-            for key in keys
-            if then.get(key) not in used(key)
-        }
-        differ |= {key: (then[key], "not used") for key in then if key not in keys}
-        if differ:
-            unlike += 1
-            changes.update(differ)
-    return unlike, changes
+    def expected(cell: Cell, origin: Mapping[str, Any]) -> dict[str, set[str]] | None:
+        if origin["suite_id"] == final:
+            return None
+        keys = [f"{kind} {name}" for kind, name in cell.plugins_used(tuple(metrics))] + [ENGINE_KEY]
+        return {key: used(key) for key in keys}
+
+    return expected

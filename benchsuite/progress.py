@@ -41,12 +41,18 @@ class RichCellProgress(Progress):
         self.cells = None
         self.current = None  # the cell started last
         self.bars: dict[str, tuple] = {}  # cell id -> (task, unit, started)
+        self.notes: list[str] = []  # said after the first line, when the run starts
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
 
     def start_run(self, total: int, skipped: int) -> None:
         if self.first_line:
             self.display.console.print(self.first_line, highlight=False, markup=False, soft_wrap=True)
         self.display.start()
-        if skipped:
+        for line in self.notes:
+            self.display.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        if skipped and not self.notes:
             self.display.console.print(f"resuming: {skipped} of {total} cells already done")
         self.cells = self.display.add_task("cells", total=total, completed=skipped, rate="")
 
@@ -86,15 +92,20 @@ MAX_BARS = 64
 
 
 class QuietProgress(Progress):
-    """No bars: only `first_line`, once the run starts (a run refused before that prints its
-    error alone)."""
+    """No bars: only `first_line` and the run's notes (a grown suite resumed), once the run
+    starts (a run refused before that prints its error alone)."""
 
     def __init__(self, console: Console, first_line: str):
         self.console = console
         self.first_line = first_line
+        self.notes: list[str] = []
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
 
     def start_run(self, total: int, skipped: int) -> None:
-        self.console.print(self.first_line, highlight=False, markup=False, soft_wrap=True)
+        for line in (self.first_line, *self.notes):
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -66,7 +66,7 @@ def database_of(path: str | Path) -> Path:
 
 def read_source(path: str | Path) -> Source:
     """A result folder and its suite id: the final suite's, the one its last run ran. A folder run
-    under several versions of its suite (grown, resumed with --resume-anyway) is taken when every
+    under several versions of its suite (grown between runs) is taken when every
     cell is a cell of the final suite computed as it would be, and refused otherwise
     (final_suite.suite_versions): it must reproduce from the final suite.yaml."""
     database = database_of(path)

@@ -26,6 +26,7 @@ from benchsuite.errors import BenchsuiteError
 from benchsuite.execution.cells import CellContext, CellOutcome, resolve_device
 from benchsuite.execution.job import remote_job, run_unit
 from benchsuite.execution.units import unit_memory, work_units
+from benchsuite.final_suite import Fit, fit
 from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.paths import check_out_folder, make_folder, remove_empty_folders
 from benchsuite.plugins import Registry, default_registry
@@ -42,6 +43,9 @@ class Progress:
 
     Several cells may be in flight at once (worker processes): `update_cell` names its cell
     (None: the one started last)."""
+
+    def note(self, line: str) -> None:
+        """A line about the run, said before it starts (the folder resumes a grown suite)."""
 
     def start_run(self, total: int, skipped: int) -> None: ...
     def start_cell(self, cell: Cell, index: int, target: int, unit: str) -> None: ...
@@ -99,28 +103,51 @@ def cell_plugins(cell: Cell, registry: Registry, metrics: tuple[str, ...] = ()) 
     return origins
 
 
-def resume_problem(origins: dict[str, dict], cells: list[Cell], suite: Suite, registry: Registry) -> str:
-    """Why the finished cells of a folder should not be mixed with this run's ('' if they may):
-    they ran in another resolved suite, or with other versions of the plugins they used."""
-    other_suites, other_plugins = set(), {}
-    for cell in cells:
-        stored = origins.get(cell.cell_id)
-        if stored is None:
-            continue
-        if stored["suite_id"] != suite.suite_id:
-            other_suites.add(stored["suite_id"])
-        if stored["plugins"] is not None:
-            now = cell_plugins(cell, registry, suite.metrics)
-            for key, version in stored["plugins"].items():
-                if key in now and now[key] != version:
-                    other_plugins[key] = (version, now[key])
+def resume_fit(origins: Mapping[str, Mapping[str, Any]], cells: list[Cell], suite: Suite, registry: Registry) -> Fit:
+    """How a folder's finished cells (Store.cell_origins) fit this run (final_suite.fit, the rule
+    `publish` applies): each must be one of its cells, the same cell id and seed, recording the
+    plugin versions and engine revision this run records (cell_plugins). A cell of another suite
+    version is checked for every key, so a grown suite resumes only onto the very computations
+    it would make; a cell of this suite recorded before a key existed (the engine revision) is
+    checked for the keys it recorded, as it always was."""
+
+    def expected(cell: Cell, origin: Mapping[str, Any]) -> dict[str, set[str]]:
+        now = {key: {value} for key, value in cell_plugins(cell, registry, suite.metrics).items()}
+        if origin["suite_id"] != suite.suite_id:
+            return now
+        then = origin["plugins"] or {}
+        return {**{key: {value} for key, value in then.items()}, **{key: now[key] for key in then if key in now}}
+
+    return fit(origins, cells, expected)
+
+
+def _finished(count: int) -> str:
+    return "its one finished cell is a cell" if count == 1 else f"all {count} finished cells are cells"
+
+
+def mismatch_line(path: Path, origins: Mapping[str, Mapping[str, Any]], result: Fit, suite: Suite) -> str:
+    """The one line a run stops with when the folder's finished cells do not fit it."""
+    finished = f"of its {len(origins)} finished cells"
     reasons = []
-    if other_suites:
-        reasons.append(f"they ran in another resolved suite ({', '.join(sorted(other_suites))}; this one is {suite.suite_id})")
-    if other_plugins:
-        changed = "; ".join(f"{key}: {old} then, {new} now" for key, (old, new) in sorted(other_plugins.items()))
-        reasons.append(f"they used other plugin versions ({changed})")
-    return " and ".join(reasons)
+    if result.foreign:
+        where = ", ".join(sorted({origins[cell_id]["suite_id"] for cell_id in result.foreign}))
+        reasons.append(
+            f"{len(result.foreign)} {finished} are no cells of this suite {suite.suite_id} (they ran in suite "
+            f"{where}; this suite dropped or changed them)"
+        )
+        finished = ""
+    if result.unlike:
+        changed = "; ".join(f"{key}: {then} then, {now} now" for key, (then, now) in sorted(result.changes.items()))
+        reasons.append(
+            f"{len(result.unlike)} {finished}{' ' if finished else ''}ran other plugin versions or another engine "
+            f"revision than this run uses ({changed})"
+        )
+    other_version = any(origins[cell_id]["suite_id"] != suite.suite_id for cell_id in result.unlike)
+    refused = "; publish then refuses the folder" if result.foreign or other_version else ""
+    return (
+        f"{path}: {' and '.join(reasons)}; resuming would mix them. Run into a new folder, or pass --restart "
+        f"(keeps the old database beside it and starts afresh) or --resume-anyway (keeps them, knowingly mixed{refused})"
+    )
 
 
 def cell_record(outcome: CellOutcome, run_id: int, suite_id: str, class_names: tuple) -> dict:
@@ -227,23 +254,35 @@ def _output(out: Path) -> Iterator[Path]:
 MISMATCH_POLICIES = ("stop", "restart", "resume")
 
 
-def _check_resumable(path: Path, cells: list[Cell], suite: Suite, registry: Registry, on_mismatch: str) -> None:
+def _check_resumable(
+    path: Path, cells: list[Cell], suite: Suite, registry: Registry, on_mismatch: str, progress: Progress
+) -> None:
+    """Resume only onto finished cells that fit this run (resume_fit): a folder of this suite, or
+    of an earlier version whose every cell is a cell of this one (a suite grown by an N resumes
+    without a flag, saying so). Otherwise stop in one line, or with on_mismatch "restart" keep the
+    old database beside and start afresh ("restart" also starts a grown folder afresh);
+    "resume" keeps whatever is there, unchecked."""
     if on_mismatch not in MISMATCH_POLICIES:
         raise ValueError(f"on_mismatch must be one of {MISMATCH_POLICIES}, got {on_mismatch!r}")
     if Store.is_empty(path) or on_mismatch == "resume":
         return
     with Store(path, read_only=True) as store:
+        if on_mismatch == "stop":  # lost networks are said first ("restart" sets the database aside)
+            store.check_network_counts()
         origins = store.cell_origins()
-    problem = resume_problem(origins, cells, suite, registry)
-    if not problem:
+    result = resume_fit(origins, cells, suite, registry)
+    versions = {origin["suite_id"] for origin in origins.values()} - {suite.suite_id}
+    if result.fits and not (versions and on_mismatch == "restart"):
+        if versions:
+            todo = len(cells) - len(origins)
+            progress.note(
+                f"resuming: the suite {'grew' if todo else 'changed'} since its earlier runs; "
+                f"{_finished(len(origins))} of this suite (same cell id, seed, plugin versions and engine "
+                f"revision), {todo} to run"
+            )
         return
     if on_mismatch == "stop":
-        done = sum(cell.cell_id in origins for cell in cells)
-        raise BenchsuiteError(
-            f"{path}: {done} of this suite's cells are finished there, but {problem}; resuming "
-            "would mix them. Run into a new folder, or pass --restart (the old database is kept "
-            "beside it) or --resume-anyway"
-        )
+        raise BenchsuiteError(mismatch_line(path, origins, result, suite))
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path.rename(path.with_name(f"results.superseded-{stamp}.sqlite"))
 
@@ -273,10 +312,12 @@ def run_suite(
     `processes`: in worker processes; `ray`: on a Ray cluster), with `executor_options` (such as
     {"jobs": 4}); whichever runs them, this process alone writes the store, as each cell
     finishes, and a cell delivered twice (a retried unit) is written once.
-    on_mismatch: what to do when `out` holds finished cells of another resolved suite or of other
-    plugin versions: "stop" (a one-line error, nothing written), "restart" (the old database is
-    kept beside as results.superseded-<time>.sqlite, the run starts afresh) or "resume" (keep
-    them, knowingly)."""
+    on_mismatch: what to do when `out` holds finished cells that are no cells of this suite (same
+    cell id and seed) or that recorded other plugin versions or engine revision than this run
+    (cells of an earlier version of the suite that are all its cells, a grown suite's, resume
+    and `progress.note` says so): "stop" (a one-line error, nothing written), "restart" (the
+    old database is kept beside as results.superseded-<time>.sqlite, the run starts afresh; also
+    for a grown suite's folder) or "resume" (keep them, knowingly)."""
     registry = registry or default_registry()
     progress = progress or Progress()
     out = Path(out)
@@ -296,7 +337,7 @@ def run_suite(
     environment[ENGINE_KEY] = f"revision {NUMERICS_REVISION}"  # also for a run that computes no cell
     max_seconds = suite.max_seconds_per_cell
     with _output(out) as database:
-        _check_resumable(database, cells, suite, registry, on_mismatch)
+        _check_resumable(database, cells, suite, registry, on_mismatch, progress)
         with Store(database) as store:
             store.check_network_counts()
             finished = store.finished_cell_ids()

@@ -1,9 +1,10 @@
 """Publishing a folder whose suite grew between runs: real runs on the bundled digits.
 
-A suite grown by an N resumes into its folder with --resume-anyway, so the folder's runs record two
-suite ids. Every cell the first version computed is a cell of the grown suite (same cell id and
-seed), so the folder is a run of the grown suite: publish takes it, and its leaderboard equals a
-fresh run's. A folder holding a cell the final suite dropped or changed is refused in one line.
+A suite grown by an N resumes into its folder (with no flag: its cells are all the grown suite's,
+tests/test_grown_resume.py), so the folder's runs record two suite ids. Every cell the first
+version computed is a cell of the grown suite (same cell id and seed), so the folder is a run of
+the grown suite: publish takes it, and its leaderboard equals a fresh run's. A folder holding a
+cell the final suite dropped or changed (resumed with --resume-anyway) is refused in one line.
 """
 
 from __future__ import annotations
@@ -70,9 +71,7 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("grown")
     first, grown = suite_file(root, "first", FIRST), suite_file(root, "grown", GROWN)
     run(first, root / "grown")
-    stopped = cli("run", str(grown), "--out", str(root / "grown"), "--quiet")
-    assert stopped.returncode == 2 and "--resume-anyway" in stopped.stderr  # the runner still asks
-    run(grown, root / "grown", "--resume-anyway")
+    run(grown, root / "grown")  # resumes: every finished cell is a cell of the grown suite
     run(grown, root / "fresh")
     assert len(set(suite_ids(root / "grown"))) == 2 and len(set(suite_ids(root / "fresh"))) == 1
     return root, first, grown
@@ -169,7 +168,7 @@ def test_a_final_suite_that_computed_no_cell_of_its_own_is_checked_against_its_r
     folder = tmp_path / "described"
     shutil.copytree(root / "grown", folder)
     described = suite_file(tmp_path, "described", {**GROWN, "description": "the same cells, described"})
-    run(described, folder, "--resume-anyway")
+    run(described, folder)  # the same cells: resumes with no flag
     with sqlite3.connect(folder / "results.sqlite") as db:
         (environment,) = db.execute("SELECT environment FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
     assert json.loads(environment)["engine numerics"].startswith("revision ")

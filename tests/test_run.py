@@ -242,13 +242,24 @@ def test_resuming_cells_of_another_engine_arithmetic_stops_and_cells_from_before
     assert len(cells_in(database)) == 2
 
 
-def test_resuming_into_a_folder_of_another_resolved_suite_stops_unless_told(tmp_path):
-    """Finished cells of suite A are not silently counted as suite B's: B adds a training-set size,
-    so A's cells keep their ids, but B's run stops; on_mismatch="resume" keeps them knowingly."""
+def test_resuming_into_a_folder_of_another_resolved_suite_stops_unless_its_cells_are_this_suites(tmp_path):
+    """Finished cells of suite A count as suite B's only when each is one of B's cells (the same
+    cell id and seed, plugins and engine revision): B adds a training-set size, so A's cells keep
+    their ids and B resumes with no flag, saying so. C has only another N: none of its cell ids is
+    A's or B's, yet the folder's cells are no cells of C, so C stops; on_mismatch="resume" keeps
+    them knowingly."""
     from benchsuite.errors import BenchsuiteError
     from benchsuite.plugins import load_registry
-    from benchsuite.runner import run_suite
+    from benchsuite.resolved import expand
+    from benchsuite.runner import Progress, run_suite
     from benchsuite.suite import validate_suite
+
+    class Notes(Progress):
+        def __init__(self):
+            self.lines = []
+
+        def note(self, line):
+            self.lines.append(line)
 
     registry = load_registry(include_entry_points=False)
     document = {
@@ -257,10 +268,33 @@ def test_resuming_into_a_folder_of_another_resolved_suite_stops_unless_told(tmp_
         "architectures": [{"name": "mlp", "widths": ["1/6"]}], "baselines": ["gnc"],
     }  # fmt: skip
     first = validate_suite(document, registry, "a.yaml")
-    run_suite(first, tmp_path, registry=registry)
+    notes = Notes()
+    run_suite(first, tmp_path, registry=registry, progress=notes)
+    assert notes.lines == []
     document["tasks"][0]["n_train"] = [4, 6]
     second = validate_suite(document, registry, "b.yaml")
-    with pytest.raises(BenchsuiteError, match=rf"1 of this suite's cells are finished there, but they ran in another resolved suite \({first.suite_id}"):
-        run_suite(second, tmp_path, registry=registry)
-    run_suite(second, tmp_path, registry=registry, on_mismatch="resume")
+    run_suite(second, tmp_path, registry=registry, progress=notes)
+    assert notes.lines == [
+        "resuming: the suite grew since its earlier runs; all 1 finished cells are cells of this suite "
+        "(same cell id, seed, plugin versions and engine revision), 1 to run"
+    ]
     assert len(cells_in(tmp_path / "results.sqlite")) == 2
+    document["tasks"][0]["n_train"] = [8]
+    third = validate_suite(document, registry, "c.yaml")
+    assert not {c.cell_id for c in expand(third)} & {row[0] for row in cells_in(tmp_path / "results.sqlite")}
+    before = (tmp_path / "results.sqlite").read_bytes()
+    where = ", ".join(sorted([first.suite_id, second.suite_id]))
+    with pytest.raises(BenchsuiteError, match=rf"2 of its 2 finished cells are no cells of this suite {third.suite_id} \(they ran in suite {where};"):
+        run_suite(third, tmp_path, registry=registry)
+    assert (tmp_path / "results.sqlite").read_bytes() == before
+    run_suite(third, tmp_path, registry=registry, on_mismatch="resume")
+    assert len(cells_in(tmp_path / "results.sqlite")) == 3
+    # on_mismatch="restart" starts afresh from a folder of another suite version, even one that fits
+    again = tmp_path / "again"
+    run_suite(first, again, registry=registry)
+    kept = (again / "results.sqlite").read_bytes()
+    run_suite(second, again, registry=registry, on_mismatch="restart")
+    (superseded,) = again.glob("results.superseded-*.sqlite")
+    assert superseded.read_bytes() == kept
+    with sqlite3.connect(again / "results.sqlite") as db:
+        assert db.execute("SELECT suite_id, COUNT(*) FROM cells GROUP BY suite_id").fetchall() == [(second.suite_id, 2)]
