@@ -26,5 +26,6 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # rounding of a tie may be decided otherwise). 6: the Lipschitz metric's input gradients of
 # LeNets are written out (metrics/input_gradients.py; equal to float32 rounding). 7: MKL runs in
 # its reproducible mode (MKL_CBWR=AUTO, benchsuite/__init__.py; gemm_check.py), which on some
-# CPUs (the AMD EPYC) picks other GEMM kernels: every path's numbers there move by rounding.
+# CPUs (the AMD EPYC) picks other GEMM kernels: every path's numbers there move by rounding;
+# BatchNorm G&C pads calls of fewer than 8 networks (batchnorm_gnc.MIN_GROUPS).
 NUMERICS_REVISION = 7

@@ -18,7 +18,8 @@ channels-last memory, i.e. a matrix [N*H*W, K*C] with each network's channels si
 Numbers: the logits equal train-mode logits up to float32 rounding (another summation order than
 the vmap path), so a decision can differ only for a candidate within rounding of a tie; every
 accepted candidate is re-checked in the host's arithmetic anyway (gnc.py). Each network's numbers
-do not depend on how many networks share the call (tested), so decisions do not depend on chunks.
+do not depend on how many networks share the call (tested; calls of fewer than MIN_GROUPS are
+padded), so decisions do not depend on chunks.
 Modules: Sequentials of Conv2d (no groups, no bias), BatchNorm2d, ReLU, MaxPool2d, Flatten, Linear
 (no bias), and ResNet4's Residual, GlobalMaxPool and Scale (recognized by name; the plan is
 checked against the generic forward when it is built). CPU only: CUDA keeps the vmap path.
@@ -35,6 +36,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from benchsuite.stacked import StackedForward
+
+# oneDNN chooses its grouped-convolution algorithm by the group count: on the AMD EPYC, calls of
+# 1-6 networks gave other bits than the same networks among 7 or more (never on the Intel Xeon),
+# so smaller calls are padded to this many networks
+MIN_GROUPS = 8
 
 
 def _kind(module: nn.Module) -> str | None:
@@ -193,6 +199,9 @@ class BatchNormPlan:
     def logits(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """[K, N, out] train-mode logits; BatchNorm statistics over all N points per network."""
         k = next(iter(params.values())).shape[0]
+        if 0 < k < MIN_GROUPS:  # padded with copies of the first network, dropped after
+            padded = {n: torch.cat([v, v[:1].expand(MIN_GROUPS - k, *v.shape[1:])]) for n, v in params.items()}
+            return self._run(self.steps, self.x, padded, MIN_GROUPS, shared=True)[:k]
         return self._run(self.steps, self.x, params, k, shared=True)
 
     def _run(self, steps, h, params, k, shared=False):
