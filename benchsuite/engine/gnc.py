@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -66,7 +65,7 @@ from benchsuite.engine.leading_linear import LeadingLinear
 from benchsuite.engine.reuse import DecisionCache
 from benchsuite.engine.sequential import SequentialPlan
 from benchsuite.engine.sizing import draws_per_chunk, resolve_early_rejection
-from benchsuite.engine.threads import cpu_threads, torch_single_threaded
+from benchsuite.engine.threads import cpu_threads, torch_single_threaded, worker_pool
 from benchsuite.records import Population, PriorSpec, SamplingRequest
 
 DEFAULTS: dict[str, Any] = {
@@ -117,7 +116,7 @@ class _Chunks:
         # functional_call re-parametrizes its (shared) template in place: the generic path is not
         # thread-safe, so only the fast path uses worker threads
         self.threads = threads if device.type == "cpu" and decider.thread_safe else 1
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.pool = worker_pool(self.threads) if self.threads > 1 else None
         self.names = set(decider.names) if decider.names is not None else None
         plan = decider.plan
         fused = device.type == "cpu" and plan is not None and plan.first_is_linear

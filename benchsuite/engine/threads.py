@@ -105,6 +105,15 @@ def one_cpu_thread(device):
             torch.set_num_threads(saved)
 
 
+def worker_pool(workers: int) -> ThreadPoolExecutor:
+    """Worker threads that each set torch (and so MKL) to one thread in themselves: MKL keeps its
+    thread count per thread (torch sets it with mkl_set_num_threads_local), and a new thread
+    starts from MKL's default. Under MKL_CBWR (benchsuite/__init__.py) a product's bits depend on
+    that count, so without this a network computed on a worker differed from it computed on the
+    caller's thread (measured on the AMD EPYC)."""
+    return ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+
+
 def spread(function: Callable, items: Iterable, workers: int, device="cpu") -> list:
     """[function(item) for item in items] over up to `workers` threads, each running torch on
     one intra-op thread (set before the threads start: they begin with the process's count)."""
@@ -113,5 +122,5 @@ def spread(function: Callable, items: Iterable, workers: int, device="cpu") -> l
     with torch_single_threaded(torch.device(device)):
         if workers == 1:
             return [function(item) for item in items]
-        with ThreadPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             return list(pool.map(function, items))

@@ -74,7 +74,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -104,7 +103,13 @@ from benchsuite.engine.stacked_mlp import (
 from benchsuite.engine.stacked_optim import direct_optimizer_for
 from benchsuite.engine.stacked_resnet import plan_resnet, train_stacked_resnet
 from benchsuite.engine.stepping import Stepper, build_optimizer
-from benchsuite.engine.threads import cpu_threads, one_cpu_thread, spread, torch_single_threaded
+from benchsuite.engine.threads import (
+    cpu_threads,
+    one_cpu_thread,
+    spread,
+    torch_single_threaded,
+    worker_pool,
+)
 from benchsuite.errors import OptimizerStepError
 from benchsuite.protocol import (
     BATCH_ORDERS,
@@ -628,7 +633,7 @@ def _spread(train: Callable[[int], None], count: int, threads: int) -> None:
     started = time.perf_counter()
     train(1)
     alone = time.perf_counter() - started
-    with ThreadPoolExecutor(threads) as pool:
+    with worker_pool(threads) as pool:
         started = time.perf_counter()
         list(pool.map(train, range(2, 2 + threads)))
         wave = time.perf_counter() - started
