@@ -15,20 +15,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
 from cli_runner import cli
-
-FIRST = {
-    "name": "growing",
-    "seed": 7,
-    "device": "cpu",
-    "models_per_cell": 2,
-    "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4], "training_set_seeds": [200, 201]}],
-    "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [2]}],
-    "optimizers": [{"name": "sgd", "epochs": 20}],
-    "baselines": [{"name": "gnc"}],
-}
-GROWN = {**FIRST, "tasks": [{**FIRST["tasks"][0], "n_train": [4, 6]}]}  # another N: 4 more cells
+from growing_suites import FIRST, GROWN, rows, suite_file
 
 # everything a cell computed but its timing (`seconds`) and the run that wrote it
 CELL_QUERY = (
@@ -38,15 +26,6 @@ CELL_QUERY = (
 NETWORK_QUERY = "SELECT * FROM networks ORDER BY cell_id, model_index"
 
 
-def suite_file(folder: Path, name: str, document: dict) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
-
-
-def rows(database: Path, query: str) -> list[tuple]:
-    with sqlite3.connect(database) as db:
-        return db.execute(query).fetchall()
 
 
 def suite_ids(folder: Path) -> list[str]:

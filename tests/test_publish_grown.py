@@ -15,20 +15,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
 from cli_runner import cli
-
-FIRST = {
-    "name": "grown",
-    "seed": 5,
-    "device": "cpu",
-    "models_per_cell": 2,
-    "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4], "training_set_seeds": [200, 201]}],
-    "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [2]}],
-    "optimizers": [{"name": "sgd", "epochs": 20}],
-    "baselines": [{"name": "gnc"}],
-}
-GROWN = {**FIRST, "tasks": [{**FIRST["tasks"][0], "n_train": [4, 6]}]}  # another N: 4 more cells
+from growing_suites import FIRST, GROWN, rows, suite_file
 
 # what a cell computed: compared between the grown folder and a fresh run, row for row
 CELL_QUERY = (
@@ -37,11 +25,6 @@ CELL_QUERY = (
 )
 NETWORK_QUERY = "SELECT cell_id, model_index, found_at, train_acc, test_acc FROM networks ORDER BY cell_id, model_index"
 
-
-def suite_file(folder: Path, name: str, document: dict) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
 
 
 def run(suite: Path, out: Path, *flags: str) -> None:
@@ -58,10 +41,6 @@ def untimed(board: list[dict]) -> list[dict]:
     """Leaderboard rows without `seconds`, the one column that is this machine's timing, not a result."""
     return [{k: v for k, v in row.items() if k != "seconds"} for row in board]
 
-
-def rows(database: Path, query: str) -> list[tuple]:
-    with sqlite3.connect(database) as db:
-        return db.execute(query).fetchall()
 
 
 @pytest.fixture(scope="module")
