@@ -78,6 +78,7 @@ EXPECTED = {
     "suites/validation/gnc-independent-lenet.yaml": ("2e1bcc995be0d732", 2, "4fb41d7274ef5946"),
     "leaderboards/subset-mcmc-validation-lenet/suite.yaml": ("afd685804fdcb87e", 20, "ecd6af41b40a2dd5"),
     "suites/subset-mcmc/fashion-mnist-n512-depth-slice.yaml": ("7c86d4c251f658de", 60, "5a054b0ae852ef92"),
+    "leaderboards/subset-mcmc-fashion-mnist-n512-depth-slice/suite.yaml": ("7c86d4c251f658de", 60, "5a054b0ae852ef92"),
 }  # fmt: skip
 
 # Suites that need installed plugins (benchsuite-lion, benchsuite-zoo): their ids also depend on
