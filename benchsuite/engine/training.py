@@ -954,6 +954,7 @@ def _train_stacked_rounds(group: list[_PopulationRun]) -> bool:
                 for seed in optimizer_seeds(request.optimizer, run.request.seed, attempts)
             ]
         device = all_features.device
+        warn_unless_invariant(device)
         threads = cpu_threads("auto") if device.type == "cpu" else 1
         threads = threads if _splittable(request.optimizer) else 1
 
