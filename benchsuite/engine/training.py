@@ -252,16 +252,14 @@ def train_networks(
     """
 
     def train(index: torch.Tensor | None):
-        if index is None:
-            return _train_stack(
-                module, x_train, y_train, optimizer, hyperparameters, parameters, buffers, orders,
-                batch_size, path, seeds=seeds, schedule=schedule, workers=workers,
-            )  # fmt: skip
-        chosen = None if seeds is None else [list(seeds)[i] for i in index.tolist()]
+        stack, state, order, chosen = parameters, buffers, orders, seeds
+        if index is not None:  # networks `index` alone (the numerics rule)
+            stack, state = _rows(parameters, index), _rows(buffers, index)
+            order = orders[index.to(orders.device)]
+            chosen = None if seeds is None else [list(seeds)[i] for i in index.tolist()]
         return _train_stack(
-            module, x_train, y_train, optimizer, hyperparameters, _rows(parameters, index),
-            _rows(buffers, index), orders[index.to(orders.device)], batch_size, path,
-            seeds=chosen, schedule=schedule, workers=workers,
+            module, x_train, y_train, optimizer, hyperparameters, stack, state, order, batch_size,
+            path, seeds=chosen, schedule=schedule, workers=workers,
         )  # fmt: skip
 
     return train_losing_diverged(train, parameters, buffers)
