@@ -154,6 +154,36 @@ def test_every_network_fits_and_a_seed_repeats(tie_rule):
         assert math.isfinite(first.estimates[key])
 
 
+def test_levels_rank_margins_of_any_size():
+    """The next level kills the particles at or below the K-th score, whatever the logits' scale.
+    Summed into one float64 (points + exp(margin)), margins below about -35 vanished: every
+    particle scored its point count, the level stayed where it was, and a run on MLP width 1,
+    depth 4 (U[-1, 1], logits in the thousands) never ended."""
+    m = 64
+    margins = torch.full((m, 4), -1.0)
+    margins[:, 0] = 1.0  # every particle fits point 1 and fails point 2, far from its boundary
+    margins[:, 1] = -torch.linspace(100.0, 5000.0, m)
+    right = margins > 0
+    level = subset.next_level(margins, right, subset.Level(1, None), survival=0.5)
+    assert level.points == 1 and level.threshold is not None
+    # K = M - ceil(M / 2) + 1 = 33: the 33 lowest die, 31 survive
+    assert int((margins[:, 1] > level.threshold).sum()) == m // 2 - 1
+
+
+def test_a_run_does_not_depend_on_the_scale_of_the_logits():
+    """A bias-free ReLU network's logits scale with its input, and its fits do not: inputs times
+    2**12 (exact in float) must give the same run, bit for bit."""
+    module = small_mlp()
+    x, y, _, _ = mlp_task(12)
+    options = {"particles": 64, "repeats": 2, "moves": 4, "final_moves": 4}
+    plain = subset.subset_mcmc(request(module, x, y, target=20, **options))
+    scaled = subset.subset_mcmc(request(module, x * 2.0**12, y, target=20, **options))
+    assert plain.estimates["neg_log2_p_fit"] == scaled.estimates["neg_log2_p_fit"]
+    assert plain.estimates["levels"] == scaled.estimates["levels"]
+    for name in plain.parameters:
+        assert torch.equal(plain.parameters[name], scaled.parameters[name])
+
+
 def test_the_uniform_reparametrization_is_the_prior():
     """erf(z / sqrt 2) of a standard normal is uniform on [-1, 1]: moments and range."""
     module = nn.Sequential(nn.Flatten(), nn.Linear(50, 2, bias=False))

@@ -27,5 +27,6 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # LeNets are written out (metrics/input_gradients.py; equal to float32 rounding). 7: MKL runs in
 # its reproducible mode (MKL_CBWR=AUTO, benchsuite/__init__.py; gemm_check.py), which on some
 # CPUs (the AMD EPYC) picks other GEMM kernels: every path's numbers there move by rounding;
-# BatchNorm G&C pads calls of fewer than 8 networks (batchnorm_gnc.MIN_GROUPS).
-NUMERICS_REVISION = 7
+# BatchNorm G&C pads calls of fewer than 8 networks (batchnorm_gnc.MIN_GROUPS). 8: subset-mcmc
+# ranks particles by (points fitted, margin) exactly, not by their sum in float64 (subset.scores).
+NUMERICS_REVISION = 8

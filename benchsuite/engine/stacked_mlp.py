@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchsuite.engine import stopping
 from benchsuite.engine.divergence import note_blown_up
 from benchsuite.engine.stacked_optim import direct_optimizer
 from benchsuite.errors import OptimizerStepError
@@ -222,6 +223,7 @@ class PlainStepper:
         pass
 
     def step(self, closure=None):
+        stopping.check()  # as stepping.Stepper.step
         return self.optimizer.step()
 
     def finish(self) -> None:

@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from benchsuite.engine import stopping
 from benchsuite.errors import OptimizerStepError
 from benchsuite.records import Networks, OptimizerSpec
 
@@ -94,7 +95,9 @@ class Stepper:
             self._call(train, 0)
 
     def step(self, closure: Callable | None = None):
-        """One optimizer step: the scheduled learning rate, then `step(closure)` or `step()`."""
+        """One optimizer step: the scheduled learning rate, then `step(closure)` or `step()`.
+        First a stop point (engine/stopping.py): a cell's deadline ends its training here."""
+        stopping.check()
         index = self.index
         if self.factors is not None:
             factor = self.factors[index]

@@ -7,7 +7,7 @@ Algorithm (Au & Beck 2001, "subset simulation"; an SMC sampler with indicator li
 the training sets are nested (the n-point set is the first n/2 images of each class, so in
 decisions.interleaved_order the n-point set is a prefix), giving nested events
 F_0 ⊇ F_1 ⊇ ... ⊇ F_N, F_n = "fits the first n points". The levels between them are chosen by
-adaptive multilevel splitting on a continuous score (points fitted, plus exp of the margin on the
+adaptive multilevel splitting on a continuous score (points fitted, then the margin on the
 first failed point; `next_level`): the particles at or below the K-th smallest score are killed,
 the survivors' share (at most `survival`) estimates the level's conditional probability.
 Survivors are resampled to M particles, and every particle is moved by a Markov kernel that
@@ -153,32 +153,43 @@ class NestedFit:
     def satisfies(self, parameters: dict[str, torch.Tensor], level: Level) -> torch.Tensor:
         """[K] bool: the networks inside the level's event."""
         margins = self.margins(parameters, level.points + (level.threshold is not None))
-        ok = self.right(margins[:, : level.points]).all(dim=1)
-        if level.threshold is not None:
-            ok &= torch.exp(margins[:, level.points].double()) > level.threshold
+        right = self.right(margins)
+        ok = right[:, : level.points].all(dim=1)
+        if level.threshold is not None:  # as `scores` orders them: the next point right, or nearer
+            ok &= right[:, level.points] | (_finite(margins[:, level.points]) > level.threshold)
         return ok
 
 
 @dataclass(frozen=True)
 class Level:
-    """The event "score > points + threshold" (score: see `scores`) or, without a threshold,
-    "fits the first `points` points". With a threshold t in [0, 1): fits the first `points`
-    points and exp(margin on the next one) > t. Each next level is inside the previous; the
-    last is (N, None): fits the whole training set."""
+    """The event "score > (points, threshold)" (score: see `scores`) or, without a threshold,
+    "fits the first `points` points". With a threshold t <= 0: fits the first `points` points
+    and the next one too, or its margin there exceeds t. Each next level is inside the previous; the last
+    is (N, None): fits the whole training set."""
 
     points: int
     threshold: float | None = None
 
 
-def scores(margins: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """[K] float64: leading points fitted, f, plus exp(margin on the failed point f + 1) in
-    (0, 1] (margins there are <= 0); N for a network that fits all N points. Monotone in how
-    far a network got, and continuous, so that few particles share a score."""
+def _finite(margins: torch.Tensor) -> torch.Tensor:
+    """Margins with NaN as -inf: a NaN logit is never right (`NestedFit.right`), so it ranks lowest."""
+    return torch.nan_to_num(margins, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+
+
+def scores(margins: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([K] int64, [K] float) ordered lexicographically: the leading points fitted f, then the
+    margin on the failed point f + 1 (<= 0 there; 0 for a network that fits all N points).
+    Monotone in how far a network got, and continuous in its second part, so that few particles
+    share a score.
+
+    Kept as a pair, not summed into one number: with the large logits of wide networks under
+    U[-1, 1], exp(margin) vanished beside f in float64, every survivor scored f exactly, the
+    next level equalled the last, and the run never ended (MLP width 1, depth 4, N = 32)."""
     n_total = right.shape[1]
     fitted = right.to(torch.int64).cumprod(dim=1).sum(dim=1)
     failed = fitted.clamp(max=n_total - 1).unsqueeze(1)
-    partial = torch.exp(margins.gather(1, failed).squeeze(1).double().clamp(max=0.0))
-    return torch.where(fitted >= n_total, float(n_total), fitted.double() + partial)
+    partial = _finite(margins.gather(1, failed).squeeze(1)).clamp(max=0.0)
+    return fitted, torch.where(fitted >= n_total, torch.zeros_like(partial), partial)
 
 
 def next_level(margins: torch.Tensor, right: torch.Tensor, level: Level, survival: float) -> Level:
@@ -189,11 +200,14 @@ def next_level(margins: torch.Tensor, right: torch.Tensor, level: Level, surviva
     Where z reaches N, the last level: the share that fits all N points."""
     m, n_total = right.shape
     rank = m - math.ceil(survival * m) + 1
-    z = float(scores(margins, right).kthvalue(rank).values)
-    if z >= n_total:
+    fitted, partial = scores(margins, right)
+    by_margin = torch.argsort(partial, stable=True)
+    order = by_margin[torch.argsort(fitted[by_margin], stable=True)]
+    kth = order[rank - 1]
+    points = int(fitted[kth])
+    if points >= n_total:
         return Level(n_total)
-    points = math.floor(z)
-    return Level(points, z - points)
+    return Level(points, float(partial[kth]))
 
 
 # ---------------------------------------------------------------------------------------------

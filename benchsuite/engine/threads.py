@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
+from benchsuite.engine import stopping
 
 
 @contextlib.contextmanager
@@ -110,8 +113,24 @@ def worker_pool(workers: int) -> ThreadPoolExecutor:
     thread count per thread (torch sets it with mkl_set_num_threads_local), and a new thread
     starts from MKL's default. Under MKL_CBWR (benchsuite/__init__.py) a product's bits depend on
     that count, so without this a network computed on a worker differed from it computed on the
-    caller's thread (measured on the AMD EPYC)."""
-    return ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+    caller's thread (measured on the AMD EPYC). Each worker serves the calling thread: a stop
+    requested for it stops them too (engine/stopping.py)."""
+    return _WorkerPool(workers, threading.get_ident())
+
+
+class _WorkerPool(ThreadPoolExecutor):
+    def __init__(self, workers: int, owner: int):
+        super().__init__(workers, initializer=self._start, initargs=(owner,))
+
+    @staticmethod
+    def _start(owner: int) -> None:
+        torch.set_num_threads(1)
+        stopping.serve(owner)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        if wait:
+            stopping.released(thread.ident for thread in getattr(self, "_threads", ()))
 
 
 def spread(function: Callable, items: Iterable, workers: int, device="cpu") -> list:

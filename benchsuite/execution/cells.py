@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from benchsuite.architectures.build import bias_for, build_module
+from benchsuite.engine import stopping
 from benchsuite.engine.evaluation import evaluate
 from benchsuite.engine.threads import one_cpu_thread
 from benchsuite.errors import BenchsuiteError
@@ -146,10 +148,14 @@ class Budget:
     """The deadline of a cell, or of the cells of a unit trained together (each cell's budget
     times their number), and the work each cell had done when it last reported.
 
-    Two ways to stop a cell at the deadline: its progress callback raises CellTimedOut (after
-    every G&C chunk, every training round), and, inside `enforced()`, a timer raises it in the
-    running thread itself (CPython's PyThreadState_SetAsyncExc: it lands between two Python
-    bytecodes, so within a training step, without the engines knowing)."""
+    Three ways to stop a cell at the deadline: its progress callback raises CellTimedOut (after
+    every G&C chunk, every training round); inside `enforced()`, a timer raises it in the running
+    thread itself (CPython's PyThreadState_SetAsyncExc: it lands between two Python bytecodes,
+    without the engines knowing), and requests it at the next optimizer step of that thread and
+    of the worker threads serving it (engine/stopping.py). The last is what stops a round whose
+    networks train on workers while the thread waits for them (an asynchronous exception waits
+    with it), and what still stops one when CPython drops the asynchronous exception (it does
+    when it lands in a finalizer)."""
 
     def __init__(self, seconds: float | None, cells: int = 1):
         self.started = time.perf_counter()
@@ -163,17 +169,26 @@ class Budget:
         if self.deadline is None:
             yield
             return
-        thread, lock, state = threading.get_ident(), threading.Lock(), {"active": True, "fired": False}
+        thread, lock = threading.get_ident(), threading.Lock()
+        state = {"active": True, "fired": False, "timer": None}
 
         def fire() -> None:
             with lock:
-                if state["active"]:
-                    state["fired"] = True
-                    _raise_in(thread, CellTimedOut)
+                if not state["active"]:
+                    return
+                stopping.request(thread, CellTimedOut)
+                if _importing(thread):  # an import cut short stays broken in sys.modules: wait
+                    arm(IMPORT_WAIT)
+                    return
+                state["fired"] = True
+                _raise_in(thread, CellTimedOut)
 
-        timer = threading.Timer(max(0.0, self.deadline - time.perf_counter()), fire)
-        timer.daemon = True
-        timer.start()
+        def arm(seconds: float) -> None:
+            state["timer"] = timer = threading.Timer(seconds, fire)
+            timer.daemon = True
+            timer.start()
+
+        arm(max(0.0, self.deadline - time.perf_counter()))
         try:
             yield
         finally:
@@ -181,7 +196,8 @@ class Budget:
                 state["active"] = False
                 if state["fired"]:
                     _raise_in(thread, None)  # not raised yet (the block just ended): withdraw it
-            timer.cancel()
+                stopping.withdraw(thread)
+                state["timer"].cancel()
 
     def callback(self, cell: Cell, report: Report, shown: bool = True) -> Callable[[int, int], None]:
         def progress(accepted: int, work: int) -> None:
@@ -204,6 +220,19 @@ class Budget:
             status="timed_out",
             detail=f"stopped after {elapsed:.1f} s{' ' + where if where else ''} (max_seconds_per_cell {self.seconds:g})",
         )  # fmt: skip
+
+
+IMPORT_WAIT = 0.02  # seconds between looks at a thread that is importing a module
+
+
+def _importing(thread: int) -> bool:
+    """Whether `thread` is inside an import (a frame of importlib's bootstrap on its stack)."""
+    frame = sys._current_frames().get(thread)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _raise_in(thread: int, exception: type[BaseException] | None) -> None:
