@@ -16,7 +16,9 @@ extrapolated from that.
   same optimizer entry, architecture, dataset and batch size (the N of a cell only changes the
   steps per epoch).
 - Sampler cells: the sampler runs as in a run, stopped at its first progress report after
-  `seconds` (_probe_sampler). If it finished, that is the cost. Otherwise the share of its `models` found so far extrapolates; for G&C with no
+  `seconds` (_probe_sampler). If it finished, that is the cost. A subset-mcmc cell that did not
+  is run again with one repeat of a few particles to the end and scaled by its particles x
+  repeats (_scaled_subset_cost). Otherwise the share of its `models` found so far extrapolates; for G&C with no
   fit seen, P(fit) comes from a short subset simulation (subset-mcmc, exact in the limit; not
   for BatchNorm networks, where the estimate is a lower bound) and the cost is models / P(fit)
   candidates at the probe's rate. One probe per entry, architecture, task and N: P(fit)
@@ -61,6 +63,7 @@ from benchsuite.resolved import Cell, Suite, expand
 
 SUBSET_SAMPLER = "subset-mcmc"  # estimates P(fit) where G&C sees no fit in its probe
 SUBSET_PROBE = {"particles": 128, "repeats": 1, "moves": 8, "final_moves": 1}
+SUBSET_SCALED_PARTICLES = 32  # a subset-mcmc cell that outlasts its probe: one repeat of these, scaled
 REJECTION_SAMPLERS = ("gnc",)  # samplers whose cost is models / P(fit) candidates
 
 
@@ -70,7 +73,7 @@ class CellCost:
 
     cell: Cell
     seconds: float
-    basis: str  # "measured", "extrapolated", "subset simulation", "at least", "budget"
+    basis: str  # "measured", "extrapolated", "subset simulation", "scaled", "at least", "budget"
     note: str = ""
     evaluation: float = 0.0  # of `seconds`: checking, testing and measuring its networks
 
@@ -322,6 +325,10 @@ def _sampler_cost(cell: Cell, context: CellContext, seconds: float) -> CellCost:
         if population.exhausted:
             return CellCost(cell, took, "measured", f"its budget ran out with {population.size} of {models}")
         return CellCost(cell, took, "measured")
+    if cell.entry.name == SUBSET_SAMPLER:
+        scaled = _scaled_subset_cost(cell, task, context, seconds)
+        if scaled is not None:
+            return scaled
     accepted, work = seen["accepted"], seen["work"]
     if accepted:
         return _capped(cell, took * models / accepted, work / took, "extrapolated",
@@ -352,6 +359,39 @@ def _probe_sampler(cell: Cell, task, context: CellContext, seconds: float, repor
     except CellTimedOut:
         population = None
     return population, time.perf_counter() - started
+
+
+def _scaled_subset_cost(cell: Cell, task, context: CellContext, seconds: float) -> CellCost | None:
+    """subset-mcmc's cost from one repeat of at most SUBSET_SCALED_PARTICLES particles, run to
+    the end and scaled by particles x repeats over that: its levels (one per halving of P(fit)),
+    moves and evaluations per particle do not depend on the particle count in expectation, so its
+    work is proportional to it; the probe's fixed costs per call make it err high. None where the
+    probe does not finish within max(60 s, PROBE_CAP x `seconds`)."""
+    from benchsuite.engine.subset import DEFAULTS
+
+    options = {**DEFAULTS, **cell.entry.hyperparameters}
+    particles = min(int(options["particles"]), SUBSET_SCALED_PARTICLES)
+    factor = int(options["particles"]) * int(options["repeats"]) / particles
+    registry = context.registry
+    request = SamplingRequest(
+        module=cell_module(cell, task, registry, context.device), x_train=task.x_train,
+        y_train=task.y_train, prior=registry.prior(cell.entry.settings.prior), target=particles,
+        max_candidates=10**12, seed=cell.seed, device=context.device,
+        options={**cell.entry.hyperparameters, "particles": particles, "repeats": 1}, tie_rule=cell.tie_rule,
+    )  # fmt: skip
+    started = time.perf_counter()
+    try:
+        with Budget(max(60.0, PROBE_CAP * seconds)).enforced():
+            population = registry.sampler(SUBSET_SAMPLER).sample(request)
+    except CellTimedOut:
+        return None
+    took = time.perf_counter() - started
+    evaluations = population.candidates_tried * factor
+    note = f"1 repeat of {particles} particles: {took:.1f} s, {population.candidates_tried:,} evaluations; x {factor:g}"
+    budget = cell.entry.settings.max_candidates
+    if evaluations > budget:
+        return CellCost(cell, took * factor * budget / evaluations, "budget", f"{note}; max_candidates {budget:,} runs out first")
+    return CellCost(cell, took * factor, "scaled", note)
 
 
 def _capped(cell: Cell, seconds: float, rate: float, basis: str, note: str) -> CellCost:

@@ -90,6 +90,22 @@ def test_gnc_that_sees_no_fit_takes_p_fit_from_a_subset_simulation():
     assert cost.seconds == pytest.approx(500 * 2**bits / rate, rel=0.05)  # the note rounds bits to 0.1
 
 
+def test_subset_mcmc_beyond_its_probe_is_one_small_repeat_scaled():
+    """A subset-mcmc cell that outlasts the probe (it reports only after each repeat) was a bare
+    "at least"; now one repeat of 32 particles runs to the end, scaled by particles x repeats."""
+    suite = suite_of(
+        optimizers=[], models_per_cell=100,
+        tasks=[{"dataset": "digits", "classes": [[3, 8]], "n_train": [32], "training_set_seeds": [200]}],
+        architectures=[{"name": "mlp", "widths": ["1/6"], "depths": [4]}],
+        baselines=[{"name": "subset-mcmc", "particles": 256, "repeats": 4}],
+    )  # fmt: skip
+    (cost,) = estimate(suite, seconds=0.1).costs
+    assert cost.basis == "scaled", cost
+    assert "1 repeat of 32 particles" in cost.note and cost.note.endswith("x 32")
+    took = float(cost.note.split(": ")[1].split(" s")[0])
+    assert cost.seconds - cost.evaluation == pytest.approx(32 * took, abs=32 * 0.05)  # note: 0.1 s
+
+
 def test_the_candidate_budget_and_the_time_budget_cap_a_cell():
     tasks = [{"dataset": "digits", "classes": [[3, 8]], "n_train": [64], "training_set_seeds": [200]}]
     capped = suite_of(
