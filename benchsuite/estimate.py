@@ -16,9 +16,9 @@ extrapolated from that.
   same optimizer entry, architecture, dataset and batch size (the N of a cell only changes the
   steps per epoch).
 - Sampler cells: the sampler runs as in a run, stopped at its first progress report after
-  `seconds` (_probe_sampler). If it finished, that is the cost. A subset-mcmc cell that did not
-  is run again with one repeat of a few particles to the end and scaled by its particles x
-  repeats (_scaled_subset_cost). Otherwise the share of its `models` found so far extrapolates; for G&C with no
+  `seconds` (_probe_sampler). If it finished, that is the cost. (subset-mcmc, which reports only
+  after each repeat, instead runs one repeat of a few particles to the end, scaled by its
+  particles x repeats: _scaled_subset_cost.) Otherwise the share of its `models` found so far extrapolates; for G&C with no
   fit seen, P(fit) comes from a short subset simulation (subset-mcmc, exact in the limit; not
   for BatchNorm networks, where the estimate is a lower bound) and the cost is models / P(fit)
   candidates at the probe's rate. One probe per entry, architecture, task and N: P(fit)
@@ -319,16 +319,16 @@ def _sampler_cost(cell: Cell, context: CellContext, seconds: float) -> CellCost:
         if event[0] == "update":
             seen["accepted"], seen["work"] = int(event[2]), int(event[3])
 
+    if cell.entry.name == SUBSET_SAMPLER:  # it reports only after each repeat: probe it scaled down
+        scaled = _scaled_subset_cost(cell, task, context, seconds)
+        if scaled is not None:
+            return scaled
     population, took = _probe_sampler(cell, task, context, seconds, report)
     models = cell.entry.models
     if population is not None:
         if population.exhausted:
             return CellCost(cell, took, "measured", f"its budget ran out with {population.size} of {models}")
         return CellCost(cell, took, "measured")
-    if cell.entry.name == SUBSET_SAMPLER:
-        scaled = _scaled_subset_cost(cell, task, context, seconds)
-        if scaled is not None:
-            return scaled
     accepted, work = seen["accepted"], seen["work"]
     if accepted:
         return _capped(cell, took * models / accepted, work / took, "extrapolated",
@@ -365,8 +365,10 @@ def _scaled_subset_cost(cell: Cell, task, context: CellContext, seconds: float) 
     """subset-mcmc's cost from one repeat of at most SUBSET_SCALED_PARTICLES particles, run to
     the end and scaled by particles x repeats over that: its levels (one per halving of P(fit)),
     moves and evaluations per particle do not depend on the particle count in expectation, so its
-    work is proportional to it; the probe's fixed costs per call make it err high. None where the
-    probe does not finish within max(60 s, PROBE_CAP x `seconds`)."""
+    work is proportional to it. The probe's fixed costs per call make it err high, its smaller
+    working set (in cache) low: measured against the width slice's N = 256 cells, the runs took
+    1.0-1.1x the estimate (docs/performance.md). None where the probe does not finish within
+    max(60 s, PROBE_CAP x `seconds`)."""
     from benchsuite.engine.subset import DEFAULTS
 
     options = {**DEFAULTS, **cell.entry.hyperparameters}

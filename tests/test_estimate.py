@@ -91,8 +91,9 @@ def test_gnc_that_sees_no_fit_takes_p_fit_from_a_subset_simulation():
 
 
 def test_subset_mcmc_beyond_its_probe_is_one_small_repeat_scaled():
-    """A subset-mcmc cell that outlasts the probe (it reports only after each repeat) was a bare
-    "at least"; now one repeat of 32 particles runs to the end, scaled by particles x repeats."""
+    """subset-mcmc reports only after each repeat, so a probe of `seconds` saw nothing and the
+    cell was a bare "at least": one repeat of 32 particles runs to the end, scaled by particles x
+    repeats."""
     suite = suite_of(
         optimizers=[], models_per_cell=100,
         tasks=[{"dataset": "digits", "classes": [[3, 8]], "n_train": [32], "training_set_seeds": [200]}],
