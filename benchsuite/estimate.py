@@ -18,10 +18,10 @@ extrapolated from that.
 - Sampler cells: the sampler runs as in a run, stopped at its first progress report after
   `seconds` (_probe_sampler). If it finished, that is the cost. (subset-mcmc, which reports only
   after each repeat, instead runs one repeat of a few particles to the end, scaled by its
-  particles x repeats: _scaled_subset_cost.) Otherwise the share of its `models` found so far extrapolates; for G&C with no
-  fit seen, P(fit) comes from a short subset simulation (subset-mcmc, exact in the limit; not
-  for BatchNorm networks, where the estimate is a lower bound) and the cost is models / P(fit)
-  candidates at the probe's rate. One probe per entry, architecture, task and N: P(fit)
+  particles x repeats: _scaled_subset_cost.) Otherwise the share of its `models` found so far
+  extrapolates; for G&C with no fit seen, P(fit) comes from a short subset simulation
+  (subset-mcmc, exact in the limit; not for BatchNorm networks, where the estimate is a lower
+  bound) and the cost is models / P(fit) candidates at the probe's rate. One probe per entry, architecture, task and N: P(fit)
   depends on the data (the first training set stands for the others). A lower bound found at
   one N serves the larger N of the same stream (the training sets are nested, so P(fit) only
   falls with N).
@@ -392,7 +392,8 @@ def _scaled_subset_cost(cell: Cell, task, context: CellContext, seconds: float) 
     note = f"1 repeat of {particles} particles: {took:.1f} s, {population.candidates_tried:,} evaluations; x {factor:g}"
     budget = cell.entry.settings.max_candidates
     if evaluations > budget:
-        return CellCost(cell, took * factor * budget / evaluations, "budget", f"{note}; max_candidates {budget:,} runs out first")
+        seconds = took * factor * budget / evaluations
+        return CellCost(cell, seconds, "budget", f"{note}; max_candidates {budget:,} runs out first")
     return CellCost(cell, took * factor, "scaled", note)
 
 

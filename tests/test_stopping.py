@@ -93,7 +93,10 @@ def test_the_deadline_stops_networks_training_on_workers_while_the_cell_waits():
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # its first one imports for seconds
     with pytest.raises(CellTimedOut):
         with Budget(1.0).enforced():
-            train_networks(module, x, y, spec, {"lr": 0.01}, parameters, buffers, orders, 2, path="per_network", workers=2)
+            train_networks(
+                module, x, y, spec, {"lr": 0.01}, parameters, buffers, orders, 2,
+                path="per_network", workers=2,
+            )  # fmt: skip
     on_workers = [stopped for worker, stopped in steps if worker]
     assert on_workers[:2] == [False, False]  # the wave started before the deadline
     assert not any(on_workers), f"{sum(on_workers)} steps started on workers after the deadline"
@@ -108,7 +111,8 @@ def test_the_deadline_waits_for_an_import_to_finish(tmp_path, monkeypatch):
     from benchsuite.execution.cells import _importing
 
     (tmp_path / "slow_module_for_budget.py").write_text(
-        "import time\nstarted = time.perf_counter()\nwhile time.perf_counter() - started < 0.6:\n    pass\nDONE = True\n"
+        "import time\nstarted = time.perf_counter()\n"
+        "while time.perf_counter() - started < 0.6:\n    pass\nDONE = True\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     seen = []

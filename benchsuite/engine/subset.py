@@ -162,8 +162,8 @@ class NestedFit:
 class Level:
     """The event "score > (points, threshold)" (score: see `scores`) or, without a threshold,
     "fits the first `points` points". With a threshold t <= 0: fits the first `points` points
-    and the next one too, or its margin there exceeds t. Each next level is inside the previous; the last
-    is (N, None): fits the whole training set."""
+    and the next one too, or its margin there exceeds t. Each next level is inside the
+    previous; the last is (N, None): fits the whole training set."""
 
     points: int
     threshold: float | None = None
