@@ -21,10 +21,10 @@ extrapolated from that.
   particles x repeats: _scaled_subset_cost.) Otherwise the share of its `models` found so far
   extrapolates; for G&C with no fit seen, P(fit) comes from a short subset simulation
   (subset-mcmc, exact in the limit; not for BatchNorm networks, where the estimate is a lower
-  bound) and the cost is models / P(fit) candidates at the probe's rate. One probe per entry, architecture, task and N: P(fit)
-  depends on the data (the first training set stands for the others). A lower bound found at
-  one N serves the larger N of the same stream (the training sets are nested, so P(fit) only
-  falls with N).
+  bound) and the cost is models / P(fit) candidates at the probe's rate. One probe per entry,
+  architecture, task and N: P(fit) depends on the data (the first training set stands for the
+  others). A lower bound found at one N serves the larger N of the same stream (the training
+  sets are nested, so P(fit) only falls with N).
 - Every cell adds `models` x the seconds per network of what follows finding a network (the
   check on the training set, the test set, the suite's metrics), timed once per architecture,
   role and task on networks drawn from the prior (EVALUATION_NETWORKS of them: a run tests
@@ -63,7 +63,7 @@ from benchsuite.resolved import Cell, Suite, expand
 
 SUBSET_SAMPLER = "subset-mcmc"  # estimates P(fit) where G&C sees no fit in its probe
 SUBSET_PROBE = {"particles": 128, "repeats": 1, "moves": 8, "final_moves": 1}
-SUBSET_SCALED_PARTICLES = 32  # a subset-mcmc cell that outlasts its probe: one repeat of these, scaled
+SUBSET_SCALED_PARTICLES = 32  # a subset-mcmc cell's probe: one repeat of these, scaled
 REJECTION_SAMPLERS = ("gnc",)  # samplers whose cost is models / P(fit) candidates
 
 
@@ -369,27 +369,23 @@ def _scaled_subset_cost(cell: Cell, task, context: CellContext, seconds: float) 
     working set (in cache) low: measured against the width slice's N = 256 cells, the runs took
     1.0-1.1x the estimate (docs/performance.md). None where the probe does not finish within
     max(60 s, PROBE_CAP x `seconds`)."""
-    from benchsuite.engine.subset import DEFAULTS
-
-    options = {**DEFAULTS, **cell.entry.hyperparameters}
+    options = cell.entry.hyperparameters  # resolved: every option, defaults included
     particles = min(int(options["particles"]), SUBSET_SCALED_PARTICLES)
     factor = int(options["particles"]) * int(options["repeats"]) / particles
-    registry = context.registry
-    request = SamplingRequest(
-        module=cell_module(cell, task, registry, context.device), x_train=task.x_train,
-        y_train=task.y_train, prior=registry.prior(cell.entry.settings.prior), target=particles,
-        max_candidates=10**12, seed=cell.seed, device=context.device,
-        options={**cell.entry.hyperparameters, "particles": particles, "repeats": 1}, tie_rule=cell.tie_rule,
-    )  # fmt: skip
+    one_repeat = {**options, "particles": particles, "repeats": 1}
+    request = _subset_request(cell, task, context, one_repeat, target=particles)
     started = time.perf_counter()
     try:
         with Budget(max(60.0, PROBE_CAP * seconds)).enforced():
-            population = registry.sampler(SUBSET_SAMPLER).sample(request)
+            population = context.registry.sampler(SUBSET_SAMPLER).sample(request)
     except CellTimedOut:
         return None
     took = time.perf_counter() - started
     evaluations = population.candidates_tried * factor
-    note = f"1 repeat of {particles} particles: {took:.1f} s, {population.candidates_tried:,} evaluations; x {factor:g}"
+    note = (
+        f"1 repeat of {particles} particles: {took:.1f} s, "
+        f"{population.candidates_tried:,} evaluations; x {factor:g}"
+    )
     budget = cell.entry.settings.max_candidates
     if evaluations > budget:
         seconds = took * factor * budget / evaluations
@@ -410,16 +406,22 @@ def _neg_log2_p_fit(cell: Cell, task, context: CellContext) -> float | None:
     registry = context.registry
     if SUBSET_SAMPLER not in registry.names("sampler"):
         return None
-    sampler = registry.sampler(SUBSET_SAMPLER)
-    module = cell_module(cell, task, registry, context.device)
-    request = SamplingRequest(
-        module=module, x_train=task.x_train, y_train=task.y_train,
-        prior=registry.prior(cell.entry.settings.prior), target=1, max_candidates=10**12,
-        seed=cell.seed, device=context.device, options=dict(SUBSET_PROBE), tie_rule=cell.tie_rule,
-    )  # fmt: skip
+    request = _subset_request(cell, task, context, dict(SUBSET_PROBE), target=1)
     try:
-        population = sampler.sample(request)
+        population = registry.sampler(SUBSET_SAMPLER).sample(request)
     except (ValueError, NotImplementedError):  # e.g. BatchNorm networks
         return None
     bits = population.estimates.get("neg_log2_p_fit")
     return float(bits) if bits is not None and math.isfinite(bits) else None
+
+
+def _subset_request(cell: Cell, task, context: CellContext, options: dict, target: int) -> SamplingRequest:
+    """subset-mcmc on the cell's network, training set, prior and tie rule, with `options`, for
+    `target` networks and no candidate budget."""
+    registry = context.registry
+    return SamplingRequest(
+        module=cell_module(cell, task, registry, context.device), x_train=task.x_train,
+        y_train=task.y_train, prior=registry.prior(cell.entry.settings.prior), target=target,
+        max_candidates=10**12, seed=cell.seed, device=context.device, options=options,
+        tie_rule=cell.tie_rule,
+    )  # fmt: skip
