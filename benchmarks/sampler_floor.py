@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -46,6 +48,30 @@ def floor_rate(draws: int) -> float:
         stream = rng.numpy_stream(1234, first, words)
         for a in range(0, count, piece):
             stream.random_raw(min(piece, count - a) * words)
+    return 2 * draws / (time.thread_time() - start)
+
+
+def kernel_floor_rate(draws: int) -> float | None:
+    """The same for the compiled kernel (engine/native.py) where the engine uses it: every number
+    of a piece of draws generated and converted into one L2-sized float32 buffer, nothing scaled or
+    placed. None where the tree has no kernel or it is not built here."""
+    try:
+        from benchsuite.engine import native
+    except ImportError:
+        return None
+    from benchsuite.engine import random as rng
+    from benchsuite.engine.draws import CPU_PIECE_BYTES
+
+    lib = native.library()
+    if lib is None:
+        return None
+    words = rng.words_per_draw(32904)
+    blocks, piece = words // 4, max(1, CPU_PIECE_BYTES // (8 * words))
+    buffer = np.empty((piece, 2 * words), dtype=np.float32)
+    start = time.thread_time()
+    for a in range(0, draws, piece):
+        count = min(piece, draws - a)
+        native.fill(lib, 1234, a, blocks, [(0, 2 * words, 1.0, buffer[:count])])
     return 2 * draws / (time.thread_time() - start)
 
 
@@ -78,9 +104,10 @@ def measure(draws: int, rounds: int) -> dict:
     torch.set_num_threads(1)
     task, module = load_task(), paper_mlp()
     engine_rate(256, task, module)  # warm-up: the first call builds plans and checks the swap
-    floors, engines, accepted = [], [], None
+    floors, kernel_floors, engines, accepted = [], [], [], None
     for _ in range(rounds):
         floors.append(floor_rate(draws))
+        kernel_floors.append(kernel_floor_rate(draws))
         rate, accepted = engine_rate(draws, task, module)
         engines.append(rate)
     return {
@@ -88,6 +115,7 @@ def measure(draws: int, rounds: int) -> dict:
         "engine": max(engines),
         "fraction": max(engines) / max(floors),
         "floors": floors,
+        "kernel_floors": kernel_floors,
         "engines": engines,
         "accepted": accepted,
         "draws": draws,
@@ -102,6 +130,7 @@ def compare(trees: list[str], draws: int, rounds: int) -> None:
     floor; each tree's engine figure is its fastest round."""
     engines: dict[str, list[float]] = {tree: [] for tree in trees}
     floors: list[float] = []
+    kernel_floors: dict[str, list[float]] = {tree: [] for tree in trees}
     for _ in range(rounds):
         for tree in trees:
             env = {**os.environ, "PYTHONPATH": tree}
@@ -112,6 +141,7 @@ def compare(trees: list[str], draws: int, rounds: int) -> None:
             result = json.loads(out.stdout.strip().splitlines()[-1])
             engines[tree] += result["engines"]
             floors += result["floors"]
+            kernel_floors[tree] += [f for f in result.get("kernel_floors", []) if f]
     floor = max(floors)
     print(f"floor (raw Philox words, fastest of {len(floors)} rounds): {floor:,.0f} cand/CPU-s")
     for tree in trees:
@@ -120,6 +150,12 @@ def compare(trees: list[str], draws: int, rounds: int) -> None:
             f"{tree}: engine {best:,.0f} cand/CPU-s (fastest of {len(engines[tree])} rounds), "
             f"{best / floor:.1%} of the floor"
         )
+        if kernel_floors[tree]:
+            kernel = max(kernel_floors[tree])
+            print(
+                f"{tree}: compiled kernel's own floor {kernel:,.0f} cand/CPU-s "
+                f"({kernel / floor:.2f}x numpy's words), engine {best / kernel:.1%} of it"
+            )
     if len(trees) == 2:
         old, new = (max(engines[t]) for t in trees)
         print(f"engine {trees[1]} / {trees[0]}: {new / old:.2f}x")
@@ -142,6 +178,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
+    if any(result["kernel_floors"]):
+        kernel = max(result["kernel_floors"])
+        share = result["engine"] / kernel
+        print(f"compiled kernel's floor {kernel:,.0f} cand/CPU-s: engine {share:.1%} of it")
     print(
         f"floor {result['floor']:,.0f} cand/CPU-s (raw Philox words), engine "
         f"{result['engine']:,.0f} cand/CPU-s: {result['fraction']:.1%} of the floor "

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # Real Fashion-MNIST files (Debian's package) and Chromium (for the HTML leaderboard test).
 # Optional: the bundled `digits` dataset needs neither.
-apt_packages=(dataset-fashion-mnist chromium)
+apt_packages=(dataset-fashion-mnist chromium gcc libc6-dev)
 if command -v apt-get >/dev/null 2>&1; then
     as_root=""
     [ "$(id -u)" -eq 0 ] || as_root="sudo"

@@ -4,8 +4,9 @@ Importing this package loads nothing: each engine is its own module, imported wh
 - gnc.py: exact Guess & Check (guess_and_check, GuessAndCheck, regenerate_function_space), built
   from draws.py (candidates from (seed, index); regenerate), decisions.py (fit or not, staged),
   reuse.py (nested reuse across N), sizing.py (chunk sizes), threads.py (CPU threads);
-  random.py and triton_rng.py: the counter-based Philox stream; function_space.py: Gaussian priors
-  drawn in function space.
+  random.py and triton_rng.py: the counter-based Philox stream (native.py and philox.c: the
+  same stream compiled for the CPU, where a C compiler is found); function_space.py: Gaussian
+  priors drawn in function space.
 - training.py: many-model gradient training (stacked_mlp.py, stacked_conv.py, stacked_resnet.py,
   stacked_optim.py, batches.py), calling every optimizer as stepping.py says
   (docs/optimizer-contract.md); parts.py splits its rounds over workers.

@@ -1,9 +1,11 @@
 """Guess & Check's candidates: a draw's parameters as a pure function of (seed, draw index).
 
 Draw d's parameters are a pure function of (seed, d) (benchsuite.engine.random: Philox keyed by the
-seed, counter = d * B + b for the draw's blocks b < B), identical on CPU and CUDA. Candidate c is draw c // 2, with the two rows of its output layer
-swapped when c is odd. With ``output_swap`` on, both candidates of every draw are decided; with it
-off only the even ones are tried. Either way a network is regenerated from (seed, found_at) alone
+seed, counter = d * B + b for the draw's blocks b < B), identical on CPU and CUDA (on the CPU
+through the compiled kernel of native.py where it builds, numpy's Philox otherwise: the same
+numbers). Candidate c is draw c // 2, with the two rows of its output layer swapped when c is odd.
+With ``output_swap`` on, both candidates of every draw are decided; with it off only the even
+ones are tried. Either way a network is regenerated from (seed, found_at) alone
 (`regenerate`), and results do not depend on chunk size. `candidates_tried` is the number of
 candidates decided, in candidate order, up to and including the last accepted one (or the whole
 budget when it runs out): exactly what a one-at-a-time sampler would have counted.
@@ -18,8 +20,8 @@ import torch
 from torch import nn
 
 from benchsuite.batchnorm import calibrate_batchnorm, has_batchnorm
+from benchsuite.engine import native, triton_rng
 from benchsuite.engine import random as rng
-from benchsuite.engine import triton_rng
 from benchsuite.engine.layout import Layout, build_layout, materialize
 from benchsuite.engine.threads import torch_single_threaded
 from benchsuite.records import PriorSpec
@@ -62,6 +64,61 @@ def convert_cpu(
             dest.copy_(rng.normal_from_odd(pairs, e.scale)[:, : e.count])
 
 
+class NativeDraws:
+    """Draws of some of `layout`'s entries through the compiled kernel (engine/native.py): the
+    numbers of convert_cpu, bit for bit, written straight into per-entry float32 tensors. Entries
+    named in `raw` (uniform, centre 0) get the odd integers t as floats, unscaled. Built once per
+    seed and reused for every piece of a range (`create` is None where there is no kernel)."""
+
+    def __init__(self, lib, layout: Layout, seed: int, names, raw: frozenset[str] = frozenset()):
+        self.layout, self.blocks = layout, layout.words // 4
+        self.zero, self.center, self.normal, self.order = [], {}, {}, []
+        segments = []
+        for e in sorted((e for e in layout.entries if e.name in names), key=lambda e: e.offset):
+            if e.kind == "zero":
+                self.zero.append(e.name)
+            elif e.kind == "uniform":
+                unit = e.name in raw and e.center == 0.0
+                segments.append((e.offset, e.count, 1.0 if unit else e.scale * 2.0**-24))
+                self.order.append(e.name)
+                if e.center and not unit:
+                    self.center[e.name] = torch.tensor(e.center, dtype=torch.float32)
+            else:  # normal: the pairs of odd integers, then Box-Muller as convert_cpu
+                segments.append((e.offset, e.count + e.count % 2, 1.0))
+                self.order.append(e.name)
+                self.normal[e.name] = e
+        self.filler = native.Filler(lib, seed, self.blocks, segments)
+
+    @classmethod
+    def create(cls, layout: Layout, seed: int, names, raw=frozenset()) -> NativeDraws | None:
+        lib = native.library()
+        return None if lib is None else cls(lib, layout, seed, names, raw)
+
+    def __call__(self, first_draw: int, out: dict[str, torch.Tensor]) -> bool:
+        """Fill `out` (name -> [draws, *shape]) with draws first_draw, ...; False, with nothing
+        written, where a destination is not C-contiguous float32 or the counter would pass 2**64."""
+        if not out:
+            return True
+        draws = len(next(iter(out.values())))
+        if (first_draw + draws) * self.blocks > native.MAX_BLOCK or any(
+            t.dtype != torch.float32 or not t.is_contiguous() for t in out.values()
+        ):
+            return False
+        pairs = {
+            name: torch.empty((draws, e.count + e.count % 2), dtype=torch.float32)
+            for name, e in self.normal.items()
+        }
+        self.filler(first_draw, [pairs.get(name, out[name]) for name in self.order])
+        for name in self.zero:
+            out[name].zero_()
+        for name, center in self.center.items():
+            out[name].add_(center)
+        for name, e in self.normal.items():
+            t = pairs[name].to(torch.int32)
+            out[name].view(draws, -1).copy_(rng.normal_from_odd(t, e.scale)[:, : e.count])
+        return True
+
+
 def _convert_torch(words: torch.Tensor, layout: Layout, out: dict[str, torch.Tensor]) -> None:
     odd = rng.odd_integers(words)
     values = materialize(layout, odd, names=set(out))
@@ -89,6 +146,9 @@ def generate_range(
     rows = rows if rows is not None else slice(0, draws)
     device = next(iter(out.values())).device
     if device.type == "cpu":
+        fast = NativeDraws.create(layout, seed, set(out))
+        if fast is not None and fast(first_draw, {name: t[rows] for name, t in out.items()}):
+            return
         # one Philox object for the range, consumed a few draws at a time: each piece is
         # converted while it is still in cache, and small pieces avoid page-faulting fresh memory
         bit_generator = rng.numpy_stream(seed, first_draw, layout.words)

@@ -7,8 +7,10 @@ layer on all N points while they are in cache; its weights only ever live in a p
 (a chunk-sized array of them would be written to memory and never read again), its product goes
 straight to its place, and only the later layers' weights are kept for the chunk's decision.
 
-The numbers are random.py's, bit for bit. Uniform weights are converted here in one numpy call per
-parameter (`uniform_from_odd`), others by draws.convert_cpu. Where the leading layer's prior is
+The numbers are random.py's, bit for bit. Where engine/native.py's compiled kernel is built, it
+writes them, finished, straight into the scratch and the later layers' arrays; otherwise uniform
+weights are converted here in one numpy call per parameter (`uniform_from_odd`), others by
+draws.convert_cpu. Where the leading layer's prior is
 U[-s, s] with s a power of two, the layer multiplies the exact odd integers t instead of the
 weights t * s * 2**-24 and scales its output once (`folding_factor`): one cast instead of a cast
 and a multiply per weight, the same bits (why: folding_factor).
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from benchsuite.engine import random as rng
-from benchsuite.engine.draws import CPU_PIECE_BYTES, convert_cpu, empty_parameters
+from benchsuite.engine.draws import CPU_PIECE_BYTES, NativeDraws, convert_cpu, empty_parameters
 from benchsuite.engine.layout import Entry, Layout
 from benchsuite.engine.sequential import SequentialPlan
 
@@ -89,6 +91,8 @@ class LeadingLinear:
         out_units, points = self.first.shape[0], self.features.shape[0]
         first = torch.empty((count, out_units, points), dtype=torch.float32)
         scratch = self._scratch()
+        if self._generate_native(seed, first_draw, count, params, scratch, first):
+            return params, first
         words_per_draw = self.layout.words
         stream = rng.numpy_stream(seed, first_draw, words_per_draw)
         if self.direct:
@@ -118,3 +122,21 @@ class LeadingLinear:
         if self.fold is not None:
             first.mul_(self.fold)  # exact: a power of two, back to the weights' products
         return params, first
+
+    def _generate_native(self, seed, first_draw, count, params, scratch, first) -> bool:
+        """`generate` through the compiled kernel (engine/native.py): the later layers' weights of
+        the whole range in one call, the leading layer's piece by piece into the scratch; False,
+        with nothing written, where there is no kernel."""
+        raw = frozenset({self.first.name}) if self.fold is not None else frozenset()
+        later = NativeDraws.create(self.layout, seed, set(params))
+        lead = NativeDraws.create(self.layout, seed, {self.first.name}, raw)
+        if later is None or lead is None or not later(first_draw, params):
+            return False
+        for a in range(0, count, self.piece):
+            b = min(count, a + self.piece)
+            if not lead(first_draw + a, {self.first.name: scratch[: b - a]}):
+                raise RuntimeError("the compiled kernel refused the leading layer's scratch")
+            self.plan.first_layer(scratch[: b - a], self.features, first[a:b])
+        if self.fold is not None:
+            first.mul_(self.fold)
+        return True

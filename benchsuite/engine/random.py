@@ -9,10 +9,12 @@ blocks one draw of the module needs, so any block of any draw can be computed di
 order, on any device, and consecutive draws are one contiguous counter range.
 
 The stream of draws d, d+1, ... is identical to numpy's C implementation ``np.random.Philox(key=...,
-counter=d * B - 1).random_raw()`` (numpy pre-increments the counter), which is the fast CPU path
-(~1.4-3 ns per 64-bit word per core measured here, one object per chunk). `philox4x64_torch` is a
-pure-torch implementation of the same function (any device; the reference for tests and for
-index lists on CUDA); triton_rng.py is the fused CUDA kernel. Tests check that all three agree.
+counter=d * B - 1).random_raw()`` (numpy pre-increments the counter), the CPU path where no C
+compiler is found (~1.4-3 ns per 64-bit word per core measured here, one object per chunk);
+native.py builds philox.c, which computes the same blocks and writes finished weights, the faster
+CPU path. `philox4x64_torch` is a pure-torch implementation of the same function (any device; the
+reference for tests and for index lists on CUDA); triton_rng.py is the fused CUDA kernel. Tests
+check that all of them agree.
 
 From 64-bit words to weights (the precise resolution, see docs/performance.md): each word gives two
 numbers, its low 32 bits first, then its high 32 bits. A 32-bit half h, read as a signed int32 s,

@@ -1,0 +1,186 @@
+"""The CPU sampler's random weights from a small compiled kernel (philox.c), when one can be built.
+
+Why: on CPU, Guess & Check is bound by its random numbers. numpy's Philox hands out raw 64-bit
+words, and turning them into float32 weights takes three more numpy passes over memory; the kernel
+computes the same Philox blocks and writes each weight, converted and scaled, straight to its
+place, in one pass (docs/performance.md measures it against numpy's words alone).
+
+The bits are random.py's, always: the library is compiled from the package's own source with the
+system C compiler (no -march, no fast-math, so a cache shared across machines stays valid), kept
+under the user's cache folder keyed by the source, compiler and platform, and checked against
+numpy's Philox on load. Where no compiler is found, the build fails or the check disagrees, or
+BENCHSUITE_NATIVE=0 is set, `library()` is None and the engine keeps its numpy path, which gives the
+same numbers. The compiler runs once per cache key, as a plain argument list (no shell).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SOURCE = Path(__file__).with_name("philox.c")
+FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
+BUILD_SECONDS = 120
+_FLOAT32 = torch.float32
+MAX_BLOCK = 2**64 - 1  # the kernel's counter is one 64-bit word; numpy's carries beyond it
+
+
+def cache_folder() -> Path:
+    """Where built kernels are kept: $BENCHSUITE_CACHE, else $XDG_CACHE_HOME or ~/.cache."""
+    root = os.environ.get("BENCHSUITE_CACHE")
+    if root:
+        return Path(root) / "native"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "benchsuite" / "native"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name:
+            found = shutil.which(name)
+            if found:
+                return found
+    return None
+
+
+def _key(compiler: str) -> str:
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update("\0".join([compiler, *FLAGS, sys.platform, platform.machine()]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile philox.c into `target`, atomically (several worker processes may race here)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(handle)
+    try:
+        subprocess.run(
+            [compiler, *FLAGS, str(SOURCE), "-o", partial],
+            check=True, capture_output=True, timeout=BUILD_SECONDS, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def _bind(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    lib.bs_philox_version.restype = ctypes.c_int64
+    lib.bs_philox_version.argtypes = []
+    lib.bs_philox_segments.restype = None
+    lib.bs_philox_segments.argtypes = [
+        ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64,
+        ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]  # fmt: skip
+    return lib
+
+
+def _agrees(lib: ctypes.CDLL) -> bool:
+    """The kernel against numpy's Philox and random.py's mapping, on a few odd-shaped draws."""
+    from benchsuite.engine import random as rng
+
+    seed, blocks, draws = 987654321, 5, 3
+    words = rng.numpy_words(seed, 7, draws, 4 * blocks)
+    t = rng.odd_integers_in_place(words.copy())
+    factor = np.float32(0.75 * 2.0**-24)
+    expected = [t[:, 1:14].astype(np.float32), (t[:, 17:38] * factor).astype(np.float32)]
+    got = [np.full((draws, 13), np.nan, np.float32), np.full((draws, 21), np.nan, np.float32)]
+    fill(lib, seed, 7, blocks, [(1, 13, 1.0, got[0]), (17, 21, factor, got[1])])
+    return all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel, or None where the numpy path has to do (see the module doc)."""
+    if os.environ.get("BENCHSUITE_NATIVE", "1").strip() in {"0", "off", "false", "no"}:
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        return None
+    try:
+        target = cache_folder() / f"philox-{_key(compiler)}.so"
+        if not target.exists():
+            _build(compiler, target)
+        lib = _bind(target)
+        if lib.bs_philox_version() != 1 or not _agrees(lib):
+            return None
+        return lib
+    except (OSError, subprocess.SubprocessError, AttributeError):
+        return None
+
+
+class Filler:
+    """One kind of call into the kernel, prepared once: the segments (start, count, factor) of
+    each draw's numbers; a call names the first draw and a destination per segment. Why a class:
+    the engine calls it once per L2-sized piece of a few draws, so the arguments are built once.
+    """
+
+    def __init__(self, lib: ctypes.CDLL, seed: int, blocks_per_draw: int, segments,
+                 tag: int | None = None):  # fmt: skip
+        from benchsuite.engine import random as rng
+
+        self.lib, self.blocks = lib, int(blocks_per_draw)
+        self.key = rng.seed_key(seed) if tag is None else rng.seed_key(seed, tag)
+        self.start = np.array([s[0] for s in segments], dtype=np.int64)
+        self.count = np.array([s[1] for s in segments], dtype=np.int64)
+        self.factor = np.array([s[2] for s in segments], dtype=np.float32)
+        n = len(segments)
+        if np.any(self.count <= 0) or np.any(self.start[1:] < self.start[:-1] + self.count[:-1]):
+            raise ValueError("segments must be non-empty, sorted and disjoint")
+        if n and (self.start[0] < 0 or self.start[-1] + self.count[-1] > 8 * self.blocks):
+            raise ValueError("segments must lie within a draw's numbers")
+        self.pointers = (ctypes.c_void_p * max(1, n))()
+        self.stride = np.empty(n, dtype=np.int64)
+
+    def __call__(self, first_draw: int, destinations) -> None:
+        """Draws first_draw, ... into `destinations` (one per segment, C-contiguous float32 on the
+        CPU, [draws, ...] with at least the segment's count per row; numpy or torch)."""
+        draws = len(destinations[0]) if len(destinations) else 0
+        if draws == 0:
+            return
+        first_block = int(first_draw) * self.blocks
+        if first_block < 0 or first_block + draws * self.blocks > MAX_BLOCK:
+            raise ValueError("Philox counter beyond 64 bits: use the numpy path")
+        for i, dest in enumerate(destinations):
+            self.pointers[i], self.stride[i] = _pointer(dest, draws, int(self.count[i]))
+        self.lib.bs_philox_segments(
+            self.key[0], self.key[1], first_block, draws, self.blocks, len(self.count),
+            self.start.ctypes.data, self.count.ctypes.data, self.factor.ctypes.data,
+            ctypes.addressof(self.pointers), self.stride.ctypes.data,
+        )  # fmt: skip
+
+
+def fill(lib: ctypes.CDLL, seed: int, first_draw: int, blocks_per_draw: int, segments,
+         tag: int | None = None) -> None:  # fmt: skip
+    """Write draws first_draw, ... into `segments`: (start, count, factor, dest), dest a
+    C-contiguous float32 [draws, ...] (numpy or torch): random.py's numbers times factor."""
+    filler = Filler(lib, seed, blocks_per_draw, [s[:3] for s in segments], tag)
+    filler(first_draw, [s[3] for s in segments])
+
+
+def _pointer(dest, draws: int, count: int) -> tuple[int, int]:
+    """(address, elements per draw) of a C-contiguous float32 destination of `draws` rows that
+    hold at least `count` numbers each."""
+    if isinstance(dest, np.ndarray):
+        ok = dest.dtype == np.float32 and dest.flags.c_contiguous and dest.flags.writeable
+        address, size = dest.ctypes.data, dest.size
+    else:  # a torch tensor
+        ok = dest.dtype == _FLOAT32 and dest.device.type == "cpu" and dest.is_contiguous()
+        address, size = dest.data_ptr(), dest.numel()
+    if not ok or len(dest) != draws or size // draws < count:
+        raise ValueError("destination must be C-contiguous float32 on the CPU with a row per draw")
+    return address, size // draws
