@@ -76,6 +76,7 @@ EXPECTED = {
     "suites/subset-mcmc/fashion-mnist-n128-width-slice.yaml": ("7892f35ea53aa53a", 36, "5ad401de3726e9d5"),
     "suites/subset-mcmc/fashion-mnist-n256-width-slice.yaml": ("2fbdd1eb5ba1616b", 48, "d94fd8802a3bba63"),
     "leaderboards/subset-mcmc-fashion-mnist-n256-width-slice/suite.yaml": ("2fbdd1eb5ba1616b", 48, "d94fd8802a3bba63"),
+    "leaderboards/subset-mcmc-fashion-mnist-n512-width-slice/suite.yaml": ("cb012e1e5a97f370", 60, "7218d90b890c515b"),
     "suites/validation/subset-vs-gnc.yaml": ("c528032fbcc18487", 40, "1c9d55dcca006476"),
     "suites/validation/subset-vs-gnc-lenet.yaml": ("afd685804fdcb87e", 20, "ecd6af41b40a2dd5"),
     "suites/validation/gnc-independent-lenet.yaml": ("2e1bcc995be0d732", 2, "4fb41d7274ef5946"),
