@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from benchsuite import statistics as stats
-from benchsuite.engine import NUMERICS_REVISION
+from benchsuite.engine import NUMERICS_REVISION, native
 from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.execution.cells import CellContext, CellOutcome, resolve_device
@@ -335,6 +335,7 @@ def run_suite(
     environment = {**capture_environment(torch_device, registry), "data_files": data_files}
     environment["executor"] = {"name": spec.name, "options": options}
     environment[ENGINE_KEY] = f"revision {NUMERICS_REVISION}"  # also for a run that computes no cell
+    environment["compiled_kernels"] = native.library() is not None  # engine/native.py
     max_seconds = suite.max_seconds_per_cell
     with _output(out) as database:
         _check_resumable(database, cells, suite, registry, on_mismatch, progress)

@@ -292,5 +292,7 @@ def test_tuning_counts_against_the_cell_time_budget(tmp_path):
         stopped = cells[("sgd", seed)]
         assert stopped["status"] == "timed_out" and stopped["models_found"] == 0
         assert "while tuning (max_seconds_per_cell 1)" in stopped["status_detail"]
-        assert stopped["seconds"] < 2 + 5  # both cells' budgets (a unit of two), not the trials' end
+        # both cells' budgets (a unit of two: 2 s) and not the trials' end (200,000 steps each,
+        # a minute or more here); the margin is for a loaded machine, which once took 9 s
+        assert stopped["seconds"] < 20
         assert cells[("adam", seed)]["status"] == "ok"

@@ -13,6 +13,7 @@ Importing this package loads nothing: each engine is its own module, imported wh
 - evaluation.py: the host's accuracy and ties, stacked.evaluate's numbers faster (wide.py:
   formulations checked bit for bit against the old calls; blocks.py: the inner loop).
 - gemm_check.py: whether batched products compute each network by itself in this process.
+- native.py: the compiled kernels (philox.c for G&C's weights, convnet.c for LeNet training).
 - threads.py: the one threading policy of every path (workers across networks, one thread per
   kernel).
 """
@@ -30,4 +31,7 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # CPUs (the AMD EPYC) picks other GEMM kernels: every path's numbers there move by rounding;
 # BatchNorm G&C pads calls of fewer than 8 networks (batchnorm_gnc.MIN_GROUPS). 8: subset-mcmc
 # ranks particles by (points fitted, margin) exactly, not by their sum in float64 (subset.scores).
-NUMERICS_REVISION = 8
+# 9: LeNet-family training computes each network's forward and backward in convnet.c where a C
+# compiler is found and the network is small (stacked_conv.NATIVE_MAX_CONV_MACS); a machine
+# without one trains them on the patches formulation (environment.json: "compiled_kernels").
+NUMERICS_REVISION = 9

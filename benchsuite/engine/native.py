@@ -1,16 +1,22 @@
-"""The CPU sampler's random weights from a small compiled kernel (philox.c), when one can be built.
+"""Small compiled kernels for the CPU, when they can be built: philox.c (G&C's random weights) and
+convnet.c (forward and backward of small convolutional networks, engine/stacked_conv.py).
 
-Why: on CPU, Guess & Check is bound by its random numbers. numpy's Philox hands out raw 64-bit
-words, and turning them into float32 weights takes three more numpy passes over memory; the kernel
-computes the same Philox blocks and writes each weight, converted and scaled, straight to its
-place, in one pass (docs/performance.md measures it against numpy's words alone).
+Why philox.c: on CPU, Guess & Check is bound by its random numbers. numpy's Philox hands out raw
+64-bit words, and turning them into float32 weights takes three more numpy passes over memory; the
+kernel computes the same Philox blocks and writes each weight, converted and scaled, straight to
+its place, in one pass (docs/performance.md measures it against numpy's words alone).
 
-The bits are random.py's, always: the library is compiled from the package's own source with the
-system C compiler (no -march, no fast-math, so a cache shared across machines stays valid), kept
-under the user's cache folder keyed by the source, compiler and platform, and checked against
-numpy's Philox on load. Where no compiler is found, the build fails or the check disagrees, or
-BENCHSUITE_NATIVE=0 is set, `library()` is None and the engine keeps its numpy path, which gives the
-same numbers. The compiler runs once per cache key, as a plain argument list (no shell).
+Why convnet.c: a LeNet step at batch size 2 is small enough that torch spends it in memory traffic
+and per-op overhead (docs/performance.md).
+
+philox.c's bits are random.py's, always. The library is compiled from the package's own sources
+with the system C compiler (no -march, no fast-math, so a cache shared across machines stays
+valid), kept under the user's cache folder keyed by the sources, compiler and platform, and
+checked against numpy's Philox on load. Where no compiler is found, the build fails or the check
+disagrees, or BENCHSUITE_NATIVE=0 is set, `library()` is None: G&C keeps its numpy path (the same
+numbers) and convolutional training its torch formulation (other roundings: the engine records
+which one trained a cell, `conv_formulation`). The compiler runs once per cache key, as a plain
+argument list (no shell).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SOURCE = Path(__file__).with_name("philox.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("philox.c", "convnet.c"))
 FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
 BUILD_SECONDS = 120
 _FLOAT32 = torch.float32
@@ -55,19 +61,19 @@ def _compiler() -> str | None:
 
 
 def _key(compiler: str) -> str:
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES))
     digest.update("\0".join([compiler, *FLAGS, sys.platform, platform.machine()]).encode())
     return digest.hexdigest()[:16]
 
 
 def _build(compiler: str, target: Path) -> None:
-    """Compile philox.c into `target`, atomically (several worker processes may race here)."""
+    """Compile the sources into `target`, atomically (several worker processes may race here)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
         subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", partial],
+            [compiler, *FLAGS, *map(str, SOURCES), "-o", partial, "-lm"],
             check=True, capture_output=True, timeout=BUILD_SECONDS, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         os.replace(partial, target)
@@ -85,6 +91,13 @@ def _bind(path: Path) -> ctypes.CDLL:
         ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64,
         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
         ctypes.c_void_p,
+    ]  # fmt: skip
+    lib.bs_convnet_version.restype = ctypes.c_int64
+    lib.bs_convnet_version.argtypes = []
+    lib.bs_convnet_gradients.restype = ctypes.c_int64
+    lib.bs_convnet_gradients.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
     ]  # fmt: skip
     return lib
 
@@ -116,7 +129,7 @@ def library() -> ctypes.CDLL | None:
         if not target.exists():
             _build(compiler, target)
         lib = _bind(target)
-        if lib.bs_philox_version() != 1 or not _agrees(lib):
+        if lib.bs_philox_version() != 1 or lib.bs_convnet_version() != 1 or not _agrees(lib):
             return None
         return lib
     except (OSError, subprocess.SubprocessError, AttributeError):

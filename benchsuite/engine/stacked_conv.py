@@ -9,23 +9,31 @@ the patches [K, C*kh*kw, b*Ho*Wo] (im2col by one strided copy; the input gradien
 kw + kh strided adds); MaxPool2d(2) is three maxima of strided quarters (tiled_max_pool) with
 max_pool2d's indices, and a ReLU before a pool runs after it (they commute, 4x fewer elements);
 pools, ReLUs and their backward act on all networks at once; the Linear layers after Flatten are
-batched matmuls as in engine/stacked_mlp.py. The first layer computes no input gradient. Gradients go into one flat buffer, which the written-out SGD/Adam
+batched matmuls as in engine/stacked_mlp.py. The first layer computes no input gradient.
+Gradients go into one flat buffer, which the written-out SGD/Adam
 (engine/stacked_optim.py) steps as one tensor. Measured (docs/performance.md, one thread, LeNet
 28x28): 2-2.5x the vmap path's network-steps/s and 1.5-2.8x the reference code's grouped
 convolutions; the largest remaining costs are the first convolution's patches (memory bound),
 the bmm products, the col2im adds and per-op overhead.
 
-Exactness (tests/test_stacked_conv.py): every kernel computes each network by itself (bmm, as on
-the "mlp" path), so a network trained in a stack equals it trained alone, bit for bit, whatever
-the stack size or worker count. Against the vmap path (oneDNN's direct convolution sums in
-another order): equal to float32 rounding (differences grow with training, as any rounding
-change does), the same networks accepted on the test fixtures. Strided, padded or dilated
-convolutions take the grouped formulation (`_run_steps`: vmap's own batching rule, its numbers
-bit for bit for the same sub-stack, which engine/parts.py splits by size alone).
+Smaller networks of that kind (up to NATIVE_MAX_CONV_MACS per image, LeNet 28x28 up to width 1)
+go one step further where engine/native.py's compiled kernel is built (`_run_native`): convnet.c
+computes each network's forward and backward one image at a time in cache, no patches, no
+per-op overhead (1.4-2.7x the patches formulation at widths 1/6-2/6, measured; equal to it to
+float32 rounding, another summation order).
+
+Exactness (tests/test_stacked_conv.py, tests/test_convnet.py): every kernel computes each network by
+itself (bmm, as on the "mlp" path, or convnet.c), so a network trained in a stack equals it trained
+alone, bit for bit, whatever the stack size or worker count. Against the vmap path (oneDNN's direct
+convolution sums in another order): equal to float32 rounding (differences grow with training, as
+any rounding change does), the same networks accepted on the test fixtures. Strided, padded or
+dilated convolutions take the grouped formulation (`_run_steps`: vmap's own batching rule, its
+numbers bit for bit for the same sub-stack, which engine/parts.py splits by size alone).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from dataclasses import dataclass
 
@@ -134,6 +142,8 @@ def train_stacked_conv(
         parameters, make_optimizer, flat_optimizer, direct, make_stepper
     )
     run = _run_patches if plan.patches else _run_steps
+    if plan.patches and native_ops(plan, params, grads, images.shape[1:]) is not None:
+        run = _run_native
     try:
         stepper.start()
         run(plan, params, grads, images, labels, steps, stepper, summed_loss)
@@ -450,4 +460,105 @@ def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_los
         return log_probs
 
     # images as [K, C, b, H, W] views (the first im2col reads them)
+    run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)
+
+
+class _NativeOp(ctypes.Structure):
+    """convnet.c's Op."""
+
+    _fields_ = [
+        *[(name, ctypes.c_int64) for name in ("kind", "cin", "h", "w", "cout", "kh", "kw")],
+        *[(name, ctypes.c_void_p) for name in ("weight", "bias", "grad_weight", "grad_bias")],
+        ("weight_stride", ctypes.c_int64),
+        ("bias_stride", ctypes.c_int64),
+    ]
+
+
+NATIVE_KINDS = {"conv": 0, "pool": 1, "relu": 2, "linear": 3}
+# convnet.c against _run_patches, SGD, 64 networks, one thread (docs/performance.md): 1.4-2.7x up
+# to about 150k convolution multiply-adds per image (LeNet 28x28 at widths 1/6-4/6, 32x32x3 at
+# 1/6-2/6), 1.1-1.3x at LeNet 28x28 w=1 (240k), 0.7-0.8x at 32x32x3 w=1 (590k). A rule of the
+# network alone, so that the formulation, and with it the bits, never depends on the machine.
+NATIVE_MAX_CONV_MACS = 250_000
+
+
+def native_ops(plan: ConvPlan, params, grads, image_shape):
+    """`plan` as convnet.c's ops over these stacked tensors, or None where the compiled kernel is
+    missing (engine/native.py) or cannot take the plan (only unit-stride unpadded convolutions,
+    2x2 pools and float32 tensors whose networks are contiguous rows)."""
+    from benchsuite.engine import native
+
+    if not plan.patches or native.library() is None:
+        return None
+    names = [name for op in plan.ops for name in (op.weight, op.bias) if name]
+    tensors = [params[name] for name in names] + [grads[name] for name in names]
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors) or not all(
+        t.is_contiguous() for t in tensors
+    ):
+        return None
+    (c, h, w), ops, macs = (int(s) for s in image_shape), [], 0
+    for op in plan.ops:
+        fields = {"kind": NATIVE_KINDS.get(op.kind, -1), "cin": c, "h": h, "w": w}
+        if op.kind == "conv":
+            weight = params[op.weight]
+            cout, cin, kh, kw = weight.shape[1:]
+            if cin != c:
+                return None
+            fields.update(cout=cout, kh=kh, kw=kw)
+            c, h, w = cout, h - kh + 1, w - kw + 1
+            macs += c * h * w * cin * kh * kw
+        elif op.kind == "pool":
+            if op.options != TILING:
+                return None
+            h, w = h // 2, w // 2
+        elif op.kind == "flatten":
+            c, h, w = c * h * w, 1, 1
+            continue
+        elif op.kind == "linear":
+            weight = params[op.weight]
+            if weight.shape[2] != c:
+                return None
+            fields.update(cout=weight.shape[1])
+            c = weight.shape[1]
+        elif op.kind != "relu":
+            return None
+        if op.weight:
+            fields.update(
+                weight=params[op.weight].data_ptr(), grad_weight=grads[op.weight].data_ptr(),
+                weight_stride=params[op.weight][0].numel(),
+            )  # fmt: skip
+        if op.bias:
+            fields.update(
+                bias=params[op.bias].data_ptr(), grad_bias=grads[op.bias].data_ptr(),
+                bias_stride=params[op.bias][0].numel(),
+            )  # fmt: skip
+        ops.append(_NativeOp(**fields))
+    if macs > NATIVE_MAX_CONV_MACS:
+        return None
+    return (_NativeOp * len(ops))(*ops)
+
+
+def _run_native(plan, params, grads, images, labels, steps, stepper, summed_loss):
+    """_run_patches's steps with each network's forward and backward computed by convnet.c, one
+    network and image at a time (engine/native.py): the same model and loss, other roundings."""
+    from benchsuite.engine import native
+
+    lib = native.library()
+    ops = native_ops(plan, params, grads, images.shape[1:])
+    classes = params[plan.ops[-1].weight].shape[1]
+    count = steps[0].shape[0] if steps else 0
+
+    def gradients(x, loss_gradient):
+        batch = x.transpose(1, 2)  # [K, b, C, H, W]: each network's images, contiguous rows
+        batch = batch if batch.is_contiguous() else batch.contiguous()
+        loss_gradient = loss_gradient.contiguous()
+        log_probs = torch.empty(loss_gradient.shape, dtype=torch.float32)
+        status = lib.bs_convnet_gradients(
+            ops, len(ops), count, batch.shape[1], batch.data_ptr(), loss_gradient.data_ptr(),
+            log_probs.data_ptr(), classes,
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("convnet.c could not allocate its activations")
+        return log_probs
+
     run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)

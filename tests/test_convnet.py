@@ -1,0 +1,144 @@
+"""LeNet-family training through the compiled kernel (engine/convnet.c, stacked_conv._run_native):
+autograd's gradients to float32 rounding on every kind of network it takes; the networks it does
+not take keep the patches formulation; the patches formulation where no kernel is built; NaN as
+aten propagates it. (A network in a stack equals it alone: tests/test_stacked_conv.py, which runs
+on this kernel wherever it is built.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchsuite.architectures.lenet import build_lenet
+from benchsuite.builtins.optimizers import benchsuite_optimizers
+from benchsuite.engine import native
+from benchsuite.engine.batches import round_orders
+from benchsuite.engine.stacked_conv import native_ops, plan_conv
+from benchsuite.engine.stacked_mlp import flat_views
+from benchsuite.engine.training import initial_parameters, train_networks
+from benchsuite.records import PriorSpec, kaiming_uniform_bound
+
+SGD = next(spec for spec in benchsuite_optimizers() if spec.name == "sgd")
+KAIMING = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def kernel():
+    assert native.library() is not None, "setup.sh installs a C compiler; the kernel must build"
+
+
+def odd_net():
+    """Not a LeNet: odd sizes (a pool that drops a row), a 3x4 kernel, no bias on the first layer,
+    two ReLUs after the flatten, a ReLU before and after pools."""
+    return nn.Sequential(
+        nn.Conv2d(2, 3, (3, 4), bias=False), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3),
+    )  # fmt: skip
+
+
+CASES = [
+    (lambda: build_lenet((1, 28, 28), "1/6", bias=True), (1, 28, 28), 2),
+    (lambda: build_lenet((1, 28, 28), "2/6", depth="1c-1f"), (1, 28, 28), 2),
+    (lambda: build_lenet((1, 28, 28), 1, depth="2c-2f", bias=True), (1, 28, 28), 2),
+    (lambda: build_lenet((3, 32, 32), "2/6", bias=True), (3, 32, 32), 2),
+    (odd_net, (2, 19, 21), 3),
+]
+
+
+def one_sgd_step(make, shape, classes, count=3, batch=2, n=6):
+    """(engine's parameters after one SGD step of lr 1, autograd's, the initial ones)."""
+    module = make()
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(n, *shape, generator=generator)
+    y = torch.arange(n) % classes
+    parameters, buffers = initial_parameters(module, KAIMING, 1, range(count), "cpu")
+    orders = round_orders(2, range(count), n, 1, "independent")
+    one_step = orders[:, :, :batch].contiguous()  # [K, 1 epoch, b]: a single step
+    trained, _ = train_networks(
+        module, x, y, SGD, {"lr": 1.0}, parameters, buffers, one_step, batch, path="conv"
+    )
+    expected = {}
+    for k in range(count):
+        network = make()
+        with torch.no_grad():
+            for name, p in network.named_parameters():
+                p.copy_(parameters[name][k])
+        picked = one_step[k, 0]
+        F.cross_entropy(network(x[picked]), y[picked]).backward()
+        for name, p in network.named_parameters():
+            expected.setdefault(name, []).append(p.detach() - p.grad)
+    return trained, {name: torch.stack(v) for name, v in expected.items()}, parameters
+
+
+@pytest.mark.parametrize("make, shape, classes", CASES)
+def test_one_step_equals_autograds(kernel, make, shape, classes):
+    module = make()
+    plan = plan_conv(module)
+    flat, params = flat_views(initial_parameters(module, KAIMING, 1, range(2), "cpu")[0])
+    assert native_ops(plan, params, params, shape) is not None  # the kernel takes it
+    trained, expected, initial = one_sgd_step(make, shape, classes)
+    for name in expected:  # the step (minus the gradient) against autograd's, to float32 rounding
+        step, want = trained[name] - initial[name], expected[name] - initial[name]
+        scale = want.abs().max()
+        assert scale > 0, name
+        torch.testing.assert_close(step, want, rtol=1e-4, atol=1e-5 * float(scale))
+
+
+def test_what_the_kernel_does_not_take(kernel, monkeypatch):
+    def ops(module, shape):
+        params = flat_views(initial_parameters(module, KAIMING, 1, range(2), "cpu")[0])[1]
+        return native_ops(plan_conv(module), params, params, shape)
+
+    assert ops(build_lenet((1, 28, 28), 1), (1, 28, 28)) is not None  # 240k multiply-adds
+    assert ops(build_lenet((3, 32, 32), 1), (3, 32, 32)) is None  # 590k: patches are faster
+    strided = nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(72, 2)
+    )  # fmt: skip
+    assert ops(strided, (1, 13, 13)) is None  # the grouped formulation
+    three = nn.Sequential(nn.Conv2d(1, 2, 5), nn.MaxPool2d(3), nn.Flatten(), nn.Linear(32, 2))
+    assert ops(three, (1, 16, 16)) is None  # only 2x2 pools
+    monkeypatch.setenv("BENCHSUITE_NATIVE", "0")
+    native.library.cache_clear()
+    try:
+        assert ops(build_lenet((1, 28, 28), "1/6"), (1, 28, 28)) is None
+    finally:
+        monkeypatch.delenv("BENCHSUITE_NATIVE")
+        native.library.cache_clear()
+
+
+def test_without_the_kernel_the_patches_formulation_trains_the_same_model(kernel, monkeypatch):
+    """Other roundings, the same model: the two formulations agree to float32 rounding."""
+    make, shape = (lambda: build_lenet((1, 28, 28), "2/6", bias=True)), (1, 28, 28)
+    fast, _, _ = one_sgd_step(make, shape, 2)
+    monkeypatch.setenv("BENCHSUITE_NATIVE", "0")
+    native.library.cache_clear()
+    try:
+        slow, _, _ = one_sgd_step(make, shape, 2)
+    finally:
+        monkeypatch.delenv("BENCHSUITE_NATIVE")
+        native.library.cache_clear()
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_nan_spreads_as_in_aten(kernel):
+    """A NaN weight makes that network's loss and step NaN (so the engine's divergence rule sees
+    it), and leaves the other networks of the stack as they were."""
+    module = build_lenet((1, 28, 28), "1/6")
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(4) % 2
+    parameters, buffers = initial_parameters(module, KAIMING, 1, range(2), "cpu")
+    alone = {name: value[1:].clone() for name, value in parameters.items()}
+    parameters["0.weight"][0, 0, 0, 2, 2] = float("nan")
+    orders = round_orders(2, range(2), 4, 1, "independent")[:, :, :2].contiguous()
+    trained, _ = train_networks(
+        module, x, y, SGD, {"lr": 0.1}, parameters, buffers, orders, 2, path="conv"
+    )
+    assert torch.isnan(trained["0.weight"][0]).any()
+    other, _ = train_networks(module, x, y, SGD, {"lr": 0.1}, alone, {}, orders[1:], 2, path="conv")
+    for name in trained:
+        assert torch.equal(trained[name][1:], other[name]), name
