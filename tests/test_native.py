@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_leading_linear import paper_mlp
 from torch import nn
 
 from benchsuite.builtins.priors import benchsuite_priors
@@ -153,15 +154,6 @@ def test_generated_parameters_equal_the_numpy_path(kernel, monkeypatch, first_dr
     picked = both_paths(lambda: draw_parameters(layout, 77, [5, 2, 40], CPU), monkeypatch)
     for name in picked[0]:
         assert torch.equal(picked[0][name], picked[1][name]), name
-
-
-def paper_mlp():
-    layers = [nn.MaxPool2d(2), nn.Flatten()]
-    width = 196
-    for out in (120, 60, 30, 12):
-        layers += [nn.Linear(width, out, bias=False), nn.ReLU()]
-        width = out
-    return nn.Sequential(*layers, nn.Linear(width, 2, bias=False))
 
 
 def lenet():
