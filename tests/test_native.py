@@ -225,7 +225,7 @@ def test_racing_processes_build_one_library(kernel, tmp_path):
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     assert all(json.loads(o[0].strip().splitlines()[-1])["built"] for o in outs)
     files = sorted(p.name for p in (tmp_path / "native").iterdir())
-    assert len(files) == 1 and files[0].startswith("philox-") and files[0].endswith(".so"), files
+    assert len(files) == 1 and files[0].startswith("kernels-") and files[0].endswith(".so"), files
 
 
 def test_no_compiler_means_the_numpy_path(tmp_path):

@@ -85,6 +85,7 @@ def test_every_stored_network_fits_its_training_set(finished_run):
     assert run[2] == f"benchsuite run {out.parent / 'suite.yaml'} --out {out}"
     environment = json.loads(run[1])
     assert environment["packages"]["torch"] and environment["device"] == "cpu"
+    assert environment["compiled_kernels"] is True  # setup.sh installs the compiler they need
 
 
 def test_leaderboard_equals_recomputation_from_raw_rows(finished_run):

@@ -14,8 +14,8 @@ with the system C compiler (no -march, no fast-math, so a cache shared across ma
 valid), kept under the user's cache folder keyed by the sources, compiler and platform, and
 checked against numpy's Philox on load. Where no compiler is found, the build fails or the check
 disagrees, or BENCHSUITE_NATIVE=0 is set, `library()` is None: G&C keeps its numpy path (the same
-numbers) and convolutional training its torch formulation (other roundings: the engine records
-which one trained a cell, `conv_formulation`). The compiler runs once per cache key, as a plain
+numbers) and convolutional training its torch formulation (other roundings: a run records whether
+the kernels were there, `compiled_kernels` in environment.json). The compiler runs once per cache key, as a plain
 argument list (no shell).
 """
 
@@ -118,14 +118,14 @@ def _agrees(lib: ctypes.CDLL) -> bool:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The loaded kernel, or None where the numpy path has to do (see the module doc)."""
+    """The loaded kernels, or None where the numpy and torch paths have to do (module doc)."""
     if os.environ.get("BENCHSUITE_NATIVE", "1").strip() in {"0", "off", "false", "no"}:
         return None
     compiler = _compiler()
     if compiler is None:
         return None
     try:
-        target = cache_folder() / f"philox-{_key(compiler)}.so"
+        target = cache_folder() / f"kernels-{_key(compiler)}.so"
         if not target.exists():
             _build(compiler, target)
         lib = _bind(target)
