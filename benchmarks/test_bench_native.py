@@ -29,15 +29,6 @@ ROUNDS = 5
 BUDGETS = {"mlp": 8_192, "lenet": 16_384}
 
 
-def _kernel(on: bool) -> None:
-    if on:
-        os.environ.pop("BENCHSUITE_NATIVE", None)
-    else:
-        os.environ["BENCHSUITE_NATIVE"] = "0"
-    native.library.cache_clear()
-    assert (native.library() is not None) == on
-
-
 def _run(module, task, budget):
     x, y = task
     request = SamplingRequest(
@@ -59,16 +50,21 @@ def test_kernel_against_numpy_path(benchmark, task, mlp, network):
     seconds = {True: [], False: []}
     results = {}
 
+    def run(on: bool, candidates: int):
+        if on:
+            assert native.library() is not None
+            return _run(module, cpu_task, candidates)
+        with native.switched_off():
+            assert native.library() is None
+            return _run(module, cpu_task, candidates)
+
     def rounds():
         for on in (True, False):  # warm-up: plans, swap check, first-call costs
-            _kernel(on)
-            _run(module, cpu_task, 512)
+            run(on, 512)
         for _ in range(ROUNDS):
             for on in (True, False):
-                _kernel(on)
-                spent, results[on] = _run(module, cpu_task, budget)
+                spent, results[on] = run(on, budget)
                 seconds[on].append(spent)
-        _kernel(True)
 
     benchmark.pedantic(rounds, rounds=1, iterations=1)
     fast, slow = results[True], results[False]

@@ -88,7 +88,7 @@ def test_one_step_equals_autograds(kernel, make, shape, classes):
         torch.testing.assert_close(step, want, rtol=1e-4, atol=1e-5 * float(scale))
 
 
-def test_what_the_kernel_does_not_take(kernel, monkeypatch):
+def test_what_the_kernel_does_not_take(kernel):
     def ops(module, shape):
         params = flat_views(initial_parameters(module, KAIMING, 1, range(2), "cpu")[0])[1]
         return native_ops(plan_conv(module), params, params, shape)
@@ -101,26 +101,16 @@ def test_what_the_kernel_does_not_take(kernel, monkeypatch):
     assert ops(strided, (1, 13, 13)) is None  # the grouped formulation
     three = nn.Sequential(nn.Conv2d(1, 2, 5), nn.MaxPool2d(3), nn.Flatten(), nn.Linear(32, 2))
     assert ops(three, (1, 16, 16)) is None  # only 2x2 pools
-    monkeypatch.setenv("BENCHSUITE_NATIVE", "0")
-    native.library.cache_clear()
-    try:
+    with native.switched_off():
         assert ops(build_lenet((1, 28, 28), "1/6"), (1, 28, 28)) is None
-    finally:
-        monkeypatch.delenv("BENCHSUITE_NATIVE")
-        native.library.cache_clear()
 
 
-def test_without_the_kernel_the_patches_formulation_trains_the_same_model(kernel, monkeypatch):
+def test_without_the_kernel_the_patches_formulation_trains_the_same_model(kernel):
     """Other roundings, the same model: the two formulations agree to float32 rounding."""
     make, shape = (lambda: build_lenet((1, 28, 28), "2/6", bias=True)), (1, 28, 28)
     fast, _, _ = one_sgd_step(make, shape, 2)
-    monkeypatch.setenv("BENCHSUITE_NATIVE", "0")
-    native.library.cache_clear()
-    try:
+    with native.switched_off():
         slow, _, _ = one_sgd_step(make, shape, 2)
-    finally:
-        monkeypatch.delenv("BENCHSUITE_NATIVE")
-        native.library.cache_clear()
     for name in fast:
         torch.testing.assert_close(fast[name], slow[name], rtol=1e-5, atol=1e-6)
 

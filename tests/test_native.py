@@ -38,17 +38,6 @@ def kernel():
     return lib
 
 
-@pytest.fixture
-def numpy_path(monkeypatch):
-    """The engine with the kernel switched off (BENCHSUITE_NATIVE=0), restored afterwards."""
-    monkeypatch.setenv("BENCHSUITE_NATIVE", "0")
-    native.library.cache_clear()
-    assert native.library() is None
-    yield
-    monkeypatch.delenv("BENCHSUITE_NATIVE")
-    native.library.cache_clear()
-
-
 def expected(seed, first_draw, draws, blocks, start, count, factor, tag=rng.KEY_TAG):
     words = rng.numpy_words(seed, first_draw, draws, 4 * blocks, tag)
     t = rng.odd_integers_in_place(words)[:, start : start + count]
@@ -129,29 +118,24 @@ def odd_layout() -> Layout:
     return Layout(tuple(entries), offset)
 
 
-def both_paths(make, monkeypatch):
-    native.library.cache_clear()
+def both_paths(make):
     assert native.library() is not None
     fast = make()
-    monkeypatch.setenv("BENCHSUITE_NATIVE", "0")
-    native.library.cache_clear()
-    try:
+    with native.switched_off():
         assert native.library() is None
         slow = make()
-    finally:
-        monkeypatch.delenv("BENCHSUITE_NATIVE")
-        native.library.cache_clear()
+    assert native.library() is not None
     return fast, slow
 
 
 @pytest.mark.parametrize("first_draw, draws", [(0, 1), (17, 9), (2**33, 3)])
-def test_generated_parameters_equal_the_numpy_path(kernel, monkeypatch, first_draw, draws):
+def test_generated_parameters_equal_the_numpy_path(kernel, first_draw, draws):
     layout = odd_layout()
-    fast, slow = both_paths(lambda: generate(layout, 77, first_draw, draws, CPU), monkeypatch)
+    fast, slow = both_paths(lambda: generate(layout, 77, first_draw, draws, CPU))
     assert set(fast) == set(slow) == {"a", "b", "c", "d", "e", "f"}
     for name in fast:
         assert torch.equal(fast[name], slow[name]), name
-    picked = both_paths(lambda: draw_parameters(layout, 77, [5, 2, 40], CPU), monkeypatch)
+    picked = both_paths(lambda: draw_parameters(layout, 77, [5, 2, 40], CPU))
     for name in picked[0]:
         assert torch.equal(picked[0][name], picked[1][name]), name
 
@@ -171,7 +155,7 @@ def lenet():
         (lenet, "uniform"),  # no leading Linear: draws.generate_range
     ],
 )
-def test_guess_and_check_accepts_the_same_networks(kernel, monkeypatch, module, prior):
+def test_guess_and_check_accepts_the_same_networks(kernel, module, prior):
     x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     y = torch.tensor([0, 1, 1, 0, 1, 0])
 
@@ -182,20 +166,24 @@ def test_guess_and_check_accepts_the_same_networks(kernel, monkeypatch, module, 
         )  # fmt: skip
         return guess_and_check(request)
 
-    fast, slow = both_paths(run, monkeypatch)
+    fast, slow = both_paths(run)
     assert torch.equal(torch.as_tensor(fast.found_at), torch.as_tensor(slow.found_at))
     assert fast.candidates_tried == slow.candidates_tried and fast.size > 0
     for name in fast.parameters:
         assert torch.equal(fast.parameters[name], slow.parameters[name]), name
 
 
-def test_the_kernel_is_used_where_it_exists(kernel, numpy_path):
-    """Not vacuous: with the kernel off, `library()` is None and the engine takes numpy's path;
-    with it on (the other tests), a layout is filled by it (NativeDraws.create is not None)."""
+def test_the_kernel_is_used_where_it_exists(kernel):
+    """Not vacuous: with the kernel on, a layout is filled by it (NativeDraws.create is not None);
+    switched off, `library()` is None and the engine takes numpy's path."""
     from benchsuite.engine.draws import NativeDraws
 
     layout = build_layout(paper_mlp(), PRIORS["uniform"])
-    assert NativeDraws.create(layout, 1, {"2.weight"}) is None
+    assert NativeDraws.create(layout, 1, {"2.weight"}) is not None
+    with native.switched_off():
+        assert native.library() is None
+        assert NativeDraws.create(layout, 1, {"2.weight"}) is None
+    assert native.library() is not None
 
 
 CHILD = """
@@ -251,7 +239,7 @@ def test_a_failing_compiler_means_the_numpy_path(tmp_path):
     assert not any((tmp_path / "native").iterdir())  # no partial library left behind
 
 
-def test_a_network_of_one_linear_layer(kernel, monkeypatch):
+def test_a_network_of_one_linear_layer(kernel):
     """The leading layer is the only weight layer: nothing for the later layers' call."""
     module = nn.Sequential(nn.Flatten(), nn.Linear(64, 2, bias=False))
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -264,6 +252,6 @@ def test_a_network_of_one_linear_layer(kernel, monkeypatch):
         )  # fmt: skip
         return guess_and_check(request)
 
-    fast, slow = both_paths(run, monkeypatch)
+    fast, slow = both_paths(run)
     assert fast.size == 3
     assert torch.equal(torch.as_tensor(fast.found_at), torch.as_tensor(slow.found_at))

@@ -50,6 +50,8 @@ typedef struct {
     int64_t weight_stride, bias_stride;
 } Op;
 
+static int64_t in_size(const Op *op) { return op->kind == 3 ? op->cin : op->cin * op->h * op->w; }
+
 static int64_t out_size(const Op *op) {
     switch (op->kind) {
     case 0: return op->cout * (op->h - op->kh + 1) * (op->w - op->kw + 1);
@@ -205,7 +207,7 @@ int64_t bs_convnet_gradients(const Op *ops, int64_t count, int64_t networks, int
     int64_t *offset = malloc(sizeof(int64_t) * (count + 2));
     if (!offset) return -1;
     for (int64_t i = 0; i < count; i++) { /* act[i]: the input of op i; act[count]: the logits */
-        int64_t in = ops[i].kind == 3 ? ops[i].cin : ops[i].cin * ops[i].h * ops[i].w;
+        int64_t in = in_size(&ops[i]);
         offset[i] = total;
         total += in;
         if (in > largest) largest = in;
@@ -275,7 +277,7 @@ int64_t bs_convnet_gradients(const Op *ops, int64_t count, int64_t networks, int
             for (int64_t i = count - 1; i >= 0; i--) {
                 const Op *op = &ops[i];
                 float *in = a + offset[i], *out = a + offset[i + 1];
-                int64_t n_in = op->kind == 3 ? op->cin : op->cin * op->h * op->w;
+                int64_t n_in = in_size(op);
                 float *grad_in = i > 0 ? next : NULL;
                 const float *w = op->weight ? op->weight + k * op->weight_stride : NULL;
                 float *gw = op->grad_weight ? op->grad_weight + k * op->weight_stride : NULL;

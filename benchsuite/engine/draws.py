@@ -71,7 +71,6 @@ class NativeDraws:
     seed and reused for every piece of a range (`create` is None where there is no kernel)."""
 
     def __init__(self, lib, layout: Layout, seed: int, names, raw: frozenset[str] = frozenset()):
-        self.layout, self.blocks = layout, layout.words // 4
         self.zero, self.center, self.normal, self.order = [], {}, {}, []
         segments = []
         for e in sorted((e for e in layout.entries if e.name in names), key=lambda e: e.offset):
@@ -87,7 +86,7 @@ class NativeDraws:
                 segments.append((e.offset, e.count + e.count % 2, 1.0))
                 self.order.append(e.name)
                 self.normal[e.name] = e
-        self.filler = native.Filler(lib, seed, self.blocks, segments)
+        self.filler = native.Filler(lib, seed, layout.words // 4, segments)
 
     @classmethod
     def create(cls, layout: Layout, seed: int, names, raw=frozenset()) -> NativeDraws | None:
@@ -96,26 +95,25 @@ class NativeDraws:
 
     def __call__(self, first_draw: int, out: dict[str, torch.Tensor]) -> bool:
         """Fill `out` (name -> [draws, *shape]) with draws first_draw, ...; False, with nothing
-        written, where a destination is not C-contiguous float32 or the counter would pass 2**64."""
+        written, where the kernel cannot take a destination or the counter (native.Filler)."""
         if not out:
             return True
         draws = len(next(iter(out.values())))
-        if (first_draw + draws) * self.blocks > native.MAX_BLOCK or any(
-            t.dtype != torch.float32 or not t.is_contiguous() for t in out.values()
-        ):
-            return False
         pairs = {
             name: torch.empty((draws, e.count + e.count % 2), dtype=torch.float32)
             for name, e in self.normal.items()
         }
-        self.filler(first_draw, [pairs.get(name, out[name]) for name in self.order])
+        try:
+            self.filler(first_draw, [pairs.get(name, out[name]) for name in self.order])
+        except ValueError:  # checked before anything is written
+            return False
         for name in self.zero:
             out[name].zero_()
         for name, center in self.center.items():
             out[name].add_(center)
         for name, e in self.normal.items():
-            t = pairs[name].to(torch.int32)
-            out[name].view(draws, -1).copy_(rng.normal_from_odd(t, e.scale)[:, : e.count])
+            z = rng.normal_from_odd(pairs[name].to(torch.int32), e.scale)[:, : e.count]
+            out[name].copy_(z.reshape(out[name].shape))
         return True
 
 

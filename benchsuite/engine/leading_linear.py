@@ -91,8 +91,14 @@ class LeadingLinear:
         out_units, points = self.first.shape[0], self.features.shape[0]
         first = torch.empty((count, out_units, points), dtype=torch.float32)
         scratch = self._scratch()
-        if self._generate_native(seed, first_draw, count, params, scratch, first):
-            return params, first
+        if not self._generate_native(seed, first_draw, count, params, scratch, first):
+            self._generate_numpy(seed, first_draw, count, params, scratch, first)
+        if self.fold is not None:
+            first.mul_(self.fold)  # exact: a power of two, back to the weights' products
+        return params, first
+
+    def _generate_numpy(self, seed, first_draw, count, params, scratch, first) -> None:
+        """`generate` from numpy's Philox words, converted here piece by piece."""
         words_per_draw = self.layout.words
         stream = rng.numpy_stream(seed, first_draw, words_per_draw)
         if self.direct:
@@ -115,13 +121,10 @@ class LeadingLinear:
                     factor = np.float32(self.first.scale * 2.0**-24)
                     rng.uniform_from_odd(t[:, lo:hi], factor, scratch_rows[: b - a])
             else:
-                out = {name: params[name][a:b] for name in later}
+                out = {name: value[a:b] for name, value in params.items()}
                 out[self.first.name] = scratch[: b - a]
                 convert_cpu(words, self.layout, out, slice(0, b - a))
             self.plan.first_layer(scratch[: b - a], self.features, first[a:b])
-        if self.fold is not None:
-            first.mul_(self.fold)  # exact: a power of two, back to the weights' products
-        return params, first
 
     def _generate_native(self, seed, first_draw, count, params, scratch, first) -> bool:
         """`generate` through the compiled kernel (engine/native.py): the later layers' weights of
@@ -137,6 +140,4 @@ class LeadingLinear:
             if not lead(first_draw + a, {self.first.name: scratch[: b - a]}):
                 raise RuntimeError("the compiled kernel refused the leading layer's scratch")
             self.plan.first_layer(scratch[: b - a], self.features, first[a:b])
-        if self.fold is not None:
-            first.mul_(self.fold)
         return True

@@ -15,12 +15,13 @@ valid), kept under the user's cache folder keyed by the sources, compiler and pl
 checked against numpy's Philox on load. Where no compiler is found, the build fails or the check
 disagrees, or BENCHSUITE_NATIVE=0 is set, `library()` is None: G&C keeps its numpy path (the same
 numbers) and convolutional training its torch formulation (other roundings: a run records whether
-the kernels were there, `compiled_kernels` in environment.json). The compiler runs once per cache key, as a plain
-argument list (no shell).
+the kernels were there, `compiled_kernels` in environment.json). The compiler runs once per cache
+key, as a plain argument list (no shell).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -136,6 +137,23 @@ def library() -> ctypes.CDLL | None:
         return None
 
 
+@contextlib.contextmanager
+def switched_off():
+    """The engine without its compiled kernels inside the block (BENCHSUITE_NATIVE=0), as before
+    after it: how tests and benchmarks compare the two paths in one process."""
+    before = os.environ.get("BENCHSUITE_NATIVE")
+    os.environ["BENCHSUITE_NATIVE"] = "0"
+    library.cache_clear()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("BENCHSUITE_NATIVE", None)
+        else:
+            os.environ["BENCHSUITE_NATIVE"] = before
+        library.cache_clear()
+
+
 class Filler:
     """One kind of call into the kernel, prepared once: the segments (start, count, factor) of
     each draw's numbers; a call names the first draw and a destination per segment. Why a class:
@@ -161,7 +179,8 @@ class Filler:
 
     def __call__(self, first_draw: int, destinations) -> None:
         """Draws first_draw, ... into `destinations` (one per segment, C-contiguous float32 on the
-        CPU, [draws, ...] with at least the segment's count per row; numpy or torch)."""
+        CPU, [draws, ...] with at least the segment's count per row; numpy or torch). ValueError,
+        with nothing written, for a destination the kernel cannot take or a counter past 2**64."""
         draws = len(destinations[0]) if len(destinations) else 0
         if draws == 0:
             return

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchsuite.engine import native
 from benchsuite.engine.divergence import note_blown_up
 from benchsuite.engine.stacked_mlp import loss_gradient_table, stacked_stepper
 from benchsuite.errors import OptimizerStepError
@@ -142,8 +143,9 @@ def train_stacked_conv(
         parameters, make_optimizer, flat_optimizer, direct, make_stepper
     )
     run = _run_patches if plan.patches else _run_steps
-    if plan.patches and native_ops(plan, params, grads, images.shape[1:]) is not None:
-        run = _run_native
+    ops = native_ops(plan, params, grads, images.shape[1:])
+    if ops is not None:
+        run = functools.partial(_run_native, ops)
     try:
         stepper.start()
         run(plan, params, grads, images, labels, steps, stepper, summed_loss)
@@ -486,8 +488,6 @@ def native_ops(plan: ConvPlan, params, grads, image_shape):
     """`plan` as convnet.c's ops over these stacked tensors, or None where the compiled kernel is
     missing (engine/native.py) or cannot take the plan (only unit-stride unpadded convolutions,
     2x2 pools and float32 tensors whose networks are contiguous rows)."""
-    from benchsuite.engine import native
-
     if not plan.patches or native.library() is None:
         return None
     names = [name for op in plan.ops for name in (op.weight, op.bias) if name]
@@ -538,13 +538,11 @@ def native_ops(plan: ConvPlan, params, grads, image_shape):
     return (_NativeOp * len(ops))(*ops)
 
 
-def _run_native(plan, params, grads, images, labels, steps, stepper, summed_loss):
+def _run_native(ops, plan, params, grads, images, labels, steps, stepper, summed_loss):
     """_run_patches's steps with each network's forward and backward computed by convnet.c, one
-    network and image at a time (engine/native.py): the same model and loss, other roundings."""
-    from benchsuite.engine import native
-
+    network and image at a time (engine/native.py; `ops`: native_ops of these tensors): the same
+    model and loss, other roundings."""
     lib = native.library()
-    ops = native_ops(plan, params, grads, images.shape[1:])
     classes = params[plan.ops[-1].weight].shape[1]
     count = steps[0].shape[0] if steps else 0
 
