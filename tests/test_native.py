@@ -255,3 +255,17 @@ def test_a_network_of_one_linear_layer(kernel):
     fast, slow = both_paths(run)
     assert fast.size == 3
     assert torch.equal(torch.as_tensor(fast.found_at), torch.as_tensor(slow.found_at))
+
+
+def test_an_installed_package_carries_every_kernel_source():
+    """A wheel (not an editable install) must ship the C files native.py compiles on first use."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["benchsuite"]
+    package = root / "benchsuite"
+    for source in native.SOURCES:
+        relative = source.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
