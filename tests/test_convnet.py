@@ -6,6 +6,12 @@ on this kernel wherever it is built.)"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -132,3 +138,55 @@ def test_a_nan_spreads_as_in_aten(kernel):
     other, _ = train_networks(module, x, y, SGD, {"lr": 0.1}, alone, {}, orders[1:], 2, path="conv")
     for name in trained:
         assert torch.equal(trained[name][1:], other[name]), name
+
+
+def trained_in_a_stack():
+    """Two epochs of SGD of three networks each of kinds that meet every blocked and leftover loop
+    of convnet.c (rows, channels, taps, columns past a multiple of eight), with exact zeros in the
+    images (ReLU and pool ties)."""
+    results = {}
+    for index, (make, shape, classes) in enumerate(CASES):
+        module = make()
+        x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(index))
+        x[:, :, :3] = 0.0
+        y = torch.arange(8) % classes
+        parameters, buffers = initial_parameters(module, KAIMING, 4, range(3), "cpu")
+        orders = round_orders(4, range(3), 8, 2, "independent")
+        trained, _ = train_networks(
+            module, x, y, SGD, {"lr": 0.05}, parameters, buffers, orders, 2, path="conv"
+        )  # fmt: skip
+        results.update({f"{index}/{name}": value for name, value in trained.items()})
+    return results
+
+
+BASELINE_SCRIPT = """
+import sys
+import torch
+sys.path.insert(0, sys.argv[2])
+from benchsuite.engine import native
+from test_convnet import trained_in_a_stack
+torch.set_num_threads(1)
+assert native.library() is not None
+torch.save(trained_in_a_stack(), sys.argv[1])
+"""
+
+
+def test_the_baseline_build_trains_the_same_bits(kernel, tmp_path):
+    """convnet.c built without its AVX2 clones (the code any x86-64 machine runs) trains every
+    network to the same bits as the library this machine picked: the vector width never shows."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    wrapper = tmp_path / "cc-baseline"
+    wrapper.write_text(f'#!/bin/sh\nexec "{compiler}" -DBENCHSUITE_BASELINE_ONLY "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "CC": str(wrapper), "BENCHSUITE_CACHE": str(tmp_path / "cache")}
+    env.pop("BENCHSUITE_NATIVE", None)
+    out = tmp_path / "baseline.pt"
+    tests = str(Path(__file__).parent)
+    subprocess.run(
+        [sys.executable, "-c", BASELINE_SCRIPT, str(out), tests], env=env, check=True, timeout=600
+    )  # fmt: skip
+    assert list((tmp_path / "cache" / "native").glob("kernels-*.so"))  # it built its own library
+    baseline, here = torch.load(out), trained_in_a_stack()
+    assert baseline.keys() == here.keys()
+    for name, value in here.items():
+        assert torch.equal(value.view(torch.int32), baseline[name].view(torch.int32)), name
