@@ -477,11 +477,13 @@ class _NativeOp(ctypes.Structure):
 
 
 NATIVE_KINDS = {"conv": 0, "pool": 1, "relu": 2, "linear": 3}
-# convnet.c against _run_patches, SGD, 64 networks, one thread (docs/performance.md): 1.4-2.7x up
-# to about 150k convolution multiply-adds per image (LeNet 28x28 at widths 1/6-4/6, 32x32x3 at
-# 1/6-2/6), 1.1-1.3x at LeNet 28x28 w=1 (240k), 0.7-0.8x at 32x32x3 w=1 (590k). A rule of the
-# network alone, so that the formulation, and with it the bits, never depends on the machine.
-NATIVE_MAX_CONV_MACS = 250_000
+# convnet.c (blocked, numerics revision 10) against _run_patches, SGD, 64 networks, wall clock,
+# two runs (benchmarks/native_threshold.py, docs/performance.md): 1.3x / 1.2x at 32x32x3 w=1 (593k
+# convolution multiply-adds per image), 1.3x / 1.15x at 28x28 w=2 (787k); past 800k no longer
+# reliably ahead (32x32x3 8/6, 890k: 1.25x / 0.83x; 10/6 1.04x / 0.84x; w=2, 1.67M: 0.8x /
+# 0.7x). A rule of the network alone, so that the formulation, and with it the bits, never
+# depends on the machine.
+NATIVE_MAX_CONV_MACS = 800_000
 
 
 def native_ops(plan: ConvPlan, params, grads, image_shape):
