@@ -1,14 +1,15 @@
-"""The Lipschitz estimate's input-gradient norms: the written-out sequential backward
-(metrics/input_gradients.py, one network at a time) against the vmapped autograd path it replaces
-for the LeNet family, in one process, alternating within rounds, both on one torch thread.
+"""The Lipschitz estimate's input-gradient norms for the LeNet family, three ways in one process,
+alternating within rounds, each on one thread: the vmapped autograd path, the written-out
+sequential backward (metrics/input_gradients.py, one network at a time; what runs without the
+compiled kernel) and the compiled kernel (engine.stacked_conv.native_margin_norms, one worker).
 
 Run (not part of the test run):
     PYTHONPATH=. .venv/bin/python benchmarks/lipschitz_speed.py [--networks 16] [--rounds 3]
 
 Task: `networks` networks drawn with engine.training.initial_parameters (Kaiming-uniform, biases)
 on 2,000 Fashion-MNIST-shaped 28x28 images (uniform random pixels). Each figure is the fastest
-of `rounds` rounds; the ratio is vmap / sequential; the largest relative difference of the norms
-is printed too.
+of `rounds` rounds; the ratios are vmap / written-out and written-out / compiled; the largest
+relative difference of each against vmap's norms is printed too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import torch
 
 from benchsuite.architectures.lenet import build_lenet
 from benchsuite.architectures.mlp import build_mlp
+from benchsuite.engine import native
+from benchsuite.engine.stacked_conv import native_margin_norms
 from benchsuite.engine.training import initial_parameters
 from benchsuite.metrics import normalized
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
@@ -39,15 +42,25 @@ def timed(function):
 
 
 def measured(module, parameters, buffers, x, rounds: int):
-    """Fastest vmap and new times over `rounds` alternating rounds, and their last results."""
-    old_best = new_best = float("inf")
+    """Fastest time of each side over `rounds` alternating rounds, and its last result."""
+    sides = {
+        "vmap": lambda: normalized.vmapped_gradient_norms(module, parameters, buffers, x, 32, 512),
+        "written-out": lambda: _switched_off(
+            lambda: normalized.input_gradient_norms(module, parameters, buffers, x)
+        ),
+        "compiled": lambda: native_margin_norms(module, parameters, x, workers=1),
+    }
+    best, results = dict.fromkeys(sides, float("inf")), {}
     for _ in range(rounds):
-        t_old, old = timed(
-            lambda: normalized.vmapped_gradient_norms(module, parameters, buffers, x, 32, 512)
-        )
-        t_new, new = timed(lambda: normalized.input_gradient_norms(module, parameters, buffers, x))
-        old_best, new_best = min(old_best, t_old), min(new_best, t_new)
-    return old_best, old, new_best, new
+        for name, side in sides.items():
+            seconds, results[name] = timed(side)
+            best[name] = min(best[name], seconds)
+    return best, results
+
+
+def _switched_off(function):
+    with native.switched_off():
+        return function()
 
 
 def main() -> None:
@@ -64,13 +77,22 @@ def main() -> None:
         else:
             module = build_lenet((1, 28, 28), width=width, depth=depth, bias=True)
         p, b = initial_parameters(module, KAIMING, 0, range(args.networks), "cpu")
-        old_best, old, new_best, new = measured(module, p, b, x, args.rounds)
-        difference = float(((new - old).abs() / old.abs().clamp_min(1e-30)).max())
-        print(
-            f"{family} w={width} {depth or ''}: vmap {old_best:.2f}s  new {new_best:.2f}s  "
-            f"ratio {old_best / new_best:.2f}x  max rel diff {difference:.1e}",
-            flush=True,
+        best, results = measured(module, p, b, x, args.rounds)
+        if results["compiled"] is None:  # the MLP, or no compiler here
+            best.pop("compiled"), results.pop("compiled")
+        vmap = results["vmap"]
+        differences = {
+            name: float(((norms - vmap).abs() / vmap.abs().clamp_min(1e-30)).max())
+            for name, norms in results.items() if name != "vmap"
+        }  # fmt: skip
+        line = f"{family} w={width} {depth or ''}: " + "  ".join(
+            f"{name} {seconds:.2f}s" for name, seconds in best.items()
         )
+        line += f"  vmap/written-out {best['vmap'] / best['written-out']:.2f}x"
+        if "compiled" in best:
+            line += f"  written-out/compiled {best['written-out'] / best['compiled']:.2f}x"
+        line += "  max rel diff " + ", ".join(f"{n} {d:.1e}" for n, d in differences.items())
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

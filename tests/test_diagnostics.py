@@ -3,6 +3,7 @@ implementations: one plain nn.Module per network, Python loops, plain autograd, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import types
@@ -15,6 +16,8 @@ from torch import nn
 
 from benchsuite.architectures import build_lenet, build_mlp, build_resnet4
 from benchsuite.builtins.priors import benchsuite_priors
+from benchsuite.engine import native, stacked_conv
+from benchsuite.engine.stacked_conv import native_margin_norms
 from benchsuite.metrics import collapse, curvature, input_gradients, normalized
 from benchsuite.plugins import load_registry
 from benchsuite.records import MetricInput
@@ -230,14 +233,21 @@ def lenet_stack(width, depth, bias, count=3):
     return module, parameters, buffers, x
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "written-out"])
 @pytest.mark.parametrize("width,depth,bias", LENET_VARIANTS)
-def test_written_out_input_gradients_equal_autograd(width, depth, bias):
-    """The LeNet path (metrics/input_gradients.py) against vmapped autograd, the path it replaced,
-    and against autograd on each network alone, per image."""
+def test_written_out_input_gradients_equal_autograd(width, depth, bias, compiled):
+    """The LeNet paths (the compiled kernel, engine.stacked_conv.native_margin_norms, and without
+    it metrics/input_gradients.py) against vmapped autograd, the path they replaced, and against
+    autograd on each network alone, per image."""
     module, parameters, buffers, x = lenet_stack(width, depth, bias)
     layers = input_gradients.plan(module)
-    assert layers is not None and input_gradients.faster(layers)  # the written-out path is taken
-    computed_norms = normalized.input_gradient_norms(module, parameters, buffers, x)
+    assert layers is not None and input_gradients.faster(layers)  # a LeNet path is taken
+    if compiled:
+        assert native.library() is not None, "setup.sh installs a C compiler; the kernel must build"
+    with contextlib.nullcontext() if compiled else native.switched_off():
+        taken = native_margin_norms(module, parameters, x) is not None
+        assert taken == compiled
+        computed_norms = normalized.input_gradient_norms(module, parameters, buffers, x)
     vmapped = normalized.vmapped_gradient_norms(module, parameters, buffers, x, 32, 512)
     torch.testing.assert_close(computed_norms, vmapped, rtol=1e-5, atol=1e-7)
     data = MetricInput(module=module, parameters=parameters, buffers=buffers, x_train=x,
@@ -251,9 +261,43 @@ def test_written_out_input_gradients_equal_autograd(width, depth, bias):
 def test_written_out_input_gradients_do_not_depend_on_the_chunks():
     """A network's norms are the same bits in any chunk of networks and images."""
     module, parameters, buffers, x = lenet_stack("2/6", "2c-3f", True, count=5)
-    whole = normalized.input_gradient_norms(module, parameters, buffers, x)
-    chunked = normalized.input_gradient_norms(module, parameters, buffers, x, models_per_call=2, images_per_call=10)
+    with native.switched_off():
+        whole = normalized.input_gradient_norms(module, parameters, buffers, x)
+        chunked = normalized.input_gradient_norms(
+            module, parameters, buffers, x, models_per_call=2, images_per_call=10
+        )  # fmt: skip
     assert torch.equal(whole, chunked)
+
+
+def test_compiled_input_gradients_do_not_depend_on_threads_or_stack(monkeypatch):
+    """The compiled kernel computes each network at each image alone: the same bits over any
+    worker count, call size and stack (a network alone gets its norms from the whole stack)."""
+    assert native.library() is not None, "setup.sh installs a C compiler; the kernel must build"
+    module, parameters, buffers, x = lenet_stack("1/6", "2c-3f", True, count=11)
+    one = native_margin_norms(module, parameters, x, workers=1)
+    monkeypatch.setattr(stacked_conv, "MARGIN_NETWORKS_PER_CALL", 3)
+    three = native_margin_norms(module, parameters, x, workers=3)
+    seventh = {name: value[7:8] for name, value in parameters.items()}
+    alone = native_margin_norms(module, seventh, x[5:9], workers=1)
+    assert torch.equal(one, three)
+    assert torch.equal(alone[0], one[7, 5:9])
+
+
+def test_the_compiled_kernel_declines_what_it_cannot_take():
+    """Not two logits, not float32, a strided convolution: None (the caller keeps its path)."""
+    three = nn.Sequential(
+        nn.Conv2d(1, 2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 12 * 12, 3)
+    )  # fmt: skip
+    parameters, _ = init_stacked(three, PRIORS["kaiming-uniform"], [0, 1], "cpu")
+    x = torch.randn(4, 1, 28, 28)
+    assert native_margin_norms(three, parameters, x) is None
+    module, parameters, _, x = lenet_stack("1/6", "2c-3f", True, count=2)
+    assert native_margin_norms(module, parameters, x.double()) is None
+    strided = nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 13 * 13, 2)
+    )  # fmt: skip
+    parameters, _ = init_stacked(strided, PRIORS["kaiming-uniform"], [0, 1], "cpu")
+    assert native_margin_norms(strided, parameters, x) is None
 
 
 def test_input_gradient_plan_declines_what_it_does_not_write_out():

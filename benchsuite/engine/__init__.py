@@ -36,5 +36,7 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # without one trains them on the patches formulation (environment.json: "compiled_kernels").
 # 10: convnet.c takes networks up to 800,000 convolution multiply-adds per image (250,000
 # before: LeNet 32x32x3 at widths 4/6 to 1 and 28x28 above width 1 up to 2 leave the patches
-# formulation); the blocked kernel itself computes revision 9's bits.
+# formulation); the blocked kernel itself computes revision 9's bits. The Lipschitz metric's
+# input gradients of those networks come from convnet.c (stacked_conv.native_margin_norms; equal
+# to the written-out path's to float32 rounding, squares summed in double).
 NUMERICS_REVISION = 10

@@ -235,7 +235,7 @@ HOT static void conv_backward(const Op *op, const float *w, const float *in,
             for (; i < n; i++) tail += g[i];
             gb[co] += sum8(acc) + tail;
         }
-        for (int64_t ci = 0; ci < op->cin; ci++) {
+        for (int64_t ci = 0; gw && ci < op->cin; ci++) {
             const float *src = in + ci * op->h * op->w;
             float *gk = gw + (co * op->cin + ci) * taps;
             int64_t t = 0;
@@ -307,12 +307,12 @@ HOT static void linear_forward(const Op *op, const float *w, const float *b, con
 
 HOT static void linear_backward(const Op *op, const float *w, const float *in, const float *g,
                                 float *gw, float *gb, float *grad_in) {
-    for (int64_t o = 0; o < op->cout; o++) {
+    for (int64_t o = 0; gw && o < op->cout; o++) {
         float d = g[o];
         float *restrict row = gw + o * op->cin;
         for (int64_t k = 0; k < op->cin; k++) row[k] += d * in[k];
-        if (gb) gb[o] += d;
     }
+    for (int64_t o = 0; gb && o < op->cout; o++) gb[o] += g[o];
     if (!grad_in) return;
     /* grad_in[k] = sum over o of w[o][k] * g[o], added in the order of o, four rows a pass */
     memset(grad_in, 0, sizeof(float) * op->cin);
@@ -337,7 +337,91 @@ HOT static void relu_backward(const float *out, const float *grad, float *grad_i
     for (int64_t e = 0; e < n; e++) grad_in[e] = out[e] <= 0.0f ? 0.0f : grad[e];
 }
 
-int64_t bs_convnet_version(void) { return 1; }
+int64_t bs_convnet_version(void) { return 2; } /* 2: bs_convnet_margin_norms */
+
+/* Where one image's activations lie: act[offset[i]] is the input of op i, act[offset[count]] the
+   logits; `largest` the longest of them (a gradient buffer), `pools` the pool outputs (their
+   argmax indices), `padded` the largest zero-padded output gradient of a convolution. */
+typedef struct {
+    int64_t *offset, total, largest, pools, padded, image;
+} Layout;
+
+static int layout_of(const Op *ops, int64_t count, int64_t classes, Layout *l) {
+    l->total = 0, l->largest = classes, l->pools = 0, l->padded = 1;
+    l->image = ops[0].cin * ops[0].h * ops[0].w;
+    l->offset = malloc(sizeof(int64_t) * (count + 2));
+    if (!l->offset) return -1;
+    for (int64_t i = 0; i < count; i++) {
+        int64_t in = in_size(&ops[i]);
+        l->offset[i] = l->total;
+        l->total += in;
+        if (in > l->largest) l->largest = in;
+        if (ops[i].kind == 1) l->pools += out_size(&ops[i]);
+        if (ops[i].kind == 0 && conv_pad_size(&ops[i]) > l->padded)
+            l->padded = conv_pad_size(&ops[i]);
+    }
+    l->offset[count] = l->total;
+    l->total += classes;
+    return 0;
+}
+
+/* Network k's forward on the image at a[offset[0]]: every op's output, the pools' argmax. */
+static void forward_image(const Op *ops, int64_t count, int64_t k, const Layout *l, float *a,
+                          int32_t *pa) {
+    int64_t pool_at = 0;
+    for (int64_t i = 0; i < count; i++) {
+        const Op *op = &ops[i];
+        const float *w = op->weight ? op->weight + k * op->weight_stride : NULL;
+        const float *b = op->bias ? op->bias + k * op->bias_stride : NULL;
+        float *in = a + l->offset[i], *out = a + l->offset[i + 1];
+        if (op->kind == 0) {
+            conv_forward(op, w, b, in, out);
+        } else if (op->kind == 1) {
+            pool_forward(op, in, out, pa + pool_at);
+            pool_at += out_size(op);
+        } else if (op->kind == 2) { /* ReLU; a NaN stays NaN */
+            for (int64_t n = out_size(op), e = 0; e < n; e++) out[e] = in[e] < 0.0f ? 0.0f : in[e];
+        } else {
+            linear_forward(op, w, b, in, out);
+        }
+    }
+}
+
+/* Network k's backward from d/d(logits) in *grad, after forward_image: adds each op's weight and
+   bias gradients (if weights), and leaves d/d(image) in *grad (if to_input; else the last input
+   gradient computed). grad and next are buffers of l->largest floats, swapped as it goes. */
+static void backward_image(const Op *ops, int64_t count, int64_t k, const Layout *l,
+                           const float *a, const int32_t *pa, float **grad, float **next,
+                           float *pad, int weights, int to_input) {
+    int64_t pool_at = l->pools;
+    for (int64_t i = count - 1; i >= 0; i--) {
+        const Op *op = &ops[i];
+        const float *in = a + l->offset[i], *out = a + l->offset[i + 1];
+        int64_t n_in = in_size(op);
+        float *grad_in = i > 0 || to_input ? *next : NULL, *g = *grad;
+        const float *w = op->weight ? op->weight + k * op->weight_stride : NULL;
+        float *gw = weights && op->grad_weight ? op->grad_weight + k * op->weight_stride : NULL;
+        float *gb = weights && op->grad_bias ? op->grad_bias + k * op->bias_stride : NULL;
+        if (op->kind == 0) {
+            conv_backward(op, w, in, g, gw, gb, grad_in, pad);
+        } else if (op->kind == 3) {
+            linear_backward(op, w, in, g, gw, gb, grad_in);
+        } else if (op->kind == 2) { /* aten's threshold_backward: 0 where output <= 0 */
+            if (grad_in) relu_backward(out, g, grad_in, n_in);
+        } else {
+            int64_t n_out = out_size(op);
+            pool_at -= n_out;
+            if (grad_in) {
+                memset(grad_in, 0, sizeof(float) * n_in);
+                for (int64_t e = 0; e < n_out; e++) grad_in[pa[pool_at + e]] += g[e];
+            }
+        }
+        if (grad_in) {
+            *next = g;
+            *grad = grad_in;
+        }
+    }
+}
 
 /* K networks, batch b. images: [K, b, image] (each network its own batch); loss_grad and
    log_probs: [K, b, classes]. Writes every op's weight and bias gradients of each network (summed
@@ -345,27 +429,14 @@ int64_t bs_convnet_version(void) { return 1; }
 int64_t bs_convnet_gradients(const Op *ops, int64_t count, int64_t networks, int64_t batch,
                              const float *images, const float *loss_grad, float *log_probs,
                              int64_t classes) {
-    int64_t total = 0, largest = 0, pools = 0, padded = 1, image = ops[0].cin * ops[0].h * ops[0].w;
-    int64_t *offset = malloc(sizeof(int64_t) * (count + 2));
-    if (!offset) return -1;
-    for (int64_t i = 0; i < count; i++) { /* act[i]: the input of op i; act[count]: the logits */
-        int64_t in = in_size(&ops[i]);
-        offset[i] = total;
-        total += in;
-        if (in > largest) largest = in;
-        if (ops[i].kind == 1) pools += out_size(&ops[i]);
-        if (ops[i].kind == 0 && i > 0 && conv_pad_size(&ops[i]) > padded)
-            padded = conv_pad_size(&ops[i]);
-    }
-    offset[count] = total;
-    total += classes;
-    if (classes > largest) largest = classes;
-    float *act = malloc(sizeof(float) * total * batch);
-    float *grad = malloc(sizeof(float) * largest), *next = malloc(sizeof(float) * largest);
-    int32_t *arg = malloc(sizeof(int32_t) * (pools + 1) * batch);
-    float *pad = malloc(sizeof(float) * padded);
+    Layout l;
+    if (layout_of(ops, count, classes, &l) != 0) return -1;
+    float *act = malloc(sizeof(float) * l.total * batch);
+    float *grad = malloc(sizeof(float) * l.largest), *next = malloc(sizeof(float) * l.largest);
+    int32_t *arg = malloc(sizeof(int32_t) * (l.pools + 1) * batch);
+    float *pad = malloc(sizeof(float) * l.padded);
     if (!act || !grad || !next || !arg || !pad) {
-        free(offset); free(act); free(grad); free(next); free(arg); free(pad);
+        free(l.offset); free(act); free(grad); free(next); free(arg); free(pad);
         return -1;
     }
     for (int64_t k = 0; k < networks; k++) {
@@ -379,29 +450,11 @@ int64_t bs_convnet_gradients(const Op *ops, int64_t count, int64_t networks, int
             }
         }
         for (int64_t j = 0; j < batch; j++) {
-            float *a = act + j * total;
-            int32_t *pa = arg + j * (pools + 1);
-            memcpy(a, images + (k * batch + j) * image, sizeof(float) * image);
-            int64_t pool_at = 0;
-            for (int64_t i = 0; i < count; i++) {
-                const Op *op = &ops[i];
-                const float *w = op->weight ? op->weight + k * op->weight_stride : NULL;
-                const float *b = op->bias ? op->bias + k * op->bias_stride : NULL;
-                float *in = a + offset[i], *out = a + offset[i + 1];
-                if (op->kind == 0) {
-                    conv_forward(op, w, b, in, out);
-                } else if (op->kind == 1) {
-                    pool_forward(op, in, out, pa + pool_at);
-                    pool_at += out_size(op);
-                } else if (op->kind == 2) { /* ReLU; a NaN stays NaN */
-                    for (int64_t n = out_size(op), e = 0; e < n; e++)
-                        out[e] = in[e] < 0.0f ? 0.0f : in[e];
-                } else {
-                    linear_forward(op, w, b, in, out);
-                }
-            }
+            float *a = act + j * l.total;
+            memcpy(a, images + (k * batch + j) * l.image, sizeof(float) * l.image);
+            forward_image(ops, count, k, &l, a, arg + j * (l.pools + 1));
             /* log-softmax as aten computes it: z - max - log(sum exp(z - max)) */
-            const float *z = a + offset[count];
+            const float *z = a + l.offset[count];
             float *lp = log_probs + (k * batch + j) * classes;
             float top = z[0];
             for (int64_t c = 1; c < classes; c++) if (z[c] > top || isnan(z[c])) top = z[c];
@@ -411,44 +464,45 @@ int64_t bs_convnet_gradients(const Op *ops, int64_t count, int64_t networks, int
             for (int64_t c = 0; c < classes; c++) lp[c] = z[c] - top - log_sum;
         }
         for (int64_t j = 0; j < batch; j++) {
-            float *a = act + j * total;
-            int32_t *pa = arg + j * (pools + 1);
             const float *lg = loss_grad + (k * batch + j) * classes;
             const float *lp = log_probs + (k * batch + j) * classes;
             float total_grad = 0.0f;
             for (int64_t c = 0; c < classes; c++) total_grad += lg[c];
             for (int64_t c = 0; c < classes; c++) grad[c] = lg[c] - expf(lp[c]) * total_grad;
-            int64_t pool_at = pools;
-            for (int64_t i = count - 1; i >= 0; i--) {
-                const Op *op = &ops[i];
-                float *in = a + offset[i], *out = a + offset[i + 1];
-                int64_t n_in = in_size(op);
-                float *grad_in = i > 0 ? next : NULL;
-                const float *w = op->weight ? op->weight + k * op->weight_stride : NULL;
-                float *gw = op->grad_weight ? op->grad_weight + k * op->weight_stride : NULL;
-                float *gb = op->grad_bias ? op->grad_bias + k * op->bias_stride : NULL;
-                if (op->kind == 0) {
-                    conv_backward(op, w, in, grad, gw, gb, grad_in, pad);
-                } else if (op->kind == 3) {
-                    linear_backward(op, w, in, grad, gw, gb, grad_in);
-                } else if (op->kind == 2) { /* aten's threshold_backward: 0 where output <= 0 */
-                    if (grad_in) relu_backward(out, grad, grad_in, n_in);
-                } else {
-                    int64_t n_out = out_size(op);
-                    pool_at -= n_out;
-                    if (grad_in) {
-                        memset(grad_in, 0, sizeof(float) * n_in);
-                        for (int64_t e = 0; e < n_out; e++) grad_in[pa[pool_at + e]] += grad[e];
-                    }
-                }
-                if (grad_in) {
-                    float *swap = grad;
-                    grad = next;
-                    next = swap;
-                }
-            }
+            backward_image(ops, count, k, &l, act + j * l.total, arg + j * (l.pools + 1), &grad,
+                           &next, pad, 1, 0);
         }
     }
-    free(offset); free(act); free(grad); free(next); free(arg); free(pad);
+    free(l.offset); free(act); free(grad); free(next); free(arg); free(pad);
+    return 0;
+}
+
+/* K networks on the same n images ([n, image]): ||d(z1 - z0)/d image||_2 of each network's two
+   logits z at each image, norms [K, n], the squares summed in double (the Lipschitz metric,
+   metrics/normalized.py). Returns 0, -1 if memory ran out, -2 if the network has not two logits. */
+int64_t bs_convnet_margin_norms(const Op *ops, int64_t count, int64_t networks, int64_t n,
+                                const float *images, double *norms) {
+    if (ops[count - 1].kind != 3 || ops[count - 1].cout != 2) return -2;
+    Layout l;
+    if (layout_of(ops, count, 2, &l) != 0) return -1;
+    float *act = malloc(sizeof(float) * l.total);
+    float *grad = malloc(sizeof(float) * l.largest), *next = malloc(sizeof(float) * l.largest);
+    int32_t *arg = malloc(sizeof(int32_t) * (l.pools + 1));
+    float *pad = malloc(sizeof(float) * l.padded);
+    if (!act || !grad || !next || !arg || !pad) {
+        free(l.offset); free(act); free(grad); free(next); free(arg); free(pad);
+        return -1;
+    }
+    for (int64_t k = 0; k < networks; k++)
+        for (int64_t j = 0; j < n; j++) {
+            memcpy(act, images + j * l.image, sizeof(float) * l.image);
+            forward_image(ops, count, k, &l, act, arg);
+            grad[0] = -1.0f, grad[1] = 1.0f;
+            backward_image(ops, count, k, &l, act, arg, &grad, &next, pad, 0, 1);
+            double squares = 0.0;
+            for (int64_t e = 0; e < l.image; e++) squares += (double)grad[e] * grad[e];
+            norms[k * n + j] = sqrt(squares);
+        }
+    free(l.offset); free(act); free(grad); free(next); free(arg); free(pad);
     return 0;
 }

@@ -100,6 +100,11 @@ def _bind(path: Path) -> ctypes.CDLL:
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
     ]  # fmt: skip
+    lib.bs_convnet_margin_norms.restype = ctypes.c_int64
+    lib.bs_convnet_margin_norms.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]  # fmt: skip
     return lib
 
 
@@ -130,7 +135,7 @@ def library() -> ctypes.CDLL | None:
         if not target.exists():
             _build(compiler, target)
         lib = _bind(target)
-        if lib.bs_philox_version() != 1 or lib.bs_convnet_version() != 1 or not _agrees(lib):
+        if lib.bs_philox_version() != 1 or lib.bs_convnet_version() != 2 or not _agrees(lib):
             return None
         return lib
     except (OSError, subprocess.SubprocessError, AttributeError):

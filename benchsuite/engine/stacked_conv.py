@@ -43,6 +43,7 @@ from torch import nn
 from benchsuite.engine import native
 from benchsuite.engine.divergence import note_blown_up
 from benchsuite.engine.stacked_mlp import loss_gradient_table, stacked_stepper
+from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.errors import OptimizerStepError
 
 GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
@@ -538,6 +539,48 @@ def native_ops(plan: ConvPlan, params, grads, image_shape):
     if macs > NATIVE_MAX_CONV_MACS:
         return None
     return (_NativeOp * len(ops))(*ops)
+
+
+MARGIN_NETWORKS_PER_CALL = 8  # networks per kernel call of native_margin_norms (a thread's share)
+
+
+@torch.no_grad()
+def native_margin_norms(module: nn.Module, parameters, x: torch.Tensor, workers="auto"):
+    """||d(f1 - f0)/dx||_2 of every stacked network (parameters [K, ...]) at every image of x:
+    [K, B] float64, by convnet.c (each network at each image alone, the squares summed in double);
+    None where the kernel is not built or cannot take the network (native_ops) or x is not float32
+    on the CPU. Networks go in calls of MARGIN_NETWORKS_PER_CALL over worker threads (the kernel
+    releases the GIL); a network's norms do not depend on its chunk or thread."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or native.library() is None:
+        return None
+    plan = plan_conv(module)
+    if plan is None or not plan.patches:
+        return None
+    params = {name: value.detach().contiguous() for name, value in parameters.items()}
+    count = int(next(iter(params.values())).shape[0])
+    if native_ops(plan, params, params, x.shape[1:]) is None:
+        return None
+    images = x.contiguous()
+    norms = torch.empty(count, images.shape[0], dtype=torch.float64)
+    lib = native.library()
+
+    def run(part):
+        start, stop = part
+        piece = {name: value[start:stop] for name, value in params.items()}
+        ops = native_ops(plan, piece, piece, images.shape[1:])
+        out = norms[start:stop]
+        status = lib.bs_convnet_margin_norms(
+            ops, len(ops), stop - start, images.shape[0], images.data_ptr(), out.data_ptr()
+        )  # fmt: skip
+        if status == -1:
+            raise MemoryError("convnet.c could not allocate its activations")
+        return status == 0
+
+    size = MARGIN_NETWORKS_PER_CALL
+    parts = [(start, min(start + size, count)) for start in range(0, count, size)]
+    if not all(spread(run, parts, cpu_threads(workers))):
+        return None  # not two logits
+    return norms
 
 
 def _run_native(ops, plan, params, grads, images, labels, steps, stepper, summed_loss):
