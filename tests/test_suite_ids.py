@@ -25,6 +25,7 @@ REGISTRY = load_registry(include_entry_points=False)
 # path: (suite id, cells, digest of every cell's id and seed in expansion order)
 EXPECTED = {
     "leaderboards/fashion-mnist-depth-lenet-cpu/suite.yaml": ("0661e7947708949a", 256, "2ce5b348b10cd375"),
+    "leaderboards/fashion-mnist-depth-lenet/suite.yaml": ("049e26567352c3cf", 512, "6a639195c58525b5"),
     "leaderboards/fashion-mnist-depth-mlp-h100/suite.yaml": ("76f805bd8b1c8598", 512, "de67f5a9fd995fd4"),
     "leaderboards/fashion-mnist-depth-mlp/suite.yaml": ("8353542c85aaf9bb", 512, "d476d280273e2952"),
     "leaderboards/fashion-mnist-width-lenet-cpu/suite.yaml": ("47575f751312ff87", 160, "89c4449e8c1e0bdc"),
