@@ -7,7 +7,6 @@ on this kernel wherever it is built.)"""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -176,7 +175,7 @@ torch.save(trained_in_a_stack(), sys.argv[1])
 def test_the_baseline_build_trains_the_same_bits(kernel, tmp_path):
     """convnet.c built without its AVX2 clones (the code any x86-64 machine runs) trains every
     network to the same bits as the library this machine picked: the vector width never shows."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
+    compiler = native._compiler()  # the one engine/native.py would build with
     wrapper = tmp_path / "cc-baseline"
     wrapper.write_text(f'#!/bin/sh\nexec "{compiler}" -DBENCHSUITE_BASELINE_ONLY "$@"\n')
     wrapper.chmod(0o755)

@@ -92,11 +92,12 @@ static int64_t out_size(const Op *op) {
     }
 }
 
-/* Rows y .. y+R-1 of output channel co over columns x .. x+7: R sums in registers, each in the
-   order of the one-output loop below (start, then every tap of every input channel). */
+/* Rows y .. y+R-1 of one output channel (kernels wc, plane out) over columns x .. x+7: R sums in
+   registers, each in the order of the one-output loop below (start, then every tap of every input
+   channel). */
 INLINE void conv_rows(const Op *op, const float *wc, float start, const float *in, float *out,
-                             int64_t y, int64_t x, int R) {
-    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, taps = op->kh * op->kw;
+                      int64_t y, int64_t x, int R) {
+    int64_t wo = op->w - op->kw + 1, taps = op->kh * op->kw;
     v8 acc[ROWS];
     for (int r = 0; r < R; r++) acc[r] = splat(start);
     for (int64_t ci = 0; ci < op->cin; ci++) {
@@ -110,7 +111,6 @@ INLINE void conv_rows(const Op *op, const float *wc, float start, const float *i
         }
     }
     for (int r = 0; r < R; r++) memcpy(out + (y + r) * wo + x, &acc[r], sizeof acc[r]);
-    (void)ho;
 }
 
 HOT static void conv_forward(const Op *op, const float *w, const float *b, const float *in,

@@ -551,7 +551,8 @@ def native_margin_norms(module: nn.Module, parameters, x: torch.Tensor, workers=
     None where the kernel is not built or cannot take the network (native_ops) or x is not float32
     on the CPU. Networks go in calls of MARGIN_NETWORKS_PER_CALL over worker threads (the kernel
     releases the GIL); a network's norms do not depend on its chunk or thread."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or native.library() is None:
+    lib = native.library()
+    if x.device.type != "cpu" or x.dtype != torch.float32 or lib is None:
         return None
     plan = plan_conv(module)
     if plan is None or not plan.patches:
@@ -562,7 +563,6 @@ def native_margin_norms(module: nn.Module, parameters, x: torch.Tensor, workers=
         return None
     images = x.contiguous()
     norms = torch.empty(count, images.shape[0], dtype=torch.float64)
-    lib = native.library()
 
     def run(part):
         start, stop = part
