@@ -120,13 +120,15 @@ HOT static void conv_forward(const Op *op, const float *w, const float *b, const
         const float *wc = w + co * op->cin * taps;
         float start = b ? b[co] : 0.0f;
         float *plane = out + co * ho * wo;
-        for (int64_t x = 0; x + 8 <= wo; x += 8) { /* ROWS rows at a time, then one */
-            int64_t y = 0;
-            for (; y + ROWS <= ho; y += ROWS) conv_rows(op, wc, start, in, plane, y, x, ROWS);
-            for (; y < ho; y++) conv_rows(op, wc, start, in, plane, y, x, 1);
+        /* 8 columns at a time, ROWS rows at a time, then one; columns past the last 8 in the
+           8 that end the row (each output is the same sum, so recomputing some is harmless) */
+        for (int64_t x = 0; x < wo && wo >= 8; x += 8) {
+            int64_t y = 0, left = x + 8 <= wo ? x : wo - 8;
+            for (; y + ROWS <= ho; y += ROWS) conv_rows(op, wc, start, in, plane, y, left, ROWS);
+            for (; y < ho; y++) conv_rows(op, wc, start, in, plane, y, left, 1);
         }
-        for (int64_t y = 0; y < ho; y++)
-            for (int64_t x = wo - wo % 8; x < wo; x++) { /* the same sum, one output at a time */
+        for (int64_t y = 0; wo < 8 && y < ho; y++)
+            for (int64_t x = 0; x < wo; x++) { /* narrower than 8: one output at a time */
                 float acc = start;
                 for (int64_t ci = 0; ci < op->cin; ci++) {
                     const float *base = in + (ci * op->h + y) * op->w + x;
@@ -141,34 +143,42 @@ HOT static void conv_forward(const Op *op, const float *w, const float *b, const
 }
 
 /* Weight gradients of taps t .. t+T-1 (flattened ky * kw + kx) of kernel (co, ci): T dot
-   products of grad_out's plane with the shifted input, each summed as the one-tap loop would. */
+   products of grad_out's plane with the shifted input, each summed as the one-tap loop would:
+   the whole 8-column blocks row by row into a vector, the columns past them into a scalar, then
+   gw += sum8(vector) + scalar. Block i (of `blocks`, in row order) is at at[2i] in grad_out's
+   plane and at at[2i + 1] in the input's. */
 INLINE void conv_weight_taps(
-    const Op *op, const float *src, const float *g, const int64_t *shifts, float *gw, int64_t t,
-    int T) {
-    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1;
+    const Op *op, const float *src, const float *g, const int64_t *shifts, const int32_t *at,
+    int64_t blocks, float *gw, int64_t t, int T) {
+    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, rest = wo % 8;
     v8 acc[TAPS];
-    float tail[TAPS];
-    const int64_t *shift = shifts + t; /* tap t's offset in the input: ky * w + kx */
+    const float *tap[TAPS]; /* tap t + j's input plane, shifted */
     for (int j = 0; j < T; j++) {
         acc[j] = (v8){0, 0, 0, 0, 0, 0, 0, 0};
-        tail[j] = 0.0f;
+        tap[j] = src + shifts[t + j];
     }
-    for (int64_t y = 0; y < ho; y++) {
-        const float *gr = g + y * wo, *sr = src + y * op->w;
-        int64_t x = 0;
-        for (; x + 8 <= wo; x += 8) {
-            v8 gv = load8(gr + x);
-            for (int j = 0; j < T; j++) acc[j] += gv * load8(sr + shift[j] + x);
-        }
-        for (; x < wo; x++)
-            for (int j = 0; j < T; j++) tail[j] += gr[x] * sr[shift[j] + x];
+    for (int64_t i = 0; i < blocks; i++) { /* the blocks of all rows, one loop */
+        v8 gv = load8(g + at[2 * i]);
+        int64_t o = at[2 * i + 1];
+        for (int j = 0; j < T; j++) acc[j] += gv * load8(tap[j] + o);
     }
-    if (T == 8) { /* gw[t + j] += sum8(acc[j]) + tail[j], lane by lane */
-        v8 tails, sums = sum8x8(acc), into = load8(gw + t);
-        memcpy(&tails, tail, sizeof tails);
+    if (T == 8) { /* the taps as lanes: lane j of `tails` is tail[j], the same sums */
+        v8 tails = (v8){0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t y = 0; rest && y < ho; y++)
+            for (int64_t x = wo - rest; x < wo; x++) {
+                int64_t o = y * op->w + x;
+                v8 in = {tap[0][o], tap[1][o], tap[2][o], tap[3][o],
+                         tap[4][o], tap[5][o], tap[6][o], tap[7][o]};
+                tails += splat(g[y * wo + x]) * in;
+            }
+        v8 sums = sum8x8(acc), into = load8(gw + t); /* gw[t + j] += sum8(acc[j]) + tail[j] */
         into += sums + tails;
         memcpy(gw + t, &into, sizeof into);
     } else {
+        float tail[TAPS] = {0};
+        for (int64_t y = 0; rest && y < ho; y++)
+            for (int64_t x = wo - rest; x < wo; x++)
+                for (int j = 0; j < T; j++) tail[j] += g[y * wo + x] * tap[j][y * op->w + x];
         for (int j = 0; j < T; j++) gw[t + j] += sum8(acc[j]) + tail[j];
     }
 }
@@ -223,8 +233,13 @@ HOT static void conv_backward(const Op *op, const float *w, const float *in,
                               const float *grad_out, float *gw, float *gb, float *grad_in,
                               float *pad) {
     int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, taps = op->kh * op->kw;
-    int64_t shifts[taps];
+    int64_t shifts[taps], blocks = ho * (wo / 8);
+    int32_t at[2 * blocks + 1]; /* the 8-column blocks of grad_out: plane offset, input offset */
     for (int64_t t = 0; t < taps; t++) shifts[t] = (t / op->kw) * op->w + t % op->kw;
+    for (int64_t i = 0; i < blocks; i++) {
+        int64_t y = i / (wo / 8), x = i % (wo / 8) * 8;
+        at[2 * i] = (int32_t)(y * wo + x), at[2 * i + 1] = (int32_t)(y * op->w + x);
+    }
     for (int64_t co = 0; co < op->cout; co++) {
         const float *g = grad_out + co * ho * wo;
         if (gb) {
@@ -239,8 +254,9 @@ HOT static void conv_backward(const Op *op, const float *w, const float *in,
             const float *src = in + ci * op->h * op->w;
             float *gk = gw + (co * op->cin + ci) * taps;
             int64_t t = 0;
-            for (; t + TAPS <= taps; t += TAPS) conv_weight_taps(op, src, g, shifts, gk, t, TAPS);
-            for (; t < taps; t++) conv_weight_taps(op, src, g, shifts, gk, t, 1);
+            for (; t + TAPS <= taps; t += TAPS)
+                conv_weight_taps(op, src, g, shifts, at, blocks, gk, t, TAPS);
+            for (; t < taps; t++) conv_weight_taps(op, src, g, shifts, at, blocks, gk, t, 1);
         }
     }
     if (!grad_in) return;
