@@ -183,28 +183,41 @@ INLINE void conv_weight_taps(
     }
 }
 
-/* Input gradient rows Y .. Y+R-1 of channels ci .. ci+C-1 over columns X .. X+7, gathered from
-   the zero-padded output gradient `pad` ([cout, ho + 2(kh-1), pw]): each element sums w * grad_out
-   over (co, ky, kx) in the order the scattering loop it replaces added them. Products with the
-   padding (w * 0 = +-0) leave a sum that started at +0 unchanged (it is never -0), so the bits are
-   the scatter's for every finite weight (a non-finite weight makes the step NaN either way); rows
-   of kernel taps that only meet padding for every row here are skipped. */
-INLINE void conv_input_rows(
-    const Op *op, const float *w, const float *pad, int64_t pw, int64_t ci, int C, int64_t Y,
-    int64_t X, int R, float *grad_in) {
-    int64_t ho = op->h - op->kh + 1, ph = ho + 2 * (op->kh - 1), taps = op->kh * op->kw;
-    int64_t ky_first = Y - ho + 1 > 0 ? Y - ho + 1 : 0;
-    int64_t ky_end = Y + R < op->kh ? Y + R : op->kh;
+/* The input gradient is gathered from a zero-padded copy of the output gradient whose rows are
+   as wide as the input's (the output's wo columns, then kw - 1 zeros), with kh - 1 zero rows above
+   and below: the element at flat input index i (= y * w + x) takes tap (ky, kx) of output channel
+   co from plane co at LEAD(op) + i + (kh - 1 - ky) * w - kx. A column x - kx < 0 lands in the
+   zeros ending the row above, so flat blocks of 8 input elements run across rows with no padding
+   lanes. kw - 1 zeros before the first row and 8 after the last keep every load in the plane. */
+#define LEAD(op) ((op)->kw - 1)
+
+static int64_t conv_pad_plane(const Op *op) { return LEAD(op) + (op->h + op->kh - 1) * op->w + 8; }
+
+static int64_t conv_pad_size(const Op *op) { return op->cout * conv_pad_plane(op); }
+
+/* Input gradient of channels ci .. ci+C-1 at flat indices i .. i+8R-1 (`n` of them real): each
+   element sums w * grad_out over (co, ky, kx) in the order the scattering loop it replaces added
+   them. Products with the padding (w * 0 = +-0) leave a sum that started at +0 unchanged (it is
+   never -0), so the bits are the scatter's for every finite weight (a non-finite weight makes the
+   step NaN either way); kernel rows that meet only padding rows for every element here are
+   skipped. */
+INLINE void conv_input_flat(
+    const Op *op, const float *w, const float *pad, int64_t ci, int C, int64_t i, int R,
+    int64_t n, float *grad_in) {
+    int64_t ho = op->h - op->kh + 1, plane = conv_pad_plane(op), taps = op->kh * op->kw;
+    int64_t first_row = i / op->w, last_row = (i + n - 1) / op->w;
+    int64_t ky_first = first_row - ho + 1 > 0 ? first_row - ho + 1 : 0;
+    int64_t ky_end = last_row + 1 < op->kh ? last_row + 1 : op->kh;
     v8 acc[CHANNELS][ROWS];
     for (int c = 0; c < C; c++)
         for (int r = 0; r < R; r++) acc[c][r] = (v8){0, 0, 0, 0, 0, 0, 0, 0};
     for (int64_t co = 0; co < op->cout; co++) {
-        const float *wk = w + (co * op->cin + ci) * taps, *plane = pad + co * ph * pw;
+        const float *wk = w + (co * op->cin + ci) * taps;
         for (int64_t ky = ky_first; ky < ky_end; ky++) {
-            const float *row = plane + (Y - ky + op->kh - 1) * pw + X + op->kw - 1;
+            const float *row = pad + co * plane + LEAD(op) + i + (op->kh - 1 - ky) * op->w;
             for (int64_t kx = 0; kx < op->kw; kx++) {
                 v8 g[ROWS];
-                for (int r = 0; r < R; r++) g[r] = load8(row + r * pw - kx);
+                for (int r = 0; r < R; r++) g[r] = load8(row + 8 * r - kx);
                 for (int c = 0; c < C; c++) {
                     float wv = wk[c * taps + ky * op->kw + kx];
                     for (int r = 0; r < R; r++) acc[c][r] += wv * g[r];
@@ -212,23 +225,16 @@ INLINE void conv_input_rows(
             }
         }
     }
-    int64_t lanes = op->w - X < 8 ? op->w - X : 8;
+    int64_t size = op->h * op->w;
     for (int c = 0; c < C; c++)
-        for (int r = 0; r < R; r++) {
-            float lane[8]; /* the sums stay in registers; only columns inside the image are kept */
-            memcpy(lane, &acc[c][r], sizeof lane);
-            memcpy(grad_in + ((ci + c) * op->h + Y + r) * op->w + X, lane, sizeof(float) * lanes);
+        for (int r = 0; r < R && 8 * r < n; r++) { /* only elements inside the image are kept */
+            int64_t lanes = n - 8 * r < 8 ? n - 8 * r : 8;
+            memcpy(grad_in + (ci + c) * size + i + 8 * r, &acc[c][r], sizeof(float) * lanes);
         }
 }
 
 /* grad_out [cout, ho, wo] -> weight and bias gradients (added), input gradient (if grad_in; `pad`
    is scratch for conv_pad_size floats) */
-static int64_t conv_pad_width(const Op *op) { return (op->w + 7) / 8 * 8 + op->kw - 1; }
-
-static int64_t conv_pad_size(const Op *op) {
-    return op->cout * (op->h + op->kh - 1) * conv_pad_width(op);
-}
-
 HOT static void conv_backward(const Op *op, const float *w, const float *in,
                               const float *grad_out, float *gw, float *gb, float *grad_in,
                               float *pad) {
@@ -260,28 +266,27 @@ HOT static void conv_backward(const Op *op, const float *w, const float *in,
         }
     }
     if (!grad_in) return;
-    int64_t pw = conv_pad_width(op), ph = ho + 2 * (op->kh - 1);
-    memset(pad, 0, sizeof(float) * op->cout * ph * pw);
+    int64_t plane = conv_pad_plane(op), size = op->h * op->w;
+    memset(pad, 0, sizeof(float) * op->cout * plane);
     for (int64_t co = 0; co < op->cout; co++)
         for (int64_t y = 0; y < ho; y++)
-            memcpy(pad + (co * ph + y + op->kh - 1) * pw + op->kw - 1,
+            memcpy(pad + co * plane + LEAD(op) + (y + op->kh - 1) * op->w,
                    grad_out + (co * ho + y) * wo, sizeof(float) * wo);
     for (int64_t ci = 0, C; ci < op->cin; ci += C) {
         C = op->cin - ci >= CHANNELS ? CHANNELS : 1; /* channels left over go one at a time */
-        for (int64_t X = 0; X < op->w; X += 8) {
-            int64_t Y = 0;
-            for (; Y + ROWS <= op->h; Y += ROWS) {
-                if (C == CHANNELS)
-                    conv_input_rows(op, w, pad, pw, ci, CHANNELS, Y, X, ROWS, grad_in);
-                else
-                    conv_input_rows(op, w, pad, pw, ci, 1, Y, X, ROWS, grad_in);
-            }
-            for (; Y < op->h; Y++) {
-                if (C == CHANNELS)
-                    conv_input_rows(op, w, pad, pw, ci, CHANNELS, Y, X, 1, grad_in);
-                else
-                    conv_input_rows(op, w, pad, pw, ci, 1, Y, X, 1, grad_in);
-            }
+        int64_t i = 0;
+        for (; i + 8 * ROWS <= size; i += 8 * ROWS) {
+            if (C == CHANNELS)
+                conv_input_flat(op, w, pad, ci, CHANNELS, i, ROWS, 8 * ROWS, grad_in);
+            else
+                conv_input_flat(op, w, pad, ci, 1, i, ROWS, 8 * ROWS, grad_in);
+        }
+        for (; i < size; i += 8) {
+            int64_t n = size - i < 8 ? size - i : 8;
+            if (C == CHANNELS)
+                conv_input_flat(op, w, pad, ci, CHANNELS, i, 1, n, grad_in);
+            else
+                conv_input_flat(op, w, pad, ci, 1, i, 1, n, grad_in);
         }
     }
 }
