@@ -39,6 +39,7 @@ typedef float v8 __attribute__((vector_size(32)));
 /* Blocked loops: several independent sums at once, each in the order of the one-at-a-time loop. */
 #define INLINE static inline __attribute__((always_inline))
 #define ROWS 4 /* output rows summed at once: independent chains for the adders */
+#define OUTS 2 /* output channels summed at once (the forward) */
 #define CHANNELS 3 /* input-gradient channels summed at once */
 #define TAPS 8 /* weight-gradient taps summed at once (sum8x8 takes eight) */
 
@@ -92,44 +93,64 @@ static int64_t out_size(const Op *op) {
     }
 }
 
-/* Rows y .. y+R-1 of one output channel (kernels wc, plane out) over columns x .. x+7: R sums in
-   registers, each in the order of the one-output loop below (start, then every tap of every input
-   channel). */
-INLINE void conv_rows(const Op *op, const float *wc, float start, const float *in, float *out,
-                      int64_t y, int64_t x, int R) {
-    int64_t wo = op->w - op->kw + 1, taps = op->kh * op->kw;
-    v8 acc[ROWS];
-    for (int r = 0; r < R; r++) acc[r] = splat(start);
+/* Rows y .. y+R-1 of output channels co .. co+Q-1 over columns x .. x+7: Q x R sums in registers
+   (independent chains for the adders; the Q channels share each input load), each in the order of
+   the one-output loop below (start, then every tap of every input channel). */
+INLINE void conv_rows(const Op *op, const float *w, const float *b, int64_t co, int Q,
+                      const float *in, float *out, int64_t y, int64_t x, int R) {
+    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, taps = op->kh * op->kw;
+    int64_t kernels = op->cin * taps; /* one output channel's weights */
+    v8 acc[OUTS][ROWS];
+    for (int q = 0; q < Q; q++)
+        for (int r = 0; r < R; r++) acc[q][r] = splat(b ? b[co + q] : 0.0f);
     for (int64_t ci = 0; ci < op->cin; ci++) {
-        const float *wk = wc + ci * taps;
+        const float *wk = w + co * kernels + ci * taps;
         for (int64_t ky = 0; ky < op->kh; ky++) {
             const float *base = in + (ci * op->h + y + ky) * op->w + x;
             for (int64_t kx = 0; kx < op->kw; kx++) {
-                float wv = wk[ky * op->kw + kx];
-                for (int r = 0; r < R; r++) acc[r] += wv * load8(base + r * op->w + kx);
+                v8 v[ROWS];
+                for (int r = 0; r < R; r++) v[r] = load8(base + r * op->w + kx);
+                for (int q = 0; q < Q; q++) {
+                    float wv = wk[q * kernels + ky * op->kw + kx];
+                    for (int r = 0; r < R; r++) acc[q][r] += wv * v[r];
+                }
             }
         }
     }
-    for (int r = 0; r < R; r++) memcpy(out + (y + r) * wo + x, &acc[r], sizeof acc[r]);
+    for (int q = 0; q < Q; q++)
+        for (int r = 0; r < R; r++)
+            memcpy(out + ((co + q) * ho + y + r) * wo + x, &acc[q][r], sizeof acc[q][r]);
 }
 
 HOT static void conv_forward(const Op *op, const float *w, const float *b, const float *in,
                              float *out) {
     int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, taps = op->kh * op->kw;
-    for (int64_t co = 0; co < op->cout; co++) {
-        const float *wc = w + co * op->cin * taps;
-        float start = b ? b[co] : 0.0f;
-        float *plane = out + co * ho * wo;
-        /* 8 columns at a time, ROWS rows at a time, then one; columns past the last 8 in the
-           8 that end the row (each output is the same sum, so recomputing some is harmless) */
-        for (int64_t x = 0; x < wo && wo >= 8; x += 8) {
+    /* OUTS channels, 8 columns and ROWS rows at a time (then fewer); the columns past the last 8
+       in the 8 that end the row (each output is the same sum, so recomputing some is harmless) */
+    for (int64_t co = 0, Q; co < op->cout && wo >= 8; co += Q) {
+        Q = op->cout - co >= OUTS ? OUTS : 1;
+        for (int64_t x = 0; x < wo; x += 8) {
             int64_t y = 0, left = x + 8 <= wo ? x : wo - 8;
-            for (; y + ROWS <= ho; y += ROWS) conv_rows(op, wc, start, in, plane, y, left, ROWS);
-            for (; y < ho; y++) conv_rows(op, wc, start, in, plane, y, left, 1);
+            for (; y + ROWS <= ho; y += ROWS) {
+                if (Q == OUTS)
+                    conv_rows(op, w, b, co, OUTS, in, out, y, left, ROWS);
+                else
+                    conv_rows(op, w, b, co, 1, in, out, y, left, ROWS);
+            }
+            for (; y < ho; y++) {
+                if (Q == OUTS)
+                    conv_rows(op, w, b, co, OUTS, in, out, y, left, 1);
+                else
+                    conv_rows(op, w, b, co, 1, in, out, y, left, 1);
+            }
         }
-        for (int64_t y = 0; wo < 8 && y < ho; y++)
-            for (int64_t x = 0; x < wo; x++) { /* narrower than 8: one output at a time */
-                float acc = start;
+    }
+    for (int64_t co = 0; wo < 8 && co < op->cout; co++) { /* narrower than 8: one at a time */
+        const float *wc = w + co * op->cin * taps;
+        float *plane = out + co * ho * wo;
+        for (int64_t y = 0; y < ho; y++)
+            for (int64_t x = 0; x < wo; x++) {
+                float acc = b ? b[co] : 0.0f;
                 for (int64_t ci = 0; ci < op->cin; ci++) {
                     const float *base = in + (ci * op->h + y) * op->w + x;
                     const float *wk = wc + ci * taps;
