@@ -13,7 +13,8 @@
    Speed comes from blocking, never from reordering: a blocked loop computes several outputs at
    once (rows, channels, kernel taps) as independent sums that share their loads, each added in
    the order of the plain one-at-a-time loop, so blocking leaves every bit as it was (2.0-2.2x
-   over the unblocked kernel at LeNet widths 1/6 to 1, docs/performance.md).
+   over the unblocked kernel at LeNet widths 1/6 to 1, then 1.1-1.7x more with fewer padding
+   lanes and less set-up per row, docs/performance.md).
 
    Ops (in the order of the network): 0 conv (unit stride, no padding, kh x kw), 1 max pool 2x2
    stride 2 (floor; the first maximum of a window wins ties, NaN wins, as aten's max_pool2d),
