@@ -1,6 +1,7 @@
 """Whether a change to engine/convnet.c kept the bits: save the trained parameters of LeNet-family
-networks before the change, check them after (a speed-only change must pass; one that fails
-needs a new engine.NUMERICS_REVISION).
+networks and the Lipschitz metric's input-gradient norms of the trained networks before the
+change, check them after (a speed-only change must pass; one that fails needs a new
+engine.NUMERICS_REVISION).
 
 Run (not part of the test run), from the repository root:
     PYTHONPATH=. .venv/bin/python benchmarks/convnet_bits.py save bits.pt     # before the change
@@ -24,7 +25,7 @@ from benchsuite.architectures.lenet import build_lenet
 from benchsuite.builtins.optimizers import benchsuite_optimizers
 from benchsuite.engine import native
 from benchsuite.engine.batches import round_orders
-from benchsuite.engine.stacked_conv import native_ops, plan_conv
+from benchsuite.engine.stacked_conv import native_margin_norms, native_ops, plan_conv
 from benchsuite.engine.stacked_mlp import flat_views
 from benchsuite.engine.training import initial_parameters, train_networks
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
@@ -82,6 +83,9 @@ def trained() -> dict[str, torch.Tensor]:
             module, x, y, SGD, {"lr": 0.05}, parameters, buffers, orders, 2, path="conv"
         )  # fmt: skip
         out.update({f"{name}/{key}": value.clone() for key, value in result.items()})
+        norms = native_margin_norms(module, result, x) if classes == 2 else None
+        if norms is not None:  # the Lipschitz metric's input gradients: the kernel's other user
+            out[f"{name}/margin_norms"] = norms
     return out
 
 
@@ -97,7 +101,10 @@ def main(argv: list[str]) -> int:
         return 0
     saved = torch.load(path)
     def same(key):
-        return torch.equal(saved[key].view(torch.int32), got[key].view(torch.int32))
+        bits = torch.int64 if saved[key].dtype == torch.float64 else torch.int32
+        return saved[key].dtype == got[key].dtype and torch.equal(
+            saved[key].view(bits), got[key].view(bits)
+        )
 
     differ = [key for key in saved if key in got and not same(key)]
     verdict = f"{len(differ)} differ: {differ[:8]}" if differ else "identical"
