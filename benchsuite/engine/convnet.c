@@ -168,11 +168,11 @@ HOT static void conv_forward(const Op *op, const float *w, const float *b, const
    products of grad_out's plane with the shifted input, each summed as the one-tap loop would:
    the whole 8-column blocks row by row into a vector, the columns past them into a scalar, then
    gw += sum8(vector) + scalar. Block i (of `blocks`, in row order) is at at[2i] in grad_out's
-   plane and at at[2i + 1] in the input's. */
+   plane and at at[2i + 1] in the input's; tap t's scalar is tails[t * stride] (conv_tails), or 0
+   where tails is NULL (no columns past the blocks). */
 INLINE void conv_weight_taps(
-    const Op *op, const float *src, const float *g, const int64_t *shifts, const int32_t *at,
-    int64_t blocks, float *gw, int64_t t, int T) {
-    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, rest = wo % 8;
+    const float *src, const float *g, const int64_t *shifts, const int32_t *at, int64_t blocks,
+    const float *tails, int64_t stride, float *gw, int64_t t, int T) {
     v8 acc[TAPS];
     const float *tap[TAPS]; /* tap t + j's input plane, shifted */
     for (int j = 0; j < T; j++) {
@@ -184,24 +184,53 @@ INLINE void conv_weight_taps(
         int64_t o = at[2 * i + 1];
         for (int j = 0; j < T; j++) acc[j] += gv * load8(tap[j] + o);
     }
-    if (T == 8) { /* the taps as lanes: lane j of `tails` is tail[j], the same sums */
-        v8 tails = (v8){0, 0, 0, 0, 0, 0, 0, 0};
-        for (int64_t y = 0; rest && y < ho; y++)
-            for (int64_t x = wo - rest; x < wo; x++) {
-                int64_t o = y * op->w + x;
-                v8 in = {tap[0][o], tap[1][o], tap[2][o], tap[3][o],
-                         tap[4][o], tap[5][o], tap[6][o], tap[7][o]};
-                tails += splat(g[y * wo + x]) * in;
-            }
-        v8 sums = sum8x8(acc), into = load8(gw + t); /* gw[t + j] += sum8(acc[j]) + tail[j] */
-        into += sums + tails;
+    float tail[TAPS];
+    for (int j = 0; j < T; j++) tail[j] = tails ? tails[(t + j) * stride] : 0.0f;
+    if (T == 8) { /* gw[t + j] += sum8(acc[j]) + tail[j], lane by lane */
+        v8 lanes, sums = sum8x8(acc), into = load8(gw + t);
+        memcpy(&lanes, tail, sizeof lanes);
+        into += sums + lanes;
         memcpy(gw + t, &into, sizeof into);
     } else {
-        float tail[TAPS] = {0};
-        for (int64_t y = 0; rest && y < ho; y++)
-            for (int64_t x = wo - rest; x < wo; x++)
-                for (int j = 0; j < T; j++) tail[j] += g[y * wo + x] * tap[j][y * op->w + x];
         for (int j = 0; j < T; j++) gw[t + j] += sum8(acc[j]) + tail[j];
+    }
+}
+
+/* The scalar part of every weight gradient of a convolution whose output rows end in `rest`
+   columns past their 8-column blocks: for output channel co and flat tap f (ci * kh * kw + ky * kw
+   + kx), tails[f * lanes + co] = the sum over rows y, then those columns x, of
+   grad_out[co][y][x] * input[ci][y + ky][x + kx], from 0 in that order (the one-tap loop's scalar
+   sum). The output channels are the lanes (grad_out's rest columns transposed into `columns`,
+   [ho * rest, lanes], lanes = cout rounded up to 8, first), eight taps at once: one broadcast
+   input value, one load and one vector multiply-add per column where the taps-as-lanes sum
+   gathered eight scattered input values. */
+INLINE void conv_tails(const Op *op, const float *in, const float *grad_out, const int64_t *shifts,
+                       float *columns, float *tails) {
+    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, rest = wo % 8;
+    int64_t taps = op->kh * op->kw, total = op->cin * taps, lanes = (op->cout + 7) / 8 * 8;
+    memset(columns, 0, sizeof(float) * ho * rest * lanes);
+    for (int64_t co = 0; co < op->cout; co++)
+        for (int64_t y = 0; y < ho; y++)
+            for (int64_t x = 0; x < rest; x++)
+                columns[(y * rest + x) * lanes + co] = grad_out[(co * ho + y) * wo + wo - rest + x];
+    for (int64_t f = 0; f < total; f += TAPS) {
+        int64_t n = total - f < TAPS ? total - f : TAPS;
+        const float *tap[TAPS]; /* flat tap f + j's input, shifted; spare lanes repeat tap f */
+        for (int j = 0; j < TAPS; j++) {
+            int64_t u = f + (j < n ? j : 0);
+            tap[j] = in + u / taps * op->h * op->w + shifts[u % taps] + wo - rest;
+        }
+        for (int64_t block = 0; block < lanes; block += 8) {
+            v8 acc[TAPS];
+            for (int j = 0; j < TAPS; j++) acc[j] = (v8){0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t y = 0; y < ho; y++)
+                for (int64_t x = 0; x < rest; x++) {
+                    v8 gv = load8(columns + (y * rest + x) * lanes + block);
+                    int64_t o = y * op->w + x;
+                    for (int j = 0; j < TAPS; j++) acc[j] += splat(tap[j][o]) * gv;
+                }
+            for (int j = 0; j < n; j++) memcpy(tails + (f + j) * lanes + block, &acc[j], 32);
+        }
     }
 }
 
@@ -216,6 +245,19 @@ INLINE void conv_weight_taps(
 static int64_t conv_pad_plane(const Op *op) { return LEAD(op) + (op->h + op->kh - 1) * op->w + 8; }
 
 static int64_t conv_pad_size(const Op *op) { return op->cout * conv_pad_plane(op); }
+
+/* conv_tails's buffers: the transposed columns, then the tails */
+static int64_t conv_tails_size(const Op *op) {
+    int64_t ho = op->h - op->kh + 1, rest = (op->w - op->kw + 1) % 8;
+    int64_t lanes = (op->cout + 7) / 8 * 8;
+    return rest ? (ho * rest + op->cin * op->kh * op->kw) * lanes : 0;
+}
+
+/* The scratch conv_backward takes: the padded output gradient, or conv_tails's buffers */
+static int64_t conv_scratch_size(const Op *op) {
+    int64_t pad = conv_pad_size(op), tails = conv_tails_size(op);
+    return pad > tails ? pad : tails;
+}
 
 /* Input gradient of channels ci .. ci+C-1 at flat indices i .. i+8R-1 (`n` of them real): each
    element sums w * grad_out over (co, ky, kx) in the order the scattering loop it replaces added
@@ -256,7 +298,7 @@ INLINE void conv_input_flat(
 }
 
 /* grad_out [cout, ho, wo] -> weight and bias gradients (added), input gradient (if grad_in; `pad`
-   is scratch for conv_pad_size floats) */
+   is scratch for conv_scratch_size floats) */
 HOT static void conv_backward(const Op *op, const float *w, const float *in,
                               const float *grad_out, float *gw, float *gb, float *grad_in,
                               float *pad) {
@@ -267,6 +309,12 @@ HOT static void conv_backward(const Op *op, const float *w, const float *in,
     for (int64_t i = 0; i < blocks; i++) {
         int64_t y = i / (wo / 8), x = i % (wo / 8) * 8;
         at[2 * i] = (int32_t)(y * wo + x), at[2 * i + 1] = (int32_t)(y * op->w + x);
+    }
+    int64_t lanes = (op->cout + 7) / 8 * 8;
+    float *tails = NULL; /* the columns past the blocks, summed first (conv_tails) */
+    if (gw && wo % 8) {
+        tails = pad + ho * (wo % 8) * lanes;
+        conv_tails(op, in, grad_out, shifts, pad, tails);
     }
     for (int64_t co = 0; co < op->cout; co++) {
         const float *g = grad_out + co * ho * wo;
@@ -280,11 +328,13 @@ HOT static void conv_backward(const Op *op, const float *w, const float *in,
         }
         for (int64_t ci = 0; gw && ci < op->cin; ci++) {
             const float *src = in + ci * op->h * op->w;
+            const float *tk = tails ? tails + ci * taps * lanes + co : NULL;
             float *gk = gw + (co * op->cin + ci) * taps;
             int64_t t = 0;
             for (; t + TAPS <= taps; t += TAPS)
-                conv_weight_taps(op, src, g, shifts, at, blocks, gk, t, TAPS);
-            for (; t < taps; t++) conv_weight_taps(op, src, g, shifts, at, blocks, gk, t, 1);
+                conv_weight_taps(src, g, shifts, at, blocks, tk, lanes, gk, t, TAPS);
+            for (; t < taps; t++)
+                conv_weight_taps(src, g, shifts, at, blocks, tk, lanes, gk, t, 1);
         }
     }
     if (!grad_in) return;
@@ -400,8 +450,8 @@ static int layout_of(const Op *ops, int64_t count, int64_t classes, Layout *l) {
         l->total += in;
         if (in > l->largest) l->largest = in;
         if (ops[i].kind == 1) l->pools += out_size(&ops[i]);
-        if (ops[i].kind == 0 && conv_pad_size(&ops[i]) > l->padded)
-            l->padded = conv_pad_size(&ops[i]);
+        if (ops[i].kind == 0 && conv_scratch_size(&ops[i]) > l->padded)
+            l->padded = conv_scratch_size(&ops[i]);
     }
     l->offset[count] = l->total;
     l->total += classes;
