@@ -28,6 +28,7 @@ EXPECTED = {
     "leaderboards/fashion-mnist-depth-lenet/suite.yaml": ("049e26567352c3cf", 512, "6a639195c58525b5"),
     "leaderboards/fashion-mnist-depth-mlp-h100/suite.yaml": ("76f805bd8b1c8598", 512, "de67f5a9fd995fd4"),
     "leaderboards/fashion-mnist-depth-mlp/suite.yaml": ("8353542c85aaf9bb", 512, "d476d280273e2952"),
+    "leaderboards/fashion-mnist-width-lenet/suite.yaml": ("8ee741cc3d922b78", 768, "40c77c56a2777277"),
     "leaderboards/fashion-mnist-width-lenet-cpu/suite.yaml": ("47575f751312ff87", 160, "89c4449e8c1e0bdc"),
     "leaderboards/fashion-mnist-width-mlp-h100/suite.yaml": ("0cc3526c5815ec46", 512, "85f2be4632a3d570"),
     "leaderboards/fashion-mnist-width-mlp/suite.yaml": ("525b9f6ad6c6831a", 512, "1d86c1b0344cb405"),
