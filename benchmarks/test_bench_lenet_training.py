@@ -40,7 +40,10 @@ EPOCHS = 2  # per timed round
 ROUNDS = 5
 SGD = next(spec for spec in benchsuite_optimizers() if spec.name == "sgd")
 KAIMING = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
-CASES = [((1, 28, 28), "1/6"), ((1, 28, 28), "2/6"), ((1, 28, 28), "1"), ((3, 32, 32), "1")]
+CASES = [
+    ((1, 28, 28), "1/6"), ((1, 28, 28), "2/6"), ((1, 28, 28), "3/6"), ((1, 28, 28), "4/6"),
+    ((1, 28, 28), "1"), ((3, 32, 32), "1"),
+]  # fmt: skip
 
 
 def noise_task(shape):
