@@ -35,6 +35,7 @@ monotone, so the pooled first layer adds its bias after the maximum.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 
@@ -119,8 +120,11 @@ class WidePlan:
                 raise TypeError(f"unsupported {layer}")
             if kind == "flatten" and (layer.start_dim, layer.end_dim) != (1, -1):
                 raise TypeError("only Flatten() of everything but the batch")
-            out = tuple(layer(torch.empty(1, *shape, device="meta")).shape[1:])
             weighted = kind in ("conv", "linear")
+            # the output shape from a copy on the meta device: the layer itself, with its
+            # parameters on the CPU, fails there once it adds a bias (a device mismatch)
+            probe = copy.deepcopy(layer).to("meta") if weighted else layer
+            out = tuple(probe(torch.empty(1, *shape, device="meta")).shape[1:])
             bias = f"{names[id(layer)]}.bias" if weighted and layer.bias is not None else None
             weight = f"{names[id(layer)]}.weight" if weighted else None
             self.steps.append(Step(kind, layer, weight, bias, shape, out))
