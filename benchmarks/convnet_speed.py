@@ -16,7 +16,6 @@ microseconds per image, their ratio, and whether both libraries wrote the same g
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -33,14 +32,12 @@ CLASSES = 2
 
 
 def build(tree: Path, target: Path):
+    """The tree's kernel, compiled as engine/native.py compiles this one."""
     compiler = native._compiler()
     if compiler is None:
         raise SystemExit("no C compiler here")
-    sources = [tree / "benchsuite" / "engine" / name for name in ("philox.c", "convnet.c")]
-    subprocess.run(
-        [compiler, *native.FLAGS, *map(str, sources), "-o", str(target), "-lm"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    engine = tree / "benchsuite" / "engine"
+    native._build(compiler, target, tuple(engine / source.name for source in native.SOURCES))
     return native._bind(target)
 
 

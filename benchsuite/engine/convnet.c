@@ -196,6 +196,9 @@ INLINE void conv_weight_taps(
     }
 }
 
+/* Output channels rounded up to a whole number of 8-lane vectors (conv_tails's lanes) */
+static int64_t cout_lanes(const Op *op) { return (op->cout + 7) / 8 * 8; }
+
 /* The scalar part of every weight gradient of a convolution whose output rows end in `rest`
    columns past their 8-column blocks: for output channel co and flat tap f (ci * kh * kw + ky * kw
    + kx), tails[f * lanes + co] = the sum over rows y, then those columns x, of
@@ -203,11 +206,13 @@ INLINE void conv_weight_taps(
    sum). The output channels are the lanes (grad_out's rest columns transposed into `columns`,
    [ho * rest, lanes], lanes = cout rounded up to 8, first), eight taps at once: one broadcast
    input value, one load and one vector multiply-add per column where the taps-as-lanes sum
-   gathered eight scattered input values. */
-INLINE void conv_tails(const Op *op, const float *in, const float *grad_out, const int64_t *shifts,
-                       float *columns, float *tails) {
+   gathered eight scattered input values. Writes both into `scratch` (conv_tails_size floats: the
+   columns, then the tails) and returns where the tails start. */
+INLINE float *conv_tails(const Op *op, const float *in, const float *grad_out,
+                         const int64_t *shifts, float *scratch) {
     int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, rest = wo % 8;
-    int64_t taps = op->kh * op->kw, total = op->cin * taps, lanes = (op->cout + 7) / 8 * 8;
+    int64_t taps = op->kh * op->kw, total = op->cin * taps, lanes = cout_lanes(op);
+    float *columns = scratch, *tails = scratch + ho * rest * lanes;
     memset(columns, 0, sizeof(float) * ho * rest * lanes);
     for (int64_t co = 0; co < op->cout; co++)
         for (int64_t y = 0; y < ho; y++)
@@ -232,6 +237,7 @@ INLINE void conv_tails(const Op *op, const float *in, const float *grad_out, con
             for (int j = 0; j < n; j++) memcpy(tails + (f + j) * lanes + block, &acc[j], 32);
         }
     }
+    return tails;
 }
 
 /* The input gradient is gathered from a zero-padded copy of the output gradient whose rows are
@@ -249,8 +255,7 @@ static int64_t conv_pad_size(const Op *op) { return op->cout * conv_pad_plane(op
 /* conv_tails's buffers: the transposed columns, then the tails */
 static int64_t conv_tails_size(const Op *op) {
     int64_t ho = op->h - op->kh + 1, rest = (op->w - op->kw + 1) % 8;
-    int64_t lanes = (op->cout + 7) / 8 * 8;
-    return rest ? (ho * rest + op->cin * op->kh * op->kw) * lanes : 0;
+    return rest ? (ho * rest + op->cin * op->kh * op->kw) * cout_lanes(op) : 0;
 }
 
 /* The scratch conv_backward takes: the padded output gradient, or conv_tails's buffers */
@@ -310,12 +315,9 @@ HOT static void conv_backward(const Op *op, const float *w, const float *in,
         int64_t y = i / (wo / 8), x = i % (wo / 8) * 8;
         at[2 * i] = (int32_t)(y * wo + x), at[2 * i + 1] = (int32_t)(y * op->w + x);
     }
-    int64_t lanes = (op->cout + 7) / 8 * 8;
-    float *tails = NULL; /* the columns past the blocks, summed first (conv_tails) */
-    if (gw && wo % 8) {
-        tails = pad + ho * (wo % 8) * lanes;
-        conv_tails(op, in, grad_out, shifts, pad, tails);
-    }
+    int64_t lanes = cout_lanes(op);
+    /* the columns past the blocks, summed first */
+    float *tails = gw && wo % 8 ? conv_tails(op, in, grad_out, shifts, pad) : NULL;
     for (int64_t co = 0; co < op->cout; co++) {
         const float *g = grad_out + co * ho * wo;
         if (gb) {

@@ -67,14 +67,15 @@ def _key(compiler: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _build(compiler: str, target: Path) -> None:
-    """Compile the sources into `target`, atomically (several worker processes may race here)."""
+def _build(compiler: str, target: Path, sources=SOURCES) -> None:
+    """Compile the sources into `target`, atomically (several worker processes may race here);
+    `sources`: another tree's (benchmarks/convnet_speed.py)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
         subprocess.run(
-            [compiler, *FLAGS, *map(str, SOURCES), "-o", partial, "-lm"],
+            [compiler, *FLAGS, *map(str, sources), "-o", partial, "-lm"],
             check=True, capture_output=True, timeout=BUILD_SECONDS, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         os.replace(partial, target)
