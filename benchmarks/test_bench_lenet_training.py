@@ -7,10 +7,12 @@ Task: the issue-3 task (benchmarks/conftest.py `task`: Fashion-MNIST 28x28, N = 
 32x32x3 case 16 noise images (the speed of neither side depends on the pixels), LeNet with biases
 at each width, batch 2, SGD lr 0.01, 64 networks. The reference (benchmarks/reference_lenet.py)
 is the 64 networks as one model of grouped convolutions with the batch repeated across them,
-autograd and torch.optim.SGD; the engine is engine.training.train_networks on the "conv" path.
-Both on one thread (the reference one intra-op thread, the engine one worker), alternating within
-every round; rates from the fastest round of each, by wall clock and by this thread's CPU time
-(less moved by other jobs on a shared machine). extra_info: both rates, both ratios, the machine.
+autograd and torch.optim.SGD; the engine is engine.training.train_networks on the "conv" path
+(plain SGD's steps fused into convnet.c), and "stepped" the same a step at a time (the update in
+torch; stacked_conv.steps_one_at_a_time). All on one thread (the reference one intra-op thread,
+the engine one worker), alternating within every round; rates from the fastest round of each, by
+wall clock and by this thread's CPU time (less moved by other jobs on a shared machine).
+extra_info: the rates, the ratios, the machine.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from reference_training import train_grouped
 from benchsuite.architectures.lenet import build_lenet
 from benchsuite.builtins.optimizers import benchsuite_optimizers
 from benchsuite.engine.batches import round_orders, steps_per_epoch
+from benchsuite.engine.stacked_conv import steps_one_at_a_time
 from benchsuite.engine.training import initial_parameters, train_networks
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
 
@@ -62,8 +65,9 @@ def test_conv_path_against_the_reference(benchmark, task, shape, width):
     orders = round_orders(0, attempts, N_TRAIN, EPOCHS, "independent")
     reference = GroupedLeNets(NETWORKS, shape, w, generator=torch.Generator().manual_seed(0))
     shuffles = torch.Generator().manual_seed(1)
-    wall: dict[str, list[float]] = {"reference": [], "engine": []}
-    cpu: dict[str, list[float]] = {"reference": [], "engine": []}
+    sides = ("reference", "engine", "stepped")
+    wall: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
 
     def timed(side: str, train) -> None:
         started, started_cpu = time.perf_counter(), time.thread_time()
@@ -79,6 +83,11 @@ def test_conv_path_against_the_reference(benchmark, task, shape, width):
             module, images, labels, SGD, dict(SGD.defaults), parameters, buffers, orders,
             BATCH_SIZE, path="conv", workers=1,
         ))  # fmt: skip
+        with steps_one_at_a_time():  # the kernel a step at a time, the update in torch
+            timed("stepped", lambda: train_networks(
+                module, images, labels, SGD, dict(SGD.defaults), parameters, buffers, orders,
+                BATCH_SIZE, path="conv", workers=1,
+            ))  # fmt: skip
 
     with torch_threads(1):
         benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
@@ -86,7 +95,7 @@ def test_conv_path_against_the_reference(benchmark, task, shape, width):
     rates = {
         f"{side}_{clock}": network_steps / min(seconds[side][1:])  # [0]: the warm-up round
         for clock, seconds in (("wall", wall), ("cpu", cpu))
-        for side in ("reference", "engine")
+        for side in sides
     }
     benchmark.extra_info.update(
         threads=1, input_shape=list(shape), width=width, networks=NETWORKS, n_train=N_TRAIN,
@@ -94,5 +103,7 @@ def test_conv_path_against_the_reference(benchmark, task, shape, width):
         **{f"{name}_network_steps_per_second": round(rate) for name, rate in rates.items()},
         ratio_to_reference=round(rates["engine_wall"] / rates["reference_wall"], 2),
         ratio_to_reference_cpu=round(rates["engine_cpu"] / rates["reference_cpu"], 2),
+        fused_to_stepped=round(rates["engine_wall"] / rates["stepped_wall"], 2),
+        stepped_to_reference=round(rates["stepped_wall"] / rates["reference_wall"], 2),
         machine=describe(),
     )  # fmt: skip

@@ -18,12 +18,13 @@ from torch import nn
 
 from benchsuite.architectures.lenet import build_lenet
 from benchsuite.builtins.optimizers import benchsuite_optimizers
-from benchsuite.engine import native
+from benchsuite.engine import native, stacked_conv
 from benchsuite.engine.batches import round_orders
 from benchsuite.engine.stacked_conv import native_ops, plan_conv
 from benchsuite.engine.stacked_mlp import flat_views
 from benchsuite.engine.training import initial_parameters, train_networks
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
+from benchsuite.schedules import Schedule
 
 SGD = next(spec for spec in benchsuite_optimizers() if spec.name == "sgd")
 KAIMING = PriorSpec(name="kaiming-uniform", family="uniform", scale=kaiming_uniform_bound)
@@ -191,3 +192,67 @@ def test_the_baseline_build_trains_the_same_bits(kernel, tmp_path):
     assert baseline.keys() == here.keys()
     for name, value in here.items():
         assert torch.equal(value.view(torch.int32), baseline[name].view(torch.int32)), name
+
+
+def fused_and_stepped(monkeypatch, make, shape, classes, schedule=None, n=7, epochs=3):
+    """(trained with the steps fused into convnet.c, trained a step at a time) from one init."""
+    module = make()
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(n, *shape, generator=generator)
+    x[:, :, :2] = 0.0  # exact zeros: ReLU and pool ties
+    y = torch.arange(n) % classes
+    parameters, buffers = initial_parameters(module, KAIMING, 5, range(4), "cpu")
+    orders = round_orders(5, range(4), n, epochs, "independent")
+
+    def train():
+        trained, _ = train_networks(
+            module, x, y, SGD, {"lr": 0.05}, parameters, buffers, orders, 2, path="conv",
+            schedule=schedule,
+        )  # fmt: skip
+        return trained
+
+    calls = []
+    real = stacked_conv._run_native_sgd
+    with monkeypatch.context() as patch:
+        patch.setattr(stacked_conv, "FUSED_STEPS", 3)  # several calls, a partial batch in one
+        patch.setattr(stacked_conv, "_run_native_sgd", lambda *a: calls.append(1) or real(*a))
+        fused = train()
+        assert calls, "plain SGD on the kernel runs its steps fused"
+    with stacked_conv.steps_one_at_a_time():
+        return fused, train()
+
+
+@pytest.mark.parametrize("make, shape, classes", CASES)
+def test_fused_sgd_steps_are_the_steps_one_at_a_time(kernel, monkeypatch, make, shape, classes):
+    """bs_convnet_sgd_steps (each network all its steps in one call, the update in C) trains
+    every network to the bits of a step at a time with DirectSGD, partial batches included."""
+    assert native.sgd_update_agrees(), "torch's add_(alpha) is a fused multiply-add on x86-64"
+    fused, stepped = fused_and_stepped(monkeypatch, make, shape, classes)
+    for name, value in stepped.items():
+        assert torch.equal(fused[name].view(torch.int32), value.view(torch.int32)), name
+
+
+def test_fused_sgd_follows_the_schedule(kernel, monkeypatch):
+    """With a learning-rate schedule each fused step runs at the rate step() would have set."""
+    schedule = Schedule(name="cosine", final=0.05, warmup_steps=2)
+    make, shape, classes = CASES[0]
+    fused, stepped = fused_and_stepped(monkeypatch, make, shape, classes, schedule=schedule)
+    for name, value in stepped.items():
+        assert torch.equal(fused[name], value), name
+    constant, _ = fused_and_stepped(monkeypatch, make, shape, classes)
+    assert not torch.equal(constant["0.weight"], fused["0.weight"])  # the schedule mattered
+
+
+def test_the_sgd_update_check_can_fail(kernel):
+    """native.sgd_update_agrees compares the kernel's fmaf with torch's add_; an update that
+    rounds twice (p + a * g, what a machine without fused multiply-add computes) differs from it
+    on such data, so the check would turn the fused path off there."""
+    generator = torch.Generator().manual_seed(20261203)
+    param = torch.randn(4099, generator=generator)
+    grad = torch.randn(4099, generator=generator) * 3
+    alpha = torch.tensor(-1 / 3, dtype=torch.float32)
+    fused = param.clone()
+    native.library().bs_sgd_update(fused.data_ptr(), grad.data_ptr(), -1 / 3, 4099)
+    assert torch.equal(fused, param.clone().add_(grad, alpha=-1 / 3))
+    twice = (param.double() + (alpha * grad).double()).float()  # the product rounded first
+    assert (twice != fused).sum() > 100

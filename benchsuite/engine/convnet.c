@@ -31,8 +31,10 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(BENCHSUITE_BASELINE_ONLY) /* that: tests build the baseline alone to compare */
 #define HOT __attribute__((target_clones("avx2", "default")))
+#define FMA __attribute__((target_clones("fma", "default"))) /* fmaf as one vector instruction */
 #else
 #define HOT
+#define FMA
 #endif
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -432,7 +434,8 @@ HOT static void relu_backward(const float *out, const float *grad, float *grad_i
     for (int64_t e = 0; e < n; e++) grad_in[e] = out[e] <= 0.0f ? 0.0f : grad[e];
 }
 
-int64_t bs_convnet_version(void) { return 2; } /* 2: bs_convnet_margin_norms */
+/* 2: bs_convnet_margin_norms; 3: bs_convnet_sgd_steps, bs_sgd_update */
+int64_t bs_convnet_version(void) { return 3; }
 
 /* Where one image's activations lie: act[offset[i]] is the input of op i, act[offset[count]] the
    logits; `largest` the longest of them (a gradient buffer), `pools` the pool outputs (their
@@ -518,6 +521,71 @@ static void backward_image(const Op *ops, int64_t count, int64_t k, const Layout
     }
 }
 
+/* One call's buffers: a batch's activations, two gradient buffers (swapped as the backward goes),
+   the pools' argmax and a convolution's padded output gradient. */
+typedef struct {
+    float *act, *grad, *next, *pad;
+    int32_t *arg;
+} Scratch;
+
+static void scratch_free(Layout *l, Scratch *s) {
+    free(l->offset); free(s->act); free(s->grad); free(s->next); free(s->arg); free(s->pad);
+}
+
+static int scratch_of(const Op *ops, int64_t count, int64_t classes, int64_t batch, Layout *l,
+                      Scratch *s) {
+    memset(s, 0, sizeof *s);
+    if (layout_of(ops, count, classes, l) != 0) return -1;
+    s->act = malloc(sizeof(float) * l->total * batch);
+    s->grad = malloc(sizeof(float) * l->largest), s->next = malloc(sizeof(float) * l->largest);
+    s->arg = malloc(sizeof(int32_t) * (l->pools + 1) * batch);
+    s->pad = malloc(sizeof(float) * l->padded);
+    if (!s->act || !s->grad || !s->next || !s->arg || !s->pad) {
+        scratch_free(l, s);
+        return -1;
+    }
+    return 0;
+}
+
+/* Network k's weight and bias gradients over one batch (overwritten, summed over the batch in
+   its order): image j at images[j], d loss / d log-probabilities at loss_grad[j] (classes each);
+   the log-probabilities into log_probs [batch, classes]. */
+static void network_gradients(const Op *ops, int64_t count, int64_t k, int64_t batch,
+                              const Layout *l, Scratch *s, const float *const *images,
+                              const float *const *loss_grad, float *log_probs, int64_t classes) {
+    for (int64_t i = 0; i < count; i++) {
+        const Op *op = &ops[i];
+        if (op->kind == 0 || op->kind == 3) {
+            int64_t n = op->cout * op->cin * (op->kind == 0 ? op->kh * op->kw : 1);
+            memset(op->grad_weight + k * op->weight_stride, 0, sizeof(float) * n);
+            if (op->grad_bias)
+                memset(op->grad_bias + k * op->bias_stride, 0, sizeof(float) * op->cout);
+        }
+    }
+    for (int64_t j = 0; j < batch; j++) {
+        float *a = s->act + j * l->total;
+        memcpy(a, images[j], sizeof(float) * l->image);
+        forward_image(ops, count, k, l, a, s->arg + j * (l->pools + 1));
+        /* log-softmax as aten computes it: z - max - log(sum exp(z - max)) */
+        const float *z = a + l->offset[count];
+        float *lp = log_probs + j * classes;
+        float top = z[0];
+        for (int64_t c = 1; c < classes; c++) if (z[c] > top || isnan(z[c])) top = z[c];
+        float sum = 0.0f;
+        for (int64_t c = 0; c < classes; c++) sum += expf(z[c] - top);
+        float log_sum = logf(sum);
+        for (int64_t c = 0; c < classes; c++) lp[c] = z[c] - top - log_sum;
+    }
+    for (int64_t j = 0; j < batch; j++) {
+        const float *lg = loss_grad[j], *lp = log_probs + j * classes;
+        float total_grad = 0.0f;
+        for (int64_t c = 0; c < classes; c++) total_grad += lg[c];
+        for (int64_t c = 0; c < classes; c++) s->grad[c] = lg[c] - expf(lp[c]) * total_grad;
+        backward_image(ops, count, k, l, s->act + j * l->total, s->arg + j * (l->pools + 1),
+                       &s->grad, &s->next, s->pad, 1, 0);
+    }
+}
+
 /* K networks, batch b. images: [K, b, image] (each network its own batch); loss_grad and
    log_probs: [K, b, classes]. Writes every op's weight and bias gradients of each network (summed
    over its batch) and the log-probabilities. Returns 0, or -1 if memory ran out. */
@@ -525,50 +593,72 @@ int64_t bs_convnet_gradients(const Op *ops, int64_t count, int64_t networks, int
                              const float *images, const float *loss_grad, float *log_probs,
                              int64_t classes) {
     Layout l;
-    if (layout_of(ops, count, classes, &l) != 0) return -1;
-    float *act = malloc(sizeof(float) * l.total * batch);
-    float *grad = malloc(sizeof(float) * l.largest), *next = malloc(sizeof(float) * l.largest);
-    int32_t *arg = malloc(sizeof(int32_t) * (l.pools + 1) * batch);
-    float *pad = malloc(sizeof(float) * l.padded);
-    if (!act || !grad || !next || !arg || !pad) {
-        free(l.offset); free(act); free(grad); free(next); free(arg); free(pad);
+    Scratch s;
+    const float **in = malloc(sizeof(float *) * 2 * batch);
+    if (!in || scratch_of(ops, count, classes, batch, &l, &s) != 0) {
+        free(in);
         return -1;
     }
+    const float **lg = in + batch;
     for (int64_t k = 0; k < networks; k++) {
-        for (int64_t i = 0; i < count; i++) { /* this network's gradients are overwritten */
-            const Op *op = &ops[i];
-            if (op->kind == 0 || op->kind == 3) {
+        for (int64_t j = 0; j < batch; j++) {
+            in[j] = images + (k * batch + j) * l.image;
+            lg[j] = loss_grad + (k * batch + j) * classes;
+        }
+        network_gradients(ops, count, k, batch, &l, &s, in, lg, log_probs + k * batch * classes,
+                          classes);
+    }
+    free(in);
+    scratch_free(&l, &s);
+    return 0;
+}
+
+/* p[e] <- fmaf(g[e], alpha, p[e]): torch's param.add_(grad, alpha=-lr) where torch computes it as
+   one fused multiply-add per element (engine/native.py checks that at load, against torch). */
+FMA void bs_sgd_update(float *p, const float *g, float alpha, int64_t n) {
+    for (int64_t e = 0; e < n; e++) p[e] = fmaf(g[e], alpha, p[e]);
+}
+
+/* `steps` plain SGD steps of K networks (no momentum, no weight decay: DirectSGD's update,
+   alpha[t] = -lr of step t), each network all its steps in one go, so its weights and gradients
+   stay in cache from step to step; each step is bs_convnet_gradients' step for that network,
+   then the update. images: [N, image] (the training set); index: [steps, K, b], the rows of
+   network k's batch at step t; loss_table: [N, classes], d loss / d log-probabilities of a row
+   (stacked_mlp.loss_gradient_table). The gradients of each network's last step stay in its
+   gradient buffers. Returns 0, or -1 if memory ran out. */
+int64_t bs_convnet_sgd_steps(const Op *ops, int64_t count, int64_t networks, int64_t batch,
+                             int64_t steps, const float *images, const int64_t *index,
+                             const float *loss_table, const float *alpha, int64_t classes) {
+    Layout l;
+    Scratch s;
+    const float **in = malloc(sizeof(float *) * 2 * batch);
+    float *log_probs = malloc(sizeof(float) * batch * classes);
+    if (!in || !log_probs || scratch_of(ops, count, classes, batch, &l, &s) != 0) {
+        free(in); free(log_probs);
+        return -1;
+    }
+    const float **lg = in + batch;
+    for (int64_t k = 0; k < networks; k++)
+        for (int64_t t = 0; t < steps; t++) {
+            const int64_t *rows = index + (t * networks + k) * batch;
+            for (int64_t j = 0; j < batch; j++) {
+                in[j] = images + rows[j] * l.image;
+                lg[j] = loss_table + rows[j] * classes;
+            }
+            network_gradients(ops, count, k, batch, &l, &s, in, lg, log_probs, classes);
+            for (int64_t i = 0; i < count; i++) {
+                const Op *op = &ops[i];
+                if (op->kind != 0 && op->kind != 3) continue;
                 int64_t n = op->cout * op->cin * (op->kind == 0 ? op->kh * op->kw : 1);
-                memset(op->grad_weight + k * op->weight_stride, 0, sizeof(float) * n);
-                if (op->grad_bias)
-                    memset(op->grad_bias + k * op->bias_stride, 0, sizeof(float) * op->cout);
+                bs_sgd_update(op->weight + k * op->weight_stride,
+                              op->grad_weight + k * op->weight_stride, alpha[t], n);
+                if (op->bias)
+                    bs_sgd_update(op->bias + k * op->bias_stride,
+                                  op->grad_bias + k * op->bias_stride, alpha[t], op->cout);
             }
         }
-        for (int64_t j = 0; j < batch; j++) {
-            float *a = act + j * l.total;
-            memcpy(a, images + (k * batch + j) * l.image, sizeof(float) * l.image);
-            forward_image(ops, count, k, &l, a, arg + j * (l.pools + 1));
-            /* log-softmax as aten computes it: z - max - log(sum exp(z - max)) */
-            const float *z = a + l.offset[count];
-            float *lp = log_probs + (k * batch + j) * classes;
-            float top = z[0];
-            for (int64_t c = 1; c < classes; c++) if (z[c] > top || isnan(z[c])) top = z[c];
-            float sum = 0.0f;
-            for (int64_t c = 0; c < classes; c++) sum += expf(z[c] - top);
-            float log_sum = logf(sum);
-            for (int64_t c = 0; c < classes; c++) lp[c] = z[c] - top - log_sum;
-        }
-        for (int64_t j = 0; j < batch; j++) {
-            const float *lg = loss_grad + (k * batch + j) * classes;
-            const float *lp = log_probs + (k * batch + j) * classes;
-            float total_grad = 0.0f;
-            for (int64_t c = 0; c < classes; c++) total_grad += lg[c];
-            for (int64_t c = 0; c < classes; c++) grad[c] = lg[c] - expf(lp[c]) * total_grad;
-            backward_image(ops, count, k, &l, act + j * l.total, arg + j * (l.pools + 1), &grad,
-                           &next, pad, 1, 0);
-        }
-    }
-    free(l.offset); free(act); free(grad); free(next); free(arg); free(pad);
+    free(in); free(log_probs);
+    scratch_free(&l, &s);
     return 0;
 }
 
@@ -579,25 +669,18 @@ int64_t bs_convnet_margin_norms(const Op *ops, int64_t count, int64_t networks, 
                                 const float *images, double *norms) {
     if (ops[count - 1].kind != 3 || ops[count - 1].cout != 2) return -2;
     Layout l;
-    if (layout_of(ops, count, 2, &l) != 0) return -1;
-    float *act = malloc(sizeof(float) * l.total);
-    float *grad = malloc(sizeof(float) * l.largest), *next = malloc(sizeof(float) * l.largest);
-    int32_t *arg = malloc(sizeof(int32_t) * (l.pools + 1));
-    float *pad = malloc(sizeof(float) * l.padded);
-    if (!act || !grad || !next || !arg || !pad) {
-        free(l.offset); free(act); free(grad); free(next); free(arg); free(pad);
-        return -1;
-    }
+    Scratch s;
+    if (scratch_of(ops, count, 2, 1, &l, &s) != 0) return -1;
     for (int64_t k = 0; k < networks; k++)
         for (int64_t j = 0; j < n; j++) {
-            memcpy(act, images + j * l.image, sizeof(float) * l.image);
-            forward_image(ops, count, k, &l, act, arg);
-            grad[0] = -1.0f, grad[1] = 1.0f;
-            backward_image(ops, count, k, &l, act, arg, &grad, &next, pad, 0, 1);
+            memcpy(s.act, images + j * l.image, sizeof(float) * l.image);
+            forward_image(ops, count, k, &l, s.act, s.arg);
+            s.grad[0] = -1.0f, s.grad[1] = 1.0f;
+            backward_image(ops, count, k, &l, s.act, s.arg, &s.grad, &s.next, s.pad, 0, 1);
             double squares = 0.0;
-            for (int64_t e = 0; e < l.image; e++) squares += (double)grad[e] * grad[e];
+            for (int64_t e = 0; e < l.image; e++) squares += (double)s.grad[e] * s.grad[e];
             norms[k * n + j] = sqrt(squares);
         }
-    free(l.offset); free(act); free(grad); free(next); free(arg); free(pad);
+    scratch_free(&l, &s);
     return 0;
 }

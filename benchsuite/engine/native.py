@@ -106,6 +106,13 @@ def _bind(path: Path) -> ctypes.CDLL:
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
         ctypes.c_void_p,
     ]  # fmt: skip
+    lib.bs_convnet_sgd_steps.restype = ctypes.c_int64
+    lib.bs_convnet_sgd_steps.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+    ]  # fmt: skip
+    lib.bs_sgd_update.restype = None
+    lib.bs_sgd_update.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int64]
     return lib
 
 
@@ -136,11 +143,34 @@ def library() -> ctypes.CDLL | None:
         if not target.exists():
             _build(compiler, target)
         lib = _bind(target)
-        if lib.bs_philox_version() != 1 or lib.bs_convnet_version() != 2 or not _agrees(lib):
+        if lib.bs_philox_version() != 1 or lib.bs_convnet_version() != 3 or not _agrees(lib):
             return None
         return lib
     except (OSError, subprocess.SubprocessError, AttributeError):
         return None
+
+
+@functools.cache
+def sgd_update_agrees() -> bool:
+    """Whether the kernel's SGD update, fmaf(grad, -lr, param) per element, is torch's
+    `param.add_(grad, alpha=-lr)` here, bit for bit. It is where torch's CPU kernel is a fused
+    multiply-add (its AVX2 and AVX-512 builds; `p + a * g` rounds twice and differs in about one
+    value in ten); elsewhere the update stays torch's and nothing is fused (stacked_conv.py).
+    Checked once per process on lengths with and without a vector tail."""
+    lib = library()
+    if lib is None:
+        return False
+    generator = torch.Generator().manual_seed(20261203)
+    for n in (1, 7, 8, 13, 31, 64, 1003, 4099):
+        param = torch.randn(n, generator=generator, dtype=_FLOAT32)
+        grad = torch.randn(n, generator=generator, dtype=_FLOAT32) * 3
+        for lr in (0.01, 0.1, 1 / 3, 1.7):
+            expected = param.clone().add_(grad, alpha=-lr)
+            got = param.clone()
+            lib.bs_sgd_update(got.data_ptr(), grad.data_ptr(), -lr, n)
+            if not torch.equal(expected, got):
+                return False
+    return True
 
 
 @contextlib.contextmanager
@@ -150,6 +180,7 @@ def switched_off():
     before = os.environ.get("BENCHSUITE_NATIVE")
     os.environ["BENCHSUITE_NATIVE"] = "0"
     library.cache_clear()
+    sgd_update_agrees.cache_clear()
     try:
         yield
     finally:
@@ -158,6 +189,7 @@ def switched_off():
         else:
             os.environ["BENCHSUITE_NATIVE"] = before
         library.cache_clear()
+        sgd_update_agrees.cache_clear()
 
 
 class Filler:

@@ -33,6 +33,7 @@ numbers bit for bit for the same sub-stack, which engine/parts.py splits by size
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from torch import nn
 from benchsuite.engine import native
 from benchsuite.engine.divergence import note_blown_up
 from benchsuite.engine.stacked_mlp import loss_gradient_table, stacked_stepper
+from benchsuite.engine.stacked_optim import DirectSGD
 from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.errors import OptimizerStepError
 
@@ -590,6 +592,9 @@ def _run_native(ops, plan, params, grads, images, labels, steps, stepper, summed
     lib = native.library()
     classes = params[plan.ops[-1].weight].shape[1]
     count = steps[0].shape[0] if steps else 0
+    if _fused_sgd(stepper, images):
+        _run_native_sgd(lib, ops, images, labels, classes, steps, stepper)
+        return
 
     def gradients(x, loss_gradient):
         batch = x.transpose(1, 2)  # [K, b, C, H, W]: each network's images, contiguous rows
@@ -605,3 +610,58 @@ def _run_native(ops, plan, params, grads, images, labels, steps, stepper, summed
         return log_probs
 
     run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)
+
+
+FUSED_STEPS = 256  # steps per bs_convnet_sgd_steps call: a deadline is checked between calls
+FUSED = True  # plain SGD's steps fused into convnet.c where they can be (steps_one_at_a_time)
+
+
+@contextlib.contextmanager
+def steps_one_at_a_time():
+    """Plain SGD on the kernel a step at a time inside this block (as before bs_convnet_sgd_steps):
+    how tests and benchmarks compare the two in one process."""
+    global FUSED
+    saved, FUSED = FUSED, False
+    try:
+        yield
+    finally:
+        FUSED = saved
+
+
+def _fused_sgd(stepper, images: torch.Tensor) -> bool:
+    """Whether the steps can run inside convnet.c with their updates (bs_convnet_sgd_steps): the
+    optimizer is the written-out SGD without momentum or weight decay (its step is the update
+    alone, no closure) and the kernel's update is torch's, bit for bit, on this machine."""
+    optimizer = getattr(stepper, "optimizer", None)
+    return (
+        FUSED and isinstance(optimizer, DirectSGD) and optimizer.momentum == 0
+        and optimizer.weight_decay == 0 and not stepper.closure
+        and images.dtype == torch.float32 and images.device.type == "cpu"
+        and native.sgd_update_agrees()
+    )  # fmt: skip
+
+
+def _run_native_sgd(lib, ops, images, labels, classes, steps, stepper):
+    """_run_native's steps and SGD updates inside convnet.c, each network all the steps of a
+    call in one go: its weights and gradients stay in cache, and no Python runs per step
+    (1.1-1.2x at LeNet width 1, docs/performance.md). The same bits as a step at a time: the same
+    gradients (network_gradients), then the update DirectSGD makes (native.sgd_update_agrees)."""
+    images = images.contiguous()
+    tables, start = {}, 0
+    while start < len(steps):
+        count, batch = steps[start].shape
+        stop = start + 1
+        while stop < len(steps) and stop - start < FUSED_STEPS and steps[stop].shape == (count, batch):
+            stop += 1
+        if batch not in tables:
+            tables[batch] = loss_gradient_table(labels, classes, batch, torch.float32).contiguous()
+        index = torch.stack(steps[start:stop]).to(torch.int64).contiguous()  # [T, K, b]
+        rates = stepper.take_steps(stop - start)
+        alpha = torch.tensor([-rate for rate in rates], dtype=torch.float32)
+        status = lib.bs_convnet_sgd_steps(
+            ops, len(ops), count, batch, stop - start, images.data_ptr(), index.data_ptr(),
+            tables[batch].data_ptr(), alpha.data_ptr(), classes,
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("convnet.c could not allocate its activations")
+        start = stop

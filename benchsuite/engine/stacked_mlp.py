@@ -226,6 +226,11 @@ class PlainStepper:
         stopping.check()  # as stepping.Stepper.step
         return self.optimizer.step()
 
+    def take_steps(self, count: int) -> list[float]:
+        """As stepping.Stepper.take_steps, without a schedule."""
+        stopping.check()
+        return [self.optimizer.param_groups[0]["lr"]] * count
+
     def finish(self) -> None:
         pass
 

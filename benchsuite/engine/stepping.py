@@ -111,6 +111,21 @@ class Stepper:
         self.index = index + 1
         return loss
 
+    def take_steps(self, count: int) -> list[float]:
+        """For a kernel that runs the next `count` steps itself (plain SGD fused into convnet.c,
+        engine/stacked_conv.py): the deadline checked once, each step's learning rate (param
+        group 0's, as step() would set it), and the index and the groups' rates left as `count`
+        step() calls leave them. Only for an optimizer whose step is its update alone."""
+        stopping.check()
+        index, self.index = self.index, self.index + count
+        if self.factors is None:
+            return [self.optimizer.param_groups[0]["lr"]] * count
+        factors = self.factors[index : index + count]
+        if count:
+            for group, base in zip(self.groups, self.base):
+                group["lr"] = base * factors[-1]
+        return [self.base[0] * factor for factor in factors]
+
     def _recorded(self, closure: Callable) -> Callable:
         def recorded():
             self.loss = value = closure()
