@@ -651,7 +651,8 @@ def _run_native_sgd(lib, ops, images, labels, classes, steps, stepper):
     while start < len(steps):
         count, batch = steps[start].shape
         stop = start + 1
-        while stop < len(steps) and stop - start < FUSED_STEPS and steps[stop].shape == (count, batch):
+        limit = min(len(steps), start + FUSED_STEPS)
+        while stop < limit and steps[stop].shape == (count, batch):
             stop += 1
         if batch not in tables:
             tables[batch] = loss_gradient_table(labels, classes, batch, torch.float32).contiguous()
