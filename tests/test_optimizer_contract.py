@@ -503,7 +503,8 @@ def test_per_network_workers_do_not_change_the_networks(margin, monkeypatch):
     try:
         results = [
             train_networks(
-                module, x, y, spec, {"lr": 0.05}, parameters, buffers, orders, 2, workers=w
+                module, x, y, spec, {"lr": 0.05}, parameters, buffers, orders, 2, workers=w,
+                path="per_network",
             )[0]
             for w in (1, 3, "auto")
         ]

@@ -39,4 +39,8 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # formulation); the blocked kernel itself computes revision 9's bits. The Lipschitz metric's
 # input gradients of those networks come from convnet.c (stacked_conv.native_margin_norms; equal
 # to the written-out path's to float32 rounding, squares summed in double).
-NUMERICS_REVISION = 10
+# 11: optimizers that are neither elementwise nor stack-aware (LAMB, Shampoo, Muon, ...) step
+# each network of an MLP or LeNet-family stack on the stacked formulation's gradients (training's
+# "per_network_stacked" path), not on autograd's through a module per network: equal to float32
+# rounding, the same to 1e-12 in float64; optimizers with a closure keep "per_network".
+NUMERICS_REVISION = 11

@@ -43,7 +43,7 @@ from torch import nn
 
 from benchsuite.engine import native
 from benchsuite.engine.divergence import note_blown_up
-from benchsuite.engine.stacked_mlp import loss_gradient_table, stacked_stepper
+from benchsuite.engine.stacked_mlp import loss_gradient_table, network_steppers, stacked_stepper
 from benchsuite.engine.stacked_optim import DirectSGD
 from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.errors import OptimizerStepError
@@ -136,15 +136,19 @@ def train_stacked_conv(
     direct=None,
     make_stepper=None,
     summed_loss: bool = False,
+    optimizer_per_network: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Train K stacked networks: at step t network k takes one step on images[steps[t][k]].
 
     The arguments are those of stacked_mlp.train_stacked_mlp (images [N, C, H, W] in place of its
     features). Returns the trained stacked parameters (views into one buffer).
     """
-    flat, params, grads, stepper = stacked_stepper(
-        parameters, make_optimizer, flat_optimizer, direct, make_stepper
-    )
+    if optimizer_per_network:
+        flat, params, grads, stepper = network_steppers(parameters, make_optimizer, make_stepper)
+    else:
+        flat, params, grads, stepper = stacked_stepper(
+            parameters, make_optimizer, flat_optimizer, direct, make_stepper
+        )
     run = _run_patches if plan.patches else _run_steps
     ops = native_ops(plan, params, grads, images.shape[1:])
     if ops is not None:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from benchsuite.engine import stopping
-from benchsuite.engine.divergence import note_blown_up
+from benchsuite.engine.divergence import blew_up, note_blown_up
 from benchsuite.engine.stacked_optim import direct_optimizer
 from benchsuite.errors import OptimizerStepError
 
@@ -138,6 +138,7 @@ def train_stacked_mlp(
     direct=None,
     make_stepper=None,
     summed_loss: bool = False,
+    optimizer_per_network: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Train K stacked MLPs: at step t network k takes one optimizer step on features[steps[t][k]].
 
@@ -151,12 +152,16 @@ def train_stacked_mlp(
     make_stepper(optimizer): the host's engine.stepping.Stepper (schedule, closure, train/eval,
     errors); None steps the optimizer plainly. When the stepper passes a closure, the closure
     recomputes the step's forward and backward at the current weights and returns each network's
-    mean cross-entropy, [K] (summed_loss: their sum, a scalar).
+    mean cross-entropy, [K] (summed_loss: their sum, a scalar). optimizer_per_network: one
+    optimizer per network (NetworkSteppers), for those neither elementwise nor stack-aware.
     Returns the trained stacked parameters (views into one buffer).
     """
-    flat, params, grads, stepper = stacked_stepper(
-        parameters, make_optimizer, flat_optimizer and not per_step, direct, make_stepper
-    )
+    if optimizer_per_network:
+        flat, params, grads, stepper = network_steppers(parameters, make_optimizer, make_stepper)
+    else:
+        flat, params, grads, stepper = stacked_stepper(
+            parameters, make_optimizer, flat_optimizer and not per_step, direct, make_stepper
+        )
     layers = plan.layers
     first_linear = next(i for i, layer in enumerate(layers) if layer.kind == "linear")
     # Views made once: they follow the in-place updates, and save a transpose per use per step.
@@ -209,6 +214,75 @@ def stacked_stepper(parameters, make_optimizer, flat_optimizer: bool, direct=Non
         optimizer = make_optimizer(list(params.values()))
     stepper = make_stepper(optimizer) if make_stepper is not None else PlainStepper(optimizer)
     return flat, params, grads, stepper
+
+
+class ClosureNeeded(ValueError):
+    """An optimizer whose step needs the closure cannot step one network of a stack on gradients
+    computed for all: the host trains it on the "per_network" path instead."""
+
+
+def network_steppers(parameters, make_optimizer, make_stepper):
+    """(flat, params, grads, stepper) as stacked_stepper gives them, but with one optimizer per
+    network (NetworkSteppers): the "per_network_stacked" path."""
+    with torch.no_grad():
+        flat, params = flat_views(parameters)
+        flat_grad, grads = flat_views(parameters)
+    return flat, params, grads, NetworkSteppers(params, grads, make_optimizer, make_stepper)
+
+
+class NetworkSteppers:
+    """One optimizer per network of a stack, stepped one network after another on the gradients
+    the stacked formulation computed for all: the "per_network_stacked" path.
+
+    Why: an optimizer that couples a network's entries (a layer's norm, a matrix's inverse root)
+    cannot step the stacked tensors as one, so it used to train each network as a plain module
+    through autograd, whose forward and backward cost as much as the step (half or more of a
+    LeNet step, docs/optimizer-contract.md). Here network k's optimizer holds views of its slices
+    of the stacked tensors, each view's .grad its slice of the gradients: its updates land in the
+    stack, and its numbers are those of network k alone (the stacked kernels compute each network
+    by itself). As on "per_network", an optimizer that fails on numbers (NaN or inf in that
+    network, or a LinAlgError) loses that network alone: NaN weights, no more steps.
+    """
+
+    closure = False
+    loss = None
+
+    def __init__(self, params, grads, make_optimizer, make_stepper):
+        count = next(iter(params.values())).shape[0]
+        self.tensors = []
+        for k in range(count):
+            tensors = [value[k] for value in params.values()]
+            for tensor, grad in zip(tensors, grads.values()):
+                tensor.grad = grad[k]
+            self.tensors.append(tensors)
+        self.steppers = [make_stepper(make_optimizer(tensors)) for tensors in self.tensors]
+        if any(stepper.closure for stepper in self.steppers):
+            raise ClosureNeeded("the optimizer's step needs a closure")
+        self.lost = [False] * count
+
+    def _each(self, method: str) -> None:
+        for k, stepper in enumerate(self.steppers):
+            if self.lost[k]:
+                continue
+            try:
+                getattr(stepper, method)()
+            except OptimizerStepError as error:
+                linalg = isinstance(error.error, torch.linalg.LinAlgError)
+                if not (linalg or blew_up(self.tensors[k])):
+                    raise
+                self.lost[k] = True  # lost to numerics, as on "per_network"
+                with torch.no_grad():
+                    for tensor in self.tensors[k]:
+                        tensor.fill_(float("nan"))
+
+    def start(self) -> None:
+        self._each("start")
+
+    def step(self, closure=None) -> None:
+        self._each("step")
+
+    def finish(self) -> None:
+        self._each("finish")
 
 
 class PlainStepper:
