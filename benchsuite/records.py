@@ -320,8 +320,12 @@ class OptimizerSpec(DeclaresSettings):
       `networks.seeds`). On this path a closure returns the per-network losses, a tensor [K] (the
       host backpropagates their sum, so each network's gradient is its own);
     - neither (LBFGS, Shampoo, LARS, anything with a norm over a tensor that was not written for
-      stacks): the host runs one plain module and one optimizer per network, networks spread over
-      worker threads with single-threaded kernels.
+      stacks): one optimizer per network. On MLP and LeNet-family networks each network's
+      optimizer holds views of its slices of the stacked tensors and steps on the gradients of
+      the stack's forward and backward (path "per_network_stacked"; it may update its tensors in
+      place but not replace their storage); elsewhere, or when the step needs the closure, the
+      host runs one plain module per network, spread over worker threads with single-threaded
+      kernels (path "per_network").
     """
 
     name: str
