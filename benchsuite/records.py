@@ -322,10 +322,10 @@ class OptimizerSpec(DeclaresSettings):
     - neither (LBFGS, Shampoo, LARS, anything with a norm over a tensor that was not written for
       stacks): one optimizer per network. On MLP and LeNet-family networks each network's
       optimizer holds views of its slices of the stacked tensors and steps on the gradients of
-      the stack's forward and backward (path "per_network_stacked"; it may update its tensors in
-      place but not replace their storage); elsewhere, or when the step needs the closure, the
-      host runs one plain module per network, spread over worker threads with single-threaded
-      kernels (path "per_network").
+      the stack's forward and backward (path "per_network_stacked"); elsewhere, when the step
+      needs the closure, or when it replaces a parameter's storage (`p.data = ...`), the host runs
+      one plain module per network, spread over worker threads with single-threaded kernels (path
+      "per_network").
     """
 
     name: str

@@ -136,3 +136,58 @@ def test_an_error_that_is_not_numerics_stops_the_stack():
     module, x, y, parameters, buffers, orders = setup(NETWORKS["mlp"])
     with pytest.raises(OptimizerStepError, match="'fails' failed at step 0: RuntimeError: no"):
         train_networks(module, x, y, spec, {}, parameters, buffers, orders, 2)
+
+
+class Replacing(torch.optim.Optimizer):
+    """SGD written as `p.data = p - lr * g`: a new storage each step, which the stack never sees."""
+
+    def __init__(self, params, lr=0.05):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.data = p - group["lr"] * p.grad
+
+
+class ClearingTrust(LayerwiseTrust):
+    """LayerwiseTrust that sets every `p.grad = None` after its update (zero_grad(set_to_none))."""
+
+    def step(self, closure=None):
+        super().step(closure)
+        self.zero_grad(set_to_none=True)
+
+
+def test_an_optimizer_that_replaces_its_tensors_storage_trains_on_per_network():
+    """Its updates would never reach the stack (the weights would stay at their init): the
+    host sees the new storage after the first step and trains it on "per_network" instead."""
+    spec = OptimizerSpec(name="replacing", factory=Replacing)
+    module, x, y, parameters, buffers, orders = setup(NETWORKS["mlp"])
+    auto, _ = train_networks(module, x, y, spec, {}, parameters, buffers, orders, 2)
+    plain, _ = train_networks(
+        module, x, y, spec, {}, parameters, buffers, orders, 2, path="per_network"
+    )
+    for key, value in plain.items():
+        assert torch.equal(auto[key], value)
+        assert not torch.equal(value, parameters[key])
+    with pytest.raises(ValueError, match="updates its tensors in place"):
+        train_networks(
+            module, x, y, spec, {}, parameters, buffers, orders, 2, path="per_network_stacked"
+        )
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_an_optimizer_that_clears_its_gradients_gets_them_again_each_step(name):
+    spec = OptimizerSpec(
+        name="clearing", factory=ClearingTrust, hyperparameters={"lr": Hyperparameter(float, 0.05)}
+    )
+    module, x, y, parameters, buffers, orders = setup(NETWORKS[name], dtype=torch.float64)
+    stacked, _ = train_networks(
+        module, x, y, spec, {}, parameters, buffers, orders, 2, path="per_network_stacked"
+    )
+    plain, _ = train_networks(
+        module, x, y, spec, {}, parameters, buffers, orders, 2, path="per_network"
+    )
+    for key, value in plain.items():
+        torch.testing.assert_close(stacked[key], value, rtol=0, atol=1e-12)

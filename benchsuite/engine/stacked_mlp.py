@@ -216,9 +216,10 @@ def stacked_stepper(parameters, make_optimizer, flat_optimizer: bool, direct=Non
     return flat, params, grads, stepper
 
 
-class ClosureNeeded(ValueError):
-    """An optimizer whose step needs the closure cannot step one network of a stack on gradients
-    computed for all: the host trains it on the "per_network" path instead."""
+class PerNetworkOnly(ValueError):
+    """An optimizer that cannot step one network of a stack on gradients computed for all: its
+    step needs the closure, or it replaced a parameter's storage (`p.data = ...`), so its updates
+    would not reach the stack. The host trains it on the "per_network" path instead."""
 
 
 def network_steppers(parameters, make_optimizer, make_stepper):
@@ -241,7 +242,9 @@ class NetworkSteppers:
     of the stacked tensors, each view's .grad its slice of the gradients: its updates land in the
     stack, and its numbers are those of network k alone (the stacked kernels compute each network
     by itself). As on "per_network", an optimizer that fails on numbers (NaN or inf in that
-    network, or a LinAlgError) loses that network alone: NaN weights, no more steps.
+    network, or a LinAlgError) loses that network alone: NaN weights, no more steps. Before each
+    step the views get their gradients again (an optimizer may set `p.grad = None`, as a plain
+    loop's zero_grad would); after it, a view whose storage was replaced raises PerNetworkOnly.
     """
 
     closure = False
@@ -249,23 +252,29 @@ class NetworkSteppers:
 
     def __init__(self, params, grads, make_optimizer, make_stepper):
         count = next(iter(params.values())).shape[0]
-        self.tensors = []
+        self.tensors = [[value[k] for value in params.values()] for k in range(count)]
+        self.grads = [[value[k] for value in grads.values()] for k in range(count)]
+        self.storage = [[tensor.data_ptr() for tensor in tensors] for tensors in self.tensors]
         for k in range(count):
-            tensors = [value[k] for value in params.values()]
-            for tensor, grad in zip(tensors, grads.values()):
-                tensor.grad = grad[k]
-            self.tensors.append(tensors)
+            self._attach(k)
         self.steppers = [make_stepper(make_optimizer(tensors)) for tensors in self.tensors]
         if any(stepper.closure for stepper in self.steppers):
-            raise ClosureNeeded("the optimizer's step needs a closure")
+            raise PerNetworkOnly("the optimizer's step needs a closure")
         self.lost = [False] * count
+
+    def _attach(self, k: int) -> None:
+        for tensor, grad in zip(self.tensors[k], self.grads[k]):
+            tensor.grad = grad
 
     def _each(self, method: str) -> None:
         for k, stepper in enumerate(self.steppers):
             if self.lost[k]:
                 continue
+            self._attach(k)
             try:
                 getattr(stepper, method)()
+                if [tensor.data_ptr() for tensor in self.tensors[k]] != self.storage[k]:
+                    raise PerNetworkOnly("the optimizer replaced a parameter's storage")
             except OptimizerStepError as error:
                 linalg = isinstance(error.error, torch.linalg.LinAlgError)
                 if not (linalg or blew_up(self.tensors[k])):

@@ -99,7 +99,7 @@ from benchsuite.engine.gemm_check import warn_unless_invariant
 from benchsuite.engine.parts import CHOICE, joined, round_parts
 from benchsuite.engine.stacked_conv import plan_conv, train_stacked_conv
 from benchsuite.engine.stacked_mlp import (
-    ClosureNeeded,
+    PerNetworkOnly,
     flat_optimizer_ok,
     input_features,
     plan_mlp,
@@ -336,7 +336,7 @@ def _train_stack(
             if not chosen_automatically:
                 raise ValueError(
                     "path 'per_network_stacked' needs an MLP or LeNet-family network and an "
-                    "optimizer whose step takes no closure"
+                    "optimizer whose step takes no closure and updates its tensors in place"
                 )
             path = "per_network"
         if path == "mlp":
@@ -561,8 +561,8 @@ def _train_per_network_stacked(module, x_train, labels, parameters, steps, make_
                                make_stepper):  # fmt: skip
     """The "per_network_stacked" path: the stack's forward and backward as on "mlp" or "conv",
     one optimizer per network (stacked_mlp.NetworkSteppers), torch on one thread as there. None
-    where the module has neither formulation or the optimizer's step needs a closure: then
-    "per_network" trains it."""
+    where the module has neither formulation, or the optimizer's step needs a closure or replaced
+    a parameter's storage (stacked_mlp.PerNetworkOnly): then "per_network" trains it afresh."""
     options = dict(make_stepper=make_stepper, optimizer_per_network=True)
     mlp, conv = plan_mlp(module), plan_conv(module)
     features = input_features(mlp, x_train) if mlp is not None else None
@@ -576,7 +576,7 @@ def _train_per_network_stacked(module, x_train, labels, parameters, steps, make_
                 return train_stacked_conv(
                     conv, x_train, labels, parameters, steps, make_optimizer, **options
                 )
-    except ClosureNeeded:
+    except PerNetworkOnly:
         pass
     return None
 
