@@ -127,6 +127,36 @@ def test_an_optimizer_failing_on_one_networks_numbers_loses_that_network_alone(n
         assert torch.equal(trained[key][keep], value), key
 
 
+def test_a_bug_after_a_network_was_lost_to_numerics_is_still_a_bug():
+    """Network 1 is lost to numerics at step 0 (NaN weights from then on); at step 3 the
+    optimizer fails on finite network 0 for no numeric reason: that is the plugin's error, as it
+    would be on "per_network", raised at once, not taken for numerics because a NaN network shares
+    the stack (which would train the stack again in smaller stacks first)."""
+    built = []
+
+    class LateBug(LayerwiseTrust):
+        def __init__(self, params, **options):
+            super().__init__(params, **options)
+            built.append(self)
+
+        def step(self, closure=None):
+            self.count = getattr(self, "count", 0) + 1
+            if self.count == 4 and bool(torch.isfinite(self.param_groups[0]["params"][0]).all()):
+                raise RuntimeError("a bug")
+            return super().step(closure)
+
+    spec = OptimizerSpec(
+        name="late", factory=LateBug,
+        hyperparameters={"lr": Hyperparameter(float, 0.05), "fail_on_nan": Hyperparameter(bool, False)},
+    )  # fmt: skip
+    module, x, y, parameters, buffers, orders = setup(NETWORKS["mlp"])
+    broken = {key: value.clone() for key, value in parameters.items()}
+    broken[next(iter(broken))][1].view(-1)[0] = float("nan")
+    with pytest.raises(OptimizerStepError, match="'late' failed at step 3: RuntimeError: a bug"):
+        train_networks(module, x, y, spec, {"fail_on_nan": True}, broken, buffers, orders, 2)
+    assert len(built) == 4  # one stack of four, trained once
+
+
 def test_an_error_that_is_not_numerics_stops_the_stack():
     class Fails(LayerwiseTrust):
         def step(self, closure=None):

@@ -278,6 +278,9 @@ class NetworkSteppers:
             except OptimizerStepError as error:
                 linalg = isinstance(error.error, torch.linalg.LinAlgError)
                 if not (linalg or blew_up(self.tensors[k])):
+                    # judged here, on network k alone: networks lost before are NaN, and the
+                    # stack-wide rule (divergence.lost_to_numerics) would take them for a cause
+                    error.blown_up = torch.zeros(len(self.steppers), dtype=torch.bool)
                     raise
                 self.lost[k] = True  # lost to numerics, as on "per_network"
                 with torch.no_grad():
