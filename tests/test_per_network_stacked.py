@@ -145,10 +145,7 @@ def test_a_bug_after_a_network_was_lost_to_numerics_is_still_a_bug():
                 raise RuntimeError("a bug")
             return super().step(closure)
 
-    spec = OptimizerSpec(
-        name="late", factory=LateBug,
-        hyperparameters={"lr": Hyperparameter(float, 0.05), "fail_on_nan": Hyperparameter(bool, False)},
-    )  # fmt: skip
+    spec = OptimizerSpec(name="late", factory=LateBug, hyperparameters=SPEC.hyperparameters)
     module, x, y, parameters, buffers, orders = setup(NETWORKS["mlp"])
     broken = {key: value.clone() for key, value in parameters.items()}
     broken[next(iter(broken))][1].view(-1)[0] = float("nan")
