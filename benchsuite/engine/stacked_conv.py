@@ -648,8 +648,9 @@ def _fused_sgd(stepper, images: torch.Tensor) -> bool:
 def _run_native_sgd(lib, ops, images, labels, classes, steps, stepper):
     """_run_native's steps and SGD updates inside convnet.c, each network all the steps of a
     call in one go: its weights and gradients stay in cache, and no Python runs per step
-    (1.1-1.2x at LeNet width 1, docs/performance.md). The same bits as a step at a time: the same
-    gradients (network_gradients), then the update DirectSGD makes (native.sgd_update_agrees)."""
+    (1.03-1.36x over LeNet widths, about 1.15x typically: docs/performance.md). The same bits as a
+    step at a time: the same gradients (network_gradients), then the update DirectSGD makes
+    (native.sgd_update_agrees)."""
     images = images.contiguous()
     tables, start = {}, 0
     while start < len(steps):

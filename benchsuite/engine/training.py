@@ -21,7 +21,7 @@ Populations of several cells (train_populations) with the same MLP, optimizer, N
 different training sets and seeds train their rounds in one stack, each network on its own
 cell's points: every population equals the one train_population gives it alone (tests).
 
-Three paths, the same semantics:
+The paths, the same semantics:
 - "mlp": Sequential of Linear/ReLU after a parameter-free prefix (MaxPool2d, Flatten): hand-written
   batched forward and backward (engine/stacked_mlp.py) on one flat parameter buffer, stepped by
   SGD/Adam written out in torch.optim's kernels (engine/stacked_optim.py), the fastest;
@@ -44,7 +44,8 @@ On CPU the rounds of torch.optim's elementwise optimizers train as sub-stacks ov
 
 What "bit-identical" covers (tests/test_training.py), on one device:
 - a network trained in a stack of K has exactly (torch.equal) the parameters it gets trained alone
-  (K = 1) from the same init and batch order, on the "mlp" and "per_network" paths and for all
+  (K = 1) from the same init and batch order, on the "mlp", "per_network_stacked" (also for LeNet:
+  tests/test_per_network_stacked.py) and "per_network" paths and for all
   built-in optimizers (sam and sgld: tests/test_optimizer_contract.py); bmm, elementwise kernels
   and elementwise optimizers compute each network by itself; also on "conv" for unit-stride
   unpadded convolutions (the LeNet family: patches x kernels in bmm). Not so on the "vmap" path for
