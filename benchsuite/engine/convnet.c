@@ -87,6 +87,12 @@ typedef struct {
 
 static int64_t in_size(const Op *op) { return op->kind == 3 ? op->cin : op->cin * op->h * op->w; }
 
+/* One network's weights of a conv or linear op (0 for the others) */
+static int64_t weight_count(const Op *op) {
+    if (op->kind != 0 && op->kind != 3) return 0;
+    return op->cout * op->cin * (op->kind == 0 ? op->kh * op->kw : 1);
+}
+
 static int64_t out_size(const Op *op) {
     switch (op->kind) {
     case 0: return op->cout * (op->h - op->kh + 1) * (op->w - op->kw + 1);
@@ -555,8 +561,8 @@ static void network_gradients(const Op *ops, int64_t count, int64_t k, int64_t b
                               const float *const *loss_grad, float *log_probs, int64_t classes) {
     for (int64_t i = 0; i < count; i++) {
         const Op *op = &ops[i];
-        if (op->kind == 0 || op->kind == 3) {
-            int64_t n = op->cout * op->cin * (op->kind == 0 ? op->kh * op->kw : 1);
+        int64_t n = weight_count(op);
+        if (n) {
             memset(op->grad_weight + k * op->weight_stride, 0, sizeof(float) * n);
             if (op->grad_bias)
                 memset(op->grad_bias + k * op->bias_stride, 0, sizeof(float) * op->cout);
@@ -648,8 +654,8 @@ int64_t bs_convnet_sgd_steps(const Op *ops, int64_t count, int64_t networks, int
             network_gradients(ops, count, k, batch, &l, &s, in, lg, log_probs, classes);
             for (int64_t i = 0; i < count; i++) {
                 const Op *op = &ops[i];
-                if (op->kind != 0 && op->kind != 3) continue;
-                int64_t n = op->cout * op->cin * (op->kind == 0 ? op->kh * op->kw : 1);
+                int64_t n = weight_count(op);
+                if (!n) continue;
                 bs_sgd_update(op->weight + k * op->weight_stride,
                               op->grad_weight + k * op->weight_stride, alpha[t], n);
                 if (op->bias)
