@@ -43,12 +43,17 @@ from torch import nn
 
 from benchsuite.engine import native
 from benchsuite.engine.divergence import note_blown_up
-from benchsuite.engine.stacked_mlp import loss_gradient_table, network_steppers, stacked_stepper
+from benchsuite.engine.stacked_mlp import (
+    gather_limit,
+    loss_gradient_table,
+    network_steppers,
+    stacked_stepper,
+    step_runs,
+)
 from benchsuite.engine.stacked_optim import DirectSGD
 from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.errors import OptimizerStepError
 
-GATHER_BYTES = 4 * 2**20  # images and loss gradients gathered ahead, per chunk of steps
 PATCHES = True  # unit-stride, unpadded convolutions as patches x kernels (see _run_patches)
 
 
@@ -181,16 +186,9 @@ def gathered_steps(images, labels, classes, steps, per_network: bool = False):
     steps at once (one index_select each per chunk). Images come as [b, K*C, H, W] (the grouped
     formulation) or, with `per_network`, as a [K, C, b, H, W] view (the patches formulation,
     stacked_resnet)."""
-    per_image = images[0].numel()
     tables = {}
-    start = 0
-    while start < len(steps):
-        count, batch = steps[start].shape
-        per_step = count * batch * (per_image + classes) * images.element_size()
-        limit = max(1, GATHER_BYTES // max(1, per_step))
-        stop = start + 1
-        while stop < len(steps) and stop - start < limit and steps[stop].shape == (count, batch):
-            stop += 1
+    most = gather_limit(images[0].numel(), classes, images.element_size())
+    for start, stop, count, batch in step_runs(steps, most):
         indices = torch.stack(steps[start:stop])  # [T, K, b]
         if batch not in tables:
             tables[batch] = loss_gradient_table(labels, classes, batch, images.dtype)
@@ -206,7 +204,6 @@ def gathered_steps(images, labels, classes, steps, per_network: bool = False):
             gathered = gathered.view(stop - start, batch, count * images.shape[1], *images.shape[2:])
             for s in range(stop - start):
                 yield gathered[s], gradients[s]
-        start = stop
 
 
 def _run_steps(plan, params, grads, images, labels, steps, stepper, summed_loss):
@@ -652,13 +649,8 @@ def _run_native_sgd(lib, ops, images, labels, classes, steps, stepper):
     step at a time: the same gradients (network_gradients), then the update DirectSGD makes
     (native.sgd_update_agrees)."""
     images = images.contiguous()
-    tables, start = {}, 0
-    while start < len(steps):
-        count, batch = steps[start].shape
-        stop = start + 1
-        limit = min(len(steps), start + FUSED_STEPS)
-        while stop < limit and steps[stop].shape == (count, batch):
-            stop += 1
+    tables = {}
+    for start, stop, count, batch in step_runs(steps, lambda count, batch: FUSED_STEPS):
         if batch not in tables:
             tables[batch] = loss_gradient_table(labels, classes, batch, torch.float32).contiguous()
         index = torch.stack(steps[start:stop]).to(torch.int64).contiguous()  # [T, K, b]
@@ -670,4 +662,3 @@ def _run_native_sgd(lib, ops, images, labels, classes, steps, stepper):
         )  # fmt: skip
         if status != 0:
             raise MemoryError("convnet.c could not allocate its activations")
-        start = stop

@@ -321,19 +321,33 @@ class PlainStepper:
         pass
 
 
+def step_runs(steps, most):
+    """(start, stop, K, b) of each run of consecutive steps of one shape [K, b] (the last epoch's
+    partial batch starts a run of its own), a run at most most(K, b) steps long (at least one)."""
+    start = 0
+    while start < len(steps):
+        count, batch = steps[start].shape
+        end = min(len(steps), start + max(1, most(count, batch)))
+        stop = start + 1
+        while stop < end and steps[stop].shape == (count, batch):
+            stop += 1
+        yield start, stop, count, batch
+        start = stop
+
+
+def gather_limit(item_numel: int, classes: int, element_size: int):
+    """most(K, b) for step_runs: the steps whose inputs and loss gradients fit in GATHER_BYTES."""
+    per_item = (item_numel + classes) * element_size
+    return lambda count, batch: GATHER_BYTES // max(1, count * batch * per_item)
+
+
 def _gathered_chunks(features, labels, classes, steps):
     """Per step (inputs [K, b, F], loss gradients [K, b, C]) as views of tensors gathered for a
     chunk of consecutive equally-shaped steps at once (one index_select per chunk, not per step)."""
     feature_count = features.shape[1]
     tables = {}  # batch size -> [N, classes]: d loss / d log-probabilities of each point
-    start = 0
-    while start < len(steps):
-        count, batch = steps[start].shape
-        per_step_bytes = count * batch * (feature_count + classes) * features.element_size()
-        limit = max(1, GATHER_BYTES // max(1, per_step_bytes))
-        stop = start + 1
-        while stop < len(steps) and stop - start < limit and steps[stop].shape == (count, batch):
-            stop += 1
+    most = gather_limit(feature_count, classes, features.element_size())
+    for start, stop, count, batch in step_runs(steps, most):
         indices = torch.stack(steps[start:stop]).view(-1)
         if batch not in tables:
             tables[batch] = loss_gradient_table(labels, classes, batch, features.dtype)
@@ -341,7 +355,6 @@ def _gathered_chunks(features, labels, classes, steps):
         gradients = tables[batch].index_select(0, indices).view(stop - start, count, batch, classes)
         for s in range(stop - start):
             yield inputs[s], gradients[s]
-        start = stop
 
 
 def _step_buffers(params, layers, first_linear, count, batch, classes, dtype, device):
