@@ -2,9 +2,12 @@
 alternating within rounds, each on one thread: the vmapped autograd path, the written-out
 sequential backward (metrics/input_gradients.py, one network at a time; what runs without the
 compiled kernel) and the compiled kernel (engine.stacked_conv.native_margin_norms, one worker).
+ResNet4 (eval mode, running statistics as a trained network's) two ways: vmap and its compiled
+kernel (engine.stacked_resnet.native_resnet_margin_norms); the ratio is vmap / compiled.
 
 Run (not part of the test run):
     PYTHONPATH=. .venv/bin/python benchmarks/lipschitz_speed.py [--networks 16] [--rounds 3]
+        [--images 2000] [--family lenet|mlp|resnet4]
 
 Task: `networks` networks drawn with engine.training.initial_parameters (Kaiming-uniform, biases)
 on 2,000 Fashion-MNIST-shaped 28x28 images (uniform random pixels). Each figure is the fastest
@@ -22,7 +25,9 @@ import torch
 from benchsuite.architectures.lenet import build_lenet
 from benchsuite.architectures.mlp import build_mlp
 from benchsuite.engine import native
+from benchsuite.architectures.resnet4 import build_resnet4
 from benchsuite.engine.stacked_conv import native_margin_norms
+from benchsuite.engine.stacked_resnet import native_resnet_margin_norms
 from benchsuite.engine.training import initial_parameters
 from benchsuite.metrics import normalized
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
@@ -32,6 +37,8 @@ CASES = [
     ("lenet", "1/6", "2c-3f"), ("lenet", "2/6", "2c-3f"), ("lenet", "3/6", "2c-3f"),
     ("lenet", "1", "2c-3f"), ("lenet", "2/6", "1c-1f"), ("lenet", "2/6", "2c-1f"),
     ("lenet", "2/6", "2c-2f"), ("lenet", "1/6", "2c-1f"), ("mlp", "1", None),
+    ("resnet4", "1/6", "full"), ("resnet4", "1/2", "full"), ("resnet4", "1", "full"),
+    ("resnet4", "1/2", "layer3"),
 ]  # fmt: skip
 
 
@@ -50,6 +57,11 @@ def measured(module, parameters, buffers, x, rounds: int):
         ),
         "compiled": lambda: native_margin_norms(module, parameters, x, workers=1),
     }
+    if buffers:  # ResNet4: no written-out path
+        sides.pop("written-out")
+        sides["compiled"] = lambda: native_resnet_margin_norms(
+            module, parameters, buffers, x, workers=1
+        )
     best, results = dict.fromkeys(sides, float("inf")), {}
     for _ in range(rounds):
         for name, side in sides.items():
@@ -68,15 +80,26 @@ def main() -> None:
     parser.add_argument("--networks", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--family", choices=["lenet", "mlp", "resnet4"], help="only these cases")
     args = parser.parse_args()
     torch.set_num_threads(1)
     x = torch.rand(args.images, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     for family, width, depth in CASES:
+        if args.family and family != args.family:
+            continue
         if family == "mlp":
             module = build_mlp((1, 28, 28), width=width, bias=True)
+        elif family == "resnet4":
+            module = build_resnet4((1, 28, 28), width=width, depth=depth)
         else:
             module = build_lenet((1, 28, 28), width=width, depth=depth, bias=True)
         p, b = initial_parameters(module, KAIMING, 0, range(args.networks), "cpu")
+        generator = torch.Generator().manual_seed(1)
+        for key, value in b.items():  # running statistics as a trained network's
+            if key.endswith("running_mean"):
+                b[key] = value + 0.3 * torch.randn(value.shape, generator=generator)
+            elif key.endswith("running_var"):
+                b[key] = value * (0.5 + torch.rand(value.shape, generator=generator))
         best, results = measured(module, p, b, x, args.rounds)
         if results["compiled"] is None:  # the MLP, or no compiler here
             best.pop("compiled"), results.pop("compiled")
@@ -88,8 +111,11 @@ def main() -> None:
         line = f"{family} w={width} {depth or ''}: " + "  ".join(
             f"{name} {seconds:.2f}s" for name, seconds in best.items()
         )
-        line += f"  vmap/written-out {best['vmap'] / best['written-out']:.2f}x"
-        if "compiled" in best:
+        if "written-out" in best:
+            line += f"  vmap/written-out {best['vmap'] / best['written-out']:.2f}x"
+        else:
+            line += f"  vmap/compiled {best['vmap'] / best['compiled']:.2f}x"
+        if "compiled" in best and "written-out" in best:
             line += f"  written-out/compiled {best['written-out'] / best['compiled']:.2f}x"
         line += "  max rel diff " + ", ".join(f"{n} {d:.1e}" for n, d in differences.items())
         print(line, flush=True)

@@ -12,8 +12,11 @@ round of each (the least disturbed by other processes on the shared machine):
   and BatchNorm over all their channels, the batch repeated across networks, autograd and one
   torch.optim.SGD);
 - vmap: train_networks on the generic vmap + autograd path (what ResNet4 took before);
-- resnet: train_networks on the hand-written "resnet" path (engine/stacked_resnet.py).
-extra_info: the three rates, ratio_to_reference and ratio_to_vmap, the machine and its load.
+- torch: the hand-written "resnet" path (engine/stacked_resnet.py) in its torch formulation
+  (im2col and bmm; what it runs without the compiled kernels, native.switched_off);
+- resnet: the "resnet" path as shipped: convnet.c's bs_resnet_gradients where it is built.
+extra_info: the four rates, ratio_to_reference, ratio_to_vmap, ratio_to_torch, the machine and
+its load.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from reference_training import train_grouped
 
 from benchsuite.architectures.resnet4 import build_resnet4
 from benchsuite.builtins.optimizers import benchsuite_optimizers
+from benchsuite.engine import native
 from benchsuite.engine.batches import round_orders, steps_per_epoch
 from benchsuite.engine.training import initial_parameters, train_networks
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
@@ -60,7 +64,7 @@ def inputs(task, shape):
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)], ids=["28px", "32px3"])
-@pytest.mark.parametrize("width", ["1/2"])
+@pytest.mark.parametrize("width", ["1/2", "1"])
 def test_resnet_path_against_reference_and_vmap(benchmark, task, shape, width):
     images, labels = inputs(task, shape)
     module = build_resnet4(shape, width).to(DEVICE)
@@ -71,7 +75,7 @@ def test_resnet_path_against_reference_and_vmap(benchmark, task, shape, width):
         NETWORKS, shape[0], WIDTHS[width], generator=torch.Generator().manual_seed(0)
     ).to(DEVICE)
     generator = torch.Generator().manual_seed(1)
-    seconds: dict[str, list[float]] = {"reference": [], "vmap": [], "resnet": []}
+    seconds: dict[str, list[float]] = {"reference": [], "vmap": [], "torch": [], "resnet": []}
 
     def timed(side: str, work) -> None:
         started = time.perf_counter()
@@ -90,6 +94,8 @@ def test_resnet_path_against_reference_and_vmap(benchmark, task, shape, width):
             reference, images, labels, EPOCHS, BATCH_SIZE, lr=0.01, generator=generator
         ))  # fmt: skip
         timed("vmap", engine("vmap"))
+        with native.switched_off():
+            timed("torch", engine("resnet"))
         timed("resnet", engine("resnet"))
 
     with torch_threads(1):
@@ -102,6 +108,7 @@ def test_resnet_path_against_reference_and_vmap(benchmark, task, shape, width):
         **{f"{side}_network_steps_per_second": round(rate) for side, rate in rates.items()},
         ratio_to_reference=round(rates["resnet"] / rates["reference"], 2),
         ratio_to_vmap=round(rates["resnet"] / rates["vmap"], 2),
+        ratio_to_torch=round(rates["resnet"] / rates["torch"], 2),
         vmap_to_reference=round(rates["vmap"] / rates["reference"], 2),
         machine=describe(),
     )  # fmt: skip

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchsuite.errors import BenchsuiteError
-from benchsuite.resolved import ENGINE_KEY, Cell, Suite, expand, suite_from_record
+from benchsuite.resolved import ENGINE_KEY, Cell, Suite, cell_engine, expand, suite_from_record
 
 WAY_OUT = "run the final suite into a new folder (or with --restart) and publish that"
 
@@ -135,12 +135,19 @@ def _as_the_final_runs(
     and version) and engine revision the final suite's runs used; its own cells are not checked.
     What the final runs used: what their cells recorded, key by key; for a key none of them
     recorded (every such cell was done before), the plugins installed and the engine revision
-    their environments record."""
+    their environments record. The engine revision is compared architecture by architecture
+    (a revision may leave some architectures' bits as they were: resolved.UNCHANGED_BY)."""
     recorded: dict[str, set[str]] = defaultdict(set)
+    engine_of: dict[str, set[str]] = defaultdict(set)  # by architecture: the final cells' records
     for origin in origins.values():
         if origin["suite_id"] == final:
-            for key, value in (origin["plugins"] or {}).items():
+            plugins = origin["plugins"] or {}
+            for key, value in plugins.items():
                 recorded[key].add(value)
+            if ENGINE_KEY in plugins:
+                for key in plugins:
+                    if key.startswith("architecture "):
+                        engine_of[key.removeprefix("architecture ")].add(plugins[ENGINE_KEY])
     final_runs = [run["environment"] for run in runs if run["suite_id"] == final]
     installed = {
         " ".join(filter(None, (p.get("distribution"), p.get("version")))) for env in final_runs for p in env.get("plugins") or []
@@ -153,7 +160,10 @@ def _as_the_final_runs(
     def expected(cell: Cell, origin: Mapping[str, Any]) -> dict[str, set[str]] | None:
         if origin["suite_id"] == final:
             return None
-        keys = [f"{kind} {name}" for kind, name in cell.plugins_used(tuple(metrics))] + [ENGINE_KEY]
-        return {key: used(key) for key in keys}
+        keys = [f"{kind} {name}" for kind, name in cell.plugins_used(tuple(metrics))]
+        name = cell.architecture.name
+        recorded_then = origin["plugins"] or {}
+        engine = engine_of.get(name) or {cell_engine(e, name, recorded_then) for e in engines}
+        return {**{key: used(key) for key in keys}, ENGINE_KEY: engine}
 
     return expected

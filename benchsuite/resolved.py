@@ -25,8 +25,35 @@ Depth = int | str | None  # a layer count or a variant name such as "2c-1f"; Non
 
 
 # the key of a cell's recorded `plugins` that names the engine's arithmetic ("revision 2"):
-# benchsuite.engine.NUMERICS_REVISION, set by the runner
+# benchsuite.engine.NUMERICS_REVISION, or the revision before where UNCHANGED_BY says so, set by
+# the runner (engine_revision)
 ENGINE_KEY = "engine numerics"
+
+# Engine revisions that left the bits of some built-in architectures as they were: cells of those
+# record the revision before, so a folder of only such cells resumes across the change instead of
+# stopping. An architecture of a plugin records the latest (it may build on the changed path).
+UNCHANGED_BY = {12: frozenset({"mlp", "lenet"})}
+
+
+def engine_revision(revision: int, builtin_architecture: str | None = None) -> int:
+    """The revision a cell of this built-in architecture (None: a plugin's) records when the
+    engine is at `revision`: the last one that changed that architecture's bits."""
+    while builtin_architecture in UNCHANGED_BY.get(revision, ()):
+        revision -= 1
+    return revision
+
+
+def cell_engine(
+    environment_engine: str, architecture: str, recorded_plugins: Mapping[str, Any]
+) -> str:
+    """engine_revision for a cell, from a run environment's "revision N" and the cell's own
+    record (whose "architecture NAME" says whether the architecture is built in)."""
+    number = environment_engine.removeprefix("revision ")
+    if not number.isdigit():
+        return environment_engine
+    provider = str(recorded_plugins.get(f"architecture {architecture}", ""))
+    builtin = provider.startswith("benchsuite ")
+    return f"revision {engine_revision(int(number), architecture if builtin else None)}"
 
 
 def content_hash(value: Any, length: int = 16) -> str:

@@ -31,7 +31,7 @@ from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.paths import check_out_folder, make_folder, remove_empty_folders
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, ExecutionPlan, ExecutorSpec
-from benchsuite.resolved import ENGINE_KEY, Cell, Suite, expand
+from benchsuite.resolved import ENGINE_KEY, Cell, Suite, engine_revision, expand
 from benchsuite.store import FolderLock, NetworkResult, Store
 from benchsuite.tasks import dataset_files, load_splits
 
@@ -92,14 +92,17 @@ def resolve_executor_options(spec: ExecutorSpec, given: Mapping[str, Any] | None
 
 def cell_plugins(cell: Cell, registry: Registry, metrics: tuple[str, ...] = ()) -> dict[str, str]:
     """The distribution and version of every plugin the cell uses ("optimizer sgd": "benchsuite
-    0.1.0") and the engine's arithmetic ("engine numerics": "revision 2",
-    engine.NUMERICS_REVISION): part of the cell's record, so results never silently mix plugin
-    versions or engine arithmetics."""
+    0.1.0") and the engine's arithmetic ("engine numerics": "revision 2", the last revision that
+    changed the bits of the cell's architecture, resolved.engine_revision): part of the cell's
+    record, so results never silently mix plugin versions or engine arithmetics."""
     origins = {}
     for kind, name in cell.plugins_used(metrics):
         provider = registry.provider(kind, name)
         origins[f"{kind} {name}"] = " ".join(filter(None, (provider.distribution, provider.version)))
-    origins[ENGINE_KEY] = f"revision {NUMERICS_REVISION}"
+    name = cell.architecture.name
+    builtin = registry.provider("architecture", name).distribution == "benchsuite"
+    revision = engine_revision(NUMERICS_REVISION, name if builtin else None)
+    origins[ENGINE_KEY] = f"revision {revision}"
     return origins
 
 

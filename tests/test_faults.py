@@ -431,7 +431,10 @@ def test_a_stack_whose_optimizer_fails_on_some_networks_loses_those_and_the_rest
     for name, value in lost.items():
         if name in parameters:
             assert torch.isnan(value[doomed]).all()
-            assert not torch.isfinite(quietly[name][doomed]).all()
+            # quietly blown up: not finite, or (BatchNorm makes a network blind to its weights'
+            # scale: the ResNet on convnet.c) finite but at the scale of lr * 1e30
+            blown = quietly[name][doomed]
+            assert not torch.isfinite(blown).all() or bool(blown.abs().max() > 1e20), name
         assert torch.equal(value[~doomed], quietly[name][~doomed]), name
         assert torch.equal(value[~doomed], clean[name][~doomed]), name
         assert torch.isfinite(value[~doomed].float()).all()

@@ -119,6 +119,9 @@ def test_a_cell_of_the_earlier_suite_recorded_under_another_engine_revision_stop
     """A cell of the first suite is a cell of the grown one, but computed under other engine
     arithmetic (or recorded none): not the computation the grown suite makes, so growing stops."""
     from benchsuite.engine import NUMERICS_REVISION
+    from benchsuite.resolved import engine_revision
+
+    now = engine_revision(NUMERICS_REVISION, "mlp")  # what its MLP cells record
 
     root, _first, grown, _said = folders
     folder = tmp_path / "older"
@@ -128,13 +131,13 @@ def test_a_cell_of_the_earlier_suite_recorded_under_another_engine_revision_stop
         (cell_id, plugins), *_ = db.execute("SELECT cell_id, plugins FROM cells ORDER BY cell_id")
         older = json.loads(plugins)
         if recorded == "earlier revision":
-            older["engine numerics"] = f"revision {NUMERICS_REVISION - 1}"
+            older["engine numerics"] = f"revision {now - 1}"
         else:
             del older["engine numerics"]
         db.execute("UPDATE cells SET plugins = ? WHERE cell_id = ?", (json.dumps(older), cell_id))
-    then = f"revision {NUMERICS_REVISION - 1}" if recorded == "earlier revision" else "none recorded"
+    then = f"revision {now - 1}" if recorded == "earlier revision" else "none recorded"
     message = stopped(grown, folder)
     assert (
         f"1 of its 4 finished cells ran other plugin versions or another engine revision than this run uses "
-        f"(engine numerics: {then} then, revision {NUMERICS_REVISION} now)"
+        f"(engine numerics: {then} then, revision {now} now)"
     ) in message

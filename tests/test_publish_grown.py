@@ -123,6 +123,9 @@ def test_an_earlier_cell_of_another_engine_revision_is_refused(folders, tmp_path
     """A cell of the final suite computed by an earlier run under other engine arithmetic is not
     the computation the final suite makes."""
     from benchsuite.engine import NUMERICS_REVISION
+    from benchsuite.resolved import engine_revision
+
+    now = engine_revision(NUMERICS_REVISION, "mlp")  # what its MLP cells record
 
     root, _first, _grown = folders
     folder = tmp_path / "older"
@@ -130,13 +133,13 @@ def test_an_earlier_cell_of_another_engine_revision_is_refused(folders, tmp_path
     first_id = suite_ids(folder)[0]
     with sqlite3.connect(folder / "results.sqlite") as db:
         (cell_id, plugins), *_ = db.execute("SELECT cell_id, plugins FROM cells WHERE suite_id = ?", (first_id,))
-        older = {**json.loads(plugins), "engine numerics": f"revision {NUMERICS_REVISION - 1}"}
+        older = {**json.loads(plugins), "engine numerics": f"revision {now - 1}"}
         db.execute("UPDATE cells SET plugins = ? WHERE cell_id = ?", (json.dumps(older), cell_id))
     message = refused(folder, tmp_path / "board")
     assert (
         f"1 of its cells ran under an earlier suite version with other plugin versions or engine numerics than "
-        f"its final suite {suite_ids(folder)[-1]} (engine numerics: revision {NUMERICS_REVISION - 1} then, "
-        f"revision {NUMERICS_REVISION} in the final suite)"
+        f"its final suite {suite_ids(folder)[-1]} (engine numerics: revision {now - 1} then, "
+        f"revision {now} in the final suite)"
     ) in message
 
 

@@ -209,14 +209,18 @@ def test_cells_trained_together_store_what_cells_trained_one_by_one(tmp_path, fi
 
 
 def test_resuming_cells_of_another_engine_arithmetic_stops_and_cells_from_before_revisions_resume(tmp_path):
-    """A cell records engine.NUMERICS_REVISION; a folder finished under another revision (the
-    engine's bits changed since) stops the rerun in one line, nothing written. Cells recorded
-    before revisions existed carry no such key and resume as they always did."""
+    """A cell records the engine revision of its architecture (resolved.engine_revision); a folder
+    finished under another revision (the engine's bits changed since) stops the rerun in one line,
+    nothing written. Cells recorded before revisions existed carry no such key and resume as they
+    always did."""
     from benchsuite.engine import NUMERICS_REVISION
+    from benchsuite.resolved import engine_revision
     from benchsuite.errors import BenchsuiteError
     from benchsuite.plugins import load_registry
     from benchsuite.runner import run_suite
     from benchsuite.suite import validate_suite
+
+    now = engine_revision(NUMERICS_REVISION, "mlp")  # what its MLP cells record
 
     registry = load_registry(include_entry_points=False)
     document = {
@@ -229,11 +233,11 @@ def test_resuming_cells_of_another_engine_arithmetic_stops_and_cells_from_before
     database = tmp_path / "results.sqlite"
     with sqlite3.connect(database) as db:
         recorded = [json.loads(p) for (p,) in db.execute("SELECT plugins FROM cells ORDER BY n_train")]
-        assert [r["engine numerics"] for r in recorded] == [f"revision {NUMERICS_REVISION}"] * 2
-        older = {**recorded[0], "engine numerics": f"revision {NUMERICS_REVISION - 1}"}
+        assert [r["engine numerics"] for r in recorded] == [f"revision {now}"] * 2
+        older = {**recorded[0], "engine numerics": f"revision {now - 1}"}
         db.execute("UPDATE cells SET plugins = ? WHERE n_train = 4", (json.dumps(older),))
     before = database.read_bytes()
-    with pytest.raises(BenchsuiteError, match=rf"engine numerics: revision {NUMERICS_REVISION - 1} then, revision {NUMERICS_REVISION} now"):
+    with pytest.raises(BenchsuiteError, match=rf"engine numerics: revision {now - 1} then, revision {now} now"):
         run_suite(suite, tmp_path, registry=registry)
     assert database.read_bytes() == before
     with sqlite3.connect(database) as db:  # as recorded before revisions existed
@@ -241,6 +245,41 @@ def test_resuming_cells_of_another_engine_arithmetic_stops_and_cells_from_before
         db.execute("UPDATE cells SET plugins = ? WHERE n_train = 4", (json.dumps(legacy),))
     run_suite(suite, tmp_path, registry=registry)  # resumes: nothing left to do, no error
     assert len(cells_in(database)) == 2
+
+
+def test_a_revision_that_left_an_architecture_as_it_was_is_not_recorded_on_its_cells():
+    """Revision 12 changed ResNet4's bits only: MLP and LeNet cells still record 11 (a folder of
+    them begun at 11 resumes), ResNet4's record 12, and an architecture of a plugin (which may
+    build on any path) always records the latest."""
+    from benchsuite.engine import NUMERICS_REVISION
+    from benchsuite.plugins import load_registry
+    from benchsuite.resolved import cell_engine, engine_revision, expand
+    from benchsuite.runner import cell_plugins
+    from benchsuite.suite import validate_suite
+
+    assert NUMERICS_REVISION == 12
+    assert engine_revision(12, "mlp") == engine_revision(12, "lenet") == engine_revision(11) == 11
+    assert engine_revision(12, "resnet4") == engine_revision(12) == 12
+    registry = load_registry(include_entry_points=False)
+    document = {
+        "models_per_cell": 2,
+        "tasks": [
+            {"dataset": "digits", "classes": [[0, 1]], "n_train": [4], "training_set_seeds": [200]}
+        ],
+        "architectures": [{"name": name, "widths": ["1/6"]} for name in ("mlp", "resnet4")],
+        "optimizers": [{"name": "sgd", "epochs": 5}],
+    }  # fmt: skip
+    suite = validate_suite(document, registry, "a.yaml")
+    recorded = {
+        cell.architecture.name: cell_plugins(cell, registry)["engine numerics"] for cell in expand(suite)
+    }
+    assert recorded == {"mlp": "revision 11", "resnet4": "revision 12"}
+    # publish's reading of a run environment's revision for an earlier cell (final_suite)
+    builtin, plugin = "benchsuite 0.1.0", "benchsuite-shapes 1.0"
+    assert cell_engine("revision 12", "mlp", {"architecture mlp": builtin}) == "revision 11"
+    assert cell_engine("revision 12", "mlp", {"architecture mlp": plugin}) == "revision 12"
+    assert cell_engine("revision 12", "resnet4", {"architecture resnet4": builtin}) == "revision 12"
+    assert cell_engine("revision 11", "mlp", {"architecture mlp": builtin}) == "revision 11"
 
 
 def test_resuming_into_a_folder_of_another_resolved_suite_stops_unless_its_cells_are_this_suites(tmp_path):

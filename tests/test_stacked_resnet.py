@@ -4,6 +4,9 @@
   buffers (running statistics, num_batches_tracked), at every depth, widths, K, SGD with
   momentum and weight decay, Adam; the worker count changes no bit;
 - against the vmap path: equal to float32 rounding, buffers included;
+  (the first test runs the torch formulation, BENCHSUITE_NATIVE=0; convnet.c's kernel, the
+  default where it is built, has its own in tests/test_resnet_kernel.py; the rest run both ways
+  as the machine has them);
 - the running statistics follow StackableBatchNorm2d's rules (momentum, cumulative average);
 - the plan only for what it can compute; everything else keeps its path.
 """
@@ -18,6 +21,7 @@ from benchsuite.architectures.lenet import build_lenet
 from benchsuite.architectures.resnet4 import build_resnet4
 from benchsuite.batchnorm import StackableBatchNorm2d
 from benchsuite.builtins.optimizers import benchsuite_optimizers
+from benchsuite.engine import native
 from benchsuite.engine.batches import round_orders
 from benchsuite.engine.stacked_resnet import plan_resnet, tiling_pool_backward, tiling_pool_forward
 from benchsuite.engine.training import choose_path, initial_parameters, train_networks
@@ -72,11 +76,14 @@ def test_a_network_trained_in_a_stack_equals_it_trained_alone(shape, width, dept
     module = build_resnet4(shape, width, depth=depth)
     assert choose_path(module, OPTIMIZERS[name]) == "resnet"
     train, parameters, buffers, orders = run(module, shape, name, count, "resnet")
-    stacked, stacked_buffers = train(parameters, buffers, orders)
+    with native.switched_off():
+        stacked, stacked_buffers = train(parameters, buffers, orders)
+        singles = [
+            train(single(parameters, k), single(buffers, k), orders[k : k + 1]) for k in range(count)
+        ]
     vmap, vmap_buffers = train(parameters, buffers, orders, path="vmap")
     rtol, atol = TOLERANCE[name]
-    for k in range(count):
-        alone, alone_buffers = train(single(parameters, k), single(buffers, k), orders[k : k + 1])
+    for k, (alone, alone_buffers) in enumerate(singles):
         for key in alone:
             assert not torch.equal(alone[key][0], parameters[key][k])
             assert torch.equal(stacked[key][k], alone[key][0]), (k, key)

@@ -13,7 +13,8 @@ Importing this package loads nothing: each engine is its own module, imported wh
 - evaluation.py: the host's accuracy and ties, stacked.evaluate's numbers faster (wide.py:
   formulations checked bit for bit against the old calls; blocks.py: the inner loop).
 - gemm_check.py: whether batched products compute each network by itself in this process.
-- native.py: the compiled kernels (philox.c for G&C's weights, convnet.c for LeNet training).
+- native.py: the compiled kernels (philox.c for G&C's weights, convnet.c for LeNet and ResNet4
+  training).
 - threads.py: the one threading policy of every path (workers across networks, one thread per
   kernel).
 """
@@ -43,4 +44,9 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # each network of an MLP or LeNet-family stack on the stacked formulation's gradients (training's
 # "per_network_stacked" path), not on autograd's through a module per network: equal to float32
 # rounding, the same to 1e-12 in float64; optimizers with a closure keep "per_network".
-NUMERICS_REVISION = 11
+# 12: ResNet4 trains on convnet.c (bs_resnet_gradients) where a C compiler is found: each
+# network's forward and backward in cache, a batch at a time (equal to float32 rounding), and
+# the Lipschitz metric's input gradients of ResNet4 come from convnet.c too
+# (bs_resnet_margin_norms). MLP and LeNet cells keep recording 11 (resolved.UNCHANGED_BY):
+# their bits are as they were.
+NUMERICS_REVISION = 12

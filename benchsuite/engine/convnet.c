@@ -19,7 +19,13 @@
    Ops (in the order of the network): 0 conv (unit stride, no padding, kh x kw), 1 max pool 2x2
    stride 2 (floor; the first maximum of a window wins ties, NaN wins, as aten's max_pool2d),
    2 ReLU, 3 linear. Activations are [C, H, W] per image, flattened in that order for the linear
-   layers. The head is log-softmax; the backward starts from d loss / d log-probabilities. */
+   layers. The head is log-softmax; the backward starts from d loss / d log-probabilities.
+   BatchNorm networks (ResNet4, bs_resnet_gradients) add 4 zero padding (kh pixels each side),
+   5 BatchNorm in train mode, 6 save and 7 add (a residual block's x + body(x); add's kh is the
+   index of its save op), 8 global max pool, 9 scale and 10 an eval-mode BatchNorm ((x - mean) *
+   invstd * gamma + beta as torch computes it; weight: C means then C invstd, bias: C gammas then C
+   betas, set by the caller); training runs a batch at a time, op by op,
+   since a BatchNorm needs its whole batch before the next op. */
 
 #include <math.h>
 #include <stdint.h>
@@ -83,12 +89,15 @@ typedef struct {
     float *weight, *bias;    /* network 0's; network k's at + k * weight_stride (bias_stride) */
     float *grad_weight, *grad_bias;
     int64_t weight_stride, bias_stride;
+    double factor;           /* BatchNorm: eps; scale: the factor */
 } Op;
 
 static int64_t in_size(const Op *op) { return op->kind == 3 ? op->cin : op->cin * op->h * op->w; }
 
-/* One network's weights of a conv or linear op (0 for the others) */
+/* One network's weights of a conv, linear or BatchNorm op (0 for the others); its biases are
+   op->cout (a BatchNorm's cout is its channels) */
 static int64_t weight_count(const Op *op) {
+    if (op->kind == 5) return op->cout;
     if (op->kind != 0 && op->kind != 3) return 0;
     return op->cout * op->cin * (op->kind == 0 ? op->kh * op->kw : 1);
 }
@@ -97,10 +106,16 @@ static int64_t out_size(const Op *op) {
     switch (op->kind) {
     case 0: return op->cout * (op->h - op->kh + 1) * (op->w - op->kw + 1);
     case 1: return op->cin * (op->h / 2) * (op->w / 2);
-    case 2: return op->cin * op->h * op->w;
-    default: return op->cout;
+    case 3: return op->cout;
+    case 4: return op->cin * (op->h + 2 * op->kh) * (op->w + 2 * op->kh);
+    case 8: return op->cin;
+    default: return op->cin * op->h * op->w; /* 2 ReLU, 5 BatchNorm, 6 save, 7 add, 9 scale */
     }
 }
+
+static void conv_forward_narrow(const Op *op, const float *w, const float *b, const float *in,
+                                float *out);
+static int64_t cout_lanes(const Op *op);
 
 /* Rows y .. y+R-1 of output channels co .. co+Q-1 over columns x .. x+7: Q x R sums in registers
    (independent chains for the adders; the Q channels share each input load), each in the order of
@@ -133,7 +148,7 @@ INLINE void conv_rows(const Op *op, const float *w, const float *b, int64_t co, 
 
 HOT static void conv_forward(const Op *op, const float *w, const float *b, const float *in,
                              float *out) {
-    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, taps = op->kh * op->kw;
+    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1;
     /* OUTS channels, 8 columns and ROWS rows at a time (then fewer); the columns past the last 8
        in the 8 that end the row (each output is the same sum, so recomputing some is harmless) */
     for (int64_t co = 0, Q; co < op->cout && wo >= 8; co += Q) {
@@ -154,22 +169,66 @@ HOT static void conv_forward(const Op *op, const float *w, const float *b, const
             }
         }
     }
-    for (int64_t co = 0; wo < 8 && co < op->cout; co++) { /* narrower than 8: one at a time */
-        const float *wc = w + co * op->cin * taps;
-        float *plane = out + co * ho * wo;
-        for (int64_t y = 0; y < ho; y++)
-            for (int64_t x = 0; x < wo; x++) {
-                float acc = b ? b[co] : 0.0f;
-                for (int64_t ci = 0; ci < op->cin; ci++) {
-                    const float *base = in + (ci * op->h + y) * op->w + x;
-                    const float *wk = wc + ci * taps;
-                    for (int64_t ky = 0; ky < op->kh; ky++)
-                        for (int64_t kx = 0; kx < op->kw; kx++)
-                            acc += wk[ky * op->kw + kx] * base[ky * op->w + kx];
-                }
-                plane[y * wo + x] = acc;
+    if (wo < 8) conv_forward_narrow(op, w, b, in, out);
+}
+
+/* Columns x .. x+P-1 of output row y, output channels block .. block+7 as the lanes (weights
+   transposed: wt[f * lanes + co] for flat tap f), each output summed as the one-at-a-time loop
+   would: its bias, then w * x for every tap (ky, kx) of every input channel in order. */
+INLINE void conv_narrow_cols(const Op *op, const float *wt, v8 start, const float *in, float *out,
+                             int64_t block, int64_t y, int64_t x, int P) {
+    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, lanes = cout_lanes(op);
+    v8 acc[4];
+    for (int p = 0; p < P; p++) acc[p] = start;
+    const float *wf = wt + block;
+    for (int64_t ci = 0; ci < op->cin; ci++)
+        for (int64_t ky = 0; ky < op->kh; ky++) {
+            const float *row = in + (ci * op->h + y + ky) * op->w + x;
+            for (int64_t kx = 0; kx < op->kw; kx++, wf += lanes) {
+                v8 wv = load8(wf);
+                for (int p = 0; p < P; p++) acc[p] += wv * splat(row[kx + p]);
             }
+        }
+    for (int p = 0; p < P; p++)
+        for (int64_t q = 0; q < 8 && block + q < op->cout; q++)
+            out[((block + q) * ho + y) * wo + x + p] = acc[p][q];
+}
+
+/* A convolution whose outputs are narrower than 8 columns (ResNet4's 7x7 and 3x3 planes): 8
+   output channels at a time as the lanes where a row has no 8 columns to fill them; the same
+   sums in the same order as one output at a time, so the same bits. */
+HOT static void conv_forward_narrow(const Op *op, const float *w, const float *b, const float *in,
+                                    float *out) {
+    int64_t ho = op->h - op->kh + 1, wo = op->w - op->kw + 1, lanes = cout_lanes(op);
+    int64_t kernels = op->cin * op->kh * op->kw;
+    float *wt = malloc(sizeof(float) * kernels * lanes);
+    if (!wt) { /* no memory for the transposed weights: one output at a time */
+        for (int64_t co = 0; co < op->cout; co++)
+            for (int64_t y = 0; y < ho; y++)
+                for (int64_t x = 0; x < wo; x++) {
+                    float acc = b ? b[co] : 0.0f;
+                    for (int64_t ci = 0; ci < op->cin; ci++)
+                        for (int64_t ky = 0; ky < op->kh; ky++)
+                            for (int64_t kx = 0; kx < op->kw; kx++)
+                                acc += w[(co * op->cin + ci) * op->kh * op->kw + ky * op->kw + kx] *
+                                       in[(ci * op->h + y + ky) * op->w + x + kx];
+                    out[(co * ho + y) * wo + x] = acc;
+                }
+        return;
     }
+    for (int64_t f = 0; f < kernels; f++)
+        for (int64_t co = 0; co < lanes; co++)
+            wt[f * lanes + co] = co < op->cout ? w[co * kernels + f] : 0.0f;
+    for (int64_t block = 0; block < lanes; block += 8) {
+        v8 start = splat(0.0f);
+        for (int q = 0; q < 8 && b && block + q < op->cout; q++) start[q] = b[block + q];
+        for (int64_t y = 0; y < ho; y++) {
+            int64_t x = 0;
+            for (; x + 4 <= wo; x += 4) conv_narrow_cols(op, wt, start, in, out, block, y, x, 4);
+            for (; x < wo; x++) conv_narrow_cols(op, wt, start, in, out, block, y, x, 1);
+        }
+    }
+    free(wt);
 }
 
 /* Weight gradients of taps t .. t+T-1 (flattened ky * kw + kx) of kernel (co, ci): T dot
@@ -440,8 +499,9 @@ HOT static void relu_backward(const float *out, const float *grad, float *grad_i
     for (int64_t e = 0; e < n; e++) grad_in[e] = out[e] <= 0.0f ? 0.0f : grad[e];
 }
 
-/* 2: bs_convnet_margin_norms; 3: bs_convnet_sgd_steps, bs_sgd_update */
-int64_t bs_convnet_version(void) { return 3; }
+/* 2: bs_convnet_margin_norms; 3: bs_convnet_sgd_steps, bs_sgd_update; 4: bs_resnet_gradients,
+   bs_resnet_margin_norms */
+int64_t bs_convnet_version(void) { return 4; }
 
 /* Where one image's activations lie: act[offset[i]] is the input of op i, act[offset[count]] the
    logits; `largest` the longest of them (a gradient buffer), `pools` the pool outputs (their
@@ -688,5 +748,342 @@ int64_t bs_convnet_margin_norms(const Op *ops, int64_t count, int64_t networks, 
             norms[k * n + j] = sqrt(squares);
         }
     scratch_free(&l, &s);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+   BatchNorm networks (ResNet4): the batch goes through the network op by op. Reductions of a
+   plane are summed as 8-lane vectors (then the lanes as sum8, then the columns past them), the
+   images' sums added in image order. */
+
+INLINE float plane_sum(const float *p, int64_t n) {
+    v8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    float tail = 0.0f;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc += load8(p + i);
+    for (; i < n; i++) tail += p[i];
+    return sum8(acc) + tail;
+}
+
+/* sum of (p - mean)^2 */
+INLINE float plane_squares(const float *p, float mean, int64_t n) {
+    v8 acc = {0, 0, 0, 0, 0, 0, 0, 0}, m = splat(mean);
+    float tail = 0.0f;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8 d = load8(p + i) - m;
+        acc += d * d;
+    }
+    for (; i < n; i++) tail += (p[i] - mean) * (p[i] - mean);
+    return sum8(acc) + tail;
+}
+
+/* sum of g * x-hat, x-hat = (x - mean) * invstd */
+INLINE float plane_dot_hat(const float *g, const float *x, float mean, float invstd, int64_t n) {
+    v8 acc = {0, 0, 0, 0, 0, 0, 0, 0}, m = splat(mean), s = splat(invstd);
+    float tail = 0.0f;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc += load8(g + i) * ((load8(x + i) - m) * s);
+    for (; i < n; i++) tail += g[i] * ((x[i] - mean) * invstd);
+    return sum8(acc) + tail;
+}
+
+/* Train-mode BatchNorm over the batch (images `stride` floats apart in act, input at `in`,
+   output at `out`): per channel the mean, the biased variance (two passes), 1/sqrt(var + eps)
+   into stats [mean C, var C, invstd C]; y = (x - mean) * invstd * gamma + beta. */
+HOT static void bn_forward(const Op *op, const float *gamma, const float *beta, float *act,
+                           int64_t stride, int64_t in, int64_t out, int64_t batch, float *stats) {
+    int64_t plane = op->h * op->w, C = op->cin;
+    float n = (float)(batch * plane), eps = (float)op->factor;
+    for (int64_t c = 0; c < C; c++) {
+        float sum = 0.0f, squares = 0.0f;
+        for (int64_t j = 0; j < batch; j++)
+            sum += plane_sum(act + j * stride + in + c * plane, plane);
+        float mean = sum / n;
+        for (int64_t j = 0; j < batch; j++)
+            squares += plane_squares(act + j * stride + in + c * plane, mean, plane);
+        float var = squares / n, invstd = 1.0f / sqrtf(var + eps), g = gamma[c], b = beta[c];
+        stats[c] = mean, stats[C + c] = var, stats[2 * C + c] = invstd;
+        for (int64_t j = 0; j < batch; j++) {
+            const float *x = act + j * stride + in + c * plane;
+            float *y = act + j * stride + out + c * plane;
+            for (int64_t e = 0; e < plane; e++) y[e] = (x[e] - mean) * invstd * g + b;
+        }
+    }
+}
+
+/* Its backward: d gamma += sum g * x-hat, d beta += sum g; if grad_in, the input gradient
+   gamma * invstd * ((g - sum g / n) - x-hat * sum(g * x-hat) / n). Gradients of image j at
+   grad + j * largest (grad_in likewise). */
+HOT static void bn_backward(const Op *op, const float *gamma, const float *act, int64_t stride,
+                            int64_t in, const float *grad, float *grad_in, int64_t largest,
+                            int64_t batch, const float *stats, float *gw, float *gb) {
+    int64_t plane = op->h * op->w, C = op->cin;
+    float n = (float)(batch * plane);
+    for (int64_t c = 0; c < C; c++) {
+        float mean = stats[c], invstd = stats[2 * C + c], sum = 0.0f, dot = 0.0f;
+        for (int64_t j = 0; j < batch; j++) {
+            const float *g = grad + j * largest + c * plane, *x = act + j * stride + in + c * plane;
+            sum += plane_sum(g, plane);
+            dot += plane_dot_hat(g, x, mean, invstd, plane);
+        }
+        if (gw) gw[c] += dot;
+        if (gb) gb[c] += sum;
+        if (!grad_in) continue;
+        float scale = gamma[c] * invstd, mean_g = sum / n, mean_dot = dot / n;
+        for (int64_t j = 0; j < batch; j++) {
+            const float *g = grad + j * largest + c * plane, *x = act + j * stride + in + c * plane;
+            float *d = grad_in + j * largest + c * plane;
+            for (int64_t e = 0; e < plane; e++)
+                d[e] = scale * ((g[e] - mean_g) - (x[e] - mean) * invstd * mean_dot);
+        }
+    }
+}
+
+/* Per-image ops of a BatchNorm network's forward (all but BatchNorm): op i of network k on the
+   image whose activations start at a. */
+HOT static void forward_op(const Op *ops, int64_t i, int64_t k, const Layout *l, float *a,
+                           int32_t *pa) {
+    const Op *op = &ops[i];
+    const float *w = op->weight ? op->weight + k * op->weight_stride : NULL;
+    const float *b = op->bias ? op->bias + k * op->bias_stride : NULL;
+    float *in = a + l->offset[i], *out = a + l->offset[i + 1];
+    int64_t n = in_size(op), plane = op->h * op->w;
+    switch (op->kind) {
+    case 0: conv_forward(op, w, b, in, out); break;
+    case 1: pool_forward(op, in, out, pa); break;
+    case 2: for (int64_t e = 0; e < n; e++) out[e] = in[e] < 0.0f ? 0.0f : in[e]; break;
+    case 3: linear_forward(op, w, b, in, out); break;
+    case 4: { /* zero padding */
+        int64_t p = op->kh, wp = op->w + 2 * p, hp = op->h + 2 * p;
+        memset(out, 0, sizeof(float) * op->cin * hp * wp);
+        for (int64_t c = 0; c < op->cin; c++)
+            for (int64_t y = 0; y < op->h; y++)
+                memcpy(out + (c * hp + y + p) * wp + p, in + (c * op->h + y) * op->w,
+                       sizeof(float) * op->w);
+        break;
+    }
+    case 6: memcpy(out, in, sizeof(float) * n); break;
+    case 7: { /* the saved x (save op's input) + body(x) */
+        const float *saved = a + l->offset[op->kh];
+        for (int64_t e = 0; e < n; e++) out[e] = saved[e] + in[e];
+        break;
+    }
+    case 8: /* the maximum of each plane; NaN wins, as amax */
+        for (int64_t c = 0; c < op->cin; c++) {
+            const float *p = in + c * plane;
+            float top = p[0];
+            for (int64_t e = 1; e < plane; e++) if (p[e] > top || isnan(p[e])) top = p[e];
+            out[c] = top;
+        }
+        break;
+    case 9: {
+        float f = (float)op->factor;
+        for (int64_t e = 0; e < n; e++) out[e] = in[e] * f;
+        break;
+    }
+    case 10:
+        for (int64_t c = 0, C = op->cin; c < C; c++) {
+            float mean = w[c], invstd = w[C + c], gamma = b[c], beta = b[C + c];
+            for (int64_t e = 0; e < plane; e++)
+                out[c * plane + e] = (in[c * plane + e] - mean) * invstd * gamma + beta;
+        }
+        break;
+    }
+}
+
+/* Per-image ops of the backward: op i's weight and bias gradients added (gw, gb), its input
+   gradient into grad_in if not NULL; skip: the residual's gradient of this image. */
+HOT static void backward_op(const Op *ops, int64_t i, int64_t k, const Layout *l, const float *a,
+                            const int32_t *pa, const float *g, float *grad_in, float *skip,
+                            float *pad, float *gw, float *gb) {
+    const Op *op = &ops[i];
+    const float *w = op->weight ? op->weight + k * op->weight_stride : NULL;
+    const float *in = a + l->offset[i], *out = a + l->offset[i + 1];
+    int64_t n = in_size(op), plane = op->h * op->w;
+    switch (op->kind) {
+    case 0: conv_backward(op, w, in, g, gw, gb, grad_in, pad); return;
+    case 3: linear_backward(op, w, in, g, gw, gb, grad_in); return;
+    case 7: memcpy(skip, g, sizeof(float) * n); break; /* to the saved x, at its save op */
+    default: break;
+    }
+    if (!grad_in) return;
+    switch (op->kind) {
+    case 1: {
+        int64_t n_out = out_size(op);
+        memset(grad_in, 0, sizeof(float) * n);
+        for (int64_t e = 0; e < n_out; e++) grad_in[pa[e]] += g[e];
+        break;
+    }
+    case 2: relu_backward(out, g, grad_in, n); break;
+    case 4: {
+        int64_t p = op->kh, wp = op->w + 2 * p, hp = op->h + 2 * p;
+        for (int64_t c = 0; c < op->cin; c++)
+            for (int64_t y = 0; y < op->h; y++)
+                memcpy(grad_in + (c * op->h + y) * op->w, g + (c * hp + y + p) * wp + p,
+                       sizeof(float) * op->w);
+        break;
+    }
+    case 6: for (int64_t e = 0; e < n; e++) grad_in[e] = skip[e] + g[e]; break;
+    case 7: memcpy(grad_in, g, sizeof(float) * n); break;
+    case 8: /* amax's backward: the gradient shared evenly by the tied maxima */
+        for (int64_t c = 0; c < op->cin; c++) {
+            const float *p = in + c * plane;
+            int64_t ties = 0;
+            for (int64_t e = 0; e < plane; e++) ties += p[e] == out[c];
+            float share = g[c] / (float)ties;
+            for (int64_t e = 0; e < plane; e++)
+                grad_in[c * plane + e] = p[e] == out[c] ? share : 0.0f;
+        }
+        break;
+    case 9: {
+        float f = (float)op->factor;
+        for (int64_t e = 0; e < n; e++) grad_in[e] = g[e] * f;
+        break;
+    }
+    case 10: { /* the gradient through * gamma, then through * invstd, as autograd's */
+        const float *b = op->bias + k * op->bias_stride;
+        for (int64_t c = 0, C = op->cin; c < C; c++)
+            for (int64_t e = 0; e < plane; e++)
+                grad_in[c * plane + e] = g[c * plane + e] * b[c] * w[C + c];
+        break;
+    }
+    }
+}
+
+/* K BatchNorm networks, batch b: as bs_convnet_gradients (images [K, b, image], loss_grad and
+   log_probs [K, b, classes]; every weight and bias gradient overwritten), plus each BatchNorm's
+   batch mean and biased variance into moments [K, moments_stride] (per BatchNorm op in order: C
+   means, then C variances), for the running statistics. Returns 0, or -1 if memory ran out. */
+int64_t bs_resnet_gradients(const Op *ops, int64_t count, int64_t networks, int64_t batch,
+                            const float *images, const float *loss_grad, float *log_probs,
+                            int64_t classes, float *moments, int64_t moments_stride) {
+    Layout l;
+    if (layout_of(ops, count, classes, &l) != 0) return -1;
+    int64_t stats_size = 0, first = count;
+    for (int64_t i = 0; i < count; i++) {
+        if (ops[i].kind == 5) stats_size += 3 * ops[i].cin;
+        if (weight_count(&ops[i]) && i < first) first = i;
+    }
+    float *act = malloc(sizeof(float) * l.total * batch);
+    float *grad = malloc(sizeof(float) * l.largest * batch * 3);
+    float *stats = malloc(sizeof(float) * (stats_size + 1));
+    float *pad = malloc(sizeof(float) * l.padded);
+    int32_t *arg = malloc(sizeof(int32_t) * (l.pools + 1) * batch);
+    if (!act || !grad || !stats || !pad || !arg) {
+        free(l.offset); free(act); free(grad); free(stats); free(pad); free(arg);
+        return -1;
+    }
+    float *next = grad + l.largest * batch, *skip = next + l.largest * batch;
+    for (int64_t k = 0; k < networks; k++) {
+        for (int64_t i = 0; i < count; i++) {
+            const Op *op = &ops[i];
+            int64_t n = weight_count(op);
+            if (!n) continue;
+            memset(op->grad_weight + k * op->weight_stride, 0, sizeof(float) * n);
+            if (op->grad_bias)
+                memset(op->grad_bias + k * op->bias_stride, 0, sizeof(float) * op->cout);
+        }
+        for (int64_t j = 0; j < batch; j++)
+            memcpy(act + j * l.total, images + (k * batch + j) * l.image, sizeof(float) * l.image);
+        /* forward, op by op */
+        int64_t pool_at = 0, stats_at = 0;
+        for (int64_t i = 0; i < count; i++) {
+            const Op *op = &ops[i];
+            if (op->kind == 5) {
+                bn_forward(op, op->weight + k * op->weight_stride, op->bias + k * op->bias_stride,
+                           act, l.total, l.offset[i], l.offset[i + 1], batch, stats + stats_at);
+                stats_at += 3 * op->cin;
+                continue;
+            }
+            for (int64_t j = 0; j < batch; j++)
+                forward_op(ops, i, k, &l, act + j * l.total, arg + j * (l.pools + 1) + pool_at);
+            if (op->kind == 1) pool_at += out_size(op);
+        }
+        /* log-softmax and d loss / d logits, as network_gradients */
+        for (int64_t j = 0; j < batch; j++) {
+            const float *z = act + j * l.total + l.offset[count];
+            const float *lg = loss_grad + (k * batch + j) * classes;
+            float *lp = log_probs + (k * batch + j) * classes, *g = grad + j * l.largest;
+            float top = z[0], sum = 0.0f, total_grad = 0.0f;
+            for (int64_t c = 1; c < classes; c++) if (z[c] > top || isnan(z[c])) top = z[c];
+            for (int64_t c = 0; c < classes; c++) sum += expf(z[c] - top);
+            float log_sum = logf(sum);
+            for (int64_t c = 0; c < classes; c++) lp[c] = z[c] - top - log_sum;
+            for (int64_t c = 0; c < classes; c++) total_grad += lg[c];
+            for (int64_t c = 0; c < classes; c++) g[c] = lg[c] - expf(lp[c]) * total_grad;
+        }
+        /* backward, op by op, down to the first op with weights */
+        float *g = grad, *gi = next;
+        for (int64_t i = count - 1; i >= first; i--) {
+            const Op *op = &ops[i];
+            int need = i > first;
+            float *gw = op->grad_weight ? op->grad_weight + k * op->weight_stride : NULL;
+            float *gb = op->grad_bias ? op->grad_bias + k * op->bias_stride : NULL;
+            if (op->kind == 5) {
+                stats_at -= 3 * op->cin;
+                bn_backward(op, op->weight + k * op->weight_stride, act, l.total, l.offset[i], g,
+                            need ? gi : NULL, l.largest, batch, stats + stats_at, gw, gb);
+            } else {
+                if (op->kind == 1) pool_at -= out_size(op);
+                for (int64_t j = 0; j < batch; j++) /* weight gradients added in image order */
+                    backward_op(ops, i, k, &l, act + j * l.total,
+                                arg + j * (l.pools + 1) + pool_at, g + j * l.largest,
+                                need ? gi + j * l.largest : NULL, skip + j * l.largest, pad, gw,
+                                gb);
+            }
+            float *swap = g;
+            g = gi, gi = swap;
+        }
+        float *m = moments + k * moments_stride;
+        for (int64_t i = 0, at = 0; i < count; i++)
+            if (ops[i].kind == 5) {
+                memcpy(m, stats + at, sizeof(float) * 2 * ops[i].cin);
+                m += 2 * ops[i].cin, at += 3 * ops[i].cin;
+            }
+    }
+    free(l.offset); free(act); free(grad); free(stats); free(pad); free(arg);
+    return 0;
+}
+
+/* The Lipschitz metric of eval-mode BatchNorm networks (their BatchNorms as op 10): as
+   bs_convnet_margin_norms, each network at each image alone, op by op. Returns 0, -1 if memory
+   ran out, -2 if the network has not two logits, -3 if it holds a train-mode BatchNorm. */
+int64_t bs_resnet_margin_norms(const Op *ops, int64_t count, int64_t networks, int64_t n,
+                               const float *images, double *norms) {
+    if (out_size(&ops[count - 1]) != 2) return -2;
+    for (int64_t i = 0; i < count; i++)
+        if (ops[i].kind == 5) return -3;
+    Layout l;
+    if (layout_of(ops, count, 2, &l) != 0) return -1;
+    float *act = malloc(sizeof(float) * l.total), *grad = malloc(sizeof(float) * l.largest * 3);
+    float *pad = malloc(sizeof(float) * l.padded);
+    int32_t *arg = malloc(sizeof(int32_t) * (l.pools + 1));
+    if (!act || !grad || !pad || !arg) {
+        free(l.offset); free(act); free(grad); free(pad); free(arg);
+        return -1;
+    }
+    float *skip = grad + 2 * l.largest;
+    for (int64_t k = 0; k < networks; k++)
+        for (int64_t j = 0; j < n; j++) {
+            memcpy(act, images + j * l.image, sizeof(float) * l.image);
+            int64_t pool_at = 0;
+            for (int64_t i = 0; i < count; i++) {
+                forward_op(ops, i, k, &l, act, arg + pool_at);
+                if (ops[i].kind == 1) pool_at += out_size(&ops[i]);
+            }
+            float *g = grad, *gi = grad + l.largest;
+            g[0] = -1.0f, g[1] = 1.0f;
+            for (int64_t i = count - 1; i >= 0; i--) {
+                if (ops[i].kind == 1) pool_at -= out_size(&ops[i]);
+                backward_op(ops, i, k, &l, act, arg + pool_at, g, gi, skip, pad, NULL, NULL);
+                float *swap = g;
+                g = gi, gi = swap;
+            }
+            double squares = 0.0;
+            for (int64_t e = 0; e < l.image; e++) squares += (double)g[e] * g[e];
+            norms[k * n + j] = sqrt(squares);
+        }
+    free(l.offset); free(act); free(grad); free(pad); free(arg);
     return 0;
 }

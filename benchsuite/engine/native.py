@@ -111,6 +111,13 @@ def _bind(path: Path) -> ctypes.CDLL:
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
     ]  # fmt: skip
+    lib.bs_resnet_gradients.restype = ctypes.c_int64
+    lib.bs_resnet_gradients.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+    ]  # fmt: skip
+    lib.bs_resnet_margin_norms.restype = ctypes.c_int64
+    lib.bs_resnet_margin_norms.argtypes = lib.bs_convnet_margin_norms.argtypes
     lib.bs_sgd_update.restype = None
     lib.bs_sgd_update.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int64]
     return lib
@@ -143,7 +150,7 @@ def library() -> ctypes.CDLL | None:
         if not target.exists():
             _build(compiler, target)
         lib = _bind(target)
-        if lib.bs_philox_version() != 1 or lib.bs_convnet_version() != 3 or not _agrees(lib):
+        if lib.bs_philox_version() != 1 or lib.bs_convnet_version() != 4 or not _agrees(lib):
             return None
         return lib
     except (OSError, subprocess.SubprocessError, AttributeError):

@@ -469,7 +469,7 @@ def _run_patches(plan, params, grads, images, labels, steps, stepper, summed_los
     run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)
 
 
-class _NativeOp(ctypes.Structure):
+class NativeOp(ctypes.Structure):
     """convnet.c's Op."""
 
     _fields_ = [
@@ -477,6 +477,7 @@ class _NativeOp(ctypes.Structure):
         *[(name, ctypes.c_void_p) for name in ("weight", "bias", "grad_weight", "grad_bias")],
         ("weight_stride", ctypes.c_int64),
         ("bias_stride", ctypes.c_int64),
+        ("factor", ctypes.c_double),
     ]
 
 
@@ -538,10 +539,10 @@ def native_ops(plan: ConvPlan, params, grads, image_shape):
                 bias=params[op.bias].data_ptr(), grad_bias=grads[op.bias].data_ptr(),
                 bias_stride=params[op.bias][0].numel(),
             )  # fmt: skip
-        ops.append(_NativeOp(**fields))
+        ops.append(NativeOp(**fields))
     if macs > NATIVE_MAX_CONV_MACS:
         return None
-    return (_NativeOp * len(ops))(*ops)
+    return (NativeOp * len(ops))(*ops)
 
 
 MARGIN_NETWORKS_PER_CALL = 8  # networks per kernel call of native_margin_norms (a thread's share)

@@ -20,10 +20,17 @@ Exactness (tests/test_stacked_resnet.py): every kernel computes each network by 
 reductions over each network's own rows, elementwise ops), so a network trained in a stack
 equals it trained alone, bit for bit, parameters and BatchNorm buffers. Against the vmap path
 (oneDNN's convolutions and vmap's reductions sum in other orders): equal to float32 rounding.
+
+Where engine/native.py's kernels are built (float32 on the CPU), convnet.c's bs_resnet_gradients
+computes each network's forward and backward instead, in cache, a batch at a time op by op
+(BatchNorm needs its whole batch): 1.1-2.2x the torch formulation (docs/performance.md); the
+running statistics are still updated here, from the batch moments it returns. The same
+guarantees (tests/test_resnet_kernel.py), other roundings (numerics revision 12).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -31,9 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from benchsuite.engine import native
 from benchsuite.engine.divergence import note_blown_up
-from benchsuite.engine.stacked_conv import run_steps
+from benchsuite.engine.stacked_conv import MARGIN_NETWORKS_PER_CALL, NativeOp, run_steps
 from benchsuite.engine.stacked_mlp import stacked_stepper
+from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.errors import OptimizerStepError
 
 # The ResNet4 modules matched by class (the engine may not import benchsuite.architectures).
@@ -187,7 +196,9 @@ def train_stacked_resnet(
     )
     try:
         stepper.start()
-        _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss)
+        kernel = native_resnet_ops(plan, params, grads, images)
+        run = functools.partial(_run_native, kernel) if kernel is not None else _run
+        run(plan, params, grads, state, images, labels, steps, stepper, summed_loss)
         stepper.finish()
     except OptimizerStepError as error:  # which networks were NaN or inf (the numerics rule)
         note_blown_up(error, [*params.values(), *grads.values()], stepper)
@@ -446,3 +457,196 @@ def _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss
         return log_probs
 
     run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled kernel (convnet.c's bs_resnet_gradients)
+
+_KERNEL_KINDS = {"conv": 0, "pool": 1, "relu": 2, "linear": 3, "bn": 5, "globalmax": 8, "scale": 9}
+
+
+@dataclass(frozen=True)
+class NativeResNet:
+    """A plan as convnet.c's ops over given stacked tensors: `ops` the ctypes array, `norms` each
+    BatchNorm's (Op, channels, positions per image) in order, `moments` floats per network."""
+
+    ops: object
+    norms: tuple
+    moments: int
+
+
+def native_resnet_ops(
+    plan: ResNetPlan, params, grads, images: torch.Tensor, frozen=None
+) -> NativeResNet | None:
+    """`plan` for bs_resnet_gradients, or None where the kernel is not built (engine/native.py) or
+    cannot take it: float32 CPU tensors whose networks are contiguous rows, MaxPool2d(2) pools.
+    frozen: eval mode, each BatchNorm as ([mean, invstd], [gamma, beta]), each [K, 2C], given for
+    its weight's name (bs_resnet_margin_norms)."""
+    if native.library() is None or images.dtype != torch.float32 or images.device.type != "cpu":
+        return None
+    names = [name for op in _flat(plan.ops) for name in (op.weight, op.bias) if name]
+    tensors = [params[name] for name in names] + [grads[name] for name in names]
+    if any(
+        t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() for t in tensors
+    ):
+        return None
+    ops, norms = [], []
+    shape = [int(s) for s in images.shape[1:]]  # channels, height, width
+
+    def weights(fields, op):
+        for role, name in (("weight", op.weight), ("bias", op.bias)):
+            if name:
+                fields.update({
+                    role: params[name].data_ptr(), f"grad_{role}": grads[name].data_ptr(),
+                    f"{role}_stride": params[name][0].numel(),
+                })  # fmt: skip
+
+    def add(ops_of) -> bool:
+        for op in ops_of:
+            c, h, w = shape
+            fields = {"kind": _KERNEL_KINDS.get(op.kind, -1), "cin": c, "h": h, "w": w}
+            if op.kind == "conv":
+                kh, kw, padding = op.options
+                cout, cin = params[op.weight].shape[1:3]
+                if cin != c:
+                    return False
+                if padding:
+                    ops.append(NativeOp(kind=4, cin=c, h=h, w=w, kh=padding))
+                    h, w = h + 2 * padding, w + 2 * padding
+                    fields.update(h=h, w=w)
+                fields.update(cout=cout, kh=kh, kw=kw)
+                shape[:] = [cout, h - kh + 1, w - kw + 1]
+            elif op.kind == "bn" and frozen is not None:
+                statistics, affine = frozen[op.weight]
+                fields.update(
+                    kind=10, weight=statistics.data_ptr(), bias=affine.data_ptr(),
+                    weight_stride=statistics[0].numel(), bias_stride=affine[0].numel(),
+                )  # fmt: skip
+                ops.append(NativeOp(**fields))
+                continue
+            elif op.kind == "bn":
+                fields.update(cout=c, factor=op.options[0])
+                norms.append((op, c, h * w))
+            elif op.kind == "pool":
+                if op.options != TILING_POOL:
+                    return False
+                shape[1:] = [h // 2, w // 2]
+            elif op.kind == "residual":
+                save = len(ops)
+                ops.append(NativeOp(kind=6, cin=c, h=h, w=w))
+                if not add(op.body) or shape != [c, h, w]:
+                    return False
+                fields.update(kind=7, kh=save)
+            elif op.kind == "globalmax":
+                shape[1:] = [1, 1]
+            elif op.kind == "linear":
+                cout, cin = params[op.weight].shape[1:3]
+                if cin != c:
+                    return False
+                fields.update(cout=cout)
+                shape[:] = [cout, 1, 1]
+            elif op.kind == "scale":
+                fields.update(factor=op.options[0])
+            elif op.kind != "relu":
+                return False
+            weights(fields, op)
+            ops.append(NativeOp(**fields))
+        return True
+
+    if not add(plan.ops):
+        return None
+    return NativeResNet((NativeOp * len(ops))(*ops), tuple(norms), sum(2 * c for _, c, _ in norms))
+
+
+def _flat(ops):
+    for op in ops:
+        yield op
+        yield from _flat(op.body)
+
+
+def _run_native(
+    kernel: NativeResNet, plan, params, grads, state, images, labels, steps, stepper, summed_loss
+):
+    """_run's steps with each network's forward and backward computed by convnet.c, a network at a
+    time (bs_resnet_gradients): the same model, loss and running statistics, other roundings."""
+    lib = native.library()
+    head = [op for op in plan.ops if op.kind == "linear"]
+    classes = params[head[-1].weight].shape[1]
+    count = steps[0].shape[0] if steps else 0
+
+    def gradients(x, loss_gradient):
+        batch = x.transpose(1, 2)  # [K, b, C, H, W]: each network's images, contiguous rows
+        batch = batch if batch.is_contiguous() else batch.contiguous()
+        loss_gradient = loss_gradient.contiguous()
+        log_probs = torch.empty(loss_gradient.shape, dtype=torch.float32)
+        moments = torch.empty(count, kernel.moments, dtype=torch.float32)
+        status = lib.bs_resnet_gradients(
+            kernel.ops, len(kernel.ops), count, batch.shape[1], batch.data_ptr(),
+            loss_gradient.data_ptr(), log_probs.data_ptr(), classes, moments.data_ptr(),
+            kernel.moments,
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("convnet.c could not allocate its activations")
+        at = 0
+        for op, channels, positions in kernel.norms:
+            mean = moments[:, at : at + channels]
+            var = moments[:, at + channels : at + 2 * channels]
+            _, momentum, unbiased = op.options
+            n = batch.shape[1] * positions
+            _update_running_statistics(op, state, mean, var, n, momentum, unbiased)
+            at += 2 * channels
+        return log_probs
+
+    run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)
+
+
+@torch.no_grad()
+def native_resnet_margin_norms(
+    module: nn.Module, parameters, buffers, x: torch.Tensor, workers="auto"
+):
+    """||d(f1 - f0)/dx||_2 of every stacked ResNet (eval mode: BatchNorm with its running
+    statistics) at every image of x, [K, B] float64, by convnet.c's bs_resnet_margin_norms (each
+    network at each image alone, the squares summed in double), or None where the kernel is not
+    built or cannot take the module. A BatchNorm computes (x - running_mean) * rsqrt(running_var +
+    eps) * weight + bias in StackableBatchNorm2d's order (its forward's bits); the backward sums in
+    other orders than autograd's. Networks go in calls of MARGIN_NETWORKS_PER_CALL over worker
+    threads; a network's norms do not depend on its chunk or thread."""
+    lib = native.library()
+    if lib is None or x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    plan = plan_resnet(module)
+    if plan is None:
+        return None
+    params = {name: value.detach().contiguous() for name, value in parameters.items()}
+    frozen = {}
+    for op in _flat(plan.ops):
+        if op.kind == "bn":
+            mean, var = buffers[f"{op.prefix}running_mean"], buffers[f"{op.prefix}running_var"]
+            invstd = torch.rsqrt(var + op.options[0])
+            frozen[op.weight] = (
+                torch.cat([mean, invstd], 1).float().contiguous(),
+                torch.cat([params[op.weight], params[op.bias]], 1).contiguous(),
+            )
+    images, count = x.contiguous(), int(next(iter(params.values())).shape[0])
+    if native_resnet_ops(plan, params, params, images, frozen) is None:
+        return None
+    norms = torch.empty(count, images.shape[0], dtype=torch.float64)
+
+    def run(part):
+        start, stop = part
+        piece = {name: value[start:stop] for name, value in params.items()}
+        pieces = {name: (s[start:stop], a[start:stop]) for name, (s, a) in frozen.items()}
+        kernel = native_resnet_ops(plan, piece, piece, images, pieces)
+        status = lib.bs_resnet_margin_norms(
+            kernel.ops, len(kernel.ops), stop - start, images.shape[0], images.data_ptr(),
+            norms[start:stop].data_ptr(),
+        )  # fmt: skip
+        if status == -1:
+            raise MemoryError("convnet.c could not allocate its activations")
+        return status == 0
+
+    size = MARGIN_NETWORKS_PER_CALL
+    parts = [(start, min(start + size, count)) for start in range(0, count, size)]
+    if not all(spread(run, parts, cpu_threads(workers))):
+        return None  # not two logits
+    return norms

@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from benchsuite.engine.stacked_conv import native_margin_norms
+from benchsuite.engine.stacked_resnet import native_resnet_margin_norms
 from benchsuite.metrics.common import (
     IMAGES_PER_CALL,
     MODELS_PER_CALL,
@@ -66,7 +67,8 @@ def input_gradient_norms(
     Plain sequential ReLU networks that start with a convolution (the LeNet family) take the
     compiled kernel where it is built and takes them (engine.stacked_conv.native_margin_norms:
     each network at each image alone; 1.6-3.7x the written-out path), else a written-out backward,
-    one network at a time (metrics/input_gradients.py); every other module the vmapped autograd
+    one network at a time (metrics/input_gradients.py); ResNet4 in eval mode its own kernel
+    (engine.stacked_resnet.native_resnet_margin_norms); every other module the vmapped autograd
     below. All agree to float32 rounding, except at images on a kink of the network (a max-pool
     near-tie or a ReLU at zero that two roundings decide differently: one image of 16,000 in a
     LeNet w=1 check against the compiled kernel), where each is the exact gradient of its rounding.
@@ -81,6 +83,9 @@ def input_gradient_norms(
         return _sequential_gradient_norms(
             layers, parameters, x, min(models_per_call, SEQUENTIAL_MODELS_PER_CALL), images_per_call
         )
+    compiled = native_resnet_margin_norms(module, parameters, buffers, x)
+    if compiled is not None:
+        return compiled
     return vmapped_gradient_norms(module, parameters, buffers, x, models_per_call, images_per_call)
 
 
