@@ -134,3 +134,36 @@ def test_the_lipschitz_metrics_input_gradients_are_float64s():
         threaded = native_resnet_margin_norms(module, parameters, buffers, x, workers=3)
         assert torch.equal(threaded, norms)
         assert torch.equal(input_gradient_norms(module, parameters, buffers, x), norms)
+
+
+def test_the_test_accuracys_logits_are_stacked_forwards_to_rounding():
+    """engine.evaluation's ResNet4 logits come from bs_resnet_logits: StackedForward's (the old
+    numbers) to float32 rounding, float64's closer still, the same whatever the thread count; a
+    dead network (zero head) ties on every image, as before."""
+    from benchsuite.engine import evaluation
+    from benchsuite.stacked import StackedForward, tie_counts
+
+    generator = torch.Generator().manual_seed(2)
+    for shape, width, depth in (((1, 28, 28), "1/2", "full"), ((3, 32, 32), 1, "layer3")):
+        module = build_resnet4(shape, width, depth=depth).eval()
+        parameters, buffers = initial_parameters(module, KAIMING, 4, range(9), "cpu")
+        for key, value in buffers.items():  # as if calibrated
+            if key.endswith("running_mean"):
+                buffers[key] = value + 0.3 * torch.randn(value.shape, generator=generator)
+            elif key.endswith("running_var"):
+                buffers[key] = value * (0.5 + torch.rand(value.shape, generator=generator))
+        parameters["linear.weight"][3] = 0.0  # a dead network
+        x = torch.randn(50, *shape, generator=generator)
+        logits = evaluation.logits(module, parameters, buffers, x, workers=1)
+        assert torch.equal(evaluation.logits(module, parameters, buffers, x, workers=3), logits)
+        old = StackedForward(module)(parameters, buffers, x)
+        assert not torch.equal(logits, old)  # the kernel ran: other roundings
+        torch.testing.assert_close(logits, old, rtol=1e-4, atol=1e-6)
+        double = StackedForward(module.double())(
+            {k: v.double() for k, v in parameters.items()},
+            {k: v.double() if v.is_floating_point() else v for k, v in buffers.items()},
+            x.double(),
+        ).float()
+        module.float()
+        assert (logits - double).abs().max() <= (old - double).abs().max() * 4
+        assert torch.equal(tie_counts(logits), tie_counts(old)) and int(tie_counts(logits)[3]) == 50

@@ -45,8 +45,9 @@ Importing this package loads nothing: each engine is its own module, imported wh
 # "per_network_stacked" path), not on autograd's through a module per network: equal to float32
 # rounding, the same to 1e-12 in float64; optimizers with a closure keep "per_network".
 # 12: ResNet4 trains on convnet.c (bs_resnet_gradients) where a C compiler is found: each
-# network's forward and backward in cache, a batch at a time (equal to float32 rounding), and
-# the Lipschitz metric's input gradients of ResNet4 come from convnet.c too
-# (bs_resnet_margin_norms). MLP and LeNet cells keep recording 11 (resolved.UNCHANGED_BY):
-# their bits are as they were.
+# network's forward and backward in cache, a batch at a time (equal to float32 rounding); its
+# test accuracies and the Lipschitz metric's input gradients come from convnet.c too
+# (bs_resnet_logits, bs_resnet_margin_norms; engine/evaluation.py no longer gives ResNet4
+# StackedForward's bits). MLP and LeNet cells keep recording 11 (resolved.UNCHANGED_BY): their
+# bits are as they were.
 NUMERICS_REVISION = 12

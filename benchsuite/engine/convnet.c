@@ -500,7 +500,7 @@ HOT static void relu_backward(const float *out, const float *grad, float *grad_i
 }
 
 /* 2: bs_convnet_margin_norms; 3: bs_convnet_sgd_steps, bs_sgd_update; 4: bs_resnet_gradients,
-   bs_resnet_margin_norms */
+   bs_resnet_margin_norms, bs_resnet_logits */
 int64_t bs_convnet_version(void) { return 4; }
 
 /* Where one image's activations lie: act[offset[i]] is the input of op i, act[offset[count]] the
@@ -1085,5 +1085,34 @@ int64_t bs_resnet_margin_norms(const Op *ops, int64_t count, int64_t networks, i
             norms[k * n + j] = sqrt(squares);
         }
     free(l.offset); free(act); free(grad); free(pad); free(arg);
+    return 0;
+}
+
+/* Eval-mode logits of BatchNorm networks (their BatchNorms as op 10): network k's on image j into
+   logits[(k * n + j) * classes ..], each network at each image alone, op by op (the test
+   accuracy). Returns 0, -1 if memory ran out, -3 if the network holds a train-mode BatchNorm. */
+int64_t bs_resnet_logits(const Op *ops, int64_t count, int64_t networks, int64_t n,
+                         const float *images, float *logits, int64_t classes) {
+    for (int64_t i = 0; i < count; i++)
+        if (ops[i].kind == 5) return -3;
+    Layout l;
+    if (layout_of(ops, count, classes, &l) != 0) return -1;
+    float *act = malloc(sizeof(float) * l.total);
+    int32_t *arg = malloc(sizeof(int32_t) * (l.pools + 1));
+    if (!act || !arg) {
+        free(l.offset); free(act); free(arg);
+        return -1;
+    }
+    for (int64_t k = 0; k < networks; k++)
+        for (int64_t j = 0; j < n; j++) {
+            memcpy(act, images + j * l.image, sizeof(float) * l.image);
+            int64_t pool_at = 0;
+            for (int64_t i = 0; i < count; i++) {
+                forward_op(ops, i, k, &l, act, arg + pool_at);
+                if (ops[i].kind == 1) pool_at += out_size(&ops[i]);
+            }
+            memcpy(logits + (k * n + j) * classes, act + l.offset[count], sizeof(float) * classes);
+        }
+    free(l.offset); free(act); free(arg);
     return 0;
 }

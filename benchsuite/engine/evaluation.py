@@ -1,4 +1,5 @@
-"""The host's evaluation: accuracy and ties of stacked networks, with the numbers of stacked.evaluate.
+"""The host's evaluation: accuracy and ties of stacked networks, with the numbers of stacked.evaluate
+(but ResNet4's on convnet.c, below).
 
 Why: evaluation of a LeNet study cost as much as its SGD training (issue 18: every network ran
 the first layer on the same 2,000 test images through vmap, in activations of gigabytes).
@@ -10,7 +11,10 @@ IMAGES_PER_CALL images, each through StackedForward. Here:
   (never fewer than the plan's min_rows), convolutions on sub-blocks of about CONV_BYTES of
   activations; an image chunk smaller than min_rows (a small training set) goes through
   StackedForward as before;
-- anything else (BatchNorm networks such as ResNet4, plugin architectures, CUDA) goes through
+- ResNet4 in eval mode on the CPU in float32, where engine/native.py's kernels are built: each
+  network at each image in convnet.c (engine.stacked_resnet.native_resnet_logits; numerics
+  revision 12: StackedForward's logits to float32 rounding, 3-5x faster, docs/performance.md);
+- anything else (other BatchNorm networks, plugin architectures, CUDA) goes through
   StackedForward chunk by chunk, exactly as stacked.evaluate does.
 Work is split across networks over worker threads (engine/threads.py), each kernel on one thread,
 so the thread count never changes a number (tests/test_evaluation.py).
@@ -29,6 +33,7 @@ from benchsuite.engine.blocks import Block, SubChunk, Workspace
 from benchsuite.engine.blocks import logits as block_logits
 from benchsuite.engine.parts import bounds
 from benchsuite.engine.sizing import activation_numbers, free_memory_bytes
+from benchsuite.engine.stacked_resnet import native_resnet_logits
 from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.engine.wide import WidePlan, formulations
 from benchsuite.protocol import DEFAULT_TIE_RULE
@@ -121,7 +126,8 @@ def _old_task(module, parameters, buffers, x, sink, m0, m1, i0, i1):
 @torch.no_grad()
 def run(module, parameters, buffers, x, sink, workers: int | str = "auto") -> None:
     """sink(a, b, i0, i1, logits [b - a, i1 - i0, out]) for networks a..b on images i0..i1,
-    covering every (network, image) once, from worker threads: stacked.evaluate's logits."""
+    covering every (network, image) once, from worker threads: stacked.evaluate's logits (ResNet4
+    on convnet.c: theirs to float32 rounding)."""
     count = int(next(iter(parameters.values())).shape[0]) if parameters else 0
     n = int(x.shape[0])
     if count == 0 or n == 0:
@@ -130,6 +136,12 @@ def run(module, parameters, buffers, x, sink, workers: int | str = "auto") -> No
     threads = cpu_threads(workers) if device.type == "cpu" else 1
     plan = _wide_plan(module, parameters, buffers, x)
     image_chunks = _chunks(n, IMAGES_PER_CALL)
+    computed = native_resnet_logits(module, parameters, buffers, x, threads) if buffers else None
+    if computed is not None:
+        for m0, m1 in _chunks(count, MODELS_PER_CALL):
+            for i0, i1 in image_chunks:
+                sink(m0, m1, i0, i1, computed[m0:m1, i0:i1])
+        return
     wide_images = [c for c in image_chunks if plan is not None and c[1] - c[0] >= plan.min_rows]
     wide, old = [], []
     for m0, m1 in _chunks(count, MODELS_PER_CALL):

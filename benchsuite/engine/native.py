@@ -118,6 +118,11 @@ def _bind(path: Path) -> ctypes.CDLL:
     ]  # fmt: skip
     lib.bs_resnet_margin_norms.restype = ctypes.c_int64
     lib.bs_resnet_margin_norms.argtypes = lib.bs_convnet_margin_norms.argtypes
+    lib.bs_resnet_logits.restype = ctypes.c_int64
+    lib.bs_resnet_logits.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+        ctypes.c_void_p, ctypes.c_int64,
+    ]  # fmt: skip
     lib.bs_sgd_update.restype = None
     lib.bs_sgd_update.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int64]
     return lib

@@ -600,19 +600,12 @@ def _run_native(
     run_steps(gradients, images, labels, classes, steps, stepper, summed_loss, per_network=True)
 
 
-@torch.no_grad()
-def native_resnet_margin_norms(
-    module: nn.Module, parameters, buffers, x: torch.Tensor, workers="auto"
-):
-    """||d(f1 - f0)/dx||_2 of every stacked ResNet (eval mode: BatchNorm with its running
-    statistics) at every image of x, [K, B] float64, by convnet.c's bs_resnet_margin_norms (each
-    network at each image alone, the squares summed in double), or None where the kernel is not
-    built or cannot take the module. A BatchNorm computes (x - running_mean) * rsqrt(running_var +
-    eps) * weight + bias in StackableBatchNorm2d's order (its forward's bits); the backward sums in
-    other orders than autograd's. Networks go in calls of MARGIN_NETWORKS_PER_CALL over worker
-    threads; a network's norms do not depend on its chunk or thread."""
-    lib = native.library()
-    if lib is None or x.device.type != "cpu" or x.dtype != torch.float32:
+def _eval_mode(module: nn.Module, parameters, buffers, x: torch.Tensor):
+    """(plan, parameters, frozen BatchNorms) for convnet.c's eval-mode calls, or None where the
+    kernel is not built or cannot take the module or x (float32 on the CPU). A BatchNorm computes
+    (x - running_mean) * rsqrt(running_var + eps) * weight + bias in StackableBatchNorm2d's order
+    (its eval forward's bits)."""
+    if native.library() is None or x.device.type != "cpu" or x.dtype != torch.float32:
         return None
     plan = plan_resnet(module)
     if plan is None:
@@ -627,26 +620,74 @@ def native_resnet_margin_norms(
                 torch.cat([mean, invstd], 1).float().contiguous(),
                 torch.cat([params[op.weight], params[op.bias]], 1).contiguous(),
             )
-    images, count = x.contiguous(), int(next(iter(params.values())).shape[0])
-    if native_resnet_ops(plan, params, params, images, frozen) is None:
+    if native_resnet_ops(plan, params, params, x, frozen) is None:
         return None
-    norms = torch.empty(count, images.shape[0], dtype=torch.float64)
+    return plan, params, frozen
+
+
+def _by_networks(plan, params, frozen, images, call, workers) -> bool:
+    """call(kernel, start, stop) for calls of MARGIN_NETWORKS_PER_CALL networks over worker
+    threads (the kernel releases the GIL); whether every call returned 0."""
+    count = int(next(iter(params.values())).shape[0])
 
     def run(part):
         start, stop = part
         piece = {name: value[start:stop] for name, value in params.items()}
         pieces = {name: (s[start:stop], a[start:stop]) for name, (s, a) in frozen.items()}
-        kernel = native_resnet_ops(plan, piece, piece, images, pieces)
-        status = lib.bs_resnet_margin_norms(
-            kernel.ops, len(kernel.ops), stop - start, images.shape[0], images.data_ptr(),
-            norms[start:stop].data_ptr(),
-        )  # fmt: skip
+        status = call(native_resnet_ops(plan, piece, piece, images, pieces), start, stop)
         if status == -1:
             raise MemoryError("convnet.c could not allocate its activations")
         return status == 0
 
     size = MARGIN_NETWORKS_PER_CALL
     parts = [(start, min(start + size, count)) for start in range(0, count, size)]
-    if not all(spread(run, parts, cpu_threads(workers))):
-        return None  # not two logits
-    return norms
+    return all(spread(run, parts, cpu_threads(workers)))
+
+
+@torch.no_grad()
+def native_resnet_margin_norms(
+    module: nn.Module, parameters, buffers, x: torch.Tensor, workers="auto"
+):
+    """||d(f1 - f0)/dx||_2 of every stacked ResNet (eval mode: BatchNorm with its running
+    statistics) at every image of x, [K, B] float64, by convnet.c's bs_resnet_margin_norms (each
+    network at each image alone, the squares summed in double), or None where the kernel is not
+    built or cannot take the module (_eval_mode); the backward sums in other orders than
+    autograd's. A network's norms do not depend on its call or thread."""
+    prepared = _eval_mode(module, parameters, buffers, x)
+    if prepared is None:
+        return None
+    images, lib = x.contiguous(), native.library()
+    count = len(next(iter(parameters.values())))
+    norms = torch.empty(count, x.shape[0], dtype=torch.float64)
+
+    def call(kernel, start, stop):
+        return lib.bs_resnet_margin_norms(
+            kernel.ops, len(kernel.ops), stop - start, images.shape[0], images.data_ptr(),
+            norms[start:stop].data_ptr(),
+        )  # fmt: skip
+
+    return norms if _by_networks(*prepared, images, call, workers) else None  # None: not 2 logits
+
+
+@torch.no_grad()
+def native_resnet_logits(module: nn.Module, parameters, buffers, x: torch.Tensor, workers="auto"):
+    """[K, B, classes] eval-mode logits of every stacked ResNet at every image of x by convnet.c's
+    bs_resnet_logits (each network at each image alone; the test accuracy,
+    engine/evaluation.py), or None where the kernel is not built or cannot take the module
+    (_eval_mode). Equal to StackedForward's to float32 rounding (other summation orders); a
+    network's logits do not depend on its call or thread."""
+    prepared = _eval_mode(module, parameters, buffers, x)
+    if prepared is None:
+        return None
+    plan, params, _ = prepared
+    classes = params[[op for op in plan.ops if op.kind == "linear"][-1].weight].shape[1]
+    images, lib = x.contiguous(), native.library()
+    out = torch.empty(len(next(iter(params.values()))), x.shape[0], classes, dtype=torch.float32)
+
+    def call(kernel, start, stop):
+        return lib.bs_resnet_logits(
+            kernel.ops, len(kernel.ops), stop - start, images.shape[0], images.data_ptr(),
+            out[start:stop].data_ptr(), classes,
+        )  # fmt: skip
+
+    return out if _by_networks(*prepared, images, call, workers) else None
