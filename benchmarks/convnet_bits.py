@@ -11,7 +11,10 @@ Each side builds its own library (engine/native.py keys the cache by the sources
 28x28 at widths 1/6, 2/6 and 1, depths 1c-1f, 2c-1f and 2c-3f, with and without biases; 32x32x3
 at 1/6, 2/6 and 1; a network with odd sizes and a 3x4 kernel; one with a row width past a
 multiple of eight. Four networks of each, 3 epochs of SGD at batch 2 on 8 noise images whose top
-rows are exact zeros (ReLU and pool ties). Exit status 1 lists the tensors that differ.
+rows are exact zeros (ReLU and pool ties). ResNet4 (the BatchNorm entry points) at 28x28 widths
+1/6, 1/2 and 1 and at 32x32x3 width 1/2 (layer2-3): its trained parameters and running
+statistics, then the trained networks' eval logits and margin norms. Exit status 1 lists the
+tensors that differ (a file saved before a case existed checks the tensors it has).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import torch
 from torch import nn
 
 from benchsuite.architectures.lenet import build_lenet
+from benchsuite.architectures.resnet4 import build_resnet4
 from benchsuite.builtins.optimizers import benchsuite_optimizers
 from benchsuite.engine import native
 from benchsuite.engine.batches import round_orders
 from benchsuite.engine.stacked_conv import native_margin_norms, native_ops, plan_conv
 from benchsuite.engine.stacked_mlp import flat_views
+from benchsuite.engine.stacked_resnet import native_resnet_logits, native_resnet_margin_norms
 from benchsuite.engine.training import initial_parameters, train_networks
 from benchsuite.records import PriorSpec, kaiming_uniform_bound
 
@@ -86,6 +91,31 @@ def trained() -> dict[str, torch.Tensor]:
         norms = native_margin_norms(module, result, x) if classes == 2 else None
         if norms is not None:  # the Lipschitz metric's input gradients: the kernel's other user
             out[f"{name}/margin_norms"] = norms
+    return out | resnets()
+
+
+def resnets() -> dict[str, torch.Tensor]:
+    out = {}
+    for shape, width, depth in [
+        ((1, 28, 28), "1/6", "full"), ((1, 28, 28), "1/2", "full"), ((1, 28, 28), 1, "full"),
+        ((3, 32, 32), "1/2", "layer2-3"),
+    ]:  # fmt: skip
+        name = f"resnet4-{shape[-1]}-{width}-{depth}"
+        module = build_resnet4(shape, width, depth=depth)
+        x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(5))
+        x[:, :, :3] = 0.0
+        y = torch.arange(8) % 2
+        parameters, buffers = initial_parameters(module, KAIMING, 1, range(4), "cpu")
+        orders = round_orders(2, range(4), 8, 3, "independent")
+        result, statistics = train_networks(
+            module, x, y, SGD, {"lr": 0.05}, parameters, buffers, orders, 2, path="resnet"
+        )  # fmt: skip
+        tested = {
+            "logits": native_resnet_logits(module, result, statistics, x),
+            "margin_norms": native_resnet_margin_norms(module, result, statistics, x),
+        }
+        for key, value in {**result, **statistics, **tested}.items():
+            out[f"{name}/{key}"] = value.clone()
     return out
 
 

@@ -20,12 +20,12 @@
    stride 2 (floor; the first maximum of a window wins ties, NaN wins, as aten's max_pool2d),
    2 ReLU, 3 linear. Activations are [C, H, W] per image, flattened in that order for the linear
    layers. The head is log-softmax; the backward starts from d loss / d log-probabilities.
-   BatchNorm networks (ResNet4, bs_resnet_gradients) add 4 zero padding (kh pixels each side),
-   5 BatchNorm in train mode, 6 save and 7 add (a residual block's x + body(x); add's kh is the
-   index of its save op), 8 global max pool, 9 scale and 10 an eval-mode BatchNorm ((x - mean) *
-   invstd * gamma + beta as torch computes it; weight: C means then C invstd, bias: C gammas then C
-   betas, set by the caller); training runs a batch at a time, op by op,
-   since a BatchNorm needs its whole batch before the next op. */
+   BatchNorm networks (ResNet4: bs_resnet_gradients, bs_resnet_logits, bs_resnet_margin_norms)
+   add 4 zero padding (kh pixels each side), 5 BatchNorm in train mode, 6 save and 7 add (a
+   residual block's x + body(x); add's kh is the index of its save op), 8 global max pool, 9
+   scale and 10 an eval-mode BatchNorm ((x - mean) * invstd * gamma + beta as torch computes it;
+   weight: C means then C invstds, bias: C gammas then C betas, set by the caller). Training runs
+   a batch at a time, op by op, since a BatchNorm needs its whole batch before the next op. */
 
 #include <math.h>
 #include <stdint.h>
@@ -1046,6 +1046,19 @@ int64_t bs_resnet_gradients(const Op *ops, int64_t count, int64_t networks, int6
     return 0;
 }
 
+/* Network k's eval-mode forward on one image (every op per image: no train-mode BatchNorm),
+   activations into act, the pools' argmax into arg; returns the pools' outputs in all. */
+static int64_t forward_one(const Op *ops, int64_t count, int64_t k, const Layout *l,
+                           const float *image, float *act, int32_t *arg) {
+    memcpy(act, image, sizeof(float) * l->image);
+    int64_t pool_at = 0;
+    for (int64_t i = 0; i < count; i++) {
+        forward_op(ops, i, k, l, act, arg + pool_at);
+        if (ops[i].kind == 1) pool_at += out_size(&ops[i]);
+    }
+    return pool_at;
+}
+
 /* The Lipschitz metric of eval-mode BatchNorm networks (their BatchNorms as op 10): as
    bs_convnet_margin_norms, each network at each image alone, op by op. Returns 0, -1 if memory
    ran out, -2 if the network has not two logits, -3 if it holds a train-mode BatchNorm. */
@@ -1066,12 +1079,7 @@ int64_t bs_resnet_margin_norms(const Op *ops, int64_t count, int64_t networks, i
     float *skip = grad + 2 * l.largest;
     for (int64_t k = 0; k < networks; k++)
         for (int64_t j = 0; j < n; j++) {
-            memcpy(act, images + j * l.image, sizeof(float) * l.image);
-            int64_t pool_at = 0;
-            for (int64_t i = 0; i < count; i++) {
-                forward_op(ops, i, k, &l, act, arg + pool_at);
-                if (ops[i].kind == 1) pool_at += out_size(&ops[i]);
-            }
+            int64_t pool_at = forward_one(ops, count, k, &l, images + j * l.image, act, arg);
             float *g = grad, *gi = grad + l.largest;
             g[0] = -1.0f, g[1] = 1.0f;
             for (int64_t i = count - 1; i >= 0; i--) {
@@ -1105,12 +1113,7 @@ int64_t bs_resnet_logits(const Op *ops, int64_t count, int64_t networks, int64_t
     }
     for (int64_t k = 0; k < networks; k++)
         for (int64_t j = 0; j < n; j++) {
-            memcpy(act, images + j * l.image, sizeof(float) * l.image);
-            int64_t pool_at = 0;
-            for (int64_t i = 0; i < count; i++) {
-                forward_op(ops, i, k, &l, act, arg + pool_at);
-                if (ops[i].kind == 1) pool_at += out_size(&ops[i]);
-            }
+            forward_one(ops, count, k, &l, images + j * l.image, act, arg);
             memcpy(logits + (k * n + j) * classes, act + l.offset[count], sizeof(float) * classes);
         }
     free(l.offset); free(act); free(arg);
