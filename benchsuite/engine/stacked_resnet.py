@@ -23,7 +23,7 @@ equals it trained alone, bit for bit, parameters and BatchNorm buffers. Against 
 
 Where engine/native.py's kernels are built (float32 on the CPU), convnet.c's bs_resnet_gradients
 computes each network's forward and backward instead, in cache, a batch at a time op by op
-(BatchNorm needs its whole batch): 1.1-2.2x the torch formulation (docs/performance.md); the
+(BatchNorm needs its whole batch): 1.1-2.4x the torch formulation (docs/performance.md); the
 running statistics are still updated here, from the batch moments it returns. The same
 guarantees (tests/test_resnet_kernel.py), other roundings (numerics revision 12).
 """
