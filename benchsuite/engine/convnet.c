@@ -613,40 +613,49 @@ static int scratch_of(const Op *ops, int64_t count, int64_t classes, int64_t bat
     return 0;
 }
 
+/* Network k's weight and bias gradients set to zero (each step's are summed from there). */
+static void zero_gradients(const Op *ops, int64_t count, int64_t k) {
+    for (int64_t i = 0; i < count; i++) {
+        const Op *op = &ops[i];
+        int64_t n = weight_count(op);
+        if (!n) continue;
+        memset(op->grad_weight + k * op->weight_stride, 0, sizeof(float) * n);
+        if (op->grad_bias) memset(op->grad_bias + k * op->bias_stride, 0, sizeof(float) * op->cout);
+    }
+}
+
+/* Log-probabilities of logits z as aten's log-softmax: z - max - log(sum exp(z - max)) */
+static void log_softmax(const float *z, float *lp, int64_t classes) {
+    float top = z[0];
+    for (int64_t c = 1; c < classes; c++) if (z[c] > top || isnan(z[c])) top = z[c];
+    float sum = 0.0f;
+    for (int64_t c = 0; c < classes; c++) sum += expf(z[c] - top);
+    float log_sum = logf(sum);
+    for (int64_t c = 0; c < classes; c++) lp[c] = z[c] - top - log_sum;
+}
+
+/* d loss / d logits from d loss / d log-probabilities lg: log-softmax's backward. */
+static void log_softmax_backward(const float *lg, const float *lp, float *g, int64_t classes) {
+    float total_grad = 0.0f;
+    for (int64_t c = 0; c < classes; c++) total_grad += lg[c];
+    for (int64_t c = 0; c < classes; c++) g[c] = lg[c] - expf(lp[c]) * total_grad;
+}
+
 /* Network k's weight and bias gradients over one batch (overwritten, summed over the batch in
    its order): image j at images[j], d loss / d log-probabilities at loss_grad[j] (classes each);
    the log-probabilities into log_probs [batch, classes]. */
 static void network_gradients(const Op *ops, int64_t count, int64_t k, int64_t batch,
                               const Layout *l, Scratch *s, const float *const *images,
                               const float *const *loss_grad, float *log_probs, int64_t classes) {
-    for (int64_t i = 0; i < count; i++) {
-        const Op *op = &ops[i];
-        int64_t n = weight_count(op);
-        if (n) {
-            memset(op->grad_weight + k * op->weight_stride, 0, sizeof(float) * n);
-            if (op->grad_bias)
-                memset(op->grad_bias + k * op->bias_stride, 0, sizeof(float) * op->cout);
-        }
-    }
+    zero_gradients(ops, count, k);
     for (int64_t j = 0; j < batch; j++) {
         float *a = s->act + j * l->total;
         memcpy(a, images[j], sizeof(float) * l->image);
         forward_image(ops, count, k, l, a, s->arg + j * (l->pools + 1));
-        /* log-softmax as aten computes it: z - max - log(sum exp(z - max)) */
-        const float *z = a + l->offset[count];
-        float *lp = log_probs + j * classes;
-        float top = z[0];
-        for (int64_t c = 1; c < classes; c++) if (z[c] > top || isnan(z[c])) top = z[c];
-        float sum = 0.0f;
-        for (int64_t c = 0; c < classes; c++) sum += expf(z[c] - top);
-        float log_sum = logf(sum);
-        for (int64_t c = 0; c < classes; c++) lp[c] = z[c] - top - log_sum;
+        log_softmax(a + l->offset[count], log_probs + j * classes, classes);
     }
     for (int64_t j = 0; j < batch; j++) {
-        const float *lg = loss_grad[j], *lp = log_probs + j * classes;
-        float total_grad = 0.0f;
-        for (int64_t c = 0; c < classes; c++) total_grad += lg[c];
-        for (int64_t c = 0; c < classes; c++) s->grad[c] = lg[c] - expf(lp[c]) * total_grad;
+        log_softmax_backward(loss_grad[j], log_probs + j * classes, s->grad, classes);
         backward_image(ops, count, k, l, s->act + j * l->total, s->arg + j * (l->pools + 1),
                        &s->grad, &s->next, s->pad, 1, 0);
     }
@@ -976,14 +985,7 @@ int64_t bs_resnet_gradients(const Op *ops, int64_t count, int64_t networks, int6
     }
     float *next = grad + l.largest * batch, *skip = next + l.largest * batch;
     for (int64_t k = 0; k < networks; k++) {
-        for (int64_t i = 0; i < count; i++) {
-            const Op *op = &ops[i];
-            int64_t n = weight_count(op);
-            if (!n) continue;
-            memset(op->grad_weight + k * op->weight_stride, 0, sizeof(float) * n);
-            if (op->grad_bias)
-                memset(op->grad_bias + k * op->bias_stride, 0, sizeof(float) * op->cout);
-        }
+        zero_gradients(ops, count, k);
         for (int64_t j = 0; j < batch; j++)
             memcpy(act + j * l.total, images + (k * batch + j) * l.image, sizeof(float) * l.image);
         /* forward, op by op */
@@ -1002,16 +1004,10 @@ int64_t bs_resnet_gradients(const Op *ops, int64_t count, int64_t networks, int6
         }
         /* log-softmax and d loss / d logits, as network_gradients */
         for (int64_t j = 0; j < batch; j++) {
-            const float *z = act + j * l.total + l.offset[count];
-            const float *lg = loss_grad + (k * batch + j) * classes;
-            float *lp = log_probs + (k * batch + j) * classes, *g = grad + j * l.largest;
-            float top = z[0], sum = 0.0f, total_grad = 0.0f;
-            for (int64_t c = 1; c < classes; c++) if (z[c] > top || isnan(z[c])) top = z[c];
-            for (int64_t c = 0; c < classes; c++) sum += expf(z[c] - top);
-            float log_sum = logf(sum);
-            for (int64_t c = 0; c < classes; c++) lp[c] = z[c] - top - log_sum;
-            for (int64_t c = 0; c < classes; c++) total_grad += lg[c];
-            for (int64_t c = 0; c < classes; c++) g[c] = lg[c] - expf(lp[c]) * total_grad;
+            float *lp = log_probs + (k * batch + j) * classes;
+            log_softmax(act + j * l.total + l.offset[count], lp, classes);
+            log_softmax_backward(loss_grad + (k * batch + j) * classes, lp, grad + j * l.largest,
+                                 classes);
         }
         /* backward, op by op, down to the first op with weights */
         float *g = grad, *gi = next;

@@ -568,23 +568,31 @@ def native_margin_norms(module: nn.Module, parameters, x: torch.Tensor, workers=
     images = x.contiguous()
     norms = torch.empty(count, images.shape[0], dtype=torch.float64)
 
-    def run(part):
-        start, stop = part
+    def call(start, stop):
         piece = {name: value[start:stop] for name, value in params.items()}
         ops = native_ops(plan, piece, piece, images.shape[1:])
-        out = norms[start:stop]
-        status = lib.bs_convnet_margin_norms(
-            ops, len(ops), stop - start, images.shape[0], images.data_ptr(), out.data_ptr()
+        return lib.bs_convnet_margin_norms(
+            ops, len(ops), stop - start, images.shape[0], images.data_ptr(),
+            norms[start:stop].data_ptr(),
         )  # fmt: skip
+
+    return norms if in_network_calls(count, call, workers) else None  # None: not two logits
+
+
+def in_network_calls(count: int, call, workers="auto") -> bool:
+    """call(start, stop), a convnet.c entry point's status for networks start..stop, in calls of
+    MARGIN_NETWORKS_PER_CALL networks over worker threads (the kernel releases the GIL): whether
+    every call returned 0; -1 (memory ran out) raises MemoryError."""
+
+    def run(part):
+        status = call(*part)
         if status == -1:
             raise MemoryError("convnet.c could not allocate its activations")
         return status == 0
 
     size = MARGIN_NETWORKS_PER_CALL
     parts = [(start, min(start + size, count)) for start in range(0, count, size)]
-    if not all(spread(run, parts, cpu_threads(workers))):
-        return None  # not two logits
-    return norms
+    return all(spread(run, parts, cpu_threads(workers)))
 
 
 def _run_native(ops, plan, params, grads, images, labels, steps, stepper, summed_loss):

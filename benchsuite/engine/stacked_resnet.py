@@ -40,9 +40,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from benchsuite.engine import native
 from benchsuite.engine.divergence import note_blown_up
-from benchsuite.engine.stacked_conv import MARGIN_NETWORKS_PER_CALL, NativeOp, run_steps
+from benchsuite.engine.stacked_conv import NativeOp, in_network_calls, run_steps
 from benchsuite.engine.stacked_mlp import stacked_stepper
-from benchsuite.engine.threads import cpu_threads, spread
 from benchsuite.errors import OptimizerStepError
 
 # The ResNet4 modules matched by class (the engine may not import benchsuite.architectures).
@@ -164,6 +163,11 @@ def plan_resnet(module: nn.Module) -> ResNetPlan | None:
         else:
             head.append(Op("scale", options=(float(child.factor),)))
     return ResNetPlan(tuple(ops + head))
+
+
+def _classes(plan: ResNetPlan, params) -> int:
+    """The logits the plan's head gives: its last Linear's outputs."""
+    return params[[op for op in plan.ops if op.kind == "linear"][-1].weight].shape[1]
 
 
 def _holds(op: Op, kind: str) -> bool:
@@ -332,8 +336,7 @@ def _global_max_backward(grad, x, maxima):
 
 
 def _run(plan, params, grads, state, images, labels, steps, stepper, summed_loss):
-    head = [op for op in plan.ops if op.kind == "linear"]
-    classes = params[head[-1].weight].shape[1]
+    classes = _classes(plan, params)
     kernels, transposed = {}, {}
 
     def index(ops):
@@ -570,8 +573,7 @@ def _run_native(
     """_run's steps with each network's forward and backward computed by convnet.c, a network at a
     time (bs_resnet_gradients): the same model, loss and running statistics, other roundings."""
     lib = native.library()
-    head = [op for op in plan.ops if op.kind == "linear"]
-    classes = params[head[-1].weight].shape[1]
+    classes = _classes(plan, params)
     count = steps[0].shape[0] if steps else 0
 
     def gradients(x, loss_gradient):
@@ -626,22 +628,15 @@ def _eval_mode(module: nn.Module, parameters, buffers, x: torch.Tensor):
 
 
 def _by_networks(plan, params, frozen, images, call, workers) -> bool:
-    """call(kernel, start, stop) for calls of MARGIN_NETWORKS_PER_CALL networks over worker
-    threads (the kernel releases the GIL); whether every call returned 0."""
-    count = int(next(iter(params.values())).shape[0])
+    """call(kernel, start, stop) with the ops of networks start..stop, over
+    stacked_conv.in_network_calls's calls and threads; whether every call returned 0."""
 
-    def run(part):
-        start, stop = part
+    def on(start, stop):
         piece = {name: value[start:stop] for name, value in params.items()}
         pieces = {name: (s[start:stop], a[start:stop]) for name, (s, a) in frozen.items()}
-        status = call(native_resnet_ops(plan, piece, piece, images, pieces), start, stop)
-        if status == -1:
-            raise MemoryError("convnet.c could not allocate its activations")
-        return status == 0
+        return call(native_resnet_ops(plan, piece, piece, images, pieces), start, stop)
 
-    size = MARGIN_NETWORKS_PER_CALL
-    parts = [(start, min(start + size, count)) for start in range(0, count, size)]
-    return all(spread(run, parts, cpu_threads(workers)))
+    return in_network_calls(int(next(iter(params.values())).shape[0]), on, workers)
 
 
 @torch.no_grad()
@@ -680,7 +675,7 @@ def native_resnet_logits(module: nn.Module, parameters, buffers, x: torch.Tensor
     if prepared is None:
         return None
     plan, params, _ = prepared
-    classes = params[[op for op in plan.ops if op.kind == "linear"][-1].weight].shape[1]
+    classes = _classes(plan, params)
     images, lib = x.contiguous(), native.library()
     out = torch.empty(len(next(iter(params.values()))), x.shape[0], classes, dtype=torch.float32)
 
