@@ -279,7 +279,7 @@ def _check_resumable(
         if versions:
             todo = len(cells) - len(origins)
             progress.note(
-                f"resuming: the suite {'grew' if todo else 'changed'} since its earlier runs; "
+                f"resuming under another version of the suite than the folder's earlier runs; "
                 f"{_finished(len(origins))} of this suite (same cell id, seed, plugin versions and engine "
                 f"revision), {todo} to run"
             )

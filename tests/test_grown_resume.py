@@ -65,7 +65,7 @@ def folders(tmp_path_factory):
 def test_a_grown_suite_resumes_with_no_flag_into_what_a_fresh_run_writes_and_publishes(folders):
     root, _first, _grown, said = folders
     assert (
-        "resuming: the suite grew since its earlier runs; all 4 finished cells are cells of this suite "
+        "resuming under another version of the suite than the folder's earlier runs; all 4 finished cells are cells of this suite "
         "(same cell id, seed, plugin versions and engine revision), 4 to run"
     ) in " ".join(said.split())
     first_id, grown_id = suite_ids(root / "grown")

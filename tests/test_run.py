@@ -315,7 +315,7 @@ def test_resuming_into_a_folder_of_another_resolved_suite_stops_unless_its_cells
     second = validate_suite(document, registry, "b.yaml")
     run_suite(second, tmp_path, registry=registry, progress=notes)
     assert notes.lines == [
-        "resuming: the suite grew since its earlier runs; its one finished cell is a cell of this suite "
+        "resuming under another version of the suite than the folder's earlier runs; its one finished cell is a cell of this suite "
         "(same cell id, seed, plugin versions and engine revision), 1 to run"
     ]
     assert len(cells_in(tmp_path / "results.sqlite")) == 2

@@ -93,6 +93,7 @@ WITH_PLUGINS = {
     "suites/zoo/digits.yaml": ("f23e266d4fe3712b", 2176, "462a326bac9cd238"),
     "suites/zoo/fashion-mnist.yaml": ("69a8f6c0923cfae7", 4896, "07e18428160eb963"),
     "suites/zoo/fashion-mnist-slice.yaml": ("56e3decf1692396d", 204, "83f1f5f0f0d7c878"),
+    "suites/zoo/fashion-mnist-mlp-narrow.yaml": ("c335a52cf42b414a", 1632, "7860e88777439f63"),
     "leaderboards/zoo-fashion-mnist-slice/suite.yaml": ("56e3decf1692396d", 204, "83f1f5f0f0d7c878"),
 }  # fmt: skip
 
@@ -144,3 +145,13 @@ def test_published_readme_names_the_suite_id(folder):
     if RECORD_ONLY not in readme:
         recorded = EXPECTED.get(_relative(folder / "suite.yaml")) or WITH_PLUGINS[_relative(folder / "suite.yaml")]
         assert recorded[0] == suite_id
+
+
+def test_the_zoo_blocks_are_cells_of_the_full_zoo_suite():
+    """One result folder serves the narrow zoo suite and the full one (suites/zoo/README.md): every
+    cell of the block, published first, is a cell of the full suite with the same id and seed."""
+    pytest.importorskip("benchsuite_zoo", reason="benchsuite-zoo is not installed (scripts/setup.sh installs it)")
+    registry = default_registry()
+    full = {(c.cell_id, c.seed) for c in expand(load_suite(ROOT / "suites/zoo/fashion-mnist.yaml", registry))}
+    block = {(c.cell_id, c.seed) for c in expand(load_suite(ROOT / "suites/zoo/fashion-mnist-mlp-narrow.yaml", registry))}
+    assert len(block) == 1632 and block < full
