@@ -108,7 +108,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     """
     from benchsuite.limits import check_memory
     from benchsuite.paths import default_out, shell_command
-    from benchsuite.progress import QuietProgress, RichCellProgress
+    from benchsuite.progress import LogProgress, QuietProgress, RichCellProgress
     from benchsuite.reporting.files import write_leaderboard
     from benchsuite.reporting.terminal import to_terminal
     from benchsuite.runner import resolve_executor_options, run_suite
@@ -129,7 +129,12 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
     check_memory(loaded, _registry(), device, allow_large)
     out_dir = (Path(out) if out else default_out(loaded.name)).resolve()
     first_line = f"output folder: {terminal_text(out_dir)}"  # once the run starts, never before an error
-    progress = QuietProgress(console, first_line) if quiet else RichCellProgress(console, first_line)
+    if quiet:
+        progress = QuietProgress(console, first_line)
+    elif console.is_terminal:
+        progress = RichCellProgress(console, first_line)
+    else:  # a log file: no bars (rich draws none there), a line per finished cell
+        progress = LogProgress(console, first_line)
     try:
         rows = run_suite(
             loaded, out_dir, _registry(), progress, device,

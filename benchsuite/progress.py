@@ -1,5 +1,5 @@
-"""The run's progress on a terminal: rich bars over cells and for the cell in flight (and over
-the probes of `benchsuite estimate`)."""
+"""The run's progress: rich bars over cells and for the cell in flight on a terminal (and over
+the probes of `benchsuite estimate`), a plain line per finished cell in a log file."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class RichCellProgress(Progress):
         self.cells = self.display.add_task("cells", total=total, completed=skipped, rate="")
 
     def start_cell(self, cell, index: int, target: int, unit: str) -> None:
-        label = f"{cell.dataset} {cell.classes[0]}v{cell.classes[1]} N={cell.n_train} s={cell.training_set_seed} {cell.architecture_label} {cell.entry.label}"
+        label = cell_label(cell)
         self._remove(cell.cell_id)
         if len(self.bars) >= MAX_BARS:  # a cell whose end we missed (a worker died): drop the oldest
             self._remove(next(iter(self.bars)))
@@ -89,6 +89,62 @@ class RichCellProgress(Progress):
 
 
 MAX_BARS = 64
+
+
+def cell_label(cell) -> str:
+    """A cell in one line: task, training set, architecture, method."""
+    return (
+        f"{cell.dataset} {cell.classes[0]}v{cell.classes[1]} N={cell.n_train} s={cell.training_set_seed} "
+        f"{cell.architecture_label} {cell.entry.label}"
+    )
+
+
+class LogProgress(Progress):
+    """For a console that is not a terminal (output redirected to a log, a batch job), where rich
+    draws no bars: a plain line per finished cell, with the count, the cell's own time and the
+    time left at this run's pace so far (cells differ a lot, so it is a rough figure)."""
+
+    def __init__(self, console: Console, first_line: str = "", clock=time.monotonic):
+        self.console = console
+        self.first_line = first_line
+        self.clock = clock
+        self.notes: list[str] = []
+        self.total = self.done = self.finished_here = 0
+        self.started = 0.0
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
+
+    def start_run(self, total: int, skipped: int) -> None:
+        lines = [self.first_line, *self.notes]
+        if skipped and not self.notes:
+            lines.append(f"resuming: {skipped} of {total} cells already done")
+        for line in filter(None, lines):
+            self._print(line)
+        self.total, self.done, self.started = total, skipped, self.clock()
+
+    def finish_cell(self, outcome) -> None:
+        self.done += 1
+        self.finished_here += 1
+        elapsed = self.clock() - self.started
+        left = (self.total - self.done) * elapsed / self.finished_here
+        status = "" if outcome.status == "ok" else f" ({outcome.status})"
+        self._print(
+            f"[{self.done}/{self.total}] {terminal_text(cell_label(outcome.cell))}: {outcome.size} networks{status}, "
+            f"{outcome.seconds:,.0f} s; {_duration(elapsed)} elapsed, about {_duration(left)} left"
+        )
+
+    def _print(self, line: str) -> None:
+        self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _duration(seconds: float) -> str:
+    """12s, 7m, 3h05m: a log line's durations, no finer than they are meaningful."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    hours, minutes = divmod(whole // 60, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
 
 
 class QuietProgress(Progress):
