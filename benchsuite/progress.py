@@ -102,14 +102,15 @@ def cell_label(cell) -> str:
 class LogProgress(Progress):
     """For a console that is not a terminal (output redirected to a log, a batch job), where rich
     draws no bars: a plain line per finished cell, with the count, the cell's own time and the
-    time left at this run's pace so far (cells differ a lot, so it is a rough figure)."""
+    run's. No time left: cells differ by orders of magnitude and run grouped by method, so the
+    pace so far says little about the rest (`benchsuite estimate` measures it)."""
 
     def __init__(self, console: Console, first_line: str = "", clock=time.monotonic):
         self.console = console
         self.first_line = first_line
         self.clock = clock
         self.notes: list[str] = []
-        self.total = self.done = self.finished_here = 0
+        self.total = self.done = 0
         self.started = 0.0
 
     def note(self, line: str) -> None:
@@ -125,13 +126,10 @@ class LogProgress(Progress):
 
     def finish_cell(self, outcome) -> None:
         self.done += 1
-        self.finished_here += 1
-        elapsed = self.clock() - self.started
-        left = (self.total - self.done) * elapsed / self.finished_here
         status = "" if outcome.status == "ok" else f" ({outcome.status})"
         self._print(
             f"[{self.done}/{self.total}] {terminal_text(cell_label(outcome.cell))}: {outcome.size} networks{status}, "
-            f"{outcome.seconds:,.0f} s; {_duration(elapsed)} elapsed, about {_duration(left)} left"
+            f"{outcome.seconds:,.0f} s; {_duration(self.clock() - self.started)} into the run"
         )
 
     def _print(self, line: str) -> None:
