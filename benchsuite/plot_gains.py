@@ -154,7 +154,7 @@ def summary_figure(Figure: Callable, title: str, rows: Sequence[dict]):
         axes.plot([low, high], [y, y], color=color, linewidth=2, solid_capstyle="butt")
         axes.plot([mean], [y], "o", color=color, markersize=4, gid=f"summary {method}")
     axes.set_yticks(range(len(table)), [plot_text(f"{m} ({k} tasks)") for m, *_, k in reversed(table)], fontsize=7)
-    axes.set_xlabel("mean gain over the baseline (pp), 95% bootstrap interval over tasks")
+    axes.set_xlabel("mean gain over the baseline (pp)\n95% percentile bootstrap interval, tasks resampled")
     axes.grid(axis="x", alpha=0.3)
     axes.set_title(plot_text(title), fontsize=9)
     return figure

@@ -95,6 +95,7 @@ WITH_PLUGINS = {
     "suites/zoo/fashion-mnist-slice.yaml": ("56e3decf1692396d", 204, "83f1f5f0f0d7c878"),
     "suites/zoo/fashion-mnist-mlp-narrow.yaml": ("c335a52cf42b414a", 1632, "7860e88777439f63"),
     "leaderboards/zoo-fashion-mnist-slice/suite.yaml": ("56e3decf1692396d", 204, "83f1f5f0f0d7c878"),
+    "leaderboards/zoo-fashion-mnist-mlp-narrow/suite.yaml": ("c335a52cf42b414a", 1632, "7860e88777439f63"),
 }  # fmt: skip
 
 # Published before the protocol-exactness change: their READMEs say that suite.yaml now resolves to
