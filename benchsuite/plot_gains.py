@@ -2,7 +2,9 @@
 one panel per method.
 
 - gain: gain over the baseline (pp) against N, one line per optimizer with its interval as a
-  faint band, one panel per architecture variant, the legend ordered by mean gain;
+  faint band, one panel per architecture variant, the legend ordered by mean gain; from 13
+  optimizers on, 33 coloured bands hide each other, so only the 3 best, the 3 worst (by mean
+  gain) and SGD keep colour and band, the others stay as thin grey lines;
 - ranking: a ranked dot plot, one row per optimizer (ordered by mean gain, the same order in
   every panel), the gain and its interval, one panel per variant and N;
 - summary: each optimizer's mean gain over every task (pair, N, variant) with a bootstrap interval
@@ -26,6 +28,10 @@ from typing import Any
 from benchsuite.escaping import plot_text
 
 MANY_METHODS = 5  # from this many optimizers on, the per-method panels stop being comparable
+HIGHLIGHT_FROM = 13  # from this many on, the gain figure colours only the ends and the reference
+HIGHLIGHTED = 3  # the best and the worst by mean gain that keep their colour
+REFERENCE = "sgd"  # the across-task table's reference optimizer (P(> sgd)), coloured wherever it ran
+GREY = "0.72"
 ROW_INCHES = 0.22  # per optimizer in a dot plot
 SUMMARY_RESAMPLES = 2000
 SUMMARY_SEED = 0
@@ -44,19 +50,38 @@ def by_mean_gain(rows: Sequence[dict]) -> list[str]:
     return sorted(gains, key=lambda m: (-fmean(gains[m]), m))
 
 
+def highlighted(methods: Sequence[str]) -> list[str]:
+    """The optimizers the gain figure colours, in the order given (by mean gain): all of them up
+    to HIGHLIGHT_FROM; beyond, the HIGHLIGHTED best and worst and the reference."""
+    if len(methods) < HIGHLIGHT_FROM:
+        return list(methods)
+    keep = {*methods[:HIGHLIGHTED], *methods[-HIGHLIGHTED:], REFERENCE}
+    return [m for m in methods if m in keep]
+
+
 def styles(count: int) -> list[tuple[Any, str]]:
-    """(colour, line style) per line: 20 distinct colours, then the same with other dashes."""
+    """(colour, line style) per line: up to 10 lines tab10's distinct colours; more, tab20's 20
+    (paired light and dark), then the same with other dashes."""
     from matplotlib import colormaps
 
-    palette = [colormaps["tab20"](i) for i in range(20)]
+    size = 10 if count <= 10 else 20
+    palette = [colormaps[f"tab{size}"](i) for i in range(size)]
     dashes = ["-", "--", ":", "-."]
-    return [(palette[i % 20], dashes[(i // 20) % len(dashes)]) for i in range(count)]
+    return [(palette[i % size], dashes[(i // size) % len(dashes)]) for i in range(count)]
 
 
 def gain_figure(Figure: Callable, title: str, rows: Sequence[dict], variants: list[str], variant_names: dict[str, str]):
-    """Gain (pp) against N, a line and a faint interval band per optimizer, a panel per variant."""
+    """Gain (pp) against N, a line and a faint interval band per optimizer (grey and without band
+    for those `highlighted` leaves out), a panel per variant."""
+    from matplotlib.lines import Line2D
+
     rows = gained(rows)
     methods = by_mean_gain(rows)
+    coloured = highlighted(methods)
+    look = dict(zip(coloured, styles(len(coloured))))
+    if len(coloured) < len(methods) and REFERENCE in look:
+        look[REFERENCE] = ("black", "-")  # the reference stands out among the ends
+    grey = [m for m in methods if m not in look]
     by_key = {(r["optimizer"], r["architecture"], r["n_train"]): r for r in rows}
     n_values = sorted({r["n_train"] for r in rows})
     height = max(3.6, 0.17 * len(methods) + 0.8)
@@ -64,11 +89,16 @@ def gain_figure(Figure: Callable, title: str, rows: Sequence[dict], variants: li
     panels = figure.subplots(1, len(variants), sharey=True, squeeze=False)[0]
     for axes, variant in zip(panels, variants):
         axes.axhline(0, color="0.3", linewidth=0.8, gid="zero")
-        for method, (color, dash) in zip(methods, styles(len(methods))):
+        for method in grey + coloured:  # grey first, underneath
             points = [by_key[(method, variant, n)] for n in n_values if (method, variant, n) in by_key]
             if not points:
                 continue
             xs = [p["n_train"] for p in points]
+            if method not in look:
+                axes.plot(xs, [p["gain_pp"] for p in points], color=GREY, linewidth=0.7, label="_grey",
+                          gid=f"gain {method}")  # fmt: skip
+                continue
+            color, dash = look[method]
             axes.plot(xs, [p["gain_pp"] for p in points], color=color, linestyle=dash, marker="o",
                       markersize=2.5, linewidth=1.2, label=plot_text(method), gid=f"gain {method}")  # fmt: skip
             bands = [p for p in points if p.get("gain_ci_low") is not None]
@@ -83,6 +113,12 @@ def gain_figure(Figure: Callable, title: str, rows: Sequence[dict], variants: li
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("gain over the baseline (pp)")
     handles, labels = panels[0].get_legend_handles_labels()
+    order = {plot_text(m): i for i, m in enumerate(coloured)}  # by mean gain, whatever panel 0 ran
+    pairs = sorted(zip(handles, labels), key=lambda pair: order.get(pair[1], len(order)))
+    handles, labels = [h for h, _ in pairs], [label for _, label in pairs]
+    if grey:
+        handles.append(Line2D([], [], color=GREY, linewidth=0.7))
+        labels.append(f"the other {len(grey)}")
     figure.legend(handles, labels, loc="outside right upper", fontsize=7, title="by mean gain", title_fontsize=7)
     figure.suptitle(plot_text(title), fontsize=9)
     return figure

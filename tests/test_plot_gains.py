@@ -108,3 +108,25 @@ def test_the_summary_sits_at_the_top_of_the_html_page():
     page = to_html([row], figures=[("summary", png), ("gain_digits_0v1_mlp", png)])
     assert page.index('id="summary-figure"') < page.index('id="leaderboard-heading"') < page.index('id="figures-heading"')
     assert page.count("<figure") == 2
+
+
+def test_with_many_optimizers_the_gain_figure_colours_the_ends_and_sgd(tmp_path):
+    """33 bands hide each other: from 13 optimizers on, the 3 best, the 3 worst and SGD keep colour
+    and band, the others are thin grey lines (still drawn, each at its gains)."""
+    names = tuple(f"opt{i:02d}" for i in range(15)) + ("sgd", "gnc")
+    folder = make_results(tmp_path / "out", pairs=((0, 1),), widths=("1",), optimizers=names, models=3)
+    with Store(folder / "results.sqlite", read_only=True) as store:
+        data = PlotData.from_store(store)
+    figure = figures(data)["gain_digits_0v1_mlp"]
+    order = by_mean_gain(data.rows)
+    assert len(order) == 16
+    coloured = [*order[:3], *[m for m in order[3:-3] if m == "sgd"], *order[-3:]]
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend == [m for m in order if m in coloured] + [f"the other {16 - len(coloured)}"]
+    (axes,) = [a for a in figure.axes if a.get_title()]
+    drawn = lines(axes, "gain ")
+    assert set(drawn) == set(order)
+    for method, line in drawn.items():
+        assert (line.get_color() == "0.72") == (method not in coloured), method
+    assert len(axes.collections) == len(coloured)  # a band each, none for the grey lines
+    figure.savefig(io.BytesIO(), format="png", dpi=50)
