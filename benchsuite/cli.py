@@ -182,7 +182,8 @@ def validate(suite: str, allow_large: bool) -> None:
 @click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True, help="Seconds of each probe: longer is steadier.")
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print every cell's estimate as JSON instead of the table.")
-def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, as_json: bool) -> None:
+@click.option("--out", "-o", type=click.Path(), help="A result folder of this suite: estimate only the cells it does not hold yet (what running into it would still do).")
+def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, as_json: bool, out: str | None) -> None:
     """How long SUITE would take here: each kind of cell run briefly, the rest extrapolated.
 
     Gradient cells: a few epochs of the first round, timed, times the steps of the full cell
@@ -199,18 +200,35 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
     if device is not None and not DEVICE_PATTERN.fullmatch(device):
         raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     loaded = _load(suite, allow_large)
+    finished = _finished_cells(out, loaded) if out is not None else set()
     with probe_progress(console) as progress:
-        found = estimate_suite(loaded, _registry(), device, seconds, progress)
+        found = estimate_suite(loaded, _registry(), device, seconds, progress, finished)
     if as_json:
         click.echo(json.dumps({
-            "suite": loaded.name, "suite_id": loaded.suite_id, "device": found.device,
+            "suite": loaded.name, "suite_id": loaded.suite_id, "device": found.device, "finished": len(finished),
             "seconds": found.seconds, "lower_bound": found.lower_bound, "probe_seconds": found.probe_seconds,
             "cells": [{"cell_id": c.cell.cell_id, "method": c.cell.entry.label, "architecture": c.cell.architecture_label,
                        "n_train": c.cell.n_train, "seconds": c.seconds, "evaluation_seconds": c.evaluation, "basis": c.basis,
                        "note": c.note} for c in found.costs],
         }, indent=1))  # fmt: skip
         return
+    if out is not None:
+        stdout.print(
+            f"{terminal_text(out)}: {len(finished)} of the suite's cells finished; estimating the other {len(found.costs)}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     estimate_table(found, loaded.name, stdout)
+
+
+def _finished_cells(out: str, suite) -> set[str]:
+    """Ids of the cells of `suite` that the result folder `out` holds (read-only: a run may be
+    writing it); one line and exit code 2 if there is no results database there."""
+    from benchsuite.resolved import expand
+    from benchsuite.store import Store
+
+    with Store.open_existing(out) as store:
+        held = store.finished_cell_ids()
+    return {cell.cell_id for cell in expand(suite)} & held
 
 
 @main.command()

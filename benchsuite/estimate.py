@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +115,7 @@ class SuiteEstimate:
 
 def estimate(
     suite: Suite, registry: Registry | None = None, device: str | None = None, seconds: float = 2.0,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None, finished: Collection[str] = (),
 ) -> SuiteEstimate:  # fmt: skip
     """estimate_suite on the suite's device (or `device`), its data read as a run reads them."""
     registry = registry or default_registry()
@@ -124,16 +124,17 @@ def estimate(
         download=suite.data.download,
     )
     context = CellContext(registry, data, resolve_device(device or suite.device), suite.metrics)
-    return estimate_suite(suite, context, seconds, progress)
+    return estimate_suite(suite, context, seconds, progress, finished)
 
 
 def estimate_suite(
     suite: Suite, context: CellContext, seconds: float = 2.0,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None, finished: Collection[str] = (),
 ) -> SuiteEstimate:  # fmt: skip
     """Measure and extrapolate every cell of `suite` on `context.device`; `seconds` per probe.
-    progress(label, done, total) is called before each probe."""
-    cells = expand(suite)
+    progress(label, done, total) is called before each probe. `finished`: ids of cells a result
+    folder already holds (a resumed run skips them), left out of the estimate."""
+    cells = [cell for cell in expand(suite) if cell.cell_id not in finished]
     probes: dict[tuple, list[Cell]] = {}
     for cell in cells:
         probes.setdefault(_probe_key(cell), []).append(cell)

@@ -165,3 +165,30 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
     assert cli("estimate", bad, "--device", "gpu0").returncode == 2
+
+
+def test_with_a_result_folder_only_the_cells_it_lacks_are_estimated(tmp_path):
+    """`--out DIR`: what running into DIR would still do. A folder run with N = 4 holds those
+    cells of the grown suite (N = 4 and 8); its database is read, never written."""
+    document = {
+        "name": "estimate-me", "seed": 0, "device": "cpu", "models_per_cell": 2,
+        "tasks": [{"dataset": "digits", "classes": [[0, 1]], "n_train": [4], "training_set_seeds": [200, 201]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [2]}],
+        "optimizers": [{"name": "sgd", "epochs": 5}], "baselines": [{"name": "gnc"}],
+    }  # fmt: skip
+    first = write(tmp_path / "first.yaml", document)
+    assert cli("run", first, "--out", "out", "-q", cwd=tmp_path).returncode == 0
+    document["tasks"][0]["n_train"] = [4, 8]
+    grown = write(tmp_path / "grown.yaml", document)
+    database = tmp_path / "out" / "results.sqlite"
+    before = database.read_bytes()
+    answer = json.loads(cli("estimate", grown, "--seconds", "0.2", "--json", "--out", "out", cwd=tmp_path).stdout)
+    assert answer["finished"] == 4 and sorted((c["method"], c["n_train"]) for c in answer["cells"]) == [
+        ("gnc", 8), ("gnc", 8), ("sgd", 8), ("sgd", 8)
+    ]
+    shown = cli("estimate", grown, "--seconds", "0.2", "--out", "out", cwd=tmp_path)
+    assert "out: 4 of the suite's cells finished; estimating the other 4" in shown.stdout
+    assert database.read_bytes() == before
+    missing = cli("estimate", grown, "--out", "nowhere", cwd=tmp_path)
+    assert missing.returncode == 2 and "no results database here" in missing.stderr
+    assert len([line for line in missing.stderr.splitlines() if line.strip()]) == 1
