@@ -3,8 +3,8 @@ one panel per method.
 
 - gain: gain over the baseline (pp) against N, one line per optimizer with its interval as a
   faint band, one panel per architecture variant, the legend ordered by mean gain; from 13
-  optimizers on, 33 coloured bands hide each other, so only the 3 best, the 3 worst (by mean
-  gain) and SGD keep colour and band, the others stay as thin grey lines;
+  optimizers on the bands hide each other, so only the 3 best, the 3 worst (by mean gain) and
+  SGD keep colour and band, the others stay as thin grey lines;
 - ranking: a ranked dot plot, one row per optimizer (ordered by mean gain, the same order in
   every panel), the gain and its interval, one panel per variant and N;
 - summary: each optimizer's mean gain over every task (pair, N, variant) with a bootstrap interval
