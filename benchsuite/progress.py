@@ -50,10 +50,8 @@ class RichCellProgress(Progress):
         if self.first_line:
             self.display.console.print(self.first_line, highlight=False, markup=False, soft_wrap=True)
         self.display.start()
-        for line in self.notes:
+        for line in opening_notes(self.notes, total, skipped):
             self.display.console.print(line, highlight=False, markup=False, soft_wrap=True)
-        if skipped and not self.notes:
-            self.display.console.print(f"resuming: {skipped} of {total} cells already done")
         self.cells = self.display.add_task("cells", total=total, completed=skipped, rate="")
 
     def start_cell(self, cell, index: int, target: int, unit: str) -> None:
@@ -91,6 +89,14 @@ class RichCellProgress(Progress):
 MAX_BARS = 64
 
 
+def opening_notes(notes: list[str], total: int, skipped: int) -> list[str]:
+    """What a run says as it starts: the runner's notes (a suite of another version resumed),
+    else, when it resumes, how many cells are already done."""
+    if notes or not skipped:
+        return list(notes)
+    return [f"resuming: {skipped} of {total} cells already done"]
+
+
 def cell_label(cell) -> str:
     """A cell in one line: task, training set, architecture, method."""
     return (
@@ -117,10 +123,7 @@ class LogProgress(Progress):
         self.notes.append(line)
 
     def start_run(self, total: int, skipped: int) -> None:
-        lines = [self.first_line, *self.notes]
-        if skipped and not self.notes:
-            lines.append(f"resuming: {skipped} of {total} cells already done")
-        for line in filter(None, lines):
+        for line in filter(None, [self.first_line, *opening_notes(self.notes, total, skipped)]):
             self._print(line)
         self.total, self.done, self.started = total, skipped, self.clock()
 
