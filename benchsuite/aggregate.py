@@ -14,6 +14,8 @@ or how surely. Two views add that:
   per task, averaged over tasks, with the same kind of interval.
 - performance profiles (Dolan & Moré 2002, as AlgoPerf uses them): for each optimizer, the share
   of tasks on which its mean test accuracy is within tau points of the best optimizer's there.
+- by architecture: the IQM gain and its rank per architecture, and the rank correlation between
+  architectures, so a reader sees whether width or family reorders the optimizers.
 
 Each optimizer's intervals come from their own generator (statistics.generator with the
 optimizer's label), so adding an optimizer never moves another's interval.
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchsuite import statistics as stats
+from benchsuite.correlation import average_ranks, spearman
 from benchsuite.statistics import BootstrapSettings
 
 REFERENCE_OPTIMIZER = "sgd"  # P(improvement) is reported over this optimizer when it ran
@@ -147,6 +150,19 @@ def performance_profiles(
     return {label: profile(values, len(scores), taus, tau_max) for label, values in gaps.items()}
 
 
+def gain_strata(accuracies: Mapping[tuple, Mapping], tasks: Sequence[tuple], label: str, baseline: str | None) -> list[np.ndarray]:
+    """Per task the optimizer ran beside the baseline: its gain on each shared training set, in
+    points (stats.group_test_accuracies keyed by task + (label,)); [] without a baseline."""
+    if baseline is None:
+        return []
+    gains = []
+    for task in tasks:
+        differences = stats.per_set_differences(accuracies.get(task + (label,), {}), accuracies.get(task + (baseline,), {}))
+        if differences.size:
+            gains.append(100 * differences)
+    return gains
+
+
 def across_tasks(
     rows: Sequence[Mapping],
     networks: list[dict],
@@ -163,13 +179,10 @@ def across_tasks(
     profiles = performance_profiles(rows)
     optimizers = []
     for label in labels:
-        gains, shares = [], []
+        gains = gain_strata(accuracies, tasks, label, baseline)
+        shares = []
         for task in tasks:
             sets = accuracies.get(task + (label,), {})
-            if baseline is not None:
-                differences = stats.per_set_differences(sets, accuracies.get(task + (baseline,), {}))
-                if differences.size:
-                    gains.append(100 * differences)
             if reference is not None and label != reference:
                 found = stats.improvement_shares(sets, accuracies.get(task + (reference,), {}))
                 if found:
@@ -206,4 +219,54 @@ def across_tasks(
         "seed": settings.seed,
         "method": "stratified percentile bootstrap (training sets within each task)",
         "optimizers": optimizers,
+    }
+
+
+def by_architecture(
+    rows: Sequence[Mapping], networks: list[dict], baseline: str | None, settings: BootstrapSettings
+) -> dict[str, Any] | None:
+    """How the across-task ranking moves with the architecture (width, depth, family): per
+    architecture, each optimizer's IQM gain over its tasks with the stratified interval (as
+    across_tasks, from a stream of its own: the architecture is part of its identity) and its
+    rank among the optimizers there (1 = best IQM, ties share their mean rank); and Spearman's
+    correlation of the IQM gains between every two architectures, over the optimizers both ran
+    (a point estimate: ranks of estimates whose intervals overlap move by chance too). None with
+    fewer than two architectures with gains (the baseline ran there too) or no baseline."""
+    if baseline is None:
+        return None
+    tasks = sorted({task_key(r) for r in rows if r.get("test_acc_mean") is not None})
+    architectures = list(dict.fromkeys(task[3] for task in tasks))
+    if len(architectures) < 2:
+        return None
+    accuracies = stats.group_test_accuracies(networks)
+    labels = sorted({r["optimizer"] for r in rows if r["role"] != "baseline"})
+    entries: dict[str, dict[str, dict[str, Any]]] = {label: {} for label in labels}
+    for architecture in architectures:
+        own = [task for task in tasks if task[3] == architecture]
+        for label in labels:
+            gains = gain_strata(accuracies, own, label, baseline)
+            if gains:
+                summary = gain_summary(gains, settings, (label, baseline, architecture))
+                entries[label][architecture] = {
+                    "tasks": len(gains),
+                    **{key: summary[key] for key in ("gain_iqm", "gain_iqm_ci_low", "gain_iqm_ci_high")},
+                }
+        ranked = [label for label in labels if architecture in entries[label]]
+        for label, rank in zip(ranked, average_ranks([-entries[label][architecture]["gain_iqm"] for label in ranked])):
+            entries[label][architecture]["rank"] = float(rank)
+    architectures = [a for a in architectures if any(a in entries[label] for label in labels)]  # those with gains
+    if len(architectures) < 2:
+        return None
+    correlations = []
+    for i, first in enumerate(architectures):
+        for second in architectures[i + 1 :]:
+            both = [label for label in labels if first in entries[label] and second in entries[label]]
+            rho = spearman([entries[label][first]["gain_iqm"] for label in both], [entries[label][second]["gain_iqm"] for label in both])
+            correlations.append({"architectures": [first, second], "optimizers": len(both), "spearman": rho})
+    return {
+        "baseline": baseline,
+        "architectures": architectures,
+        "confidence": settings.confidence,
+        "optimizers": [{"optimizer": label, "by_architecture": entries[label]} for label in labels],
+        "rank_correlations": correlations,
     }

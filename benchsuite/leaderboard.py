@@ -385,7 +385,8 @@ class LeaderboardRows(list):
 
     Attributes: `comparisons` (pairwise, per task), `ranking` (mean ranks across tasks),
     `win_rates` (matrix), `aggregate` (aggregate.across_tasks: mean and IQM gains with intervals,
-    P(improvement) over SGD, performance profiles), `set_means` (training_set_means), `settings` (the bootstrap's), `runs`
+    P(improvement) over SGD, performance profiles), `by_architecture` (aggregate.by_architecture: the
+    IQM gain and rank per architecture; None with one), `set_means` (training_set_means), `settings` (the bootstrap's), `runs`
     (the runs table: resolved suite and environment) and `reference_baseline`. JSON and CSV writers
     see only the rows.
     """
@@ -394,6 +395,7 @@ class LeaderboardRows(list):
     ranking: list[dict]
     win_rates: dict
     aggregate: dict
+    by_architecture: dict | None
     set_means: list[dict]
     settings: BootstrapSettings
     runs: list[dict]
@@ -419,6 +421,7 @@ def build_leaderboard(
     rows.ranking = stats.mean_ranks(rows)
     rows.win_rates = stats.win_rates(rows)
     rows.aggregate = aggregate.across_tasks(rows, networks, reference_baseline, settings)
+    rows.by_architecture = aggregate.by_architecture(rows, networks, reference_baseline, settings)
     rows.set_means = training_set_means(networks)
     rows.settings = settings
     rows.runs = list(runs)

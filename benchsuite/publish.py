@@ -163,7 +163,7 @@ def readme(
     """The published folder's front page: what it is, the headline numbers, how to reproduce."""
     from benchsuite.reporting.display import display_rows, method_notes, ranking_display
     from benchsuite.reporting.formatting import task_count
-    from benchsuite.reporting.markdown import aggregate_lines, markdown_table
+    from benchsuite.reporting.markdown import aggregate_lines, architecture_lines, markdown_table
 
     suite = runs[-1]["suite"]
     summary = environment["summary"]
@@ -191,6 +191,7 @@ def readme(
     ranking = getattr(rows, "ranking", None)
     if ranking:
         lines += ["## Across tasks", ""] + aggregate_lines(getattr(rows, "aggregate", None) if task_count(rows) > 1 else None)
+        lines += architecture_lines(rows)
         lines += markdown_table(ranking_display(ranking)) + [""]
     if rows:
         lines += ["## Leaderboard", ""] + markdown_table(display_rows(rows)) + [""]

@@ -265,3 +265,74 @@ def test_an_optimizer_more_or_less_moves_no_other_interval(folder, built):
         assert alone[key] == full[key]
     assert alone["profile"] == [1.0] * 4  # alone, it is the best everywhere
     assert cells  # the database was read
+
+
+# ---------------------------------------------------------------------------------------------
+# By architecture: the same numbers per architecture, recomputed from raw rows with loops
+
+ZOO = ("sgd", "adam", "lion", "radam", "tiger", "gnc")
+
+
+@pytest.fixture(scope="module")
+def zoo_folder(tmp_path_factory) -> Path:
+    # five optimizers at two widths; tiger never ran at width 1, so it has one architecture only
+    missing = {((0, 1), n, "1", "tiger", s) for n in (4, 8) for s in (200, 201, 202, 203)}
+    missing |= {((3, 8), n, "1", "tiger", s) for n in (4, 8) for s in (200, 201, 202, 203)}
+    return make_results(tmp_path_factory.mktemp("by-architecture") / "out", optimizers=ZOO, skip=missing, rng_seed=3)
+
+
+def test_by_architecture_recomputed_from_raw_rows(zoo_folder):
+    with Store(zoo_folder / "results.sqlite") as store:
+        built = leaderboard_from_store(store)
+    with sqlite3.connect(zoo_folder / "results.sqlite") as db:
+        records = db.execute(
+            "SELECT c.classes, c.n_train, c.architecture, c.optimizer, c.training_set_seed, n.test_acc "
+            "FROM networks n JOIN cells c ON c.cell_id = n.cell_id"
+        ).fetchall()
+    raw: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for classes, n, arch, opt, seed, acc in records:
+        raw[(arch, classes, n, opt)][seed].append(acc)
+    record, settings = built.by_architecture, built.settings
+    assert record["architectures"] == ["mlp w=1 d=4", "mlp w=1/6 d=4"] and record["baseline"] == "gnc"
+    by_label = {e["optimizer"]: e["by_architecture"] for e in record["optimizers"]}
+    assert sorted(by_label) == sorted(ZOO[:-1]) and list(by_label["tiger"]) == ["mlp w=1/6 d=4"]
+    iqms: dict[str, dict[str, float]] = defaultdict(dict)
+    for arch in record["architectures"]:
+        tasks = sorted({key[1:3] for key in raw if key[0] == arch})
+        for label in ZOO[:-1]:
+            strata = []
+            for task in tasks:
+                mine, base = raw.get((arch, *task, label), {}), raw[(arch, *task, "gnc")]
+                gains = [100 * (fmean(mine[s]) - fmean(base[s])) for s in sorted(set(mine) & set(base))]
+                if gains:
+                    strata.append(gains)
+            if not strata:
+                continue
+            entry = by_label[label][arch]
+            iqms[arch][label] = scipy_stats.trim_mean([g for s in strata for g in s], 0.25)
+            assert entry["tasks"] == len(strata) == 4
+            assert entry["gain_iqm"] == pytest.approx(iqms[arch][label])
+            generator = loop_generator(settings.seed, "across tasks", label, "gnc", arch)
+            drawn = loop_stratified(strata, settings.resamples, generator)
+            replicates = [scipy_stats.trim_mean([g for task in replicate for g in task], 0.25) for replicate in drawn]
+            assert entry["gain_iqm_ci_low"] == pytest.approx(quantile(replicates, 0.025))
+            assert entry["gain_iqm_ci_high"] == pytest.approx(quantile(replicates, 0.975))
+        labels = sorted(iqms[arch])
+        ranks = scipy_stats.rankdata([-iqms[arch][label] for label in labels])
+        assert [by_label[label][arch]["rank"] for label in labels] == list(ranks)
+    (correlation,) = record["rank_correlations"]
+    both = sorted(set(iqms["mlp w=1 d=4"]) & set(iqms["mlp w=1/6 d=4"]))
+    assert correlation["optimizers"] == len(both) == 4
+    expected = scipy_stats.spearmanr([iqms["mlp w=1 d=4"][o] for o in both], [iqms["mlp w=1/6 d=4"][o] for o in both])
+    assert correlation["spearman"] == pytest.approx(expected.statistic)
+
+
+def test_by_architecture_needs_two_architectures_and_a_baseline(zoo_folder):
+    with Store(zoo_folder / "results.sqlite") as store:
+        built = leaderboard_from_store(store)
+        networks = store.network_rows()
+    narrow = [r for r in built if r["architecture"] == "mlp w=1/6 d=4"]
+    assert aggregate.by_architecture(narrow, networks, "gnc", built.settings) is None
+    assert aggregate.by_architecture(built, networks, None, built.settings) is None
+    without_baseline_at_width_1 = [n for n in networks if not (n["optimizer"] == "gnc" and n["architecture"] == "mlp w=1 d=4")]
+    assert aggregate.by_architecture(built, without_baseline_at_width_1, "gnc", built.settings) is None  # no gains there

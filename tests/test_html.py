@@ -220,3 +220,19 @@ def test_browser_screenshot(board, tmp_path):
     assert image[..., :3].std() > 0.05  # text and tables, not a blank page
     # the leaderboard sits above the fold: rows of dark text in the top third
     assert (image[: height // 3, :, :3].mean(axis=2) < 0.4).sum() > 5000
+
+
+@needs_chromium
+def test_browser_sorts_the_by_architecture_table(board, tmp_path):
+    page, rows, _ = board
+    result = chromium(page, tmp_path, "--dump-dom", fragment="#sort=by-architecture.iqm_1.asc")
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = parse(result.stdout).tables["by-architecture"]
+    assert table["attrs"].get("data-sorted-by") == "iqm_1.ascending"
+    record = rows.by_architecture
+    narrow = record["architectures"][1]
+    expected = sorted(record["optimizers"], key=lambda e: e["by_architecture"][narrow]["gain_iqm"])
+    assert [cells[0] for cells in table["rows"]] == [e["optimizer"] for e in expected]
+    for cells, e in zip(table["rows"], expected):
+        assert cells[3].startswith(f"{e['by_architecture'][narrow]['gain_iqm']:+.1f}")
+        assert cells[4] == f"{e['by_architecture'][narrow]['rank']:g}"

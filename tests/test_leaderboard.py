@@ -268,3 +268,47 @@ def test_one_task_or_one_training_set_per_task_is_said_not_shown_as_intervals(tm
     console = Console(record=True, width=250)
     to_terminal(rows, console)
     assert "one training set per task: no intervals" in console.export_text()
+
+
+def test_every_format_shows_how_the_ranking_moves_with_the_architecture(rows, tmp_path):
+    from benchsuite.reporting.html_page import to_html
+
+    record = rows.by_architecture
+    assert record["architectures"] == ["mlp w=1 d=4", "mlp w=1/6 d=4"]
+    order = [e["optimizer"] for e in rows.aggregate["optimizers"]]
+    text = to_markdown(rows)
+    lines = text.splitlines()
+    header = lines.index(next(line for line in lines if "mlp w=1 d=4: IQM gain pp [95% CI]" in line))
+    table = lines[header + 2 : header + 2 + len(order)]
+    assert [line.split(" | ")[0].strip("| ") for line in table] == order  # the across-task table's order
+    for line, label in zip(table, order):
+        for arch in record["architectures"]:
+            found = next(e for e in record["optimizers"] if e["optimizer"] == label)["by_architecture"][arch]
+            shown = f"{found['gain_iqm']:+.1f} [{found['gain_iqm_ci_low']:+.1f}, {found['gain_iqm_ci_high']:+.1f}] | {found['rank']:g}"
+            assert shown in line
+    assert "Rank correlation (Spearman)" not in text  # two optimizers: no rho
+    assert text.index("| IQM gain pp [95% CI] |") < text.index(lines[header]) < text.index("mean rank")
+    page = to_html(rows)
+    assert 'id="by-architecture"' in page and page.index('id="aggregate"') < page.index('id="by-architecture"')
+    first = record["optimizers"][0]["by_architecture"]["mlp w=1 d=4"]
+    assert f'data-value="{first["gain_iqm"]!r}"' in page
+    write_leaderboard(rows, tmp_path, formats=("json",))
+    assert json.loads((tmp_path / "statistics.json").read_text())["by_architecture"] == record
+
+
+def test_by_architecture_ranks_and_correlates_only_where_that_means_something(tmp_path):
+    from benchsuite.reporting.html_page import to_html
+
+    alone = make_results(tmp_path / "alone", optimizers=("sgd", "gnc"), seeds=(200, 201), models=5)
+    with Store(alone / "results.sqlite") as store:
+        rows = leaderboard_from_store(store)
+    text = to_markdown(rows)
+    assert "| mlp w=1 d=4: IQM gain pp [95% CI] | mlp w=1/6 d=4: IQM gain pp [95% CI] |" in text  # one optimizer: no ranks
+    assert ": rank" not in text and "Rank correlation" not in text and ": rank" not in to_html(rows)
+
+    several = make_results(tmp_path / "several", optimizers=("sgd", "adam", "lion", "radam", "gnc"), seeds=(200, 201), models=5)
+    with Store(several / "results.sqlite") as store:
+        rows = leaderboard_from_store(store)
+    (pair,) = rows.by_architecture["rank_correlations"]
+    sentence = f"Rank correlation (Spearman) of the IQM gains between architectures: mlp w=1 d=4 and mlp w=1/6 d=4 {pair['spearman']:.2f} (4 optimizers)."
+    assert sentence in to_markdown(rows) and sentence in to_html(rows)

@@ -89,6 +89,7 @@ def test_publish_writes_every_format_suite_environment_and_readme(published):
     assert "suite0000fixture" in readme and "## Reproduce" in readme and "benchsuite run" in readme
     assert "| sgd |" in readme and "## Across tasks" in readme
     assert "IQM gain pp [95% CI]" in readme and "profile τ=1" in readme
+    assert "| mlp w=1 d=4: IQM gain pp [95% CI] | mlp w=1 d=4: rank |" in readme  # two widths: by architecture
     page = (target / "leaderboard.html").read_text()
     assert ENVIRONMENT["git_commit"] in page
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from benchsuite.reporting.formatting import (
+    MISSING,
     confidence_label,
     interval,
     metric_interval,
@@ -307,3 +308,54 @@ def aggregate_notes(aggregate: dict) -> list[str]:
 def single_task_note() -> str:
     """What the across-task section says when there is one task only."""
     return "Across tasks: one task only, so there is nothing to aggregate (no ranks, IQM or performance profile)."
+
+
+def architecture_entries(record: dict, order: Sequence[str]) -> list[dict]:
+    """aggregate.by_architecture's optimizers in `order` (the across-task table's), then by name."""
+    position = {label: i for i, label in enumerate(order)}
+    return sorted(record["optimizers"], key=lambda e: (position.get(e["optimizer"], len(position)), e["optimizer"]))
+
+
+def ranks_shown(record: dict) -> bool:
+    """Whether the by-architecture record ranks anything: two or more optimizers."""
+    return len(record["optimizers"]) > 1
+
+
+def architecture_display(record: dict, order: Sequence[str] = ()) -> list[dict[str, str]]:
+    """aggregate.by_architecture as one line per optimizer: per architecture its IQM gain with the
+    interval and (with two or more optimizers) its rank there; in `order` (the across-task
+    table's), then the rest by name."""
+    ci = f"{100 * record['confidence']:g}% CI"
+    shown = []
+    for e in architecture_entries(record, order):
+        line = {"optimizer": e["optimizer"]}
+        for architecture in record["architectures"]:
+            found = e["by_architecture"].get(architecture)
+            gain = MISSING if found is None else f"{signed(found['gain_iqm'])} {interval(found['gain_iqm_ci_low'], found['gain_iqm_ci_high'], 1, True)}".strip()
+            line[f"{architecture}: IQM gain pp [{ci}]"] = gain
+            if ranks_shown(record):
+                line[f"{architecture}: rank"] = MISSING if found is None else f"{found['rank']:g}"
+        shown.append(line)
+    return shown
+
+
+def architecture_notes(record: dict) -> list[str]:
+    """Plain sentences defining the by-architecture table and giving its rank correlations (those
+    defined: three or more optimizers whose gains differ)."""
+    notes = [
+        f"Per architecture: the IQM of the optimizer's (task, training set) gains over {record['baseline']} on that "
+        f"architecture's tasks, with its {100 * record['confidence']:g}% stratified interval (as in the across-task table)"
+        + ("; its rank among the optimizers there (1 = the best IQM; ties share their mean rank)." if ranks_shown(record) else ".")
+    ]
+    defined = [c for c in record["rank_correlations"] if c["spearman"] is not None]
+    if defined:
+        pairs = "; ".join(
+            f"{c['architectures'][0]} and {c['architectures'][1]} {c['spearman']:.2f} ({c['optimizers']} optimizers)" for c in defined
+        )
+        notes.append(f"Rank correlation (Spearman) of the IQM gains between architectures: {pairs}.")
+    if ranks_shown(record):
+        notes.append(
+            "Ranks are of point estimates: where neighbours' intervals overlap, a rank that differs between "
+            "architectures can be chance; read the intervals."
+        )
+    return notes

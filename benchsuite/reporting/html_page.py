@@ -19,7 +19,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchsuite.reporting import html_explore
-from benchsuite.reporting.display import aggregate_notes, ended, method_notes, metric_names, metric_note, single_task_note
+from benchsuite.reporting.display import (
+    aggregate_notes,
+    architecture_entries,
+    architecture_notes,
+    ended,
+    method_notes,
+    metric_names,
+    metric_note,
+    ranks_shown,
+    single_task_note,
+)
 from benchsuite.reporting.formatting import metric_interval, p_value, percent, signed, significant, task_label
 
 STYLE = """
@@ -325,6 +335,30 @@ def aggregate_table(aggregate: dict) -> str:
     return f'<div class="scroll"><table id="aggregate" class="sortable">{_header(columns)}<tbody>{"".join(body)}</tbody></table></div>'
 
 
+def architecture_table(record: dict, order: Sequence[str]) -> str:
+    """aggregate.by_architecture: per architecture each optimizer's IQM gain and rank, in the
+    across-task table's order, every column sortable."""
+    columns = [("optimizer", "method", "text")]
+    for i, architecture in enumerate(record["architectures"]):
+        columns.append((f"iqm_{i}", f"{architecture}: IQM gain pp", "number"))
+        if ranks_shown(record):
+            columns.append((f"rank_{i}", f"{architecture}: rank", "number"))
+    body = []
+    for e in architecture_entries(record, order):
+        cells = [f'<td class="text">{_e(e["optimizer"])}</td>']
+        for architecture in record["architectures"]:
+            found = e["by_architecture"].get(architecture)
+            if found is None:
+                cells += [_number_cell(None, "—")] * (2 if ranks_shown(record) else 1)
+                continue
+            ci = _ci(found["gain_iqm_ci_low"], found["gain_iqm_ci_high"], 1, True)
+            cells.append(_number_cell(found["gain_iqm"], signed(found["gain_iqm"]), ci))
+            if ranks_shown(record):
+                cells.append(_number_cell(found["rank"], f"{found['rank']:g}"))
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table id="by-architecture" class="sortable">{_header(columns)}<tbody>{"".join(body)}</tbody></table></div>'
+
+
 def _fixed(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -486,6 +520,14 @@ def to_html(
                 "<p>Gain over the baseline and performance profile, aggregated over tasks (best IQM first):</p>",
                 aggregate_table(aggregate),
                 '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in aggregate_notes(aggregate)) + "</ul>",
+            ]
+        by_architecture = getattr(rows, "by_architecture", None)
+        if by_architecture:
+            order = [e["optimizer"] for e in (aggregate or {}).get("optimizers", [])]
+            parts += [
+                "<p>By architecture: the gain over the baseline on each architecture's tasks, and how the ranking moves:</p>",
+                architecture_table(by_architecture, order),
+                '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in architecture_notes(by_architecture)) + "</ul>",
             ]
         parts += [
             "<p>Rank by mean test accuracy on each task (1 = best), averaged over the tasks each method ran.</p>",

@@ -1,6 +1,6 @@
 """The leaderboard as JSON: the rows as they are, and statistics.json for what LeaderboardRows
-carries besides them (comparisons, ranking, win rates, the across-task aggregate, bootstrap
-settings)."""
+carries besides them (comparisons, ranking, win rates, the across-task aggregate and its
+split by architecture, bootstrap settings)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def statistics_record(rows: Sequence[dict]) -> dict[str, Any]:
         "ranking": list(getattr(rows, "ranking", [])),
         "win_rates": getattr(rows, "win_rates", None),
         "aggregate": getattr(rows, "aggregate", None),
+        "by_architecture": getattr(rows, "by_architecture", None),
     }
 
 

@@ -1,5 +1,5 @@
-"""The leaderboard as Markdown: the rows, the method notes, the cross-task aggregate, ranking and
-win rates, and the paired comparisons (the last four when the rows are LeaderboardRows)."""
+"""The leaderboard as Markdown: the rows, the method notes, the cross-task aggregate (and by
+architecture), ranking and win rates, and the paired comparisons (the last four when the rows are LeaderboardRows)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from benchsuite.reporting.display import (
     TEXT_COLUMNS,
     aggregate_display,
     aggregate_notes,
+    architecture_display,
+    architecture_notes,
     comparison_display,
     display_rows,
     method_notes,
@@ -54,6 +56,7 @@ def to_markdown(rows: Sequence[dict], title: str = "Leaderboard") -> str:
     if ranking and task_count(rows) > 1:
         lines += ["", "## Across tasks", ""]
         lines += aggregate_lines(getattr(rows, "aggregate", None))
+        lines += architecture_lines(rows)
         lines += ["Rank by mean test accuracy on each task (1 = best), averaged over tasks.", ""]
         lines += markdown_table(ranking_display(ranking))
         lines += [
@@ -84,3 +87,15 @@ def aggregate_lines(aggregate: dict | None) -> list[str]:
     lines = ["Gain over the baseline and performance profile, aggregated over tasks:", ""]
     lines += markdown_table(aggregate_display(aggregate))
     return lines + [""] + [f"- {markdown_text(note)}" for note in aggregate_notes(aggregate)] + [""]
+
+
+def architecture_lines(rows: Sequence[dict]) -> list[str]:
+    """The by-architecture table (aggregate.by_architecture) with its notes, as Markdown lines;
+    [] for rows of one architecture or without LeaderboardRows."""
+    record = getattr(rows, "by_architecture", None)
+    if not record:
+        return []
+    order = [e["optimizer"] for e in (getattr(rows, "aggregate", None) or {}).get("optimizers", [])]
+    lines = ["By architecture: the gain over the baseline on each architecture's tasks, and how the ranking moves:", ""]
+    lines += markdown_table(architecture_display(record, order))
+    return lines + [""] + [f"- {markdown_text(note)}" for note in architecture_notes(record)] + [""]
