@@ -1,7 +1,7 @@
 """Across-task aggregates with intervals: how an optimizer does over all tasks at once.
 
 Mean ranks and win rates (statistics.mean_ranks, win_rates) say who is ahead but not by how much
-or how surely. Two views add that:
+or how surely. These add that:
 
 - rliable's (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice"): the unit is
   one (task, training set) gain, the optimizer's mean test accuracy on that training set minus the
@@ -14,6 +14,8 @@ or how surely. Two views add that:
   per task, averaged over tasks, with the same kind of interval.
 - performance profiles (Dolan & Moré 2002, as AlgoPerf uses them): for each optimizer, the share
   of tasks on which its mean test accuracy is within tau points of the best optimizer's there.
+- the interpolation rate: the share of the networks an optimizer trained that fit the training
+  set (an optimizer that often fails to interpolate is reported, not hidden behind its gains).
 - by architecture: the IQM gain and its rank per architecture, and the rank correlation between
   architectures, so a reader sees whether width or family reorders the optimizers.
 
@@ -163,6 +165,17 @@ def gain_strata(accuracies: Mapping[tuple, Mapping], tasks: Sequence[tuple], lab
     return gains
 
 
+def fit_share(rows: Iterable[Mapping]) -> dict[str, Any]:
+    """Of the networks an optimizer trained in its cells (rows' candidates: up to the last one kept,
+    tuning trials aside), how many fit the training set exactly, pooled over every cell, those that
+    diverged or ran out of budget included: its interpolation rate, reported, not hidden."""
+    fit = trained = 0
+    for row in rows:
+        fit += row["models"]
+        trained += row.get("candidates") or 0
+    return {"networks_fit": fit, "networks_trained": trained, "fit_share": fit / trained if trained else None}
+
+
 def across_tasks(
     rows: Sequence[Mapping],
     networks: list[dict],
@@ -171,7 +184,8 @@ def across_tasks(
     reference: str | None = REFERENCE_OPTIMIZER,
 ) -> dict[str, Any]:
     """The across-task record: settings, and per optimizer its gains' mean and IQM with intervals,
-    P(improvement) over `reference` and its performance profile; sorted by IQM (best first)."""
+    P(improvement) over `reference`, its performance profile and its interpolation rate
+    (fit_share); sorted by IQM (best first)."""
     accuracies = stats.group_test_accuracies(networks)
     tasks = sorted({task_key(r) for r in rows if r.get("test_acc_mean") is not None})
     labels = sorted({r["optimizer"] for r in rows if r["role"] != "baseline"})
@@ -199,6 +213,7 @@ def across_tasks(
             "prob_improvement_tasks": len(shares),
             "profile": None, "profile_area": None, "profile_tau_all": None,
         }  # fmt: skip
+        entry.update(fit_share(row for row in rows if row["optimizer"] == label))
         if gains:
             entry.update(gain_summary(gains, settings, (label, baseline)))
         if shares:

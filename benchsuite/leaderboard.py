@@ -210,7 +210,7 @@ def build_rows(
             "gain_pp": None,
             "baseline": None,
             "neg_log2_p_fit": None,
-            "candidates": None,
+            "candidates": tried,  # networks drawn (baseline) or trained (optimizer) up to the last one kept
             "epochs": first["epochs"],
             "seconds": sum(ts["cell"]["seconds"] for ts in sets.values()),
             # cells that ended otherwise than ok hold no networks (protocol.CELL_STATUSES)
@@ -225,7 +225,6 @@ def build_rows(
             per_set = [_set_neg_log2_p_fit(ts["cell"]) for ts in sets.values() if _status(ts["cell"]) == "ok"]
             known = [v for v in per_set if v is not None]
             row["neg_log2_p_fit"] = fmean(known) if known and len(known) == len(per_set) else None
-            row["candidates"] = tried
             errors = [ts["cell"].get("estimates", {}).get("neg_log2_p_fit_se") for ts in sets.values()]
             if known and all(e is not None for e in errors):  # estimated, not counted
                 row["neg_log2_p_fit_se"] = math.sqrt(sum(e * e for e in errors)) / len(errors)

@@ -336,3 +336,26 @@ def test_by_architecture_needs_two_architectures_and_a_baseline(zoo_folder):
     assert aggregate.by_architecture(built, networks, None, built.settings) is None
     without_baseline_at_width_1 = [n for n in networks if not (n["optimizer"] == "gnc" and n["architecture"] == "mlp w=1 d=4")]
     assert aggregate.by_architecture(built, without_baseline_at_width_1, "gnc", built.settings) is None  # no gains there
+
+
+def test_interpolation_rate_counts_every_network_trained_from_raw_rows(folder, tmp_path):
+    """fit %: networks kept over networks trained, per optimizer over all its cells; a cell that
+    found nothing (diverged) still adds what it trained."""
+    import shutil
+
+    copy = tmp_path / "out"
+    shutil.copytree(folder, copy)
+    with Store(copy / "results.sqlite") as store:
+        cell = dict(next(c for c in store.cells() if c["optimizer"] == "adam"))
+        cell.update(cell_id="adam-diverged", training_set_seed=204, candidates_tried=37, status="diverged", diverged=37)
+        cell.pop("models_found"), cell.pop("finished_at")
+        store.add_cell(cell, [])
+        built = leaderboard_from_store(store)
+    with sqlite3.connect(copy / "results.sqlite") as db:
+        fit = dict(db.execute("SELECT c.optimizer, COUNT(*) FROM networks n JOIN cells c ON c.cell_id = n.cell_id GROUP BY c.optimizer"))
+        trained = dict(db.execute("SELECT optimizer, SUM(candidates_tried) FROM cells GROUP BY optimizer"))
+    assert trained["adam"] >= fit["adam"] + 37  # the diverged cell's 37 networks count
+    for entry in built.aggregate["optimizers"]:
+        label = entry["optimizer"]
+        assert (entry["networks_fit"], entry["networks_trained"]) == (fit[label], trained[label])
+        assert entry["fit_share"] == fit[label] / trained[label] < 1

@@ -125,6 +125,11 @@ def method_notes(rows: Sequence[dict]) -> list[str]:
             "percentile of the optimizer's networks in the baseline's distribution."
         ),
     ]
+    if any(r["role"] == "optimizer" and r.get("candidates") for r in rows):
+        notes.append(
+            "Candidates: for a baseline, the networks it drew from the prior; for an optimizer, the networks it "
+            "trained, up to the last one kept (tuning trials aside): networks / candidates is the share that fit."
+        )
     fewest = min((r["training_sets"] for r in rows if r.get("training_sets")), default=0)
     if 0 < fewest < 5:
         notes.append(
@@ -227,7 +232,8 @@ def status_notes(rows: Sequence[dict]) -> list[str]:
 def aggregate_display(aggregate: dict, compact: bool = False) -> list[dict[str, str]]:
     """The across-task table (benchsuite.aggregate), one line per optimizer, best IQM first:
     mean and IQM gain with intervals, P(improvement) over the reference optimizer, the profile.
-    `compact` keeps what a terminal has room for (the profile at 1 point only, no task counts)."""
+    `compact` keeps what a terminal has room for (the profile at 1 point only, no task counts);
+    both show the interpolation rate (fit %)."""
     ci = f"{100 * aggregate['confidence']:g}% CI"
     reference = aggregate.get("reference_optimizer")
     taus = aggregate["profile_taus"]
@@ -236,6 +242,7 @@ def aggregate_display(aggregate: dict, compact: bool = False) -> list[dict[str, 
         line = {"optimizer": e["optimizer"]}
         if not compact:
             line["tasks"] = str(e["tasks"])
+        line["fit %"] = percent(e.get("fit_share"))
         line[f"mean gain pp [{ci}]"] = f"{signed(e['gain_mean'])} {interval(e['gain_mean_ci_low'], e['gain_mean_ci_high'], 1, True)}".strip()
         line[f"IQM gain pp [{ci}]"] = f"{signed(e['gain_iqm'])} {interval(e['gain_iqm_ci_low'], e['gain_iqm_ci_high'], 1, True)}".strip()
         if reference is not None:
@@ -275,6 +282,12 @@ def aggregate_notes(aggregate: dict) -> list[str]:
             f"P(> {reference}): probability that a random network of the optimizer beats a random one of {reference} on "
             "the same training set (ties half), averaged over training sets within a task and then over tasks, "
             "with the same stratified interval."
+        )
+    if any(e.get("fit_share") is not None for e in entries):
+        notes.append(
+            "fit %: of the networks the optimizer trained in its cells (tuning trials aside), the share that fit the "
+            "training set exactly: the rows' networks over candidates, pooled over all its cells, those that diverged "
+            "or ran out of budget included."
         )
     notes.append(
         f"Performance profile (Dolan and Moré, as in AlgoPerf): the share of the {aggregate['tasks']} tasks on which the "

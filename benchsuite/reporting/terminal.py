@@ -137,9 +137,12 @@ def _aggregate(aggregate: dict | None, console: Console, width: int) -> None:
     for line in shown:
         table.add_row(*(escape(terminal_text(v)) for v in line.values()))
     console.print(table, width=width)
-    note = f"[a, b]: {ci}, stratified bootstrap over training sets within tasks; profile τ=1: share of tasks within 1 point of the best"
+    note = (
+        f"fit %: share of the networks trained that fit; [a, b]: {ci}, stratified bootstrap over training sets within "
+        "tasks; profile τ=1: share of tasks within 1 point of the best"
+    )
     if all(e["single_set_tasks"] == e["tasks"] for e in aggregate["optimizers"] if e["tasks"]):
-        note = "one training set per task: no intervals (nothing to resample); " + note.split("; ", 1)[1]
+        note = note.replace(f"[a, b]: {ci}, stratified bootstrap over training sets within tasks", "one training set per task: no intervals (nothing to resample)")
     console.print(f"[dim]{escape(note)} (leaderboard.md defines every column).[/]", highlight=False, width=width)
 
 
