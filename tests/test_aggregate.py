@@ -146,6 +146,12 @@ def built(folder):
 
 @pytest.fixture(scope="module")
 def raw(folder) -> dict[tuple, dict[int, list[float]]]:
+    return raw_accuracies(folder)
+
+
+def raw_accuracies(folder: Path) -> dict[tuple, dict[int, list[float]]]:
+    """(dataset, classes, n_train, architecture, optimizer) -> training set seed -> test accuracies,
+    straight from SQL."""
     with sqlite3.connect(folder / "results.sqlite") as db:
         records = db.execute(
             "SELECT c.dataset, c.classes, c.n_train, c.architecture, c.optimizer, c.training_set_seed, "
@@ -284,21 +290,14 @@ def zoo_folder(tmp_path_factory) -> Path:
 def test_by_architecture_recomputed_from_raw_rows(zoo_folder):
     with Store(zoo_folder / "results.sqlite") as store:
         built = leaderboard_from_store(store)
-    with sqlite3.connect(zoo_folder / "results.sqlite") as db:
-        records = db.execute(
-            "SELECT c.classes, c.n_train, c.architecture, c.optimizer, c.training_set_seed, n.test_acc "
-            "FROM networks n JOIN cells c ON c.cell_id = n.cell_id"
-        ).fetchall()
-    raw: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for classes, n, arch, opt, seed, acc in records:
-        raw[(arch, classes, n, opt)][seed].append(acc)
+    raw = {(arch, dataset, classes, n, opt): sets for (dataset, classes, n, arch, opt), sets in raw_accuracies(zoo_folder).items()}
     record, settings = built.by_architecture, built.settings
     assert record["architectures"] == ["mlp w=1 d=4", "mlp w=1/6 d=4"] and record["baseline"] == "gnc"
     by_label = {e["optimizer"]: e["by_architecture"] for e in record["optimizers"]}
     assert sorted(by_label) == sorted(ZOO[:-1]) and list(by_label["tiger"]) == ["mlp w=1/6 d=4"]
     iqms: dict[str, dict[str, float]] = defaultdict(dict)
     for arch in record["architectures"]:
-        tasks = sorted({key[1:3] for key in raw if key[0] == arch})
+        tasks = sorted({key[1:4] for key in raw if key[0] == arch})
         for label in ZOO[:-1]:
             strata = []
             for task in tasks:
