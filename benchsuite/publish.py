@@ -15,7 +15,7 @@ import json
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from benchsuite.errors import BenchsuiteError
 from benchsuite.escaping import markdown_prose, markdown_text, one_line
 from benchsuite.final_suite import SuiteVersions, suite_versions
 from benchsuite.paths import default_out, shell_command
+from benchsuite.reporting.formatting import duration
 from benchsuite.resolved import runnable_document
 from benchsuite.statistics import BootstrapSettings
 from benchsuite.store import Store
@@ -150,6 +151,42 @@ def environment_record(
     }
 
 
+def cost_record(cells: Sequence[Mapping[str, Any]], trials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the published cells cost, as each cell and tuning trial timed itself on its worker:
+    sums of worker time (a run on several workers took less wall time), split into the
+    optimizers' training, the baselines' sampling and the tuning trials, with the networks trained
+    and the candidates drawn beside them. Every figure is a sum over `cells` and `trials` rows."""
+    optimizers = [c for c in cells if c["role"] == "optimizer"]
+    baselines = [c for c in cells if c["role"] == "baseline"]
+    record = {
+        "optimizer_cells": len(optimizers),
+        "optimizer_seconds": sum(c["seconds"] for c in optimizers),
+        "networks_trained": sum(c["candidates_tried"] for c in optimizers),
+        "baseline_cells": len(baselines),
+        "baseline_seconds": sum(c["seconds"] for c in baselines),
+        "baseline_candidates": sum(c["candidates_tried"] for c in baselines),
+        "tuning_trials": len(trials),
+        "tuning_seconds": sum(t["seconds"] for t in trials),
+    }
+    record["total_seconds"] = record["optimizer_seconds"] + record["baseline_seconds"] + record["tuning_seconds"]
+    return record
+
+
+def cost_line(cost: Mapping[str, Any]) -> str:
+    """The README's one line on what the cells cost (cost_record)."""
+    parts = []
+    if cost["optimizer_cells"]:
+        parts.append(f"{duration(cost['optimizer_seconds'])} training {cost['networks_trained']:,} networks in {cost['optimizer_cells']:,} optimizer cells")
+    if cost["tuning_trials"]:
+        parts.append(f"{duration(cost['tuning_seconds'])} in {cost['tuning_trials']:,} tuning trials")
+    if cost["baseline_cells"]:
+        parts.append(f"{duration(cost['baseline_seconds'])} drawing {cost['baseline_candidates']:,} candidates in {cost['baseline_cells']:,} baseline cells")
+    return (
+        f"- compute: {duration(cost['total_seconds'])} of worker time ({'; '.join(parts)}), as each cell and trial "
+        "timed itself; runs on several workers took less wall time"
+    )
+
+
 def readme(
     name: str,
     target: Path,
@@ -205,8 +242,8 @@ def readme(
         ),
         (
             "- `statistics.json`: paired comparisons of every pair of methods per task, mean ranks, win rates, the "
-            "across-task aggregate (mean and IQM gains with intervals, P(> SGD), performance profiles) and the "
-            "bootstrap settings."
+            "across-task aggregate (mean and IQM gains with intervals, P(> SGD), performance profiles, interpolation "
+            "rates; per architecture where there are several) and the bootstrap settings."
         ),
         (
             "- `results.sqlite`: every interpolating network (tables runs, cells, networks, network_metrics; view "
@@ -215,7 +252,7 @@ def readme(
         (
             "- `suite.yaml`: the suite as a runnable file, every default filled in (it validates to the same "
             "suite id); `suite.json`: the resolved record; `environment.json`: package versions, device, "
-            "plugins and git commit of every run."
+            "plugins and git commit of every run, and what the cells cost."
         ),
     ]
     if figures:
@@ -227,6 +264,7 @@ def readme(
         "## Environment",
         "",
         f"- devices: {markdown_text(', '.join(summary['devices']))}",
+        *([cost_line(environment["cost"])] if environment.get("cost") else []),
         f"- git commits: {markdown_text(', '.join(summary['git_commits']))}",
         "- packages: " + markdown_text(", ".join(f"{k} {'/'.join(v)}" for k, v in summary["packages"].items())),
     ]
@@ -337,11 +375,12 @@ def _write_published(
         rows = leaderboard_from_store(store, settings=settings)
         runs = store.runs()
         versions = suite_versions(target, runs, store.cell_origins())
+        cost = cost_record(store.cells(), store.tuning_trials())
     figure_paths, embedded = _figures(folder) if figures else ([], [])
     suite = runs[-1]["suite"]
     name = suite.get("name", target.name)
     files = write_leaderboard(rows, folder, title=f"Leaderboard: {name}", figures=embedded)
-    environment = environment_record(runs, read, settings)
+    environment = {**environment_record(runs, read, settings), "cost": cost}
     documents = {
         "suite.yaml": yaml.safe_dump(runnable_document(suite), sort_keys=False, allow_unicode=True),
         "suite.json": json.dumps(suite, indent=2, sort_keys=True) + "\n",

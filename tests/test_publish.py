@@ -219,3 +219,24 @@ def _per_set_means(folder: Path) -> dict[tuple, dict[int, float]]:
     for *key, seed, mean in records:
         means.setdefault(tuple(key), {})[seed] = mean
     return means
+
+
+def test_publish_says_what_the_cells_cost_from_the_stored_rows(published):
+    import sqlite3
+
+    from benchsuite.publish import cost_line
+
+    target, _ = published
+    cost = json.loads((target / "environment.json").read_text())["cost"]
+    with sqlite3.connect(f"file:{target / 'results.sqlite'}?mode=ro", uri=True) as db:
+        sums = {role: (n, s, c) for role, n, s, c in db.execute(
+            "SELECT role, COUNT(*), SUM(seconds), SUM(candidates_tried) FROM cells GROUP BY role")}  # fmt: skip
+    assert (cost["optimizer_cells"], cost["networks_trained"]) == (sums["optimizer"][0], sums["optimizer"][2])
+    assert (cost["baseline_cells"], cost["baseline_candidates"]) == (sums["baseline"][0], sums["baseline"][2])
+    assert cost["optimizer_seconds"] == pytest.approx(sums["optimizer"][1])
+    assert cost["baseline_seconds"] == pytest.approx(sums["baseline"][1])
+    assert cost["tuning_trials"] == 0 and cost["total_seconds"] == pytest.approx(sums["optimizer"][1] + sums["baseline"][1])
+    readme = (target / "README.md").read_text()
+    assert cost_line(cost) in readme and "tuning trials" not in cost_line(cost)  # none were run
+    tuned = {**cost, "tuning_trials": 12672, "tuning_seconds": 4.86 * 3600, "total_seconds": cost["total_seconds"] + 4.86 * 3600}
+    assert "4.9 h in 12,672 tuning trials" in cost_line(tuned)

@@ -70,3 +70,14 @@ def confidence_label(rows: Sequence[dict]) -> str:
 def task_count(rows: Sequence[dict]) -> int:
     """How many (task, N, architecture) groups the rows cover: a cross-task ranking needs two."""
     return len({(r["dataset"], tuple(r["classes"]), r["n_train"], r["architecture"]) for r in rows})
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a reader plans with them: 40 s, 12 min, 3.5 h, 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -20,7 +20,7 @@ from benchsuite.reporting.display import (
     ranking_display,
     single_task_note,
 )
-from benchsuite.reporting.formatting import confidence_label, task_count
+from benchsuite.reporting.formatting import confidence_label, duration, task_count
 
 GROUP_COLUMNS = ("task", "architecture")  # one table per group, named in its title
 # Columns a narrow terminal leaves out, last first; task, method, accuracy and gain always stay.
@@ -178,17 +178,6 @@ def _diagnostics(rows: Sequence[dict], console: Console, width: int) -> None:
             style = "dim" if line["optimizer"].endswith("(baseline)") else None
             table.add_row(*(escape(terminal_text(line[h])) for h in headers), style=style)
         console.print(table, width=width)
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a reader plans with them: 40 s, 12 min, 3.5 h, 2.1 days."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 def estimate_table(found, name: str, console: Console) -> None:
