@@ -9,6 +9,8 @@ one panel per method.
   every panel), the gain and its interval, one panel per variant and N;
 - summary: each optimizer's mean gain over every task (pair, N, variant) with a bootstrap interval
   over tasks, ordered: the figure at the top of a page.
+- summary by architecture (two or more): the same per architecture, side by side, in the order of
+  the summary over all tasks, each optimizer's rank there beside its interval.
 
 The numbers are the leaderboard rows' (gain_pp, gain_ci_low, gain_ci_high), so a figure and the
 table never disagree. Drawn with a matplotlib Figure class handed in by benchsuite.plots (no
@@ -193,4 +195,31 @@ def summary_figure(Figure: Callable, title: str, rows: Sequence[dict]):
     axes.set_xlabel("mean gain over the baseline (pp)\n95% percentile bootstrap interval, tasks resampled")
     axes.grid(axis="x", alpha=0.3)
     axes.set_title(plot_text(title), fontsize=9)
+    return figure
+
+
+def architecture_summary_figure(Figure: Callable, title: str, rows: Sequence[dict]):
+    """The summary once per architecture, side by side: each optimizer's mean gain over that
+    architecture's tasks with the bootstrap interval over them, and its rank there ("#1" = the
+    highest mean gain). Rows keep the order of the summary over all tasks in every panel, so an
+    optimizer that the width or family moves up or down stands out."""
+    order = [method for method, *_ in summary_intervals(rows)]
+    architectures = sorted({row["architecture"] for row in gained(rows)})
+    figure = Figure(figsize=(1.6 + 3.4 * len(architectures), ROW_INCHES * len(order) + 1.4), layout="constrained")
+    panels = figure.subplots(1, len(architectures), sharex=True, sharey=True, squeeze=False)[0]  # gains compare across panels
+    for axes, architecture in zip(panels, architectures):
+        table = summary_intervals([row for row in rows if row["architecture"] == architecture])
+        axes.axvline(0, color="0.3", linewidth=0.8, gid="zero")
+        for rank, (method, mean, low, high, _) in enumerate(table, start=1):
+            y = len(order) - 1 - order.index(method)
+            color = "#0a7a2a" if low > 0 else "#b00020" if high < 0 else "0.35"
+            axes.plot([low, high], [y, y], color=color, linewidth=2, solid_capstyle="butt")
+            axes.plot([mean], [y], "o", color=color, markersize=4, gid=f"architecture {method}")
+            axes.annotate(f"#{rank}", (high, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=6, gid=f"rank {method}")
+        axes.set_title(plot_text(architecture), fontsize=8)
+        axes.set_xlabel("mean gain (pp), tasks resampled", fontsize=7)
+        axes.grid(axis="x", alpha=0.3)
+        axes.margins(x=0.1)  # room for the ranks
+    panels[0].set_yticks(range(len(order)), [plot_text(m) for m in reversed(order)], fontsize=7)
+    figure.suptitle(plot_text(title), fontsize=9)
     return figure

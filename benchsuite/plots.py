@@ -399,6 +399,10 @@ def figures(data: PlotData) -> dict[str, Any]:
     many = len({r["optimizer"] for r in plot_gains.gained(data.rows)}) >= plot_gains.MANY_METHODS
     if many:
         made["summary"] = plot_gains.summary_figure(_matplotlib(), "gain over the baseline across all tasks", data.rows)
+        if len({r["architecture"] for r in plot_gains.gained(data.rows)}) > 1:
+            made["summary_by_architecture"] = plot_gains.architecture_summary_figure(
+                _matplotlib(), "gain over the baseline by architecture (rows in the order across all tasks)", data.rows
+            )
     metric_groups: dict[Group, list[dict]] = defaultdict(list)
     for r in data.metric_rows:
         if r["metric"] not in SCATTER_METRICS:  # the scatter draws the normalized losses only

@@ -130,3 +130,31 @@ def test_with_many_optimizers_the_gain_figure_colours_the_ends_and_sgd(tmp_path)
         assert (line.get_color() == "0.72") == (method not in coloured), method
     assert len(axes.collections) == len(coloured)  # a band each, none for the grey lines
     figure.savefig(io.BytesIO(), format="png", dpi=50)
+
+
+def test_the_summary_by_architecture_keeps_one_order_and_ranks_each_panel(many):
+    data, made = many
+    assert list(made)[:2] == ["summary", "summary_by_architecture"]  # two widths: both at the top
+    figure = made["summary_by_architecture"]
+    order = [m for m, *_ in summary_intervals(data.rows)]
+    panels = [a for a in figure.axes if a.get_title()]
+    assert [a.get_title() for a in panels] == ["mlp w=1 d=4", "mlp w=1/6 d=4"]
+    for axes in panels:
+        own = [r for r in data.rows if r["architecture"] == axes.get_title()]
+        table = summary_intervals(own)
+        dots = lines(axes, "architecture ")
+        ranks = {t.get_gid()[len("rank ") :]: t.get_text() for t in axes.texts if (t.get_gid() or "").startswith("rank ")}
+        for rank, (method, mean, *_rest) in enumerate(table, start=1):
+            assert mean == pytest.approx(fmean(r["gain_pp"] for r in own if r["optimizer"] == method))
+            assert dots[method].get_xdata()[0] == mean
+            assert dots[method].get_ydata()[0] == len(order) - 1 - order.index(method)  # the overall order
+            assert ranks[method] == f"#{rank}"
+    width, height = figure.get_size_inches()
+    assert width <= 14 and height <= 16
+
+
+def test_one_architecture_draws_no_summary_by_architecture(tmp_path):
+    folder = make_results(tmp_path / "out", pairs=((0, 1),), widths=("1",), optimizers=MANY, models=4)
+    with Store(folder / "results.sqlite", read_only=True) as store:
+        made = figures(PlotData.from_store(store))
+    assert "summary" in made and "summary_by_architecture" not in made
