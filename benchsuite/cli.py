@@ -183,7 +183,8 @@ def validate(suite: str, allow_large: bool) -> None:
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print every cell's estimate as JSON instead of the table.")
 @click.option("--out", "-o", type=click.Path(), help="A result folder of this suite: estimate only the cells it does not hold yet (what running into it would still do).")
-def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, as_json: bool, out: str | None) -> None:
+@click.option("--workers", "-j", type=click.IntRange(1, 4096), default=1, show_default=True, help="Also the wall time on this many workers (`run -j`): the cells' units handed out in the run's order.")
+def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, as_json: bool, out: str | None, workers: int) -> None:
     """How long SUITE would take here: each kind of cell run briefly, the rest extrapolated.
 
     Gradient cells: a few epochs of the first round, timed, times the steps of the full cell
@@ -207,6 +208,7 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
         click.echo(json.dumps({
             "suite": loaded.name, "suite_id": loaded.suite_id, "device": found.device, "finished": len(finished),
             "seconds": found.seconds, "lower_bound": found.lower_bound, "probe_seconds": found.probe_seconds,
+            "workers": workers, "wall_seconds": found.wall_seconds(workers),
             "cells": [{"cell_id": c.cell.cell_id, "method": c.cell.entry.label, "architecture": c.cell.architecture_label,
                        "n_train": c.cell.n_train, "seconds": c.seconds, "evaluation_seconds": c.evaluation, "basis": c.basis,
                        "note": c.note} for c in found.costs],
@@ -217,7 +219,7 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
             f"{terminal_text(out)}: {len(finished)} of the suite's cells finished; estimating the other {len(found.costs)}",
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
-    estimate_table(found, loaded.name, stdout)
+    estimate_table(found, loaded.name, stdout, workers)
 
 
 def _finished_cells(out: str, suite) -> set[str]:

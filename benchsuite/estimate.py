@@ -35,6 +35,7 @@ extrapolated from that.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import time
@@ -57,6 +58,7 @@ from benchsuite.execution.cells import (
     produce_population,
     resolve_device,
 )  # fmt: skip
+from benchsuite.execution.units import work_units
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, SamplingRequest
 from benchsuite.resolved import Cell, Suite, expand
@@ -97,6 +99,18 @@ class SuiteEstimate:
     @property
     def lower_bound(self) -> bool:
         return any(c.lower_bound for c in self.costs)
+
+    def wall_seconds(self, workers: int) -> float:
+        """Seconds until `workers` workers finish every cell, handed out as a run hands them: the
+        cells' work units (execution.units.work_units: a stack's cells or a sampler's nested N
+        together, on one worker) in suite order, each to the worker free first. With one worker
+        it is the total; cores shared by more workers than they are make each cell slower, which
+        this does not model."""
+        free = [0.0] * workers
+        seconds = {cost.cell.cell_id: cost.seconds for cost in self.costs}
+        for unit in work_units([cost.cell for cost in self.costs]):
+            heapq.heappush(free, heapq.heappop(free) + sum(seconds[cell.cell_id] for cell in unit))
+        return max(free)
 
     def groups(self) -> list[dict]:
         """One row per (method, architecture): cells, seconds (evaluation: the part spent testing

@@ -156,6 +156,10 @@ def test_the_command_prints_a_table_or_json_and_writes_nothing(tmp_path):
     answer = json.loads(as_json.stdout)
     assert answer["device"] == "cpu" and len(answer["cells"]) == 2
     assert answer["seconds"] == pytest.approx(sum(c["seconds"] for c in answer["cells"]))
+    assert answer["workers"] == 1 and answer["wall_seconds"] == pytest.approx(answer["seconds"])
+    two = cli("estimate", suite, "--seconds", "0.2", "-j", "2", cwd=tmp_path)
+    assert two.returncode == 0 and "of wall time on 2 workers" in two.stdout
+    assert cli("estimate", suite, "-j", "0", cwd=tmp_path).returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/ folder, nothing
 
 
@@ -192,3 +196,29 @@ def test_with_a_result_folder_only_the_cells_it_lacks_are_estimated(tmp_path):
     missing = cli("estimate", grown, "--out", "nowhere", cwd=tmp_path)
     assert missing.returncode == 2 and "no results database here" in missing.stderr
     assert len([line for line in missing.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_wall_time_on_workers_hands_out_the_runs_units_in_order():
+    """Units as a run forms them (a stack's training sets together, a G&C stream's N in order),
+    each to the worker free first: here the units cost 3 (sgd N=4: 1 + 2), 7 (sgd N=8: 3 + 4),
+    11 (gnc 200: 5 + 6) and 15 (gnc 201: 7 + 8) seconds."""
+    from dataclasses import replace
+
+    from benchsuite.estimate import CellCost, SuiteEstimate
+
+    seconds = {("sgd", 4, 200): 1, ("sgd", 4, 201): 2, ("sgd", 8, 200): 3, ("sgd", 8, 201): 4,
+               ("gnc", 4, 200): 5, ("gnc", 8, 200): 6, ("gnc", 4, 201): 7, ("gnc", 8, 201): 8}  # fmt: skip
+    costs = tuple(
+        CellCost(cell, float(seconds[(cell.entry.label, cell.n_train, cell.training_set_seed)]), "measured")
+        for cell in expand(suite_of())
+    )
+    found = SuiteEstimate(costs, probe_seconds=0.0, device="cpu")
+    assert found.wall_seconds(1) == found.seconds == 36
+    # two workers: 3 -> A (free at 3), 7 -> B (7), 11 -> A (14), 15 -> B (22)
+    assert found.wall_seconds(2) == 22
+    # three: 3 -> A, 7 -> B, 11 -> C, then 15 -> A (free first, at 3): 18
+    assert found.wall_seconds(3) == 18
+    assert found.wall_seconds(4) == found.wall_seconds(40) == 15  # the largest unit: never split
+    # in suite order, not longest first: the same units costing 15, 11, 7, 3 would take 18 on two
+    reversed_costs = replace(found, costs=tuple(replace(c, seconds=9.0 - c.seconds) for c in found.costs))
+    assert reversed_costs.wall_seconds(2) == 18  # 15 -> A, 11 -> B, 7 -> B (18), 3 -> A (18)

@@ -180,9 +180,10 @@ def _diagnostics(rows: Sequence[dict], console: Console, width: int) -> None:
         console.print(table, width=width)
 
 
-def estimate_table(found, name: str, console: Console) -> None:
+def estimate_table(found, name: str, console: Console, workers: int = 1) -> None:
     """`benchsuite estimate`'s answer (a benchsuite.estimate.SuiteEstimate): one row per method
-    and architecture, the total, and what the figures rest on."""
+    and architecture, the total (and its wall time on `workers` workers), and what the figures
+    rest on."""
     table = Table(title=terminal_text(f"Estimate: {name} on {found.device}"), box=box.SIMPLE_HEAD)
     for header in ("method", "architecture", "cells", "time here", "basis"):
         table.add_column(header, justify="right" if header in ("cells", "time here") else "left", overflow="fold")
@@ -194,9 +195,12 @@ def estimate_table(found, name: str, console: Console) -> None:
             bound + duration(group["seconds"]), ", ".join(group["bases"]),
         )  # fmt: skip
     console.print(table)
-    total = ("at least " if found.lower_bound else "") + duration(found.seconds)
+    bound = "at least " if found.lower_bound else ""
+    total = f"{bound}{duration(found.seconds)} on one process here"
+    if workers > 1:
+        total += f", {bound}{duration(found.wall_seconds(workers))} of wall time on {workers} workers (cells handed out in the run's order)"
     console.print(
-        f"total: {total} on one process here ({len(found.costs)} cells; the probes took "
+        f"total: {total} ({len(found.costs)} cells; the probes took "
         f"{duration(found.probe_seconds)}). Where a gradient probe could not train every epoch, "
         "every network is assumed to interpolate; G&C's reuse across nested N makes its cells cheaper.",
         markup=False, highlight=False, soft_wrap=True,
