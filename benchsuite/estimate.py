@@ -104,8 +104,8 @@ class SuiteEstimate:
         """Seconds until `workers` workers finish every cell, handed out as a run hands them: the
         cells' work units (execution.units.work_units: a stack's cells or a sampler's nested N
         together, on one worker) in suite order, each to the worker free first. With one worker
-        it is the total; cores shared by more workers than they are make each cell slower, which
-        this does not model."""
+        it is the total; more workers than cores make each cell slower, which this does not
+        model."""
         free = [0.0] * workers
         seconds = {cost.cell.cell_id: cost.seconds for cost in self.costs}
         for unit in work_units([cost.cell for cost in self.costs]):
