@@ -294,6 +294,13 @@ def test_every_format_shows_how_the_ranking_moves_with_the_architecture(rows, tm
     assert f'data-value="{first["gain_iqm"]!r}"' in page
     write_leaderboard(rows, tmp_path, formats=("json",))
     assert json.loads((tmp_path / "statistics.json").read_text())["by_architecture"] == record
+    console = Console(record=True, width=250)
+    to_terminal(rows, console)
+    shown = console.export_text()
+    assert "By architecture: IQM gain over gnc" in shown
+    for e in record["optimizers"]:  # one cell per architecture: gain, interval and rank
+        found = e["by_architecture"]["mlp w=1 d=4"]
+        assert f"{found['gain_iqm']:+.1f} [{found['gain_iqm_ci_low']:+.1f}, {found['gain_iqm_ci_high']:+.1f}] #{found['rank']:g}" in shown
 
 
 def test_by_architecture_ranks_and_correlates_only_where_that_means_something(tmp_path):

@@ -14,13 +14,14 @@ from benchsuite.escaping import terminal_text
 from benchsuite.reporting.display import (
     TEXT_COLUMNS,
     aggregate_display,
+    architecture_display,
     display_rows,
     method_notes,
     metric_display,
     ranking_display,
     single_task_note,
 )
-from benchsuite.reporting.formatting import confidence_label, duration, task_count
+from benchsuite.reporting.formatting import MISSING, confidence_label, duration, task_count
 
 GROUP_COLUMNS = ("task", "architecture")  # one table per group, named in its title
 # Columns a narrow terminal leaves out, last first; task, method, accuracy and gain always stay.
@@ -107,6 +108,7 @@ def to_terminal(rows: Sequence[dict], console: Console, title: str = "Leaderboar
         console.print(f"[dim]{single_task_note()}[/]", highlight=False, width=width)
     if ranking and task_count(rows) > 1:
         _aggregate(getattr(rows, "aggregate", None), console, width)
+        _by_architecture(rows, console, width)
     if ranking and len(ranking) > 1 and task_count(rows) > 1:
         summary = Table(
             title="Across tasks (rank by mean test accuracy, 1 = best)", header_style="bold"
@@ -144,6 +146,32 @@ def _aggregate(aggregate: dict | None, console: Console, width: int) -> None:
     if all(e["single_set_tasks"] == e["tasks"] for e in aggregate["optimizers"] if e["tasks"]):
         note = note.replace(f"[a, b]: {ci}, stratified bootstrap over training sets within tasks", "one training set per task: no intervals (nothing to resample)")
     console.print(f"[dim]{escape(note)} (leaderboard.md defines every column).[/]", highlight=False, width=width)
+
+
+def _by_architecture(rows: Sequence[dict], console: Console, width: int) -> None:
+    """aggregate.by_architecture, compact: per architecture the IQM gain, its interval and the
+    rank there in one column (leaderboard.md has the notes and the rank correlations)."""
+    record = getattr(rows, "by_architecture", None)
+    if not record:
+        return
+    order = [e["optimizer"] for e in (getattr(rows, "aggregate", None) or {}).get("optimizers", [])]
+    shown = architecture_display(record, order)
+    ci = f"{100 * record['confidence']:g}% CI"
+    table = Table(
+        title=escape(terminal_text(f"By architecture: IQM gain over {record['baseline']} (points) and rank there")),
+        title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+    )  # fmt: skip
+    table.add_column("optimizer", justify="left", overflow="fold")
+    for architecture in record["architectures"]:
+        table.add_column(escape(terminal_text(architecture)), justify="right", no_wrap=True)
+    for line in shown:
+        cells = [line["optimizer"]]
+        for architecture in record["architectures"]:
+            gain = line[f"{architecture}: IQM gain pp [{ci}]"]
+            rank = line.get(f"{architecture}: rank")
+            cells.append(gain if rank in (None, MISSING) else f"{gain} #{rank}")
+        table.add_row(*(escape(terminal_text(v)) for v in cells))
+    console.print(table, width=width)
 
 
 def _gain_colour(row: dict) -> str | None:
