@@ -229,6 +229,7 @@ def readme(
     if ranking:
         lines += ["## Across tasks", ""] + aggregate_lines(getattr(rows, "aggregate", None) if task_count(rows) > 1 else None)
         lines += architecture_lines(rows)
+        lines += ["Rank by mean test accuracy on each task (1 = best), averaged over tasks.", ""]
         lines += markdown_table(ranking_display(ranking)) + [""]
     if rows:
         lines += ["## Leaderboard", ""] + markdown_table(display_rows(rows)) + [""]
