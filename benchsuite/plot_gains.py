@@ -8,7 +8,8 @@ one panel per method.
 - ranking: a ranked dot plot, one row per optimizer (ordered by mean gain, the same order in
   every panel), the gain and its interval, one panel per variant and N;
 - summary: each optimizer's mean gain over every task (pair, N, variant) with a bootstrap interval
-  over tasks, ordered: the figure at the top of a page.
+  over tasks, ordered, each label with the share of its networks that fit: the figure at the top
+  of a page.
 - summary by architecture (two or more): the same per architecture, side by side, in the order of
   the summary over all tasks, each optimizer's rank there beside its interval.
 
@@ -27,6 +28,7 @@ from collections.abc import Callable, Sequence
 from statistics import fmean
 from typing import Any
 
+from benchsuite.aggregate import fit_share
 from benchsuite.escaping import plot_text
 
 MANY_METHODS = 5  # from this many optimizers on, the per-method panels stop being comparable
@@ -180,6 +182,13 @@ def summary_intervals(rows: Sequence[dict]) -> list[tuple[str, float, float, flo
     return sorted(table, key=lambda t: (-t[1], t[0]))
 
 
+def fit_label(rows: Sequence[dict], method: str) -> str:
+    """", fit 62%": the share of the networks the method trained that fit (aggregate.fit_share),
+    so a method that rarely interpolates says so beside its gain; "" where rows carry no counts."""
+    share = fit_share(row for row in rows if row["optimizer"] == method and row["role"] != "baseline")["fit_share"]
+    return "" if share is None else f", fit {100 * share:.0f}%"
+
+
 def summary_figure(Figure: Callable, title: str, rows: Sequence[dict]):
     """Each optimizer's mean gain over all tasks with a bootstrap interval over tasks, ranked."""
     table = summary_intervals(rows)
@@ -191,7 +200,7 @@ def summary_figure(Figure: Callable, title: str, rows: Sequence[dict]):
         color = "#0a7a2a" if low > 0 else "#b00020" if high < 0 else "0.35"
         axes.plot([low, high], [y, y], color=color, linewidth=2, solid_capstyle="butt")
         axes.plot([mean], [y], "o", color=color, markersize=4, gid=f"summary {method}")
-    axes.set_yticks(range(len(table)), [plot_text(f"{m} ({k} tasks)") for m, *_, k in reversed(table)], fontsize=7)
+    axes.set_yticks(range(len(table)), [plot_text(f"{m} ({k} tasks{fit_label(rows, m)})") for m, *_, k in reversed(table)], fontsize=7)
     axes.set_xlabel("mean gain over the baseline (pp)\n95% percentile bootstrap interval, tasks resampled")
     axes.grid(axis="x", alpha=0.3)
     axes.set_title(plot_text(title), fontsize=9)

@@ -89,6 +89,11 @@ def test_the_summary_is_the_mean_gain_over_tasks_with_a_fixed_bootstrap(many):
         assert low <= mean <= high
         assert dots[method].get_xdata()[0] == mean
     assert [m for m, *_ in table] == by_mean_gain(data.rows)
+    labels = [t.get_text() for t in axes.get_yticklabels()]
+    for method, *_rest, tasks in table:  # each label says how often the method's networks fit
+        own = [r for r in data.rows if r["optimizer"] == method]
+        share = sum(r["models"] for r in own) / sum(r["candidates"] for r in own)
+        assert f"{method} ({tasks} tasks, fit {100 * share:.0f}%)" in labels
 
 
 def test_few_optimizers_keep_the_figures_they_had(tmp_path):
