@@ -176,6 +176,18 @@ def fit_share(rows: Iterable[Mapping]) -> dict[str, Any]:
     return {"networks_fit": fit, "networks_trained": trained, "fit_share": fit / trained if trained else None}
 
 
+def clear_gains(rows: Iterable[Mapping]) -> dict[str, int]:
+    """On how many of its tasks an optimizer's gain over the baseline has its whole interval above
+    zero (its interpolators beat the random ones there) and on how many below (worse than
+    random): the rows' own per-task intervals, counted."""
+    above = below = 0
+    for row in rows:
+        low, high = row.get("gain_ci_low"), row.get("gain_ci_high")
+        above += low is not None and low > 0
+        below += high is not None and high < 0
+    return {"tasks_above_zero": above, "tasks_below_zero": below}
+
+
 def across_tasks(
     rows: Sequence[Mapping],
     networks: list[dict],
@@ -184,8 +196,9 @@ def across_tasks(
     reference: str | None = REFERENCE_OPTIMIZER,
 ) -> dict[str, Any]:
     """The across-task record: settings, and per optimizer its gains' mean and IQM with intervals,
-    P(improvement) over `reference`, its performance profile and its interpolation rate
-    (fit_share); sorted by IQM (best first)."""
+    P(improvement) over `reference`, its performance profile, its interpolation rate (fit_share)
+    and the tasks where its gain is clearly above or below zero (clear_gains); sorted by IQM (best
+    first)."""
     accuracies = stats.group_test_accuracies(networks)
     tasks = sorted({task_key(r) for r in rows if r.get("test_acc_mean") is not None})
     labels = sorted({r["optimizer"] for r in rows if r["role"] != "baseline"})
@@ -214,6 +227,7 @@ def across_tasks(
             "profile": None, "profile_area": None, "profile_tau_all": None,
         }  # fmt: skip
         entry.update(fit_share(row for row in rows if row["optimizer"] == label))
+        entry.update(clear_gains(row for row in rows if row["optimizer"] == label))
         if gains:
             entry.update(gain_summary(gains, settings, (label, baseline)))
         if shares:

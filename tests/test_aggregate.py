@@ -358,3 +358,12 @@ def test_interpolation_rate_counts_every_network_trained_from_raw_rows(folder, t
         label = entry["optimizer"]
         assert (entry["networks_fit"], entry["networks_trained"]) == (fit[label], trained[label])
         assert entry["fit_share"] == fit[label] / trained[label] < 1
+
+
+def test_tasks_with_a_gain_clearly_above_or_below_zero_are_the_rows_intervals_counted(built):
+    for entry in built.aggregate["optimizers"]:
+        own = [r for r in built if r["optimizer"] == entry["optimizer"]]
+        assert entry["tasks_above_zero"] == sum(r["gain_ci_low"] > 0 for r in own if r["gain_ci_low"] is not None)
+        assert entry["tasks_below_zero"] == sum(r["gain_ci_high"] < 0 for r in own if r["gain_ci_high"] is not None)
+    # the fixture's optimizers sit well above G&C (stored_results.LEVELS): every task above zero
+    assert [(e["tasks_above_zero"], e["tasks_below_zero"]) for e in built.aggregate["optimizers"]] == [(8, 0), (8, 0)]

@@ -114,8 +114,9 @@ def test_page_is_self_contained_and_complete(board):
     aggregate = parsed.tables["aggregate"]
     assert [cells[0] for cells in aggregate["rows"]] == [e["optimizer"] for e in rows.aggregate["optimizers"]]
     first = rows.aggregate["optimizers"][0]
-    assert aggregate["rows"][0][2] == f"{100 * first['fit_share']:.1f}"  # the interpolation rate
-    assert aggregate["rows"][0][4] == f"{first['gain_iqm']:+.1f} [{first['gain_iqm_ci_low']:+.1f}, {first['gain_iqm_ci_high']:+.1f}]"
+    assert aggregate["rows"][0][2] == f"{first['tasks_above_zero']} / {first['tasks_below_zero']}"
+    assert aggregate["rows"][0][3] == f"{100 * first['fit_share']:.1f}"  # the interpolation rate
+    assert aggregate["rows"][0][5] == f"{first['gain_iqm']:+.1f} [{first['gain_iqm_ci_low']:+.1f}, {first['gain_iqm_ci_high']:+.1f}]"
     assert "profile_1" in [h["data-key"] for h in aggregate["headers"]] and "sortable" in aggregate["attrs"]["class"]
     assert "win-rates" in parsed.tables
     # provenance: environment and suite of the run

@@ -242,6 +242,8 @@ def aggregate_display(aggregate: dict, compact: bool = False) -> list[dict[str, 
         line = {"optimizer": e["optimizer"]}
         if not compact:
             line["tasks"] = str(e["tasks"])
+            if "tasks_above_zero" in e:
+                line["tasks > 0 / < 0"] = f"{e['tasks_above_zero']} / {e['tasks_below_zero']}"
         line["fit %"] = percent(e.get("fit_share"))
         line[f"mean gain pp [{ci}]"] = f"{signed(e['gain_mean'])} {interval(e['gain_mean_ci_low'], e['gain_mean_ci_high'], 1, True)}".strip()
         line[f"IQM gain pp [{ci}]"] = f"{signed(e['gain_iqm'])} {interval(e['gain_iqm_ci_low'], e['gain_iqm_ci_high'], 1, True)}".strip()
@@ -282,6 +284,11 @@ def aggregate_notes(aggregate: dict) -> list[str]:
             f"P(> {reference}): probability that a random network of the optimizer beats a random one of {reference} on "
             "the same training set (ties half), averaged over training sets within a task and then over tasks, "
             "with the same stratified interval."
+        )
+    if any("tasks_above_zero" in e for e in entries):
+        notes.append(
+            "tasks > 0 / < 0: the tasks on which the optimizer's gain has its whole interval (the leaderboard row's) above "
+            "zero, its interpolators beating the random ones there, and those with it below zero, worse than random."
         )
     if any(e.get("fit_share") is not None for e in entries):
         notes.append(

@@ -305,7 +305,8 @@ def aggregate_table(aggregate: dict) -> str:
     reference = aggregate.get("reference_optimizer")
     taus = aggregate["profile_taus"]
     columns = [
-        ("optimizer", "method", "text"), ("tasks", "tasks", "number"), ("fit_share", "fit %", "number"),
+        ("optimizer", "method", "text"), ("tasks", "tasks", "number"), ("tasks_above_zero", "tasks > 0 / < 0", "number"),
+        ("fit_share", "fit %", "number"),
         ("gain_mean", "mean gain pp", "number"), ("gain_iqm", "IQM gain pp", "number"),
     ]  # fmt: skip
     if reference is not None:
@@ -320,6 +321,7 @@ def aggregate_table(aggregate: dict) -> str:
         cells = [
             f'<td class="text">{_e(e["optimizer"])}</td>',
             _number_cell(e["tasks"], str(e["tasks"])),
+            _number_cell(e.get("tasks_above_zero"), f"{e.get('tasks_above_zero', '—')} / {e.get('tasks_below_zero', '—')}"),
             _number_cell(e.get("fit_share"), percent(e.get("fit_share"))),
             _number_cell(e["gain_mean"], signed(e["gain_mean"]), _ci(e["gain_mean_ci_low"], e["gain_mean_ci_high"], 1, True)),
             _number_cell(e["gain_iqm"], signed(e["gain_iqm"]), _ci(e["gain_iqm_ci_low"], e["gain_iqm_ci_high"], 1, True)),
