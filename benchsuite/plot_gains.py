@@ -182,6 +182,14 @@ def summary_intervals(rows: Sequence[dict]) -> list[tuple[str, float, float, flo
     return sorted(table, key=lambda t: (-t[1], t[0]))
 
 
+def interval_dot(axes, y: float, mean: float, low: float, high: float, gid: str) -> None:
+    """A summary row: the interval as a bar and the mean as a dot, green where the interval is
+    above zero, red where below, grey where it straddles it."""
+    color = "#0a7a2a" if low > 0 else "#b00020" if high < 0 else "0.35"
+    axes.plot([low, high], [y, y], color=color, linewidth=2, solid_capstyle="butt")
+    axes.plot([mean], [y], "o", color=color, markersize=4, gid=gid)
+
+
 def fit_label(rows: Sequence[dict], method: str) -> str:
     """", fit 62%": the share of the networks the method trained that fit (aggregate.fit_share),
     so a method that rarely interpolates says so beside its gain; "" where rows carry no counts."""
@@ -196,10 +204,7 @@ def summary_figure(Figure: Callable, title: str, rows: Sequence[dict]):
     axes = figure.add_subplot()
     axes.axvline(0, color="0.3", linewidth=0.8, gid="zero")
     for i, (method, mean, low, high, _) in enumerate(table):
-        y = len(table) - 1 - i
-        color = "#0a7a2a" if low > 0 else "#b00020" if high < 0 else "0.35"
-        axes.plot([low, high], [y, y], color=color, linewidth=2, solid_capstyle="butt")
-        axes.plot([mean], [y], "o", color=color, markersize=4, gid=f"summary {method}")
+        interval_dot(axes, len(table) - 1 - i, mean, low, high, f"summary {method}")
     axes.set_yticks(range(len(table)), [plot_text(f"{m} ({k} tasks{fit_label(rows, m)})") for m, *_, k in reversed(table)], fontsize=7)
     axes.set_xlabel("mean gain over the baseline (pp)\n95% percentile bootstrap interval, tasks resampled")
     axes.grid(axis="x", alpha=0.3)
@@ -221,9 +226,7 @@ def architecture_summary_figure(Figure: Callable, title: str, rows: Sequence[dic
         axes.axvline(0, color="0.3", linewidth=0.8, gid="zero")
         for rank, (method, mean, low, high, _) in enumerate(table, start=1):
             y = len(order) - 1 - order.index(method)
-            color = "#0a7a2a" if low > 0 else "#b00020" if high < 0 else "0.35"
-            axes.plot([low, high], [y, y], color=color, linewidth=2, solid_capstyle="butt")
-            axes.plot([mean], [y], "o", color=color, markersize=4, gid=f"architecture {method}")
+            interval_dot(axes, y, mean, low, high, f"architecture {method}")
             axes.annotate(f"#{rank}", (high, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=6, gid=f"rank {method}")
         axes.set_title(plot_text(architecture), fontsize=8)
         axes.set_xlabel("mean gain (pp), tasks resampled", fontsize=7)

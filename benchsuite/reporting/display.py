@@ -330,10 +330,19 @@ def single_task_note() -> str:
     return "Across tasks: one task only, so there is nothing to aggregate (no ranks, IQM or performance profile)."
 
 
-def architecture_entries(record: dict, order: Sequence[str]) -> list[dict]:
-    """aggregate.by_architecture's optimizers in `order` (the across-task table's), then by name."""
-    position = {label: i for i, label in enumerate(order)}
+def architecture_entries(record: dict, aggregate: dict | None = None) -> list[dict]:
+    """aggregate.by_architecture's optimizers in the across-task table's order (`aggregate`, best
+    IQM first), then by name."""
+    position = {e["optimizer"]: i for i, e in enumerate((aggregate or {}).get("optimizers", []))}
     return sorted(record["optimizers"], key=lambda e: (position.get(e["optimizer"], len(position)), e["optimizer"]))
+
+
+def architecture_gain(found: dict | None) -> str:
+    """One architecture's IQM gain with its interval ("+14.0 [+12.7, +15.4]"), "—" where the
+    optimizer has none there."""
+    if found is None:
+        return MISSING
+    return f"{signed(found['gain_iqm'])} {interval(found['gain_iqm_ci_low'], found['gain_iqm_ci_high'], 1, True)}".strip()
 
 
 def ranks_shown(record: dict) -> bool:
@@ -341,18 +350,17 @@ def ranks_shown(record: dict) -> bool:
     return len(record["optimizers"]) > 1
 
 
-def architecture_display(record: dict, order: Sequence[str] = ()) -> list[dict[str, str]]:
+def architecture_display(record: dict, aggregate: dict | None = None) -> list[dict[str, str]]:
     """aggregate.by_architecture as one line per optimizer: per architecture its IQM gain with the
-    interval and (with two or more optimizers) its rank there; in `order` (the across-task
-    table's), then the rest by name."""
+    interval and (with two or more optimizers) its rank there; in the across-task table's order
+    (architecture_entries)."""
     ci = f"{100 * record['confidence']:g}% CI"
     shown = []
-    for e in architecture_entries(record, order):
+    for e in architecture_entries(record, aggregate):
         line = {"optimizer": e["optimizer"]}
         for architecture in record["architectures"]:
             found = e["by_architecture"].get(architecture)
-            gain = MISSING if found is None else f"{signed(found['gain_iqm'])} {interval(found['gain_iqm_ci_low'], found['gain_iqm_ci_high'], 1, True)}".strip()
-            line[f"{architecture}: IQM gain pp [{ci}]"] = gain
+            line[f"{architecture}: IQM gain pp [{ci}]"] = architecture_gain(found)
             if ranks_shown(record):
                 line[f"{architecture}: rank"] = MISSING if found is None else f"{found['rank']:g}"
         shown.append(line)

@@ -338,7 +338,7 @@ def aggregate_table(aggregate: dict) -> str:
     return f'<div class="scroll"><table id="aggregate" class="sortable">{_header(columns)}<tbody>{"".join(body)}</tbody></table></div>'
 
 
-def architecture_table(record: dict, order: Sequence[str]) -> str:
+def architecture_table(record: dict, aggregate: dict | None) -> str:
     """aggregate.by_architecture: per architecture each optimizer's IQM gain and rank, in the
     across-task table's order, every column sortable."""
     columns = [("optimizer", "method", "text")]
@@ -347,7 +347,7 @@ def architecture_table(record: dict, order: Sequence[str]) -> str:
         if ranks_shown(record):
             columns.append((f"rank_{i}", f"{architecture}: rank", "number"))
     body = []
-    for e in architecture_entries(record, order):
+    for e in architecture_entries(record, aggregate):
         cells = [f'<td class="text">{_e(e["optimizer"])}</td>']
         for architecture in record["architectures"]:
             found = e["by_architecture"].get(architecture)
@@ -526,10 +526,9 @@ def to_html(
             ]
         by_architecture = getattr(rows, "by_architecture", None)
         if by_architecture:
-            order = [e["optimizer"] for e in (aggregate or {}).get("optimizers", [])]
             parts += [
                 "<p>By architecture: the gain over the baseline on each architecture's tasks, and how the ranking moves:</p>",
-                architecture_table(by_architecture, order),
+                architecture_table(by_architecture, aggregate),
                 '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in architecture_notes(by_architecture)) + "</ul>",
             ]
         parts += [

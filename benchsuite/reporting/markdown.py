@@ -95,7 +95,6 @@ def architecture_lines(rows: Sequence[dict]) -> list[str]:
     record = getattr(rows, "by_architecture", None)
     if not record:
         return []
-    order = [e["optimizer"] for e in (getattr(rows, "aggregate", None) or {}).get("optimizers", [])]
     lines = ["By architecture: the gain over the baseline on each architecture's tasks, and how the ranking moves:", ""]
-    lines += markdown_table(architecture_display(record, order))
+    lines += markdown_table(architecture_display(record, getattr(rows, "aggregate", None)))
     return lines + [""] + [f"- {markdown_text(note)}" for note in architecture_notes(record)] + [""]

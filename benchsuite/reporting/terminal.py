@@ -14,14 +14,16 @@ from benchsuite.escaping import terminal_text
 from benchsuite.reporting.display import (
     TEXT_COLUMNS,
     aggregate_display,
-    architecture_display,
+    architecture_entries,
+    architecture_gain,
     display_rows,
     method_notes,
     metric_display,
     ranking_display,
+    ranks_shown,
     single_task_note,
 )
-from benchsuite.reporting.formatting import MISSING, confidence_label, duration, task_count
+from benchsuite.reporting.formatting import confidence_label, duration, task_count
 
 GROUP_COLUMNS = ("task", "architecture")  # one table per group, named in its title
 # Columns a narrow terminal leaves out, last first; task, method, accuracy and gain always stay.
@@ -139,12 +141,13 @@ def _aggregate(aggregate: dict | None, console: Console, width: int) -> None:
     for line in shown:
         table.add_row(*(escape(terminal_text(v)) for v in line.values()))
     console.print(table, width=width)
-    note = (
-        f"fit %: share of the networks trained that fit; [a, b]: {ci}, stratified bootstrap over training sets within "
-        "tasks; profile τ=1: share of tasks within 1 point of the best"
+    one_set = all(e["single_set_tasks"] == e["tasks"] for e in aggregate["optimizers"] if e["tasks"])
+    intervals = (
+        "one training set per task: no intervals (nothing to resample)"
+        if one_set
+        else f"[a, b]: {ci}, stratified bootstrap over training sets within tasks"
     )
-    if all(e["single_set_tasks"] == e["tasks"] for e in aggregate["optimizers"] if e["tasks"]):
-        note = note.replace(f"[a, b]: {ci}, stratified bootstrap over training sets within tasks", "one training set per task: no intervals (nothing to resample)")
+    note = f"fit %: share of the networks trained that fit; {intervals}; profile τ=1: share of tasks within 1 point of the best"
     console.print(f"[dim]{escape(note)} (leaderboard.md defines every column).[/]", highlight=False, width=width)
 
 
@@ -154,9 +157,6 @@ def _by_architecture(rows: Sequence[dict], console: Console, width: int) -> None
     record = getattr(rows, "by_architecture", None)
     if not record:
         return
-    order = [e["optimizer"] for e in (getattr(rows, "aggregate", None) or {}).get("optimizers", [])]
-    shown = architecture_display(record, order)
-    ci = f"{100 * record['confidence']:g}% CI"
     table = Table(
         title=escape(terminal_text(f"By architecture: IQM gain over {record['baseline']} (points) and rank there")),
         title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
@@ -164,12 +164,12 @@ def _by_architecture(rows: Sequence[dict], console: Console, width: int) -> None
     table.add_column("optimizer", justify="left", overflow="fold")
     for architecture in record["architectures"]:
         table.add_column(escape(terminal_text(architecture)), justify="right", no_wrap=True)
-    for line in shown:
-        cells = [line["optimizer"]]
+    for e in architecture_entries(record, getattr(rows, "aggregate", None)):
+        cells = [e["optimizer"]]
         for architecture in record["architectures"]:
-            gain = line[f"{architecture}: IQM gain pp [{ci}]"]
-            rank = line.get(f"{architecture}: rank")
-            cells.append(gain if rank in (None, MISSING) else f"{gain} #{rank}")
+            found = e["by_architecture"].get(architecture)
+            rank = f" #{found['rank']:g}" if found is not None and ranks_shown(record) else ""
+            cells.append(architecture_gain(found) + rank)
         table.add_row(*(escape(terminal_text(v)) for v in cells))
     console.print(table, width=width)
 
