@@ -19,12 +19,14 @@ extrapolated from that.
   `seconds` (_probe_sampler). If it finished, that is the cost. (subset-mcmc, which reports only
   after each repeat, instead runs one repeat of a few particles to the end, scaled by its
   particles x repeats: _scaled_subset_cost.) Otherwise the share of its `models` found so far
-  extrapolates; for G&C with no fit seen, P(fit) comes from a short subset simulation
-  (subset-mcmc, exact in the limit; not for BatchNorm networks, where the estimate is a lower
-  bound) and the cost is models / P(fit) candidates at the probe's rate. One probe per entry,
-  architecture, task and N: P(fit) depends on the data (the first training set stands for the
-  others). A lower bound found at one N serves the larger N of the same stream (the training
-  sets are nested, so P(fit) only falls with N).
+  extrapolates; for G&C with fewer than FEW_FITS fits seen, P(fit) comes from a short subset
+  simulation instead (subset-mcmc, exact in the limit; where it cannot run, BatchNorm networks,
+  the few fits extrapolate, or with none the estimate is a lower bound) and the cost is
+  models / P(fit) candidates at the probe's rate. One probe per entry, architecture, task, N and
+  training set: P(fit) depends on the data, and training sets of one pair and N differ by up to
+  13x (Fashion-MNIST pullover vs bag at N = 32: -log2 P(fit) 16.0 to 19.7 bits over four sets).
+  A lower bound found at one N serves the larger N of the same stream (the training sets are
+  nested, so P(fit) only falls with N).
 - Every cell adds `models` x the seconds per network of what follows finding a network (the
   check on the training set, the test set, the suite's metrics), timed once per architecture,
   role and task on networks drawn from the prior (EVALUATION_NETWORKS of them: a run tests
@@ -67,6 +69,10 @@ SUBSET_SAMPLER = "subset-mcmc"  # estimates P(fit) where G&C sees no fit in its 
 SUBSET_PROBE = {"particles": 128, "repeats": 1, "moves": 8, "final_moves": 1}
 SUBSET_SCALED_PARTICLES = 32  # a subset-mcmc cell's probe: one repeat of these, scaled
 REJECTION_SAMPLERS = ("gnc",)  # samplers whose cost is models / P(fit) candidates
+# Below this many fits a probe stopped by the clock reads P(fit) high: a count that happened to
+# reach 1 or 2 is kept, one that stayed at 0 goes to the subset simulation, so the counts kept
+# over-represent luck (docs/performance.md, "What a study costs")
+FEW_FITS = 5
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,8 @@ def estimate_suite(
     for index, (key, members) in enumerate(probes.items()):
         first = members[0]
         if progress is not None:
-            progress(f"{first.entry.label} {first.architecture_label} N={first.n_train}", index, len(probes))
+            data = f"N={first.n_train}" + (f" set {first.training_set_seed}" if first.role == "baseline" else "")
+            progress(f"{first.entry.label} {first.architecture_label} {data}", index, len(probes))
         if first.role == "baseline":
             stream = key[:4] + key[5:]  # all but N
             if stream in unfit:  # nested training sets: P(fit) only falls with N, the bound holds
@@ -199,8 +206,9 @@ def _probe_key(cell: Cell) -> tuple:
     entry = cell.entry
     method = json.dumps(entry.to_json(), sort_keys=True, default=str)  # name, label, role, settings...
     architecture = json.dumps(cell.architecture.to_json(), sort_keys=True, default=str)
-    if cell.role == "baseline":
-        return (method, architecture, cell.dataset, cell.classes, cell.n_train, cell.training_draw)
+    if cell.role == "baseline":  # the stream (all but N, index 4) keeps its training set
+        data = (cell.dataset, cell.classes, cell.n_train, cell.training_draw, cell.training_set_seed)
+        return (method, architecture, *data)
     return (method, architecture, cell.dataset, entry.settings.batch_size_for(cell.n_train))
 
 
@@ -344,16 +352,28 @@ def _sampler_cost(cell: Cell, context: CellContext, seconds: float) -> CellCost:
         if population.exhausted:
             return CellCost(cell, took, "measured", f"its budget ran out with {population.size} of {models}")
         return CellCost(cell, took, "measured")
-    accepted, work = seen["accepted"], seen["work"]
-    if accepted:
-        return _capped(cell, took * models / accepted, work / took, "extrapolated",
-                       f"{accepted} of {models} found in {took:.1f} s")  # fmt: skip
-    if cell.entry.name in REJECTION_SAMPLERS and work:
-        bits = _neg_log2_p_fit(cell, task, context)
+    return cost_from_probe(cell, seen["accepted"], seen["work"], took, lambda: _neg_log2_p_fit(cell, task, context))
+
+
+def cost_from_probe(
+    cell: Cell, accepted: int, work: int, took: float, neg_log2_p_fit: Callable[[], float | None]
+) -> CellCost:
+    """A sampler cell's cost from a probe stopped after `took` seconds with `accepted` of its
+    networks found in `work` candidates (or evaluations): G&C with fewer than FEW_FITS fits takes
+    P(fit) from `neg_log2_p_fit` (a subset simulation; None where it cannot run), anything else
+    extrapolates the fits, and no fit at all is a lower bound."""
+    models = cell.entry.models
+    rate = work / took if took > 0 else 0.0
+    if cell.entry.name in REJECTION_SAMPLERS and work and accepted < FEW_FITS:
+        bits = neg_log2_p_fit()
         if bits is not None:
-            candidates = models * 2.0**bits
-            return _capped(cell, candidates / (work / took), work / took, "subset simulation",
-                           f"-log2 P(fit) ~ {bits:.1f}, {work / took:,.0f} candidates/s")  # fmt: skip
+            seen = f"; the probe's {accepted} of {models} in {took:.1f} s too few to extrapolate" if accepted else ""
+            return _capped(cell, models * 2.0**bits / rate, rate, "subset simulation",
+                           f"-log2 P(fit) ~ {bits:.1f}, {rate:,.0f} candidates/s{seen}")  # fmt: skip
+    if accepted:
+        found = f"{accepted} of {models} found in {took:.1f} s"
+        return _capped(cell, took * models / accepted, rate, "extrapolated", found)
+    if cell.entry.name in REJECTION_SAMPLERS and work:
         # no fit in `work` candidates: P(fit) < 3 / work (95%), so at least models x work / 3 of them
         return CellCost(cell, took * models / 3.0, "at least", f"no fit in {work:,} candidates")
     return CellCost(cell, took, "at least", f"not finished in {took:.1f} s")

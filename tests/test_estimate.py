@@ -222,3 +222,40 @@ def test_wall_time_on_workers_hands_out_the_runs_units_in_order():
     # in suite order, not longest first: the same units costing 15, 11, 7, 3 would take 18 on two
     reversed_costs = replace(found, costs=tuple(replace(c, seconds=9.0 - c.seconds) for c in found.costs))
     assert reversed_costs.wall_seconds(2) == 18  # 15 -> A, 11 -> B, 7 -> B (18), 3 -> A (18)
+
+
+def test_gnc_is_probed_on_every_training_set_and_gradient_cells_once():
+    """P(fit) differs between training sets of one pair and N (13x at N = 32 of a hard pair), so
+    each G&C cell's data is probed; a gradient probe's rate serves every training set."""
+    labels = []
+    estimate(suite_of(models_per_cell=2), seconds=0.05, progress=lambda label, done, total: labels.append(label))
+    probed = [label for label in labels if label.startswith("gnc ")]
+    assert sorted(probed) == sorted(f"gnc mlp[width=1/6,depth=2] N={n} set {s}" for n in (4, 8) for s in (200, 201))
+    assert len([label for label in labels if label.startswith("sgd ")]) == 1  # batch 2 at both N
+
+
+def test_a_gnc_probe_with_few_fits_takes_p_fit_from_the_subset_simulation():
+    """A probe stopped by the clock with 1-4 fits reads P(fit) high (a count of 0 goes to the
+    subset simulation, so the counts kept over-represent luck): below FEW_FITS the simulation
+    decides; from FEW_FITS on, or where no simulation runs, the fits extrapolate."""
+    from benchsuite.estimate import FEW_FITS, cost_from_probe
+
+    (cell, *_) = [c for c in expand(suite_of(models_per_cell=20)) if c.role == "baseline"]
+    asked = []
+
+    def bits(value):
+        return lambda: asked.append(value) or value
+
+    few = cost_from_probe(cell, FEW_FITS - 1, 4000, 0.5, bits(12.0))
+    assert few.basis == "subset simulation" and asked == [12.0]
+    assert few.seconds == pytest.approx(20 * 2**12 / 8000)  # 8,000 candidates/s
+    assert f"the probe's {FEW_FITS - 1} of 20 in 0.5 s too few to extrapolate" in few.note
+    enough = cost_from_probe(cell, FEW_FITS, 4000, 0.5, bits(12.0))
+    assert enough.basis == "extrapolated" and enough.seconds == pytest.approx(0.5 * 20 / FEW_FITS)
+    assert asked == [12.0]  # not asked again
+    no_simulation = cost_from_probe(cell, 2, 4000, 0.5, bits(None))
+    assert no_simulation.basis == "extrapolated" and no_simulation.seconds == pytest.approx(5.0)
+    nothing = cost_from_probe(cell, 0, 4000, 0.5, bits(None))
+    assert nothing.lower_bound and nothing.seconds == pytest.approx(0.5 * 20 / 3)
+    subset = [c for c in expand(suite_of(baselines=[{"name": "subset-mcmc"}])) if c.role == "baseline"][0]
+    assert cost_from_probe(subset, 1, 100, 1.0, bits(3.0)).basis == "extrapolated" and asked[-1] != 3.0
