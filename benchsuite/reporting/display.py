@@ -229,6 +229,12 @@ def status_notes(rows: Sequence[dict]) -> list[str]:
     return notes
 
 
+def clear_tasks(entry: dict) -> str:
+    """"a / b": the tasks on which an across-task entry's gain interval lies wholly above / below
+    zero ("— / —" for an aggregate written before the count existed)."""
+    return f"{entry.get('tasks_above_zero', '—')} / {entry.get('tasks_below_zero', '—')}"
+
+
 def aggregate_display(aggregate: dict, compact: bool = False) -> list[dict[str, str]]:
     """The across-task table (benchsuite.aggregate), one line per optimizer, best IQM first:
     mean and IQM gain with intervals, P(improvement) over the reference optimizer, the profile.
@@ -243,7 +249,7 @@ def aggregate_display(aggregate: dict, compact: bool = False) -> list[dict[str, 
         if not compact:
             line["tasks"] = str(e["tasks"])
             if "tasks_above_zero" in e:
-                line["tasks > 0 / < 0"] = f"{e['tasks_above_zero']} / {e['tasks_below_zero']}"
+                line["tasks > 0 / < 0"] = clear_tasks(e)
         line["fit %"] = percent(e.get("fit_share"))
         line[f"mean gain pp [{ci}]"] = f"{signed(e['gain_mean'])} {interval(e['gain_mean_ci_low'], e['gain_mean_ci_high'], 1, True)}".strip()
         line[f"IQM gain pp [{ci}]"] = f"{signed(e['gain_iqm'])} {interval(e['gain_iqm_ci_low'], e['gain_iqm_ci_high'], 1, True)}".strip()

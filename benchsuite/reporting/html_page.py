@@ -23,6 +23,7 @@ from benchsuite.reporting.display import (
     aggregate_notes,
     architecture_entries,
     architecture_notes,
+    clear_tasks,
     ended,
     method_notes,
     metric_names,
@@ -321,7 +322,7 @@ def aggregate_table(aggregate: dict) -> str:
         cells = [
             f'<td class="text">{_e(e["optimizer"])}</td>',
             _number_cell(e["tasks"], str(e["tasks"])),
-            _number_cell(e.get("tasks_above_zero"), f"{e.get('tasks_above_zero', '—')} / {e.get('tasks_below_zero', '—')}"),
+            _number_cell(e.get("tasks_above_zero"), clear_tasks(e)),
             _number_cell(e.get("fit_share"), percent(e.get("fit_share"))),
             _number_cell(e["gain_mean"], signed(e["gain_mean"]), _ci(e["gain_mean_ci_low"], e["gain_mean_ci_high"], 1, True)),
             _number_cell(e["gain_iqm"], signed(e["gain_iqm"]), _ci(e["gain_iqm_ci_low"], e["gain_iqm_ci_high"], 1, True)),
