@@ -292,6 +292,47 @@ def publish(sources: tuple[str, ...], target: str, force: bool, no_figures: bool
 
 
 @main.command()
+@click.argument("out", type=click.Path(exists=False))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=False))
+@click.pass_context
+def merge(ctx: click.Context, out: str, sources: tuple[str, ...]) -> None:
+    """Merge the finished cells of result folders SOURCES into the result folder OUT.
+
+    For cells of OUT's suite computed elsewhere: the same suite run on another machine, or a copy
+    of it that runs a part (`optimizers: []` runs the baseline's cells alone, with the same cell
+    ids and seeds). Every source cell must be a cell of OUT's suite computed with the plugin
+    versions and engine revision OUT's runs use, else nothing is merged. A cell OUT holds already
+    is kept, and the merge says whether the copy agreed bit for bit. Refused while a run writes
+    into OUT; resuming OUT's suite afterwards skips the merged cells. OUT's leaderboard files
+    are rebuilt.
+    """
+    from benchsuite.leaderboard import leaderboard_from_store
+    from benchsuite.merging import merge_folders
+    from benchsuite.paths import shell_command
+    from benchsuite.reporting.files import write_leaderboard
+    from benchsuite.store import Store
+
+    command = shell_command(["benchsuite", *ctx.meta["benchsuite.words"]])
+    result = merge_folders(out, sources, command=command)
+    for m in result.merged:
+        agreed = ""
+        if m.duplicates:
+            same = m.duplicates - len(m.differing)
+            agreed = f", {m.duplicates:,} already there ({same:,} identical bit for bit"
+            agreed += f"; {len(m.differing):,} differ, e.g. cell {m.differing[0]}: the folder's kept)" if m.differing else ")"
+        console.print(f"{terminal_text(m.source)}: {m.added:,} of its {m.cells:,} cells added{agreed}", markup=False, highlight=False, soft_wrap=True)
+    left = result.suite_cells - result.finished
+    console.print(f"{terminal_text(result.folder)}: {result.finished:,} of the {result.suite_cells:,} cells of suite {terminal_text(result.suite_name)!r} finished"
+                  + (f", {left:,} to run (resume its suite into it)" if left else ""), markup=False, highlight=False, soft_wrap=True)
+    folder = Path(out) if Path(out).is_dir() else Path(out).parent
+    if _may_write(folder):
+        with Store.open_existing(out) as store:
+            runs = store.runs()
+            rows = leaderboard_from_store(store)
+        write_leaderboard(rows, folder, title=f"Leaderboard: {runs[-1]['suite']['name']}")
+
+
+@main.command()
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=False))
 @click.option("--optimizers", nargs=2, metavar="A B", help="Compare two optimizer (or baseline) labels within one folder.")
 @click.option("--any-suite", is_flag=True, help="Compare two folders even if they ran different resolved suites.")

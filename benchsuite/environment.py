@@ -1,4 +1,8 @@
-"""What a result needs to be cited: package versions, device, plugins and git commit."""
+"""What a result needs to be cited: package versions, device, plugins and git commit.
+
+torch is imported where the device is described, not at the top: `benchsuite merge` records the
+software half (software_environment) and, like the other commands that only read and copy
+results, loads no torch."""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PACKAGES = ("benchsuite", "torch", "torchvision", "numpy", "scikit-learn", "pluggy", "click", "rich", "PyYAML")
 
@@ -39,6 +45,8 @@ def git_commit(directory: Path | None = None) -> str | None:
 
 
 def device_description(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return cpu_model() or platform.processor() or platform.machine()
@@ -56,12 +64,23 @@ def cpu_model() -> str | None:
     return None
 
 
-def capture_environment(device: torch.device, registry=None) -> dict:
-    """A JSON-able record of the software and hardware a run used."""
-    environment = {
+def software_environment() -> dict:
+    """The software half of a run's environment: Python, platform, package versions, git commit
+    (also the whole record of a `benchsuite merge`, which computes nothing)."""
+    return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in PACKAGES},
+        "git_commit": git_commit(),
+    }
+
+
+def capture_environment(device: torch.device, registry=None) -> dict:
+    """A JSON-able record of the software and hardware a run used."""
+    import torch
+
+    environment = {
+        **software_environment(),
         "device": str(device),
         "device_name": device_description(device),
         "cuda": torch.version.cuda,
@@ -69,7 +88,6 @@ def capture_environment(device: torch.device, registry=None) -> dict:
         "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_cbwr": os.environ.get("MKL_CBWR"),
-        "git_commit": git_commit(),
     }
     if registry is not None:
         environment["plugins"] = [

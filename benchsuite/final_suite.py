@@ -94,8 +94,8 @@ def suite_versions(
     versions = SuiteVersions(final, ids, len(runs), len(origins), len(earlier))
     if len(ids) == 1:
         return versions
-    suite = _final_suite(folder, runs[-1])
-    result = fit(origins, expand(suite), _as_the_final_runs(suite.metrics, runs, origins, final))
+    suite = final_suite(folder, runs[-1], "its runs record several suite versions, and ")
+    result = fit(origins, expand(suite), as_the_final_runs(suite.metrics, runs, origins, final))
     if result.foreign:
         where = ", ".join(sorted({origins[cell_id]["suite_id"] for cell_id in result.foreign}))
         raise BenchsuiteError(
@@ -112,8 +112,10 @@ def suite_versions(
     return versions
 
 
-def _final_suite(folder: str | Path, run: Mapping[str, Any]) -> Suite:
-    """The final run's suite, rebuilt from its stored record; it must hash to the id it ran under."""
+def final_suite(folder: str | Path, run: Mapping[str, Any], why: str = "", way_out: str = WAY_OUT) -> Suite:
+    """The final run's suite, rebuilt from its stored record; it must hash to the id it ran under.
+    The error opens its reason with `why` ("its runs record several suite versions, and ") and
+    ends with `way_out`."""
     suite: Suite | None
     try:
         suite = suite_from_record(run["suite"])
@@ -121,18 +123,23 @@ def _final_suite(folder: str | Path, run: Mapping[str, Any]) -> Suite:
         suite = None
     if suite is None or suite.suite_id != run["suite_id"]:
         raise BenchsuiteError(
-            f"{folder}: its runs record several suite versions, and its final suite {run['suite_id']} "
+            f"{folder}: {why}its final suite {run['suite_id']} "
             f"cannot be expanded from its stored record (written by another version of benchsuite) to "
-            f"check that every cell is one of its cells; {WAY_OUT}"
+            f"check that every cell is one of its cells; {way_out}"
         )
     return suite
 
 
-def _as_the_final_runs(
-    metrics: Sequence[str], runs: Sequence[Mapping[str, Any]], origins: Mapping[str, Mapping[str, Any]], final: str
+def as_the_final_runs(
+    metrics: Sequence[str],
+    runs: Sequence[Mapping[str, Any]],
+    origins: Mapping[str, Mapping[str, Any]],
+    final: str,
+    check_all: bool = False,
 ) -> Expected:
     """What a cell computed under an earlier version must have recorded: the plugins (distribution
-    and version) and engine revision the final suite's runs used; its own cells are not checked.
+    and version) and engine revision the final suite's runs used; its own cells are not checked,
+    unless `check_all` (cells from another folder, merging.py, whatever suite they ran in).
     What the final runs used: what their cells recorded, key by key; for a key none of them
     recorded (every such cell was done before), the plugins installed and the engine revision
     their environments record. The engine revision is compared architecture by architecture
@@ -158,7 +165,7 @@ def _as_the_final_runs(
         return recorded.get(key) or (engines if key == ENGINE_KEY else installed)
 
     def expected(cell: Cell, origin: Mapping[str, Any]) -> dict[str, set[str]] | None:
-        if origin["suite_id"] == final:
+        if origin["suite_id"] == final and not check_all:
             return None
         keys = [f"{kind} {name}" for kind, name in cell.plugins_used(tuple(metrics))]
         name = cell.architecture.name

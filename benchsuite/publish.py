@@ -118,7 +118,8 @@ def environment_record(
         env = run["environment"]
         for name, version in (env.get("packages") or {}).items():
             packages[name].add(str(version))
-        devices.add(f"{env.get('device')} ({env.get('device_name')})")
+        if "device" in env:  # a merge's run computed nothing (merging.py)
+            devices.add(f"{env.get('device')} ({env.get('device_name')})")
         commits.add(str(env.get("git_commit")))
         for p in env.get("plugins") or []:
             plugins.add((p.get("name"), p.get("distribution"), p.get("version")))

@@ -400,7 +400,8 @@ def environment_section(runs: Sequence[dict]) -> str:
         facts = [
             ("run", run.get("run_id")), ("source", run.get("source")), ("command", run.get("command")),
             ("started", run.get("started_at")), ("finished", run.get("finished_at")),
-            ("device", f"{env.get('device', '')} ({env.get('device_name', '')})"),
+            ("device", f"{env['device']} ({env.get('device_name', '')})" if "device" in env else None),
+            ("merged from", env.get("merged_from")),
             ("python", env.get("python")), ("platform", env.get("platform")),
             ("cuda", env.get("cuda")), ("git commit", env.get("git_commit")),
         ]  # fmt: skip
@@ -421,7 +422,7 @@ def environment_section(runs: Sequence[dict]) -> str:
             for p in plugins
         )
         parts.append(
-            f'<details class="run" open><summary>run {_e(run.get("run_id"))}: {_e(env.get("device_name") or env.get("device"))}</summary>'
+            f'<details class="run" open><summary>run {_e(run.get("run_id"))}: {_e(env.get("device_name") or env.get("device") or ("merge" if "merged_from" in env else ""))}</summary>'
             f"<table>{rows}</table>"
             f'<table><thead><tr><th class="text">package</th><th class="text">version</th></tr></thead><tbody>{package_rows}</tbody></table>'
             + (

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchsuite.errors import StoreError
-from benchsuite.store.merge import merge_database
+from benchsuite.store.merge import differing_duplicates, merge_database
 from benchsuite.store.schema import (
     CELL_COLUMNS,
     SCHEMA_VERSION,
@@ -415,12 +415,18 @@ class Store:
         return rows
 
     # -- merging, facts about the database ------------------------------------------------------
-    def merge(self, source: str | Path) -> int:
+    def merge(self, source: str | Path, run: dict[str, Any] | None = None) -> int:
         """Copy the results database at `source` into this one (merge.merge_database: runs get new
-        ids, a cell already here is skipped); return the cells skipped. The source is checked as
-        any read is, so a newer or damaged one is refused before anything is copied."""
+        ids, a cell already here is skipped, `run` recorded after them); return the cells skipped.
+        The source is checked as any read is, so a newer or damaged one is refused before anything
+        is copied."""
         Store(source, read_only=True).close()
-        return merge_database(self.connection, Path(source))
+        return merge_database(self.connection, Path(source), run)
+
+    def differing_duplicates(self, source: str | Path) -> list[str]:
+        """The cells of the database at `source` held here too, with other results (merge.py)."""
+        Store(source, read_only=True).close()
+        return differing_duplicates(self.connection, Path(source))
 
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as db:

@@ -1,39 +1,67 @@
-"""Copying one results database into another (what `benchsuite publish` merges), in SQL: ATTACH
-the source and copy its rows across, whatever older schema version it has."""
+"""Copying one results database into another (what `benchsuite publish` and `benchsuite merge`
+do), in SQL: ATTACH the source and copy its rows across, whatever older schema version it has."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from benchsuite.store.schema import CELL_COLUMNS, EXPECTED_TABLES, MERGE_DEFAULTS, columns
 
 
-def merge_database(db: sqlite3.Connection, source: Path) -> int:
+@contextmanager
+def _attached(db: sqlite3.Connection, source: Path) -> Iterator[None]:
+    db.execute("ATTACH DATABASE ? AS source", (str(source),))
+    try:
+        yield
+    finally:
+        db.execute("DETACH DATABASE source")
+
+
+def differing_duplicates(db: sqlite3.Connection, source: Path) -> list[str]:
+    """The cells of `source` that `db` holds too but with other results: another seed, candidate
+    count or number of networks, or any network's (or its metrics') stored values not equal bit for
+    bit (REAL compared exactly; times are not compared). Sorted cell ids."""
+    duplicate = "SELECT cell_id FROM source.cells WHERE cell_id IN (SELECT cell_id FROM main.cells)"
+
+    def either_way(table: str) -> str:
+        shared = [c for c in columns(db, table, "source") if c in columns(db, table)]
+        picked = ", ".join(shared)
+        one, other = (f"SELECT {picked} FROM {side}.{table} WHERE cell_id IN ({duplicate})" for side in ("source", "main"))
+        return f"SELECT cell_id FROM ({one} EXCEPT {other}) UNION SELECT cell_id FROM ({other} EXCEPT {one})"
+
+    with _attached(db, source):
+        query = " UNION ".join([
+            "SELECT s.cell_id FROM source.cells s JOIN main.cells m USING (cell_id) WHERE s.seed IS NOT m.seed "
+            "OR s.candidates_tried IS NOT m.candidates_tried OR s.models_found IS NOT m.models_found",
+            either_way("networks"),
+            either_way("network_metrics"),
+        ])  # fmt: skip
+        return sorted(row[0] for row in db.execute(query))
+
+
+def merge_database(db: sqlite3.Connection, source: Path, run: Mapping[str, Any] | None = None) -> int:
     """Copy the runs, cells, networks, estimates, training indices, tuning and metrics of the database at
     `source` into `db` in one transaction; return the cells skipped as duplicates.
 
     Runs get new ids (cells follow them). A cell id already present is kept as it is: cell ids
     hash the cell's identity and seed, so a repeat is the same experiment. Columns and tables
-    newer than the source's schema are left NULL or empty.
+    newer than the source's schema are left NULL or empty. `run` (a `runs` row without its id), when
+    given, is added after the source's runs in the same transaction: the merge's own record.
     """
-    db.execute("ATTACH DATABASE ? AS source", (str(source),))
-    try:
+    with _attached(db, source):
         with db:
             mapping = {}
-            for run in db.execute("SELECT * FROM source.runs ORDER BY run_id").fetchall():
+            for row in db.execute("SELECT * FROM source.runs ORDER BY run_id").fetchall():
                 cursor = db.execute(
                     "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        run["suite_id"],
-                        run["suite"],
-                        run["environment"],
-                        run["command"],
-                        run["started_at"],
-                        run["finished_at"],
-                    ),
+                    (row["suite_id"], row["suite"], row["environment"], row["command"], row["started_at"], row["finished_at"]),
                 )
-                mapping[run["run_id"]] = cursor.lastrowid
+                mapping[row["run_id"]] = cursor.lastrowid
             db.execute("CREATE TEMP TABLE run_map (old INTEGER PRIMARY KEY, new INTEGER)")
             db.executemany("INSERT INTO run_map VALUES (?, ?)", mapping.items())
             duplicates = db.execute(
@@ -75,6 +103,12 @@ def merge_database(db: sqlite3.Connection, source: Path) -> int:
             )
             db.execute("DROP TABLE temp.run_map")
             db.execute("DROP TABLE temp.new_cells")
-    finally:
-        db.execute("DETACH DATABASE source")
+            if run is not None:
+                db.execute(
+                    "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        run["suite_id"], json.dumps(run["suite"], sort_keys=True), json.dumps(run["environment"]),
+                        run["command"], run["started_at"], run["finished_at"],
+                    ),
+                )  # fmt: skip
     return duplicates
