@@ -80,7 +80,10 @@ class SuiteVersions:
     suite_ids: tuple[str, ...]  # every version, in the order the runs first used them
     runs: int
     cells: int
-    earlier_cells: int  # cells computed under an earlier version, all of them cells of the final suite
+    earlier_cells: int  # cells computed under another version, all of them cells of the final suite
+    # versions first run after the final one was (a copy running part of the suite, merged in:
+    # merging.py), not earlier versions of it
+    later: tuple[str, ...] = ()
 
 
 def suite_versions(
@@ -91,7 +94,10 @@ def suite_versions(
     final = runs[-1]["suite_id"]
     ids = tuple(dict.fromkeys([run["suite_id"] for run in runs] + [o["suite_id"] for o in origins.values()]))
     earlier = {cell_id: o for cell_id, o in origins.items() if o["suite_id"] != final}
-    versions = SuiteVersions(final, ids, len(runs), len(origins), len(earlier))
+    order = [run["suite_id"] for run in runs]
+    before = set(order[: order.index(final)])
+    later = tuple(i for i in dict.fromkeys(order[order.index(final) :]) if i != final and i not in before)
+    versions = SuiteVersions(final, ids, len(runs), len(origins), len(earlier), later)
     if len(ids) == 1:
         return versions
     suite = final_suite(folder, runs[-1], "its runs record several suite versions, and ")

@@ -302,13 +302,20 @@ def grown_note(versions: SuiteVersions | None) -> list[str]:
     """For a folder run under several versions of its suite: what ran, said plainly."""
     if versions is None or len(versions.suite_ids) < 2:
         return []
-    earlier = ", ".join(f"`{markdown_text(i)}`" for i in versions.suite_ids if i != versions.final)
+    def ids(chosen) -> str:
+        return ", ".join(f"`{markdown_text(i)}`" for i in chosen)
+
+    earlier = [i for i in versions.suite_ids if i != versions.final and i not in versions.later]
+    named = f"earlier: {ids(earlier)}; " if earlier else ""
+    if versions.later:
+        named += f"first run after the final one (a copy of the suite running part of its cells, merged in): {ids(versions.later)}; "
+    computed = "an earlier version" if not versions.later else "another version"
     return [
         (
             f"This folder was run in {versions.runs} runs under {len(versions.suite_ids)} versions of its suite "
-            f"(earlier: {earlier}; final: `{markdown_text(versions.final)}`). All {versions.cells:,} cells are cells "
+            f"({named}final: `{markdown_text(versions.final)}`). All {versions.cells:,} cells are cells "
             "of the final suite (same cell id and seed, same plugin versions and engine numerics); "
-            f"{versions.earlier_cells:,} of them were computed under an earlier version, and the final suite computes "
+            f"{versions.earlier_cells:,} of them were computed under {computed}, and the final suite computes "
             "them the same, so the folder reproduces from `suite.yaml`."
         ),
         "",
