@@ -18,9 +18,9 @@ from typing import Any
 
 from benchsuite import statistics as stats
 from benchsuite.errors import BenchsuiteError, closest
-from benchsuite.publish import database_of, read_source
+from benchsuite.publish import read_source
 from benchsuite.statistics import BootstrapSettings
-from benchsuite.store import Store
+from benchsuite.store import Store, database_of
 
 COLUMNS = (
     "dataset", "classes", "n_train", "architecture", "optimizer_a", "optimizer_b", "training_sets",

@@ -26,8 +26,7 @@ from benchsuite.environment import software_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.final_suite import as_the_final_runs, final_suite, fit
 from benchsuite.resolved import expand
-from benchsuite.store import FolderLock, Store
-from benchsuite.store.database import now
+from benchsuite.store import FolderLock, Store, database_of, now
 
 
 @dataclass(frozen=True)
@@ -51,22 +50,13 @@ class MergeResult:
     merged: tuple[Merged, ...]
 
 
-def database_in(path: str | Path) -> Path:
-    """A result folder's database (or the database file given)."""
-    path = Path(path)
-    database = path / "results.sqlite" if path.is_dir() else path
-    if not database.is_file():
-        raise BenchsuiteError(f"{path}: no results database here (run `benchsuite run` first)")
-    return database
-
-
 def merge_folders(out: str | Path, sources: Sequence[str | Path], command: str = "") -> MergeResult:
     """Merge the finished cells of the result folders `sources` into the result folder `out`
     (module docstring). A source holding a cell that is not one of `out`'s suite, or one computed
     with other plugin versions or another engine revision, is refused in one line, and nothing
     is written; so is a folder given twice, and `out` while a run writes into it."""
-    database = database_in(out)
-    databases = [database_in(source) for source in sources]
+    database = database_of(out)
+    databases = [database_of(source) for source in sources]
     if len({d.resolve() for d in [database, *databases]}) != len(databases) + 1:
         raise BenchsuiteError(f"{out}: the same result folder is given twice (a source may not be the folder merged into)")
     with FolderLock(database):
@@ -87,11 +77,11 @@ def merge_folders(out: str | Path, sources: Sequence[str | Path], command: str =
         with Store(database) as store:
             for source, path, count in zip(sources, databases, counts):
                 differing = tuple(store.differing_duplicates(path))
-                started = now()
+                at = now()
                 duplicates = store.merge(path, run={
                     "suite_id": last["suite_id"], "suite": last["suite"], "command": command,
-                    "environment": {**software_environment(), "merged_from": str(source), "cells_added": count},
-                    "started_at": started, "finished_at": now(),
+                    "environment": {**software_environment(), "merged_from": str(source)},
+                    "started_at": at, "finished_at": at,
                 })  # fmt: skip
                 merged.append(Merged(Path(source), count, count - duplicates, duplicates, differing))
             finished = len(store.finished_cell_ids() & {cell.cell_id for cell in cells})

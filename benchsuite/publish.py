@@ -29,7 +29,7 @@ from benchsuite.paths import default_out, shell_command
 from benchsuite.reporting.formatting import duration
 from benchsuite.resolved import runnable_document
 from benchsuite.statistics import BootstrapSettings
-from benchsuite.store import Store
+from benchsuite.store import Store, database_of
 
 GENERATED = (
     "results.sqlite", "leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.tex",
@@ -55,14 +55,6 @@ class Published:
     cells: int
     duplicate_cells: int
     sources: list[Source] = field(default_factory=list)
-
-
-def database_of(path: str | Path) -> Path:
-    path = Path(path)
-    database = path / "results.sqlite" if path.is_dir() else path
-    if not database.is_file():
-        raise BenchsuiteError(f"{path}: no results database here (run `benchsuite run` first)")
-    return database
 
 
 def read_source(path: str | Path) -> Source:

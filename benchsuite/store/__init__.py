@@ -1,10 +1,10 @@
 """The results database (SQLite) and every piece of SQL that touches it: schema (tables, version,
-migrations, the check on open), database (Store: writes and reads), merge (publish's copy), lock
+migrations, the check on open), database (Store: writes and reads), merge (the copy `publish` and `merge` make), lock
 (one writing run per folder).
 Callers import from here; the modules below never import this package back."""
 
 from benchsuite.errors import StoreError
-from benchsuite.store.database import NetworkResult, Store, TuningRecord, TuningTrial, now
+from benchsuite.store.database import NetworkResult, Store, TuningRecord, TuningTrial, database_of, now
 from benchsuite.store.lock import FolderLock, lock_path
 from benchsuite.store.schema import (
     ADDED_IN_VERSION,
@@ -34,6 +34,7 @@ __all__ = [
     "TuningRecord",
     "TuningTrial",
     "check_schema",
+    "database_of",
     "lock_path",
     "now",
 ]  # fmt: skip

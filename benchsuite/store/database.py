@@ -89,6 +89,15 @@ def _add_tuning(db: sqlite3.Connection, cell_id: str, tuning: TuningRecord) -> N
     )  # fmt: skip
 
 
+def database_of(path: str | Path) -> Path:
+    """A result folder's database (or the database file given); a StoreError if there is none."""
+    path = Path(path)
+    database = path / "results.sqlite" if path.is_dir() else path
+    if not database.is_file():
+        raise StoreError(f"{path}: no results database here (run `benchsuite run` first)")
+    return database
+
+
 class Store:
     """A results database; every cell is one transaction.
 
