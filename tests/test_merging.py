@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cli_runner import cli
-from growing_suites import GROWN, rows, suite_file
+from growing_suites import FIRST, GROWN, rows, suite_file
 
 CELL_QUERY = (
     "SELECT cell_id, seed, n_train, training_set_seed, optimizer, models_found, candidates_tried, epochs, status "
@@ -37,16 +37,20 @@ def runs(folder: Path) -> list[tuple]:
         return db.execute("SELECT suite_id, command, environment FROM runs ORDER BY run_id").fetchall()
 
 
-def without_baseline(whole: Path, folder: Path) -> None:
-    """`folder`: the suite's folder as a run stopped before its G&C cells leaves it (the whole
-    run's folder with the G&C cells taken out)."""
+def without(whole: Path, folder: Path, where: str) -> None:
+    """`folder`: the suite's folder as a run stopped before the cells `where` selects leaves it
+    (the whole run's folder with those cells taken out)."""
     shutil.copytree(whole, folder)
     with sqlite3.connect(folder / "results.sqlite") as db:
-        gnc = "(SELECT cell_id FROM cells WHERE role = 'baseline')"
+        chosen = f"(SELECT cell_id FROM cells WHERE {where})"
         for table in ("network_metrics", "networks", "cell_estimates", "training_indices", "tuning_trials", "tuning"):
-            db.execute(f"DELETE FROM {table} WHERE cell_id IN {gnc}")
-        db.execute("DELETE FROM cells WHERE role = 'baseline'")
+            db.execute(f"DELETE FROM {table} WHERE cell_id IN {chosen}")
+        db.execute(f"DELETE FROM cells WHERE {where}")
     assert cli("leaderboard", str(folder), "--format", "json").returncode == 0  # its files as that run left them
+
+
+def without_baseline(whole: Path, folder: Path) -> None:
+    without(whole, folder, "role = 'baseline'")
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +102,18 @@ def test_baseline_cells_of_a_copy_merge_into_the_suites_folder_which_then_resume
     assert "4 of them were computed under another version" in readme
     page = (tmp_path / "board" / "leaderboard.html").read_text()
     assert "merged from" in page and json.loads((tmp_path / "board" / "environment.json").read_text())["suite_id"] == suite_id
+
+
+def test_a_copy_holding_part_of_the_task_list_merges_too(folders, tmp_path):
+    """The suite's N = 4 cells (FIRST is the suite without N = 6), run as a suite of their own."""
+    root = folders
+    target = tmp_path / "target"
+    without(root / "whole", target, "n_train = 4")
+    run(suite_file(tmp_path, "first", FIRST), tmp_path / "first")
+    result = merged(target, tmp_path / "first")
+    assert f"{tmp_path / 'first'}: 4 of its 4 cells added" in result.stderr
+    for query in (CELL_QUERY, NETWORK_QUERY):
+        assert rows(target / "results.sqlite", query) == rows(root / "whole" / "results.sqlite", query)
 
 
 def test_cells_the_folder_holds_are_kept_and_said_identical_or_not(folders, tmp_path):
