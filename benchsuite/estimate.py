@@ -60,7 +60,7 @@ from benchsuite.execution.cells import (
     produce_population,
     resolve_device,
 )  # fmt: skip
-from benchsuite.execution.units import work_units
+from benchsuite.execution.units import stack_sharing, work_units
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, SamplingRequest
 from benchsuite.resolved import Cell, Suite, expand
@@ -97,6 +97,7 @@ class SuiteEstimate:
     costs: tuple[CellCost, ...]
     probe_seconds: float
     device: str
+    shares_stacks: Callable[[Cell], bool] | None = None  # the run's grouping (units.stack_sharing)
 
     @property
     def seconds(self) -> float:
@@ -114,7 +115,7 @@ class SuiteEstimate:
         model."""
         free = [0.0] * workers
         seconds = {cost.cell.cell_id: cost.seconds for cost in self.costs}
-        for unit in work_units([cost.cell for cost in self.costs]):
+        for unit in work_units([cost.cell for cost in self.costs], shares_stacks=self.shares_stacks):
             heapq.heappush(free, heapq.heappop(free) + sum(seconds[cell.cell_id] for cell in unit))
         return max(free)
 
@@ -199,7 +200,7 @@ def estimate_suite(
         if limit is not None and cost.seconds > limit:
             cost = CellCost(cell, float(limit), "budget", f"max_seconds_per_cell {limit:g} stops it", 0.0)
         ordered.append(cost)
-    return SuiteEstimate(tuple(ordered), time.perf_counter() - started, str(context.device))
+    return SuiteEstimate(tuple(ordered), time.perf_counter() - started, str(context.device), stack_sharing(context.registry))
 
 
 def _probe_key(cell: Cell) -> tuple:

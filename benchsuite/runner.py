@@ -25,7 +25,7 @@ from benchsuite.environment import capture_environment
 from benchsuite.errors import BenchsuiteError
 from benchsuite.execution.cells import CellContext, CellOutcome, resolve_device
 from benchsuite.execution.job import remote_job, run_unit
-from benchsuite.execution.units import unit_memory, work_units
+from benchsuite.execution.units import stack_sharing, unit_memory, work_units
 from benchsuite.final_suite import Fit, fit
 from benchsuite.leaderboard import leaderboard_from_store
 from benchsuite.paths import check_out_folder, make_folder, remove_empty_folders
@@ -351,7 +351,7 @@ def run_suite(
             context = CellContext(registry, data, torch_device, suite.metrics, max_seconds)
             events = _Events(progress, todo)
             plan = ExecutionPlan(
-                units=work_units(todo, group_cells),
+                units=work_units(todo, group_cells, stack_sharing(registry)),
                 run_unit=lambda unit: run_unit(unit, context, events),
                 make_job=lambda: remote_job(registry, requested_device, data, suite.metrics, max_seconds),
                 report=events,

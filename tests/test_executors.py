@@ -92,6 +92,31 @@ def test_units_keep_the_cells_of_a_sampler_stream_together_in_N_order():
     assert all(len(u) == 1 for u in work_units(cells, group_cells=False))
 
 
+def test_only_cells_that_can_share_a_stack_are_grouped():
+    """A unit's cells are stored together, once its last is trained; grouping cells that never
+    share a stack (a per-network optimizer such as the zoo plugin's Muon, a conv net) would only
+    delay them, and lose them all to a run stopped mid-unit."""
+    from benchsuite.execution.units import stack_sharing, work_units
+
+    registry = load_registry()  # the installed plugins: benchsuite-zoo's muon among them
+    document = {
+        **SUITE,
+        "tasks": [{**SUITE["tasks"][0], "dataset": "fashion-mnist", "training_set_seeds": [200, 201]}],
+        "architectures": [{"name": "mlp", "widths": ["1/6"], "depths": [2]}, {"name": "lenet", "widths": ["1/6"]}],
+        "optimizers": [{"name": "sgd", "epochs": 2}, {"name": "muon", "epochs": 2}],
+    }
+    cells = expand(validate_suite(document, registry, "units.yaml"))
+    units = work_units(cells, shares_stacks=stack_sharing(registry))
+    sizes = {}
+    for unit in units:
+        if unit[0].role != "baseline":
+            sizes.setdefault((unit[0].entry.label, unit[0].architecture.name), set()).add(len(unit))
+    # sgd on the MLP: one unit per N, its 2 pairs x 2 training sets; the rest one cell a unit
+    assert sizes == {("sgd", "mlp"): {4}, ("sgd", "lenet"): {1}, ("muon", "mlp"): {1}, ("muon", "lenet"): {1}}
+    assert sum(len(u) for u in units) == len(cells)
+    assert max(len(u) for u in work_units(cells) if u[0].role != "baseline") == 4  # without it: all grouped
+
+
 def test_processes_with_a_worker_killed_mid_cell_store_the_rows_of_a_local_run(local_rows, tmp_path):
     progress = KillWhenStarted(worker_processes)
     run_suite(suite(), tmp_path, REGISTRY, progress, executor="processes", executor_options={"jobs": 2})

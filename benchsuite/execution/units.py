@@ -6,11 +6,18 @@ Two kinds of togetherness, both about speed (results never depend on how cells a
 - baseline cells that share a seed and differ only in N: the sampler may reuse what it decided at
   a smaller N (G&C's decision cache, engine/reuse.py, lives in the process), so they run in N order
   in one process, whichever executor spreads the units.
+
+Togetherness has a price: a unit's gradient cells are tuned, then trained, then stored together,
+so none is stored before the last is trained, and a run stopped mid-unit loses all of it (twelve
+Muon cells of the zoo suite at N = 32 are two hours of a worker). So only cells that can share a
+stack are grouped (stack_sharing): the others are units of one, stored one by one.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import lru_cache
 
 from benchsuite.resolved import Cell
 
@@ -36,15 +43,51 @@ def nested_key(cell: Cell) -> str | None:
     return json.dumps(identity, sort_keys=True, default=str)
 
 
-def work_units(todo: list[Cell], group_cells: bool = True) -> tuple[tuple[Cell, ...], ...]:
+def stack_sharing(registry) -> Callable[[Cell], bool]:
+    """Whether a gradient cell's networks can train in one stack with other cells' (the MLP path
+    of engine.training: an elementwise or stacked optimizer on a plain MLP, planned from the
+    module built on the meta device); an architecture that cannot be built so is taken as able."""
+    from benchsuite.architectures.build import bias_for, build_module
+    from benchsuite.engine.stacked_mlp import plan_mlp
+
+    @lru_cache(maxsize=None)
+    def architecture_plans(name: str, dataset: str, width, depth, bias) -> bool:
+        import torch
+
+        shape = registry.dataset(dataset).input_shape
+        if shape is None:
+            return True
+        try:
+            with torch.device("meta"):
+                module = build_module(registry.architecture(name), shape, width, depth, bias)
+        except Exception:  # noqa: BLE001 - a plugin that cannot build on meta: grouped as before
+            return True
+        return plan_mlp(module) is not None
+
+    def shares(cell: Cell) -> bool:
+        spec = registry.optimizer(cell.entry.name)
+        if not (spec.elementwise or spec.stacked):
+            return False
+        a = cell.architecture
+        return architecture_plans(a.name, cell.dataset, a.width, a.depth, bias_for(a.bias, cell.role))
+
+    return shares
+
+
+def work_units(
+    todo: list[Cell], group_cells: bool = True, shares_stacks: Callable[[Cell], bool] | None = None
+) -> tuple[tuple[Cell, ...], ...]:
     """The unfinished cells as units an executor runs whole, in one process: gradient cells that
-    can share a stack together (training_group_key), baseline cells of one stream in N order
-    (nested_key), every other cell alone; units in suite order."""
+    can share a stack together (training_group_key; with `shares_stacks`, only cells it says can,
+    stack_sharing), baseline cells of one stream in N order (nested_key), every other cell alone;
+    units in suite order."""
     groups: dict[object, list[Cell]] = {}
     for index, cell in enumerate(todo):
         key = None
-        if group_cells:
-            key = nested_key(cell) if cell.role == "baseline" else training_group_key(cell)
+        if group_cells and cell.role == "baseline":
+            key = nested_key(cell)
+        elif group_cells and (shares_stacks is None or shares_stacks(cell)):
+            key = training_group_key(cell)
         groups.setdefault(("alone", index) if key is None else key, []).append(cell)
     units = [tuple(sorted(g, key=lambda c: c.n_train) if g[0].role == "baseline" else g) for g in groups.values()]
     return tuple(units)
