@@ -45,6 +45,14 @@ class Fit:
     def fits(self) -> bool:
         return not self.foreign and not self.unlike
 
+    def foreign_suites(self, origins: Mapping[str, Mapping[str, Any]]) -> str:
+        """The suite ids the foreign cells ran in, for a message."""
+        return ", ".join(sorted({origins[cell_id]["suite_id"] for cell_id in self.foreign}))
+
+    def changes_text(self, then: str, now: str) -> str:
+        """"key: A then, B now; ..." for a message; `then` and `now` name the two sides."""
+        return "; ".join(f"{key}: {a} {then}, {b} {now}" for key, (a, b) in sorted(self.changes.items()))
+
 
 def fit(origins: Mapping[str, Mapping[str, Any]], cells: Iterable[Cell], expected: Expected) -> Fit:
     """Whether every stored cell (Store.cell_origins) is one of `cells` (the same cell id and
@@ -103,14 +111,13 @@ def suite_versions(
     suite = final_suite(folder, runs[-1], "its runs record several suite versions, and ")
     result = fit(origins, expand(suite), as_the_final_runs(suite.metrics, runs, origins, final))
     if result.foreign:
-        where = ", ".join(sorted({origins[cell_id]["suite_id"] for cell_id in result.foreign}))
         raise BenchsuiteError(
             f"{folder}: {len(result.foreign)} of its {len(origins)} cells belong to no cell of its final suite {final} "
-            f"(they ran in suite {where}; the final suite dropped or changed them), so the folder does not "
-            f"reproduce from the final suite; {WAY_OUT}"
+            f"(they ran in suite {result.foreign_suites(origins)}; the final suite dropped or changed them), so the "
+            f"folder does not reproduce from the final suite; {WAY_OUT}"
         )
     if result.unlike:
-        shown = "; ".join(f"{key}: {then} then, {now} in the final suite" for key, (then, now) in sorted(result.changes.items()))
+        shown = result.changes_text("then", "in the final suite")
         raise BenchsuiteError(
             f"{folder}: {len(result.unlike)} of its cells ran under an earlier suite version with other plugin versions "
             f"or engine numerics than its final suite {final} ({shown}); {WAY_OUT}"

@@ -95,15 +95,14 @@ def _check_source(source, path: Path, cells, expected, out, suite_id: str) -> in
         origins = store.cell_origins()
     result = fit(origins, cells, expected)
     if result.foreign:
-        where = ", ".join(sorted({origins[cell_id]["suite_id"] for cell_id in result.foreign}))
         raise BenchsuiteError(
-            f"{source}: {len(result.foreign)} of its {len(origins)} cells are no cells of {out}'s suite {suite_id} "
-            f"(they ran in suite {where}: another task, architecture, optimizer, hyperparameter or seed); nothing merged"
+            f"{source}: {len(result.foreign)} of its {len(origins)} cells are no cells of {out}'s suite {suite_id} (they "
+            f"ran in suite {result.foreign_suites(origins)}: another task, architecture, optimizer, hyperparameter or "
+            "seed); nothing merged"
         )
     if result.unlike:
-        shown = "; ".join(f"{key}: {then} there, {used} in {out}" for key, (then, used) in sorted(result.changes.items()))
         raise BenchsuiteError(
             f"{source}: {len(result.unlike)} of its {len(origins)} cells were computed with other plugin versions or "
-            f"engine numerics than {out}'s runs use ({shown}); nothing merged"
+            f"engine numerics than {out}'s runs use ({result.changes_text('there', f'in {out}')}); nothing merged"
         )
     return len(origins)

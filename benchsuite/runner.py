@@ -133,14 +133,13 @@ def mismatch_line(path: Path, origins: Mapping[str, Mapping[str, Any]], result: 
     finished = f"of its {len(origins)} finished cells"
     reasons = []
     if result.foreign:
-        where = ", ".join(sorted({origins[cell_id]["suite_id"] for cell_id in result.foreign}))
         reasons.append(
             f"{len(result.foreign)} {finished} are no cells of this suite {suite.suite_id} (they ran in suite "
-            f"{where}; this suite dropped or changed them)"
+            f"{result.foreign_suites(origins)}; this suite dropped or changed them)"
         )
         finished = ""
     if result.unlike:
-        changed = "; ".join(f"{key}: {then} then, {now} now" for key, (then, now) in sorted(result.changes.items()))
+        changed = result.changes_text("then", "now")
         reasons.append(
             f"{len(result.unlike)} {finished}{' ' if finished else ''}ran other plugin versions or another engine "
             f"revision than this run uses ({changed})"
