@@ -239,20 +239,14 @@ def _finished_cells(out: str, suite) -> set[str]:
 @click.option("--format", "formats", multiple=True, default=["terminal"], show_default=True, help="What to print: terminal, md, csv, json, latex, html, or a reporter plugin's format (then also written as leaderboard.<suffix>); the built-in files are rewritten either way.")
 def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> None:
     """Rebuild the leaderboard of the result folder OUT from its database."""
-    from benchsuite.leaderboard import leaderboard_from_store
     from benchsuite.reporting.files import write_leaderboard
     from benchsuite.reporting.reporters import REPORTERS
     from benchsuite.reporting.terminal import to_terminal
-    from benchsuite.store import Store
 
     # built-in formats need no plugins (and so no torch); another name is a reporter plugin's
     plugin_formats = [f for f in formats if f != "terminal" and f not in REPORTERS]
     reporters = {f: _registry().get("reporter", f) for f in plugin_formats}
-    with Store.open_existing(out) as store:
-        runs = store.runs()
-        rows = leaderboard_from_store(store, baseline)
-    name = runs[-1]["suite"]["name"] if runs else "results"
-    folder = Path(out) if Path(out).is_dir() else Path(out).parent
+    rows, name, folder = _stored_leaderboard(out, baseline)
     if _may_write(folder):
         write_leaderboard(rows, folder, title=f"Leaderboard: {name}")
         if reporters:
@@ -264,6 +258,18 @@ def leaderboard(out: str, baseline: str | None, formats: tuple[str, ...]) -> Non
             to_terminal(rows, stdout, title=f"Leaderboard: {name}")
         else:
             click.echo({**REPORTERS, **reporters}[fmt].render(rows), nl=False)
+
+
+def _stored_leaderboard(out: str, baseline: str | None = None):
+    """The leaderboard rows of the result folder (or database) OUT, its suite's name, its folder."""
+    from benchsuite.leaderboard import leaderboard_from_store
+    from benchsuite.store import Store
+
+    with Store.open_existing(out) as store:
+        runs = store.runs()
+        rows = leaderboard_from_store(store, baseline)
+    name = runs[-1]["suite"]["name"] if runs else "results"
+    return rows, name, Path(out) if Path(out).is_dir() else Path(out).parent
 
 
 def _may_write(folder: Path) -> bool:
@@ -306,11 +312,9 @@ def merge(ctx: click.Context, out: str, sources: tuple[str, ...]) -> None:
     into OUT; resuming OUT's suite afterwards skips the merged cells. OUT's leaderboard files
     are rebuilt.
     """
-    from benchsuite.leaderboard import leaderboard_from_store
     from benchsuite.merging import merge_folders
     from benchsuite.paths import shell_command
     from benchsuite.reporting.files import write_leaderboard
-    from benchsuite.store import Store
 
     command = shell_command(["benchsuite", *ctx.meta["benchsuite.words"]])
     result = merge_folders(out, sources, command=command)
@@ -324,12 +328,9 @@ def merge(ctx: click.Context, out: str, sources: tuple[str, ...]) -> None:
     left = result.suite_cells - result.finished
     console.print(f"{terminal_text(result.folder)}: {result.finished:,} of the {result.suite_cells:,} cells of suite {terminal_text(result.suite_name)!r} finished"
                   + (f", {left:,} to run (resume its suite into it)" if left else ""), markup=False, highlight=False, soft_wrap=True)
-    folder = Path(out) if Path(out).is_dir() else Path(out).parent
+    rows, name, folder = _stored_leaderboard(out)
     if _may_write(folder):
-        with Store.open_existing(out) as store:
-            runs = store.runs()
-            rows = leaderboard_from_store(store)
-        write_leaderboard(rows, folder, title=f"Leaderboard: {runs[-1]['suite']['name']}")
+        write_leaderboard(rows, folder, title=f"Leaderboard: {name}")
 
 
 @main.command()

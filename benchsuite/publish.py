@@ -294,6 +294,7 @@ def grown_note(versions: SuiteVersions | None) -> list[str]:
     """For a folder run under several versions of its suite: what ran, said plainly."""
     if versions is None or len(versions.suite_ids) < 2:
         return []
+
     def ids(chosen) -> str:
         return ", ".join(f"`{markdown_text(i)}`" for i in chosen)
 

@@ -44,14 +44,15 @@ def nested_key(cell: Cell) -> str | None:
 
 
 def stack_sharing(registry) -> Callable[[Cell], bool]:
-    """Whether a gradient cell's networks can train in one stack with other cells' (the MLP path
-    of engine.training: an elementwise or stacked optimizer on a plain MLP, planned from the
-    module built on the meta device); an architecture that cannot be built so is taken as able."""
+    """Whether a gradient cell's networks can train in one stack with other cells': the engine's
+    own rule (engine.training.choose_path gives the "mlp" path, the one train_populations stacks),
+    asked of the module built on the meta device; an architecture that cannot be built so is
+    taken as able."""
     from benchsuite.architectures.build import bias_for, build_module
-    from benchsuite.engine.stacked_mlp import plan_mlp
+    from benchsuite.engine.training import choose_path
 
     @lru_cache(maxsize=None)
-    def architecture_plans(name: str, dataset: str, width, depth, bias) -> bool:
+    def shares(optimizer: str, name: str, dataset: str, width, depth, bias) -> bool:
         import torch
 
         shape = registry.dataset(dataset).input_shape
@@ -62,16 +63,13 @@ def stack_sharing(registry) -> Callable[[Cell], bool]:
                 module = build_module(registry.architecture(name), shape, width, depth, bias)
         except Exception:  # noqa: BLE001 - a plugin that cannot build on meta: grouped as before
             return True
-        return plan_mlp(module) is not None
+        return choose_path(module, registry.optimizer(optimizer)) == "mlp"
 
-    def shares(cell: Cell) -> bool:
-        spec = registry.optimizer(cell.entry.name)
-        if not (spec.elementwise or spec.stacked):
-            return False
+    def cell_shares(cell: Cell) -> bool:
         a = cell.architecture
-        return architecture_plans(a.name, cell.dataset, a.width, a.depth, bias_for(a.bias, cell.role))
+        return shares(cell.entry.name, a.name, cell.dataset, a.width, a.depth, bias_for(a.bias, cell.role))
 
-    return shares
+    return cell_shares
 
 
 def work_units(
