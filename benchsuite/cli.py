@@ -99,8 +99,9 @@ ALLOW_LARGE_HELP = "Lift the size and memory limits (cells, grids, epochs, model
 @click.option("--executor-option", "-X", "executor_settings", multiple=True, metavar="NAME=VALUE", help="Any option the executor declares (benchsuite plugins NAME lists them), e.g. -X retries=5 -X gpus_per_unit=0.25.")
 @click.option("--restart", "on_mismatch", flag_value="restart", help="If the folder's finished cells are not all cells of this suite (same cell id and seed) with this run's plugin versions and engine revision, or came from an earlier version of the suite (a grown one): keep that database beside (results.superseded-<time>.sqlite) and start afresh.")
 @click.option("--resume-anyway", "on_mismatch", flag_value="resume", help="Keep cells that are not this suite's, or of other plugin versions, and resume, knowingly mixing them (publish refuses a folder holding cells its final suite dropped or changed). A grown suite resumes without it.")
+@click.option("--reuse", multiple=True, type=click.Path(), metavar="FOLDER", help="A result folder of any suite (a bigger suite's run, a published leaderboard) whose finished cells of this suite are copied in instead of computed: the same cell id and seed, plugin versions and engine revision; any other is computed. Repeatable.")
 @click.pass_context
-def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, jobs: str | None, address: str | None, executor_settings: tuple[str, ...], on_mismatch: str | None) -> None:
+def run(ctx: click.Context, suite: str, out: str | None, device: str | None, quiet: bool, allow_large: bool, executor: str, jobs: str | None, address: str | None, executor_settings: tuple[str, ...], on_mismatch: str | None, reuse: tuple[str, ...]) -> None:
     """Run SUITE (a YAML file) and write results.sqlite and the leaderboard to the output folder.
 
     Finished cells are committed one by one, so an interrupted run loses at most the cell in
@@ -139,7 +140,7 @@ def run(ctx: click.Context, suite: str, out: str | None, device: str | None, qui
         rows = run_suite(
             loaded, out_dir, _registry(), progress, device,
             command=shell_command(["benchsuite", *ctx.meta["benchsuite.words"]]), executor=executor,
-            on_mismatch=on_mismatch or "stop", executor_options=options,
+            on_mismatch=on_mismatch or "stop", executor_options=options, reuse=reuse,
         )  # fmt: skip
     finally:
         if isinstance(progress, RichCellProgress):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from benchsuite.paths import check_out_folder, make_folder, remove_empty_folders
 from benchsuite.plugins import Registry, default_registry
 from benchsuite.records import DataOptions, ExecutionPlan, ExecutorSpec
 from benchsuite.resolved import ENGINE_KEY, Cell, Suite, engine_revision, expand
-from benchsuite.store import FolderLock, NetworkResult, Store
+from benchsuite.store import FolderLock, NetworkResult, Store, database_of
 from benchsuite.tasks import dataset_files, load_splits
 
 __all__ = ["CellOutcome", "Progress", "run_suite"]
@@ -289,6 +289,36 @@ def _check_resumable(
     path.rename(path.with_name(f"results.superseded-{stamp}.sqlite"))
 
 
+def reuse_cells(
+    store: Store, sources: Mapping[str, Path], cells: list[Cell], suite: Suite, registry: Registry, progress: Progress
+) -> None:
+    """Copy into `store` the finished cells of other result folders (`sources`: name to database;
+    any suite's folder: a bigger suite's, a published leaderboard) that are cells of this run and
+    fit it as a resumed cell must (resume_fit: same cell id and seed, plugin versions and engine
+    revision). A cell that does not fit is left for the run to compute; `progress.note` says how
+    many were reused and left. Every source is read and checked before anything is copied."""
+    by_id = {cell.cell_id: cell for cell in cells}
+    finished = store.finished_cell_ids()
+    plans = []
+    for name, path in sources.items():
+        with Store(path, read_only=True) as other:
+            other.verify()
+            origins = other.cell_origins()
+        ours = {
+            cell_id: origin for cell_id, origin in origins.items()
+            if cell_id in by_id and by_id[cell_id].seed == origin["seed"] and cell_id not in finished
+        }  # fmt: skip
+        unlike = set(resume_fit(ours, cells, suite, registry).unlike)
+        taken = [cell_id for cell_id in ours if cell_id not in unlike]
+        finished |= set(taken)
+        plans.append((name, path, taken, len(unlike), len(origins)))
+    for name, path, taken, unlike, count in plans:
+        if taken:
+            store.merge(path, cells=taken)
+        left = f"; {unlike:,} left to compute (other plugin versions or engine revision)" if unlike else ""
+        progress.note(f"reused {len(taken):,} cells of this suite from {name} ({count:,} finished there){left}")
+
+
 def run_suite(
     suite: Suite,
     out: str | Path,
@@ -300,6 +330,7 @@ def run_suite(
     executor: str = "local",
     on_mismatch: str = "stop",
     executor_options: Mapping[str, Any] | None = None,
+    reuse: Sequence[str | Path] = (),
 ) -> list[dict]:
     """Run every unfinished cell of `suite` into `out`; return the leaderboard rows.
 
@@ -319,7 +350,9 @@ def run_suite(
     (cells of an earlier version of the suite that are all its cells, a grown suite's, resume
     and `progress.note` says so): "stop" (a one-line error, nothing written), "restart" (the
     old database is kept beside as results.superseded-<time>.sqlite, the run starts afresh; also
-    for a grown suite's folder) or "resume" (keep them, knowingly)."""
+    for a grown suite's folder) or "resume" (keep them, knowingly).
+    reuse: result folders whose finished cells of this suite are copied in, not computed
+    (reuse_cells), before the run starts."""
     registry = registry or default_registry()
     progress = progress or Progress()
     out = Path(out)
@@ -339,10 +372,15 @@ def run_suite(
     environment[ENGINE_KEY] = f"revision {NUMERICS_REVISION}"  # also for a run that computes no cell
     environment["compiled_kernels"] = native.library() is not None  # engine/native.py
     max_seconds = suite.max_seconds_per_cell
+    reused = {str(source): database_of(source) for source in reuse}  # a folder without results: refused here
+    if any(path.resolve() == (out / "results.sqlite").resolve() for path in reused.values()):
+        raise BenchsuiteError(f"{out}: --reuse names the run's own folder; name other result folders")
     with _output(out) as database:
         _check_resumable(database, cells, suite, registry, on_mismatch, progress)
         with Store(database) as store:
             store.check_network_counts()
+            if reused:
+                reuse_cells(store, reused, cells, suite, registry, progress)
             finished = store.finished_cell_ids()
             todo = [c for c in cells if c.cell_id not in finished]
             run_id = store.start_run(suite.suite_id, suite.resolved, environment, command)

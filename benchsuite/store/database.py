@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -424,13 +424,14 @@ class Store:
         return rows
 
     # -- merging, facts about the database ------------------------------------------------------
-    def merge(self, source: str | Path, run: dict[str, Any] | None = None) -> int:
+    def merge(self, source: str | Path, run: dict[str, Any] | None = None, cells: Collection[str] | None = None) -> int:
         """Copy the results database at `source` into this one (merge.merge_database: runs get new
-        ids, a cell already here is skipped, `run` recorded after them); return the cells skipped.
+        ids, a cell already here is skipped, `run` recorded after them, only `cells` where given);
+        return the cells skipped.
         The source is checked as any read is, so a newer or damaged one is refused before anything
         is copied."""
         Store(source, read_only=True).close()
-        return merge_database(self.connection, Path(source), run)
+        return merge_database(self.connection, Path(source), run, cells)
 
     def differing_duplicates(self, source: str | Path) -> list[str]:
         """The cells of the database at `source` held here too, with other results (merge.py)."""

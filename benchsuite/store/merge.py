@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,12 @@ def differing_duplicates(db: sqlite3.Connection, source: Path) -> list[str]:
         return sorted(row[0] for row in db.execute(query))
 
 
-def merge_database(db: sqlite3.Connection, source: Path, run: Mapping[str, Any] | None = None) -> int:
+def merge_database(
+    db: sqlite3.Connection, source: Path, run: Mapping[str, Any] | None = None, cells: Collection[str] | None = None
+) -> int:
     """Copy the runs, cells, networks, estimates, training indices, tuning and metrics of the database at
-    `source` into `db` in one transaction; return the cells skipped as duplicates.
+    `source` into `db` in one transaction; return the cells skipped as duplicates. With `cells`
+    (cell ids), only those of the source's cells are copied (its runs all are: their history).
 
     Runs get new ids (cells follow them). A cell id already present is kept as it is: cell ids
     hash the cell's identity and seed, so a repeat is the same experiment. Columns and tables
@@ -64,12 +67,18 @@ def merge_database(db: sqlite3.Connection, source: Path, run: Mapping[str, Any] 
                 mapping[row["run_id"]] = cursor.lastrowid
             db.execute("CREATE TEMP TABLE run_map (old INTEGER PRIMARY KEY, new INTEGER)")
             db.executemany("INSERT INTO run_map VALUES (?, ?)", mapping.items())
+            db.execute("CREATE TEMP TABLE taken AS SELECT cell_id FROM source.cells WHERE 0")
+            if cells is None:
+                db.execute("INSERT INTO temp.taken SELECT cell_id FROM source.cells")
+            else:
+                db.executemany("INSERT INTO temp.taken VALUES (?)", ((cell_id,) for cell_id in cells))
             duplicates = db.execute(
-                "SELECT COUNT(*) FROM source.cells WHERE cell_id IN (SELECT cell_id FROM main.cells)"
+                "SELECT COUNT(*) FROM source.cells WHERE cell_id IN (SELECT cell_id FROM main.cells) "
+                "AND cell_id IN (SELECT cell_id FROM temp.taken)"
             ).fetchone()[0]
             db.execute(
                 "CREATE TEMP TABLE new_cells AS SELECT cell_id FROM source.cells "
-                "WHERE cell_id NOT IN (SELECT cell_id FROM main.cells)"
+                "WHERE cell_id NOT IN (SELECT cell_id FROM main.cells) AND cell_id IN (SELECT cell_id FROM temp.taken)"
             )
             cell_columns = ", ".join(CELL_COLUMNS)
             source_cells = set(columns(db, "cells", "source"))
@@ -103,6 +112,7 @@ def merge_database(db: sqlite3.Connection, source: Path, run: Mapping[str, Any] 
             )
             db.execute("DROP TABLE temp.run_map")
             db.execute("DROP TABLE temp.new_cells")
+            db.execute("DROP TABLE temp.taken")
             if run is not None:
                 db.execute(
                     "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
