@@ -184,8 +184,9 @@ def validate(suite: str, allow_large: bool) -> None:
 @click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print every cell's estimate as JSON instead of the table.")
 @click.option("--out", "-o", type=click.Path(), help="A result folder of this suite: estimate only the cells it does not hold yet (what running into it would still do).")
+@click.option("--reuse", multiple=True, type=click.Path(), metavar="FOLDER", help="As `run --reuse`: cells of this suite that FOLDER holds are left out too (by cell id; run checks their plugin versions). Repeatable.")
 @click.option("--workers", "-j", type=click.IntRange(1, 4096), default=1, show_default=True, help="Also the wall time on this many workers (`run -j`): the cells' units handed out in the run's order.")
-def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, as_json: bool, out: str | None, workers: int) -> None:
+def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, as_json: bool, out: str | None, reuse: tuple[str, ...], workers: int) -> None:
     """How long SUITE would take here: each kind of cell run briefly, the rest extrapolated.
 
     Gradient cells: a few epochs of the first round, timed, times the steps of the full cell
@@ -202,7 +203,7 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
     if device is not None and not DEVICE_PATTERN.fullmatch(device):
         raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     loaded = _load(suite, allow_large)
-    finished = _finished_cells(out, loaded) if out is not None else set()
+    finished = set().union(*(_finished_cells(folder, loaded) for folder in ([out] if out is not None else []) + list(reuse)))
     with probe_progress(console) as progress:
         found = estimate_suite(loaded, _registry(), device, seconds, progress, finished)
     if as_json:
@@ -215,9 +216,10 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
                        "note": c.note} for c in found.costs],
         }, indent=1))  # fmt: skip
         return
-    if out is not None:
+    if out is not None or reuse:
+        held = terminal_text(", ".join(([out] if out is not None else []) + list(reuse)))
         stdout.print(
-            f"{terminal_text(out)}: {len(finished)} of the suite's cells finished; estimating the other {len(found.costs)}",
+            f"{held}: {len(finished)} of the suite's cells finished; estimating the other {len(found.costs)}",
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
     estimate_table(found, loaded.name, stdout, workers)

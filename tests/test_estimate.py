@@ -192,6 +192,8 @@ def test_with_a_result_folder_only_the_cells_it_lacks_are_estimated(tmp_path):
     ]
     shown = cli("estimate", grown, "--seconds", "0.2", "--out", "out", cwd=tmp_path)
     assert "out: 4 of the suite's cells finished; estimating the other 4" in shown.stdout
+    reused = json.loads(cli("estimate", grown, "--seconds", "0.2", "--json", "--reuse", "out", cwd=tmp_path).stdout)
+    assert reused["finished"] == 4 and len(reused["cells"]) == 4  # as `run --reuse out` would leave them
     assert database.read_bytes() == before
     missing = cli("estimate", grown, "--out", "nowhere", cwd=tmp_path)
     assert missing.returncode == 2 and "no results database here" in missing.stderr
