@@ -317,6 +317,7 @@ def reuse_cells(
             store.merge(path, cells=taken)
         left = f"; {unlike:,} left to compute (other plugin versions or engine revision)" if unlike else ""
         progress.note(f"reused {len(taken):,} cells of this suite from {name} ({count:,} finished there){left}")
+    progress.note(f"{sum(cell.cell_id not in finished for cell in cells):,} of the suite's {len(cells):,} cells to run")
 
 
 def run_suite(

@@ -44,6 +44,7 @@ def test_a_block_of_a_bigger_folder_is_reused_bit_for_bit_and_publishes_as_its_o
     root = folders
     said = run(suite_file(tmp_path, "gnc", GNC_ONLY), tmp_path / "block", root / "whole")
     assert f"reused 4 cells of this suite from {root / 'whole'} (8 finished there)" in said
+    assert "0 of the suite's 4 cells to run" in said
     # what the G&C-only run computed, bit for bit, and nothing of sgd
     for query in (CELL_QUERY, NETWORK_QUERY):
         assert rows(tmp_path / "block" / "results.sqlite", query) == rows(root / "gnc" / "results.sqlite", query)
@@ -62,6 +63,7 @@ def test_a_bigger_suite_reuses_the_blocks_and_computes_the_rest(folders, tmp_pat
     assert f"reused 4 cells of this suite from {tmp_path / 'first'} (4 finished there)" in said
     # gnc's N = 4 cells came from `first` already: only its N = 6 ones are taken
     assert f"reused 2 cells of this suite from {root / 'gnc'} (4 finished there)" in said
+    assert "2 of the suite's 8 cells to run" in said  # sgd at N = 6
     for query in (CELL_QUERY, NETWORK_QUERY):
         assert rows(tmp_path / "grown" / "results.sqlite", query) == rows(root / "whole" / "results.sqlite", query)
 
