@@ -95,6 +95,7 @@ WITH_PLUGINS = {
     "suites/zoo/fashion-mnist-slice.yaml": ("56e3decf1692396d", 204, "83f1f5f0f0d7c878"),
     "suites/zoo/fashion-mnist-mlp-narrow.yaml": ("c335a52cf42b414a", 1632, "7860e88777439f63"),
     "suites/zoo/fashion-mnist-stacked.yaml": ("963f87cccafd040e", 3312, "52778a9aaf68b26d"),
+    "suites/zoo/fashion-mnist-lenet.yaml": ("a2e60de15a191675", 1632, "4d19f92914d13a95"),
     "leaderboards/zoo-fashion-mnist-slice/suite.yaml": ("56e3decf1692396d", 204, "83f1f5f0f0d7c878"),
     "leaderboards/zoo-fashion-mnist-mlp-narrow/suite.yaml": ("c335a52cf42b414a", 1632, "7860e88777439f63"),
 }  # fmt: skip
@@ -159,11 +160,11 @@ def test_the_zoo_blocks_are_cells_of_the_full_zoo_suite():
     assert len(block) == 1632 and block < full
 
 
-@pytest.mark.parametrize("block", ["suites/zoo/fashion-mnist-mlp-narrow.yaml", "suites/zoo/fashion-mnist-stacked.yaml"])
+@pytest.mark.parametrize("block", ["mlp-narrow", "stacked", "lenet"])
 def test_the_zoo_blocks_cells_are_cells_of_the_full_suite(block):
     """The blocks' published folders seed the full suite's run (`run --reuse`): every cell of a
     block must be a cell of suites/zoo/fashion-mnist.yaml, the same cell id and seed."""
     pytest.importorskip("benchsuite_zoo", reason="benchsuite-zoo is not installed (scripts/setup.sh installs it)")
     full = {(c.cell_id, c.seed) for c in expand(load_suite(ROOT / "suites/zoo/fashion-mnist.yaml", default_registry()))}
-    cells = expand(load_suite(ROOT / block, default_registry()))
+    cells = expand(load_suite(ROOT / f"suites/zoo/fashion-mnist-{block}.yaml", default_registry()))
     assert cells and all((c.cell_id, c.seed) in full for c in cells)
