@@ -7,6 +7,10 @@ benchsuite is imported); without it MKL on some CPUs picks kernels by batch posi
 alignment (measured on AMD EPYC, MKL 2024.2: a [1, 1152] x [1152, 25] product gets other bits at
 some positions; on the Intel Xeon it never did). If torch called MKL before benchsuite was
 imported, the setting comes too late; one probe per process finds out, and training warns.
+All of it on one intra-op thread, as the engine runs every CPU kernel (engine/threads.py): on
+two, MKL may split a one-item product's reduction across the threads (an Intel Xeon with
+AVX-512: [1, 1152] x [1152, 25] alone differs from the same item in a stack of five), which no
+mode setting promises away; so the probe runs on one thread too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import os
 import warnings
 
 import torch
+
+from benchsuite.engine.threads import torch_single_threaded
 
 # products of the shapes that broke on the EPYC without MKL_CBWR (LeNet w = 1/6's first-layer
 # weight gradient, and two like it); [m, k, n] with a contiguous right-hand side
@@ -28,14 +34,15 @@ def batched_gemm_is_invariant() -> bool:
     """True when every item of a stacked product equals that item in a stack of two at another
     position and in fresh memory, for each probe shape (CPU, float32)."""
     generator = torch.Generator().manual_seed(0)
-    for m, k, n in PROBE_SHAPES:
-        a = torch.randn(PROBE_STACK, m, k, generator=generator)
-        b = torch.randn(PROBE_STACK, k, n, generator=generator)
-        whole = torch.bmm(a, b)
-        for i in range(PROBE_STACK):
-            pair = [i, (i + 1) % PROBE_STACK]
-            if not torch.equal(torch.bmm(a[pair], b[pair])[0], whole[i]):
-                return False
+    with torch_single_threaded(torch.device("cpu")):
+        for m, k, n in PROBE_SHAPES:
+            a = torch.randn(PROBE_STACK, m, k, generator=generator)
+            b = torch.randn(PROBE_STACK, k, n, generator=generator)
+            whole = torch.bmm(a, b)
+            for i in range(PROBE_STACK):
+                pair = [i, (i + 1) % PROBE_STACK]
+                if not torch.equal(torch.bmm(a[pair], b[pair])[0], whole[i]):
+                    return False
     return True
 
 
