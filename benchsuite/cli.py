@@ -203,7 +203,9 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
     if device is not None and not DEVICE_PATTERN.fullmatch(device):
         raise BenchsuiteError(f"--device: {device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
     loaded = _load(suite, allow_large)
-    finished = set().union(*(_finished_cells(folder, loaded) for folder in ([out] if out is not None else []) + list(reuse)))
+    held = [out] if out is not None else []
+    held += reuse
+    finished = set().union(*(_finished_cells(folder, loaded) for folder in held))
     with probe_progress(console) as progress:
         found = estimate_suite(loaded, _registry(), device, seconds, progress, finished)
     if as_json:
@@ -216,10 +218,9 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
                        "note": c.note} for c in found.costs],
         }, indent=1))  # fmt: skip
         return
-    if out is not None or reuse:
-        held = terminal_text(", ".join(([out] if out is not None else []) + list(reuse)))
+    if held:
         stdout.print(
-            f"{held}: {len(finished)} of the suite's cells finished; estimating the other {len(found.costs)}",
+            f"{terminal_text(', '.join(held))}: {len(finished)} of the suite's cells finished; estimating the other {len(found.costs)}",
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
     estimate_table(found, loaded.name, stdout, workers)

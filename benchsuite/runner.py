@@ -297,19 +297,16 @@ def reuse_cells(
     fit it as a resumed cell must (resume_fit: same cell id and seed, plugin versions and engine
     revision). A cell that does not fit is left for the run to compute; `progress.note` says how
     many were reused and left. Every source is read and checked before anything is copied."""
-    by_id = {cell.cell_id: cell for cell in cells}
     finished = store.finished_cell_ids()
     plans = []
     for name, path in sources.items():
         with Store(path, read_only=True) as other:
             other.verify()
             origins = other.cell_origins()
-        ours = {
-            cell_id: origin for cell_id, origin in origins.items()
-            if cell_id in by_id and by_id[cell_id].seed == origin["seed"] and cell_id not in finished
-        }  # fmt: skip
-        unlike = set(resume_fit(ours, cells, suite, registry).unlike)
-        taken = [cell_id for cell_id in ours if cell_id not in unlike]
+        unfinished = {cell_id: origin for cell_id, origin in origins.items() if cell_id not in finished}
+        result = resume_fit(unfinished, cells, suite, registry)
+        unlike, foreign = set(result.unlike), set(result.foreign)
+        taken = [cell_id for cell_id in unfinished if cell_id not in unlike and cell_id not in foreign]
         finished |= set(taken)
         plans.append((name, path, taken, len(unlike), len(origins)))
     for name, path, taken, unlike, count in plans:
