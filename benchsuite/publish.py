@@ -291,7 +291,8 @@ def readme(
 
 
 def grown_note(versions: SuiteVersions | None) -> list[str]:
-    """For a folder run under several versions of its suite: what ran, said plainly."""
+    """For a folder run under several suite ids (a grown suite; or cells reused from a bigger
+    suite's folder, which is no earlier version of this one): what ran, said plainly."""
     if versions is None or len(versions.suite_ids) < 2:
         return []
 
@@ -302,14 +303,15 @@ def grown_note(versions: SuiteVersions | None) -> list[str]:
     named = f"earlier: {ids(earlier)}; " if earlier else ""
     if versions.later:
         named += f"first run after the final one (a copy of the suite running part of its cells, run into this folder or merged in): {ids(versions.later)}; "
-    computed = "an earlier version" if not versions.later else "another version"
     return [
         (
-            f"This folder was run in {versions.runs} runs under {len(versions.suite_ids)} versions of its suite "
+            f"This folder was run in {versions.runs} runs under {len(versions.suite_ids)} suite ids "
             f"({named}final: `{markdown_text(versions.final)}`). All {versions.cells:,} cells are cells "
             "of the final suite (same cell id and seed, same plugin versions and engine numerics); "
-            f"{versions.earlier_cells:,} of them were computed under {computed}, and the final suite computes "
-            "them the same, so the folder reproduces from `suite.yaml`."
+            f"{versions.earlier_cells:,} of them were computed under another suite id (an earlier version of "
+            "this suite, or a suite whose cells they also are, such as a bigger suite whose folder was "
+            "reused with `--reuse`), and the final suite computes them the same, so the folder reproduces "
+            "from `suite.yaml`."
         ),
         "",
     ]

@@ -74,10 +74,10 @@ def test_a_grown_folder_publishes_the_leaderboard_of_a_fresh_run_of_the_final_su
     assert (grown_board / "suite.json").read_text() == (fresh_board / "suite.json").read_text()
     assert json.loads((grown_board / "environment.json").read_text())["suite_id"] == final_id
     readme = (grown_board / "README.md").read_text()
-    assert f"run in 2 runs under 2 versions of its suite (earlier: `{first_id}`; final: `{final_id}`)" in readme
+    assert f"run in 2 runs under 2 suite ids (earlier: `{first_id}`; final: `{final_id}`)" in readme
     assert "All 8 cells are cells of the final suite" in readme
-    assert "4 of them were computed under an earlier version" in readme
-    assert "versions of its suite" not in (fresh_board / "README.md").read_text()
+    assert "4 of them were computed under another suite id (an earlier version of this suite" in readme
+    assert "suite ids" not in (fresh_board / "README.md").read_text()
     # and the folder compares with the fresh run as one suite, row for row
     compared = cli("compare", str(root / "grown"), str(root / "fresh"), "--format", "json")
     assert compared.returncode == 0, compared.stderr
@@ -157,7 +157,7 @@ def test_a_final_suite_that_computed_no_cell_of_its_own_is_checked_against_its_r
     result = cli("publish", str(folder), "--to", str(tmp_path / "board"), "--no-figures")
     assert result.returncode == 0, result.stderr
     readme = (tmp_path / "board" / "README.md").read_text()
-    assert "3 runs under 3 versions of its suite" in readme and "8 of them were computed under an earlier version" in readme
+    assert "3 runs under 3 suite ids" in readme and "8 of them were computed under another suite id" in readme
     with sqlite3.connect(folder / "results.sqlite") as db:  # that run recorded another engine revision
         older = {**json.loads(environment), "engine numerics": "revision 0"}
         db.execute("UPDATE runs SET environment = ? WHERE run_id = (SELECT MAX(run_id) FROM runs)", (json.dumps(older),))

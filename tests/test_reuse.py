@@ -9,6 +9,7 @@ as the block. The other way round, a big suite reuses the published blocks and c
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import sqlite3
@@ -53,7 +54,7 @@ def test_a_block_of_a_bigger_folder_is_reused_bit_for_bit_and_publishes_as_its_o
     assert json.loads(last)["name"] == "grown-gnc"  # the folder is the block's: its last run
     published = cli("publish", str(tmp_path / "block"), "--to", str(tmp_path / "board"), "--no-figures")
     assert published.returncode == 0, published.stderr
-    assert "4 of them were computed under an earlier version" in (tmp_path / "board" / "README.md").read_text()
+    assert "4 of them were computed under another suite id (an earlier version of this suite, or a suite whose cells they also are, such as a bigger suite whose folder was reused with `--reuse`)" in (tmp_path / "board" / "README.md").read_text()
 
 
 def test_a_bigger_suite_reuses_the_blocks_and_computes_the_rest(folders, tmp_path):
@@ -90,6 +91,14 @@ def test_a_folder_without_results_or_the_runs_own_folder_is_refused_before_anyth
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"{tmp_path / 'nothing'}: no results database here" in result.stderr
     assert not (tmp_path / "new").exists()
+    # a published folder that ships its database compressed: one line that says to decompress it
+    (tmp_path / "packed").mkdir()
+    with open(folders / "gnc" / "results.sqlite", "rb") as raw, gzip.open(tmp_path / "packed" / "results.sqlite.gz", "wb") as packed:
+        shutil.copyfileobj(raw, packed)
+    result = cli("run", str(suite), "--out", str(tmp_path / "new"), "--reuse", str(tmp_path / "packed"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{tmp_path / 'packed'}: holds results.sqlite.gz, compressed; decompress it first (gunzip -k" in result.stderr
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["results.sqlite.gz"]
     shutil.copytree(folders / "gnc", tmp_path / "own")
     before = (tmp_path / "own" / "results.sqlite").read_bytes()
     result = cli("run", str(suite), "--out", str(tmp_path / "own"), "--reuse", str(tmp_path / "own"))

@@ -96,6 +96,7 @@ WITH_PLUGINS = {
     "suites/zoo/fashion-mnist-mlp-narrow.yaml": ("c335a52cf42b414a", 1632, "7860e88777439f63"),
     "suites/zoo/fashion-mnist-stacked.yaml": ("963f87cccafd040e", 3312, "52778a9aaf68b26d"),
     "suites/zoo/fashion-mnist-lenet.yaml": ("a2e60de15a191675", 1632, "4d19f92914d13a95"),
+    "suites/zoo/fashion-mnist-mlp-wide.yaml": ("7b663dd6216907ee", 1632, "0c1e62621b469bf9"),
     "leaderboards/zoo-fashion-mnist-slice/suite.yaml": ("56e3decf1692396d", 204, "83f1f5f0f0d7c878"),
     "leaderboards/zoo-fashion-mnist-mlp-narrow/suite.yaml": ("c335a52cf42b414a", 1632, "7860e88777439f63"),
     "leaderboards/zoo-fashion-mnist-stacked/suite.yaml": ("963f87cccafd040e", 3312, "52778a9aaf68b26d"),
@@ -161,7 +162,7 @@ def test_the_zoo_blocks_are_cells_of_the_full_zoo_suite():
     assert len(block) == 1632 and block < full
 
 
-@pytest.mark.parametrize("block", ["mlp-narrow", "stacked", "lenet"])
+@pytest.mark.parametrize("block", ["mlp-narrow", "stacked", "lenet", "mlp-wide"])
 def test_the_zoo_blocks_cells_are_cells_of_the_full_suite(block):
     """The blocks' published folders seed the full suite's run (`run --reuse`): every cell of a
     block must be a cell of suites/zoo/fashion-mnist.yaml, the same cell id and seed."""
@@ -169,3 +170,17 @@ def test_the_zoo_blocks_cells_are_cells_of_the_full_suite(block):
     full = {(c.cell_id, c.seed) for c in expand(load_suite(ROOT / "suites/zoo/fashion-mnist.yaml", default_registry()))}
     cells = expand(load_suite(ROOT / f"suites/zoo/fashion-mnist-{block}.yaml", default_registry()))
     assert cells and all((c.cell_id, c.seed) in full for c in cells)
+
+
+def test_the_three_architecture_blocks_make_the_full_zoo_suite():
+    """The MLP-narrow, MLP-wide and LeNet blocks share no cell and together are the full suite,
+    so their three published folders seed its run with nothing left to compute."""
+    pytest.importorskip("benchsuite_zoo", reason="benchsuite-zoo is not installed (scripts/setup.sh installs it)")
+    registry = default_registry()
+
+    def cells(name: str) -> set[tuple[str, int]]:
+        return {(c.cell_id, c.seed) for c in expand(load_suite(ROOT / f"suites/zoo/{name}.yaml", registry))}
+
+    blocks = [cells(f"fashion-mnist-{block}") for block in ("mlp-narrow", "mlp-wide", "lenet")]
+    assert sum(map(len, blocks)) == len(set().union(*blocks)) == len(cells("fashion-mnist")) == 4896
+    assert set().union(*blocks) == cells("fashion-mnist")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -94,6 +95,9 @@ def database_of(path: str | Path) -> Path:
     path = Path(path)
     database = path / "results.sqlite" if path.is_dir() else path
     if not database.is_file():
+        packed = database.with_name(database.name + ".gz")
+        if packed.is_file():  # a published folder ships a big database compressed
+            raise StoreError(f"{path}: holds {packed.name}, compressed; decompress it first (gunzip -k {shlex.quote(str(packed))})")
         raise StoreError(f"{path}: no results database here (run `benchsuite run` first)")
     return database
 
