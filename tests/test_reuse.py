@@ -57,6 +57,20 @@ def test_a_block_of_a_bigger_folder_is_reused_bit_for_bit_and_publishes_as_its_o
     assert "4 of them were computed under another suite id (an earlier version of this suite, or a suite whose cells they also are, such as a bigger suite whose folder was reused with `--reuse`)" in (tmp_path / "board" / "README.md").read_text()
 
 
+def test_a_block_takes_the_runs_that_computed_its_cells_and_no_other_history(folders, tmp_path):
+    """The source ran twice: G&C alone, then the grown suite computing sgd. The G&C block takes
+    the first run with its cells, not the second, which computed none of them: the block's
+    history names only suites its cells were computed under (the published README says so)."""
+    source = tmp_path / "source"
+    shutil.copytree(folders / "gnc", source)
+    run(suite_file(tmp_path, "grown", GROWN), source)  # resumes the G&C cells, computes sgd's
+    gnc_id, grown_id = dict.fromkeys(r[0] for r in rows(source / "results.sqlite", "SELECT suite_id FROM runs ORDER BY run_id"))
+    run(suite_file(tmp_path, "gnc", GNC_ONLY), tmp_path / "block", source)
+    runs = rows(tmp_path / "block" / "results.sqlite", "SELECT suite_id FROM runs ORDER BY run_id")
+    assert runs == [(gnc_id,), (gnc_id,)]  # the run that computed the cells, then the block's own
+    assert grown_id not in {r[0] for r in rows(tmp_path / "block" / "results.sqlite", "SELECT suite_id FROM cells")}
+
+
 def test_a_bigger_suite_reuses_the_blocks_and_computes_the_rest(folders, tmp_path):
     root = folders
     run(suite_file(tmp_path, "first", FIRST), tmp_path / "first")  # N = 4: 4 of the grown suite's 8 cells

@@ -49,7 +49,8 @@ def merge_database(
 ) -> int:
     """Copy the runs, cells, networks, estimates, training indices, tuning and metrics of the database at
     `source` into `db` in one transaction; return the cells skipped as duplicates. With `cells`
-    (cell ids), only those of the source's cells are copied (its runs all are: their history).
+    (cell ids), only those of the source's cells are copied, with the runs that computed them (a
+    whole folder brings its whole history; a part of it, only its own).
 
     Runs get new ids (cells follow them). A cell id already present is kept as it is: cell ids
     hash the cell's identity and seed, so a repeat is the same experiment. Columns and tables
@@ -58,15 +59,6 @@ def merge_database(
     """
     with _attached(db, source):
         with db:
-            mapping = {}
-            for row in db.execute("SELECT * FROM source.runs ORDER BY run_id").fetchall():
-                cursor = db.execute(
-                    "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (row["suite_id"], row["suite"], row["environment"], row["command"], row["started_at"], row["finished_at"]),
-                )
-                mapping[row["run_id"]] = cursor.lastrowid
-            db.execute("CREATE TEMP TABLE run_map (old INTEGER PRIMARY KEY, new INTEGER)")
-            db.executemany("INSERT INTO run_map VALUES (?, ?)", mapping.items())
             db.execute("CREATE TEMP TABLE taken AS SELECT cell_id FROM source.cells WHERE 0")
             if cells is None:
                 db.execute("INSERT INTO temp.taken SELECT cell_id FROM source.cells")
@@ -80,6 +72,21 @@ def merge_database(
                 "CREATE TEMP TABLE new_cells AS SELECT cell_id FROM source.cells "
                 "WHERE cell_id NOT IN (SELECT cell_id FROM main.cells) AND cell_id IN (SELECT cell_id FROM temp.taken)"
             )
+            # the whole history of a whole folder; of a part, the runs that computed the cells copied
+            runs = (
+                "SELECT * FROM source.runs ORDER BY run_id" if cells is None
+                else "SELECT * FROM source.runs WHERE run_id IN (SELECT run_id FROM source.cells "
+                "WHERE cell_id IN (SELECT cell_id FROM temp.new_cells)) ORDER BY run_id"
+            )  # fmt: skip
+            mapping = {}
+            for row in db.execute(runs).fetchall():
+                cursor = db.execute(
+                    "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (row["suite_id"], row["suite"], row["environment"], row["command"], row["started_at"], row["finished_at"]),
+                )
+                mapping[row["run_id"]] = cursor.lastrowid
+            db.execute("CREATE TEMP TABLE run_map (old INTEGER PRIMARY KEY, new INTEGER)")
+            db.executemany("INSERT INTO run_map VALUES (?, ?)", mapping.items())
             cell_columns = ", ".join(CELL_COLUMNS)
             source_cells = set(columns(db, "cells", "source"))
             selected = ", ".join(
