@@ -113,6 +113,10 @@ def test_a_folder_without_results_or_the_runs_own_folder_is_refused_before_anyth
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"{tmp_path / 'packed'}: holds results.sqlite.gz, compressed; decompress it first (gunzip -k" in result.stderr
     assert not (tmp_path / "new").exists() and sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["results.sqlite.gz"]
+    shown = cli("leaderboard", str(tmp_path / "packed"))  # every reader says it, not only --reuse
+    assert shown.returncode == 2 and len(shown.stderr.strip().splitlines()) == 1, shown.stderr
+    assert f"{tmp_path / 'packed' / 'results.sqlite'}: holds results.sqlite.gz, compressed; decompress it first" in shown.stderr
+    assert sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["results.sqlite.gz"]
     shutil.copytree(folders / "gnc", tmp_path / "own")
     before = (tmp_path / "own" / "results.sqlite").read_bytes()
     result = cli("run", str(suite), "--out", str(tmp_path / "own"), "--reuse", str(tmp_path / "own"))

@@ -95,11 +95,17 @@ def database_of(path: str | Path) -> Path:
     path = Path(path)
     database = path / "results.sqlite" if path.is_dir() else path
     if not database.is_file():
-        packed = database.with_name(database.name + ".gz")
-        if packed.is_file():  # a published folder ships a big database compressed
-            raise StoreError(f"{path}: holds {packed.name}, compressed; decompress it first (gunzip -k {shlex.quote(str(packed))})")
-        raise StoreError(f"{path}: no results database here (run `benchsuite run` first)")
+        raise missing_database(path, database)
     return database
+
+
+def missing_database(shown: Path, database: Path) -> StoreError:
+    """The one line for a database that is not there, naming `shown`; where only its compressed
+    copy is (a published folder ships a big database so), it says to decompress that."""
+    packed = database.with_name(database.name + ".gz")
+    if packed.is_file():
+        return StoreError(f"{shown}: holds {packed.name}, compressed; decompress it first (gunzip -k {shlex.quote(str(packed))})")
+    return StoreError(f"{shown}: no results database here (run `benchsuite run` first)")
 
 
 class Store:
@@ -116,7 +122,7 @@ class Store:
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.is_file():
-            raise StoreError(f"{self.path}: no results database here (run `benchsuite run` first)")
+            raise missing_database(self.path, self.path)
         try:
             self.connection = self._connect()
         except (OSError, sqlite3.Error) as error:
@@ -203,9 +209,7 @@ class Store:
         path = Path(path)
         if path.is_dir():
             path = path / "results.sqlite"
-        if not path.is_file():
-            raise StoreError(f"{path}: no results database here (run `benchsuite run` first)")
-        return cls(path, read_only=True)
+        return cls(path, read_only=True)  # a missing file: missing_database's line, naming it
 
     def verify(self) -> None:
         """The checks a publish makes before calling results citable: SQLite's integrity check,
