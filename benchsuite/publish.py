@@ -302,7 +302,7 @@ def grown_note(versions: SuiteVersions | None) -> list[str]:
     earlier = [i for i in versions.suite_ids if i != versions.final and i not in versions.later]
     named = f"earlier: {ids(earlier)}; " if earlier else ""
     if versions.later:
-        named += f"first run after the final one (a copy of the suite running part of its cells, run into this folder or merged in): {ids(versions.later)}; "
+        named += f"after the final suite first ran, parts of it run as suites of their own, in this folder or merged in: {ids(versions.later)}; "
     return [
         (
             f"This folder was run in {versions.runs} runs under {len(versions.suite_ids)} suite ids "

@@ -98,7 +98,7 @@ def test_baseline_cells_of_a_copy_merge_into_the_suites_folder_which_then_resume
     assert published.returncode == 0, published.stderr
     readme = (tmp_path / "board" / "README.md").read_text()
     copy_id = runs(root / "gnc")[0][0]
-    assert f"suite ids (first run after the final one (a copy of the suite running part of its cells, run into this folder or merged in): `{copy_id}`; final: `{suite_id}`)" in readme
+    assert f"suite ids (after the final suite first ran, parts of it run as suites of their own, in this folder or merged in: `{copy_id}`; final: `{suite_id}`)" in readme
     assert "4 of them were computed under another suite id" in readme
     page = (tmp_path / "board" / "leaderboard.html").read_text()
     assert "merged from" in page and json.loads((tmp_path / "board" / "environment.json").read_text())["suite_id"] == suite_id

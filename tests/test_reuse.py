@@ -71,6 +71,26 @@ def test_a_block_takes_the_runs_that_computed_its_cells_and_no_other_history(fol
     assert grown_id not in {r[0] for r in rows(tmp_path / "block" / "results.sqlite", "SELECT suite_id FROM cells")}
 
 
+def test_blocks_of_one_run_bring_that_run_once(folders, tmp_path):
+    """Two blocks built from one folder both carry the run that computed their cells; a suite
+    reusing both records that run once (the zoo's full board took its stacked run from two blocks
+    and listed it twice), with every cell it computed under it."""
+    root = folders
+    record = "SELECT suite_id, command, started_at FROM runs ORDER BY run_id"
+    (whole_run,) = rows(root / "whole" / "results.sqlite", record)
+    run(suite_file(tmp_path, "first", FIRST), tmp_path / "first", root / "whole")  # N = 4, sgd and G&C
+    run(suite_file(tmp_path, "gnc", GNC_ONLY), tmp_path / "gnc", root / "whole")  # G&C, N = 4 and 6
+    run(suite_file(tmp_path, "grown", GROWN), tmp_path / "grown", tmp_path / "first", tmp_path / "gnc")
+    database = tmp_path / "grown" / "results.sqlite"
+    history = rows(database, record)
+    assert history.count(whole_run) == 1, history
+    # whole's run computed 6 of the 8 cells (both blocks' cells); the grown run computed sgd at N = 6
+    per_run = dict(rows(database, "SELECT r.command, COUNT(c.cell_id) FROM runs r LEFT JOIN cells c USING (run_id) GROUP BY r.run_id"))
+    assert per_run[whole_run[1]] == 6
+    for query in (CELL_QUERY, NETWORK_QUERY):
+        assert rows(database, query) == rows(root / "whole" / "results.sqlite", query)
+
+
 def test_a_bigger_suite_reuses_the_blocks_and_computes_the_rest(folders, tmp_path):
     root = folders
     run(suite_file(tmp_path, "first", FIRST), tmp_path / "first")  # N = 4: 4 of the grown suite's 8 cells

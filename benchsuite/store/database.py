@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sqlite3
+import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -263,6 +264,10 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------------
     def start_run(self, suite_id: str, suite: dict, environment: dict, command: str) -> int:
+        """Record a run's start. Its environment gets a `run_token` drawn now: the run's identity
+        when its record reaches another database by two folders (merge.merge_database), which two
+        runs of one command started in the same second on two machines would otherwise share."""
+        environment = {**environment, "run_token": uuid.uuid4().hex}
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO runs (suite_id, suite, environment, command, started_at) "

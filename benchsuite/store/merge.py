@@ -52,7 +52,10 @@ def merge_database(
     (cell ids), only those of the source's cells are copied, with the runs that computed them (a
     whole folder brings its whole history; a part of it, only its own).
 
-    Runs get new ids (cells follow them). A cell id already present is kept as it is: cell ids
+    Runs get new ids (cells follow them); a run the database holds already (the same suite,
+    environment, command and start; the environment holds the run's token, Store.start_run) is
+    not recorded twice, its cells join it: one run reaching the database by two folders, as the
+    blocks of one run do. A cell id already present is kept as it is: cell ids
     hash the cell's identity and seed, so a repeat is the same experiment. Columns and tables
     newer than the source's schema are left NULL or empty. `run` (a `runs` row without its id), when
     given, is added after the source's runs in the same transaction: the merge's own record.
@@ -80,11 +83,21 @@ def merge_database(
             )  # fmt: skip
             mapping = {}
             for row in db.execute(runs).fetchall():
-                cursor = db.execute(
-                    "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (row["suite_id"], row["suite"], row["environment"], row["command"], row["started_at"], row["finished_at"]),
-                )
-                mapping[row["run_id"]] = cursor.lastrowid
+                record = (row["suite_id"], row["suite"], row["environment"], row["command"], row["started_at"])
+                held = db.execute(
+                    "SELECT run_id, finished_at FROM main.runs WHERE suite_id = ? AND suite = ? AND environment = ? "
+                    "AND command = ? AND started_at = ?", record,
+                ).fetchone()  # fmt: skip
+                if held is None:
+                    cursor = db.execute(
+                        "INSERT INTO runs (suite_id, suite, environment, command, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (*record, row["finished_at"]),
+                    )
+                    mapping[row["run_id"]] = cursor.lastrowid
+                    continue
+                mapping[row["run_id"]] = held["run_id"]  # the same run, reaching this database by another folder
+                if (row["finished_at"] or "") > (held["finished_at"] or ""):  # one copy was taken while it ran
+                    db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (row["finished_at"], held["run_id"]))
             db.execute("CREATE TEMP TABLE run_map (old INTEGER PRIMARY KEY, new INTEGER)")
             db.executemany("INSERT INTO run_map VALUES (?, ?)", mapping.items())
             cell_columns = ", ".join(CELL_COLUMNS)
