@@ -102,6 +102,7 @@ WITH_PLUGINS = {
     "leaderboards/zoo-fashion-mnist-stacked/suite.yaml": ("963f87cccafd040e", 3312, "52778a9aaf68b26d"),
     "leaderboards/zoo-fashion-mnist-lenet/suite.yaml": ("a2e60de15a191675", 1632, "4d19f92914d13a95"),
     "leaderboards/zoo-fashion-mnist-mlp-wide/suite.yaml": ("7b663dd6216907ee", 1632, "0c1e62621b469bf9"),
+    "leaderboards/zoo-fashion-mnist/suite.yaml": ("69a8f6c0923cfae7", 4896, "07e18428160eb963"),
 }  # fmt: skip
 
 # Published before the protocol-exactness change: their READMEs say that suite.yaml now resolves to
