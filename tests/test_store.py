@@ -167,6 +167,26 @@ def test_merge_refuses_a_newer_source_before_copying_anything(results, tmp_path)
         assert store.cell_count() == 0 and store.runs() == []
 
 
+def test_one_run_merged_by_two_copies_is_recorded_once_as_finished(results, tmp_path):
+    """A copy taken while its run was going (no finished_at yet) and the finished folder both
+    carry the run: merged, it is one run, finished, holding every cell once. Two runs of one
+    command started in the same second elsewhere stay two: each carries its own token."""
+    running = copy_of(results, tmp_path, "UPDATE runs SET finished_at = NULL;")
+    with Store(tmp_path / "merged.sqlite") as store:
+        store.merge(running / "results.sqlite")
+        store.merge(results / "results.sqlite")
+        (merged,) = store.runs()
+        with Store(results / "results.sqlite", read_only=True) as source:
+            (original,) = source.runs()
+            assert store.cell_count() == source.cell_count()
+        assert merged["finished_at"] == original["finished_at"] is not None
+        assert merged["environment"]["run_token"] == original["environment"]["run_token"]
+    twin = make_results(tmp_path / "twin", pairs=((0, 1),), n_trains=(4,), seeds=(202,), models=4)
+    with Store(tmp_path / "merged.sqlite") as store:
+        store.merge(twin / "results.sqlite")
+        assert len(store.runs()) == 2
+
+
 SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|ATTACH|DETACH|PRAGMA|CREATE|ALTER|DROP)\s+[A-Za-z*(]")
 
 
