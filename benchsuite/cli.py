@@ -193,7 +193,9 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
     (and, where the probe trained every epoch, divided by the share that interpolates).
     Samplers: run for --seconds; G&C that sees no fit gets P(fit) from a short subset
     simulation. Testing and metrics per network are timed too. Nothing is written. Run it on
-    the machine (and device) that will run the suite: rates differ by orders of magnitude.
+    the machine (and device) that will run the suite, while it is idle: rates differ by orders
+    of magnitude, and other work beside the probes makes them read slow (the answer says when
+    the load average left no core free).
     """
     from benchsuite.estimate import estimate as estimate_suite
     from benchsuite.progress import probe_progress
@@ -213,6 +215,7 @@ def estimate(suite: str, device: str | None, seconds: float, allow_large: bool, 
             "suite": loaded.name, "suite_id": loaded.suite_id, "device": found.device, "finished": len(finished),
             "seconds": found.seconds, "lower_bound": found.lower_bound, "probe_seconds": found.probe_seconds,
             "workers": workers, "wall_seconds": found.wall_seconds(workers),
+            "load_average": found.load, "cpus": found.cpus, "busy": found.busy,
             "cells": [{"cell_id": c.cell.cell_id, "method": c.cell.entry.label, "architecture": c.cell.architecture_label,
                        "n_train": c.cell.n_train, "seconds": c.seconds, "evaluation_seconds": c.evaluation, "basis": c.basis,
                        "note": c.note} for c in found.costs],

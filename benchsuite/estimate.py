@@ -32,7 +32,8 @@ extrapolated from that.
   role and task on networks drawn from the prior (EVALUATION_NETWORKS of them: a run tests
   more at once, so this errs high): with metrics this can outweigh training.
 - Left out: G&C's reuse of decisions across nested N (it makes real runs cheaper), other
-  processes on the machine.
+  processes on the machine (their load is read before the probes, and a busy machine is said:
+  SuiteEstimate.busy).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ from pathlib import Path
 import torch
 
 from benchsuite.engine.batches import round_orders, steps_per_epoch
-from benchsuite.engine.threads import one_cpu_thread
+from benchsuite.engine.threads import one_cpu_thread, usable_cpus
 from benchsuite.execution.cells import (
     Budget,
     CellContext,
@@ -92,12 +94,27 @@ class CellCost:
 
 @dataclass(frozen=True)
 class SuiteEstimate:
-    """Every cell's cost, and the seconds the probes themselves took."""
+    """Every cell's cost, the seconds the probes themselves took, and how busy the machine was
+    when they started (the 1-minute load average, where the system gives one, and the CPUs)."""
 
     costs: tuple[CellCost, ...]
     probe_seconds: float
     device: str
     shares_stacks: Callable[[Cell], bool] | None = None  # the run's grouping (units.stack_sharing)
+    load: float | None = None
+    cpus: int = 1
+
+    @property
+    def busy(self) -> str | None:
+        """A line for probes that had no core to themselves: other work beside them makes every
+        figure err high, by several times on a busy machine (docs/performance.md)."""
+        if self.load is None or self.load <= self.cpus - 0.5:
+            return None
+        return (
+            f"the machine was busy when the probes started (load {self.load:.1f} on {self.cpus} CPUs): they shared "
+            "the CPUs with other work, so these figures err high, by several times on a busy machine; "
+            "estimate on an idle one"
+        )
 
     @property
     def seconds(self) -> float:
@@ -156,6 +173,7 @@ def estimate_suite(
     progress(label, done, total) is called before each probe. `finished`: ids of cells a result
     folder already holds (a resumed run skips them), left out of the estimate."""
     cells = [cell for cell in expand(suite) if cell.cell_id not in finished]
+    load = machine_load()
     probes: dict[tuple, list[Cell]] = {}
     for cell in cells:
         probes.setdefault(_probe_key(cell), []).append(cell)
@@ -200,7 +218,19 @@ def estimate_suite(
         if limit is not None and cost.seconds > limit:
             cost = CellCost(cell, float(limit), "budget", f"max_seconds_per_cell {limit:g} stops it", 0.0)
         ordered.append(cost)
-    return SuiteEstimate(tuple(ordered), time.perf_counter() - started, str(context.device), stack_sharing(context.registry))
+    return SuiteEstimate(
+        tuple(ordered), time.perf_counter() - started, str(context.device), stack_sharing(context.registry),
+        load, usable_cpus(),
+    )  # fmt: skip
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average (runnable processes, this one idle), or None where the system
+    has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _probe_key(cell: Cell) -> tuple:

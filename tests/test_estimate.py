@@ -157,6 +157,7 @@ def test_the_command_prints_a_table_or_json_and_writes_nothing(tmp_path):
     assert answer["device"] == "cpu" and len(answer["cells"]) == 2
     assert answer["seconds"] == pytest.approx(sum(c["seconds"] for c in answer["cells"]))
     assert answer["workers"] == 1 and answer["wall_seconds"] == pytest.approx(answer["seconds"])
+    assert answer["cpus"] >= 1 and "load_average" in answer and "busy" in answer
     two = cli("estimate", suite, "--seconds", "0.2", "-j", "2", cwd=tmp_path)
     assert two.returncode == 0 and "of wall time on 2 workers" in two.stdout
     assert cli("estimate", suite, "-j", "0", cwd=tmp_path).returncode == 2
@@ -224,6 +225,26 @@ def test_wall_time_on_workers_hands_out_the_runs_units_in_order():
     # in suite order, not longest first: the same units costing 15, 11, 7, 3 would take 18 on two
     reversed_costs = replace(found, costs=tuple(replace(c, seconds=9.0 - c.seconds) for c in found.costs))
     assert reversed_costs.wall_seconds(2) == 18  # 15 -> A, 11 -> B, 7 -> B (18), 3 -> A (18)
+
+
+def test_a_busy_machine_is_said_beside_the_figures():
+    """Probes that share the CPUs with other work read slow (with a run on both cores beside it,
+    the zoo's wide-MLP estimate said 4.0 h of one process for cells that then took 28 min of wall
+    time on two workers): the answer says so when the load average leaves no core free."""
+    from rich.console import Console
+
+    from benchsuite.estimate import SuiteEstimate
+    from benchsuite.reporting.terminal import estimate_table
+
+    assert SuiteEstimate((), 0.0, "cpu", load=1.4, cpus=2).busy is None  # a core free for the probe
+    assert SuiteEstimate((), 0.0, "cpu").busy is None  # no load average on this system
+    busy = SuiteEstimate((), 0.0, "cpu", load=2.3, cpus=2)
+    assert "busy when the probes started (load 2.3 on 2 CPUs)" in busy.busy
+    console = Console(record=True, width=400)
+    estimate_table(busy, "x", console)
+    assert f"note: {busy.busy}" in console.export_text()
+    found = estimate(suite_of(models_per_cell=2), seconds=0.05)  # the real load of this machine
+    assert found.cpus >= 1 and (found.load is None or found.load >= 0)
 
 
 def test_gnc_is_probed_on_every_training_set_and_gradient_cells_once():

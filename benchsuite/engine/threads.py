@@ -65,12 +65,13 @@ def cpu_threads(option) -> int:
     """Worker threads: `option`, or for "auto" the CPUs this process may use (its share of them
     in a worker, share_cpus; at most LIMIT)."""
     if option == "auto":
-        available = SHARE if SHARE is not None else _usable_cpus()
+        available = SHARE if SHARE is not None else usable_cpus()
         return min(available, LIMIT) if LIMIT is not None else available
     return max(1, int(option))
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

@@ -233,3 +233,5 @@ def estimate_table(found, name: str, console: Console, workers: int = 1) -> None
         "every network is assumed to interpolate; G&C's reuse across nested N makes its cells cheaper.",
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
+    if found.busy:
+        console.print(f"note: {found.busy}", markup=False, highlight=False, soft_wrap=True)
